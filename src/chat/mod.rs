@@ -1,0 +1,33 @@
+//! The typed chat model: the OpenAI Chat Completions request, response and stream chunk.
+//!
+//! Every struct keeps the fields it does not know in an `extra` map (`#[serde(flatten)]`), so a
+//! client's `top_k` or `x_custom` reaches the provider and a provider's extra response fields
+//! reach the client, untouched. Known fields are typed so layers can read and rewrite them.
+//!
+//! ```
+//! use modelgate::chat::{ChatRequest, Content};
+//!
+//! let req: ChatRequest = serde_json::from_str(
+//!     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"top_k":5}"#,
+//! ).unwrap();
+//! assert_eq!(req.model, "gpt-4o-mini");
+//! assert!(matches!(req.messages[0].content, Some(Content::Text(ref t)) if t == "hi"));
+//! assert_eq!(req.extra["top_k"], 5);
+//! // Unknown fields are written back out.
+//! assert!(serde_json::to_string(&req).unwrap().contains(r#""top_k":5"#));
+//! ```
+
+mod request;
+mod response;
+
+pub use request::{
+    ChatRequest, Content, ContentPart, FileRef, FunctionCall, FunctionDef, ImageUrl, InputAudio,
+    Message, ResponseFormat, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice,
+};
+pub use response::{
+    ChatChunk, ChatCompletion, Choice, ChunkChoice, CompletionTokensDetails, Delta,
+    FunctionCallDelta, PromptTokensDetails, ResponseMessage, ToolCallDelta, Usage, UsageField,
+};
+
+/// Fields a struct does not know, kept in order and forwarded untouched.
+pub type Extra = serde_json::Map<String, serde_json::Value>;

@@ -1,0 +1,257 @@
+//! The decode step: `Request<B>` to `Request<ChatRequest>`, and the edge of the typed stack.
+//!
+//! [`DecodeLayer`] reads the body up to a limit (default 32 MiB, room for base64 images),
+//! parses it into a [`ChatRequest`] and calls the typed inner service. It is also where typed
+//! errors become responses: every `Err(Error)` from the inner stack is answered with the
+//! envelope and its real status, so the whole stack has `Error = Infallible` and drops into
+//! axum or hyper as it is. Every answer carries `X-Generation-Id`.
+//!
+//! - body over the limit (by `content-length` or while reading): 413;
+//! - bad JSON, a wrong type, a missing `model`/`messages`: 400 whose message and `param`
+//!   name the field (`messages[0].content`);
+//! - inserts [`GenerationId`] (unless present) before calling the inner service.
+//!
+//! ```
+//! use modelgate::decode::DecodeLayer;
+//!
+//! let _default = DecodeLayer::new(); // 32 MiB
+//! let _small = DecodeLayer::new().max_body_bytes(1 << 20);
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::GatewayBody;
+use crate::chat::ChatRequest;
+use crate::error::BoxError;
+use crate::route::GenerationId;
+use crate::Error;
+
+/// The default body limit: 32 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
+
+/// The response header naming the request's generation id.
+pub const GENERATION_ID_HEADER: &str = "x-generation-id";
+
+/// Builds [`Decode`]; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLayer {
+    max_body_bytes: usize,
+}
+
+impl Default for DecodeLayer {
+    fn default() -> Self {
+        DecodeLayer {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl DecodeLayer {
+    /// A decode step with the default 32 MiB limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the body limit.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+}
+
+impl<S> Layer<S> for DecodeLayer {
+    type Service = Decode<S>;
+    fn layer(&self, inner: S) -> Decode<S> {
+        Decode {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// Decodes the body and answers typed errors; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Decode<S> {
+    inner: S,
+    max_body_bytes: usize,
+}
+
+impl<S, B, RB> Service<Request<B>> for Decode<S>
+where
+    S: Service<Request<ChatRequest>, Response = Response<RB>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Response = Response<GatewayBody<RB>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The inner service is driven to readiness inside the future, once the body is read.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.max_body_bytes;
+        let id = match req.extensions().get::<GenerationId>() {
+            Some(id) => id.clone(),
+            None => {
+                let id = GenerationId::new();
+                req.extensions_mut().insert(id.clone());
+                id
+            }
+        };
+        Box::pin(async move {
+            let result = match decode_request(req, limit).await {
+                Ok(req) => inner.oneshot(req).await.map(|r| r.map(GatewayBody::inner)),
+                Err(e) => Err(e),
+            };
+            let mut res = result.unwrap_or_else(|e| {
+                tracing::debug!(status = e.status().as_u16(), error = %e, "request failed");
+                e.into_response().map(GatewayBody::full)
+            });
+            if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+                res.headers_mut().insert(GENERATION_ID_HEADER, v);
+            }
+            Ok(res)
+        })
+    }
+}
+
+/// Reads and parses a request body into a typed request, keeping head and extensions.
+pub async fn decode_request<B>(req: Request<B>, limit: usize) -> Result<Request<ChatRequest>, Error>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::payload_too_large(limit));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(Error::payload_too_large(limit)),
+        Err(e) => {
+            return Err(Error::invalid_request(format!("cannot read the request body: {e}"), None))
+        }
+    };
+    let chat = parse_chat_request(&bytes)?;
+    Ok(Request::from_parts(parts, chat))
+}
+
+/// Parses and validates a request body. Never panics, whatever the bytes; the error names the
+/// field that is wrong.
+pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize::<_, ChatRequest>(&mut de);
+    let chat = match parsed {
+        Ok(c) => {
+            if let Err(e) = de.end() {
+                return Err(Error::invalid_request(format!("invalid request body: {e}"), None));
+            }
+            c
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let (msg, param) = if path == "." || path == "?" || path.is_empty() {
+                let field = missing_field(&inner.to_string());
+                (format!("invalid request body: {inner}"), field)
+            } else {
+                (format!("invalid request body: `{path}`: {inner}"), Some(path))
+            };
+            return Err(Error::invalid_request(msg, param));
+        }
+    };
+    chat.validate()?;
+    Ok(chat)
+}
+
+fn missing_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use http_body_util::Full;
+    use tower::service_fn;
+
+    async fn call(body: &'static str, limit: usize) -> (StatusCode, serde_json::Value, bool) {
+        let svc = DecodeLayer::new().max_body_bytes(limit).layer(service_fn(|req: Request<ChatRequest>| async move {
+            Ok::<_, Error>(Response::new(Full::new(Bytes::from(req.into_body().model))))
+        }));
+        let res = svc.oneshot(Request::new(Full::new(Bytes::from_static(body.as_bytes())))).await.unwrap();
+        let status = res.status();
+        let has_id = res.headers().get(GENERATION_ID_HEADER).is_some_and(|v| v.to_str().unwrap().starts_with("gen-"));
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, json, has_id)
+    }
+
+    #[tokio::test]
+    async fn good_request_reaches_inner() {
+        let (s, body, id) = call(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, 1024).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body, "m");
+        assert!(id);
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_name_the_field() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("{", "EOF", None),
+            ("", "EOF", None),
+            ("[]", "invalid type", None),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "missing field `model`", Some("model")),
+            (r#"{"model":"m"}"#, "missing field `messages`", Some("messages")),
+            (r#"{"model":5,"messages":[]}"#, "model", Some("model")),
+            (r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, "messages[0].role", Some("messages[0].role")),
+            (r#"{"model":"m","messages":[{"role":"user","content":7}]}"#, "messages[0].content", Some("messages[0].content")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#, "max_tokens", Some("max_tokens")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream", Some("stream")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}]} trailing"#, "trailing", None),
+            (r#"{"model":"m","messages":[]}"#, "at least one message", Some("messages")),
+        ];
+        for (body, needle, param) in cases {
+            let (s, json, id) = call(body, 1 << 20).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+            assert!(id);
+            let msg = json["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(needle), "{body}: {msg}");
+            assert_eq!(json["error"]["param"].as_str(), *param, "{body}: {msg}");
+            assert_eq!(json["error"]["type"], "invalid_request_error");
+        }
+    }
+
+    #[tokio::test]
+    async fn too_large_is_413() {
+        let (s, json, _) = call(r#"{"model":"m","messages":[{"role":"user","content":"a long message"}]}"#, 16).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["error"]["code"], 413);
+    }
+}

@@ -1,0 +1,649 @@
+//! The one error type of the gateway, the OpenAI-compatible error envelope and the status mapping.
+//!
+//! Every failure inside the typed stack is an [`Error`]. It carries the HTTP status the client
+//! will see, the envelope's `type` and message, *where* it came from ([`ErrorSource`]) and
+//! *whether another attempt is safe* ([`Retry`]). Layers such as fallback decide on those two
+//! facts, never on message text. [`Error::into_response`] is the single place that turns an
+//! error into the JSON envelope:
+//!
+//! ```json
+//! {"error": {"code": 429, "message": "…", "type": "rate_limit_exceeded", "param": null,
+//!            "metadata": {"provider_name": "…", "raw": "…"}}}
+//! ```
+//!
+//! [`Error::to_sse_event`] gives the same envelope as the one `data:` event that ends a stream
+//! after the `200` has gone out.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+/// A boxed error, as used for opaque transport failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Longest upstream body excerpt kept in `metadata.raw`.
+const RAW_LIMIT: usize = 2048;
+
+/// Where an [`Error`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorSource {
+    /// The client's request was unacceptable (bad JSON, unknown model, too large).
+    Client,
+    /// The gateway itself (configuration, an internal invariant).
+    Gateway,
+    /// Connecting to the provider failed: the request never left the gateway.
+    Connect,
+    /// The request was sent, then the connection failed or timed out before a full answer.
+    Transport,
+    /// The provider answered with an error status or an unusable body.
+    Upstream,
+}
+
+/// Whether another attempt (at the same or another target) is safe after this error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retry {
+    /// The provider never saw the request (connect refused, connect timeout, TLS failure):
+    /// another attempt cannot double-bill.
+    Safe,
+    /// The provider saw the request and failed in a way worth retrying (429, 5xx, 529, a
+    /// timeout waiting for the first byte). The failed attempt may still be billed.
+    Retryable,
+    /// Retrying cannot help (bad request, quota exhausted, unknown model).
+    Never,
+}
+
+/// The gateway's error: what the client sees, where it came from, and whether a retry is safe.
+#[derive(Clone)]
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    status: StatusCode,
+    kind: Cow<'static, str>,
+    message: String,
+    param: Option<String>,
+    code: Option<serde_json::Value>,
+    source: ErrorSource,
+    retry: Retry,
+    retry_after: Option<Duration>,
+    provider: Option<Arc<str>>,
+    raw: Option<String>,
+}
+
+impl Error {
+    /// A new error with this status, envelope `type` and message. Source `Gateway`, never retried.
+    pub fn new(
+        status: StatusCode,
+        kind: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                status,
+                kind: kind.into(),
+                message: message.into(),
+                param: None,
+                code: None,
+                source: ErrorSource::Gateway,
+                retry: Retry::Never,
+                retry_after: None,
+                provider: None,
+                raw: None,
+            }),
+        }
+    }
+
+    /// 400: the request is invalid; `param` names the offending field when known.
+    pub fn invalid_request(message: impl Into<String>, param: Option<String>) -> Self {
+        Error::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+            .with_param(param)
+            .with_source(ErrorSource::Client)
+    }
+
+    /// 404: no model of that id (not in the catalog, no alias, no `<provider>/…` pass-through).
+    pub fn unknown_model(model: &str) -> Self {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("model `{model}` is not served by this gateway (not in the catalog, not an alias, and not `<provider>/<model>` for a configured provider)"),
+        )
+        .with_param(Some("model".into()))
+        .with_source(ErrorSource::Client)
+    }
+
+    /// 413: the body is over the configured limit.
+    pub fn payload_too_large(limit_bytes: usize) -> Self {
+        Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body is larger than the limit of {limit_bytes} bytes"),
+        )
+        .with_source(ErrorSource::Client)
+    }
+
+    /// 500: an internal invariant does not hold (a layer is missing from the stack, …).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    /// 502: the provider could not be reached or answered garbage.
+    pub fn bad_gateway(message: impl Into<String>, source: ErrorSource, retry: Retry) -> Self {
+        Error::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+            .with_source(source)
+            .with_retry(retry)
+    }
+
+    /// 504: the provider did not answer in time.
+    pub fn gateway_timeout(message: impl Into<String>, source: ErrorSource, retry: Retry) -> Self {
+        Error::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
+            .with_source(source)
+            .with_retry(retry)
+    }
+
+    /// An error built from a provider's error answer: status mapped for the client (see
+    /// [`client_status`]), message and `type` taken from the provider's envelope when it has
+    /// one, the body kept (scrubbed, truncated) as `metadata.raw`.
+    pub fn from_upstream(
+        upstream_status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        provider: &Arc<str>,
+        secret: Option<&str>,
+    ) -> Self {
+        let parsed = parse_upstream_error(body);
+        let status = client_status(upstream_status);
+        let kind: Cow<'static, str> = match &parsed.kind {
+            Some(k) => Cow::Owned(k.clone()),
+            None => Cow::Borrowed(default_kind(status)),
+        };
+        let message = match parsed.message {
+            Some(m) if !m.is_empty() => format!("{provider}: {}", scrub(&m, secret)),
+            _ => format!(
+                "{provider} answered HTTP {}",
+                upstream_status.as_u16()
+            ),
+        };
+        let not_retryable = parsed.quota_exhausted;
+        let retry = if not_retryable {
+            Retry::Never
+        } else if is_retryable_status(upstream_status) {
+            Retry::Retryable
+        } else {
+            Retry::Never
+        };
+        let raw = scrub(&String::from_utf8_lossy(body), secret);
+        let mut err = Error::new(status, kind, message)
+            .with_source(ErrorSource::Upstream)
+            .with_retry(retry)
+            .with_provider(provider.clone())
+            .with_raw(Some(raw))
+            .with_param(parsed.param);
+        if let Some(code) = parsed.code {
+            err.inner.code = Some(code);
+        }
+        err.inner.retry_after = retry_after_from(headers);
+        err
+    }
+
+    /// Sets the `param` (the offending field).
+    pub fn with_param(mut self, param: Option<String>) -> Self {
+        self.inner.param = param;
+        self
+    }
+
+    /// Sets where the error came from.
+    pub fn with_source(mut self, source: ErrorSource) -> Self {
+        self.inner.source = source;
+        self
+    }
+
+    /// Sets whether another attempt is safe.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.inner.retry = retry;
+        self
+    }
+
+    /// Sets the wait before a retry (sent as `Retry-After`, whole seconds, at least 1).
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        self.inner.retry_after = wait;
+        self
+    }
+
+    /// Names the configured provider the error came from (`metadata.provider_name`).
+    pub fn with_provider(mut self, provider: Arc<str>) -> Self {
+        self.inner.provider = Some(provider);
+        self
+    }
+
+    /// Sets `metadata.raw`, truncated to a bounded excerpt. Callers scrub secrets first.
+    pub fn with_raw(mut self, raw: Option<String>) -> Self {
+        self.inner.raw = raw.map(|mut r| {
+            truncate_utf8(&mut r, RAW_LIMIT);
+            r
+        });
+        self
+    }
+
+    /// The HTTP status the client sees.
+    pub fn status(&self) -> StatusCode {
+        self.inner.status
+    }
+
+    /// The envelope's `type`.
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// The offending field, if known.
+    pub fn param(&self) -> Option<&str> {
+        self.inner.param.as_deref()
+    }
+
+    /// Where the error came from.
+    pub fn source_kind(&self) -> ErrorSource {
+        self.inner.source
+    }
+
+    /// Whether another attempt is safe.
+    pub fn retry(&self) -> Retry {
+        self.inner.retry
+    }
+
+    /// True when another attempt may succeed ([`Retry::Safe`] or [`Retry::Retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.inner.retry, Retry::Safe | Retry::Retryable)
+    }
+
+    /// The wait the provider asked for before a retry, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// The configured provider the error came from, if any.
+    pub fn provider(&self) -> Option<&str> {
+        self.inner.provider.as_deref()
+    }
+
+    /// The scrubbed excerpt of the provider's body, if any.
+    pub fn raw(&self) -> Option<&str> {
+        self.inner.raw.as_deref()
+    }
+
+    /// The envelope as compact JSON bytes.
+    pub fn to_json(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(256).writer();
+        // Serialising plain strings and numbers into memory cannot fail.
+        let _ = serde_json::to_writer(&mut buf, &self.envelope());
+        buf.into_inner().freeze()
+    }
+
+    /// The envelope as the one SSE event that ends a stream: `data: {"error":{…}}\n\n`.
+    pub fn to_sse_event(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_slice(b"data: ");
+        let mut w = buf.writer();
+        let _ = serde_json::to_writer(&mut w, &self.envelope());
+        let mut buf = w.into_inner();
+        buf.put_slice(b"\n\n");
+        buf.freeze()
+    }
+
+    /// The JSON error response: real status, `content-type: application/json`, `Retry-After`
+    /// in whole seconds (at least 1) when a wait is known.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(self.to_json()));
+        *res.status_mut() = self.inner.status;
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(wait) = self.inner.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        }
+        res
+    }
+
+    fn envelope(&self) -> Envelope<'_> {
+        let i = &*self.inner;
+        let metadata = if i.provider.is_some() || i.raw.is_some() {
+            Some(Metadata {
+                provider_name: i.provider.as_deref(),
+                raw: i.raw.as_deref(),
+            })
+        } else {
+            None
+        };
+        Envelope {
+            error: Body {
+                code: match &i.code {
+                    Some(c) => Code::Value(c),
+                    None => Code::Status(i.status.as_u16()),
+                },
+                message: &i.message,
+                kind: &i.kind,
+                param: i.param.as_deref(),
+                metadata,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("status", &self.inner.status)
+            .field("type", &self.inner.kind)
+            .field("message", &self.inner.message)
+            .field("source", &self.inner.source)
+            .field("retry", &self.inner.retry)
+            .field("provider", &self.inner.provider)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.inner.status.as_u16(), self.inner.kind, self.inner.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: Code<'a>,
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Code<'a> {
+    Status(u16),
+    Value(&'a serde_json::Value),
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+}
+
+/// The status a client sees for a provider's error status.
+///
+/// Client errors the provider found in the request pass through (400, 404, 409, 413, 422);
+/// 429 stays 429; 529 (Anthropic "overloaded") and 503 become 503; 408 and 504 become 504
+/// (an upstream timeout is never 408 on our surface); 401, 403 and every other status become
+/// 502, since the provider refusing *the gateway's* credentials is not the client's fault.
+pub fn client_status(upstream: StatusCode) -> StatusCode {
+    match upstream.as_u16() {
+        400 | 404 | 409 | 413 | 422 => upstream,
+        429 => StatusCode::TOO_MANY_REQUESTS,
+        503 | 529 => StatusCode::SERVICE_UNAVAILABLE,
+        408 | 504 => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Whether a provider's error status is worth another attempt (the SDKs' rule: 408, 409, 429
+/// and every 5xx, which includes 529).
+pub fn is_retryable_status(upstream: StatusCode) -> bool {
+    matches!(upstream.as_u16(), 408 | 409 | 429) || upstream.is_server_error() || upstream.as_u16() == 529
+}
+
+fn default_kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "insufficient_credits",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_exceeded",
+        503 => "service_unavailable",
+        504 => "timeout_error",
+        _ => "upstream_error",
+    }
+}
+
+/// The `Retry-After` value for a wait: whole seconds, rounded up, never 0.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Reads `retry-after-ms`, then `retry-after` (seconds, fractional allowed, or an HTTP date).
+pub fn retry_after_from(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
+        return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
+    }
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs.min(86_400.0)));
+        }
+        return None;
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[derive(Default)]
+struct ParsedUpstreamError {
+    message: Option<String>,
+    kind: Option<String>,
+    param: Option<String>,
+    code: Option<serde_json::Value>,
+    quota_exhausted: bool,
+}
+
+/// Reads the common error envelopes: OpenAI `{"error":{message,type,param,code}}`, Anthropic
+/// `{"type":"error","error":{type,message}}`, Gemini `{"error":{code,message,status}}` (also
+/// inside a one-element array), and a bare `{"message": …}`.
+fn parse_upstream_error(body: &[u8]) -> ParsedUpstreamError {
+    let mut out = ParsedUpstreamError::default();
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return out;
+    };
+    if let serde_json::Value::Array(items) = &mut value {
+        if items.is_empty() {
+            return out;
+        }
+        value = items.swap_remove(0);
+    }
+    let err = match value.get("error") {
+        Some(e @ serde_json::Value::Object(_)) => e,
+        Some(serde_json::Value::String(s)) => {
+            out.message = Some(s.clone());
+            return out;
+        }
+        _ => &value,
+    };
+    let text = |k: &str| err.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    out.message = text("message");
+    out.kind = text("type").or_else(|| text("status").map(|s| s.to_ascii_lowercase()));
+    out.param = text("param");
+    if let Some(code @ serde_json::Value::String(_)) = err.get("code") {
+        out.code = Some(code.clone());
+    }
+    let code_str = err.get("code").and_then(|c| c.as_str()).unwrap_or("");
+    let details_code = err
+        .get("details")
+        .and_then(|d| d.get("error_code"))
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
+    out.quota_exhausted = matches!(code_str, "insufficient_quota" | "billing_hard_limit_reached")
+        || out.kind.as_deref() == Some("insufficient_quota")
+        || details_code == "enforced_spend_limit_reached";
+    out
+}
+
+/// Removes secrets from text that may be shown to a client or logged: the given provider key
+/// wherever it appears, and anything shaped like a common API key or bearer token.
+pub fn scrub(text: &str, secret: Option<&str>) -> String {
+    let mut s = match secret.filter(|k| k.len() >= 4) {
+        Some(k) => text.replace(k, "[REDACTED]"),
+        None => text.to_owned(),
+    };
+    for prefix in ["sk-", "sk_", "AIza", "Bearer ", "bearer "] {
+        s = redact_after(&s, prefix);
+    }
+    truncate_utf8(&mut s, RAW_LIMIT);
+    s
+}
+
+fn redact_after(text: &str, prefix: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(prefix) {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + prefix.len()..];
+        let token_len = after
+            .char_indices()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .map(|(i, _)| i)
+            .unwrap_or(after.len());
+        if token_len >= 8 {
+            out.push_str(prefix);
+            out.push_str("[REDACTED]");
+        } else {
+            out.push_str(&rest[pos..pos + prefix.len() + token_len]);
+        }
+        rest = &after[token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn truncate_utf8(s: &mut String, limit: usize) {
+    if s.len() > limit {
+        let mut cut = limit;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_ceiling_and_never_zero() {
+        assert_eq!(retry_after_secs(Duration::from_millis(300)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(retry_after_secs(Duration::from_secs(7)), 7);
+    }
+
+    #[test]
+    fn retry_after_header_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2.5"));
+        assert_eq!(retry_after_from(&h), Some(Duration::from_millis(2500)));
+        h.insert("retry-after-ms", HeaderValue::from_static("120"));
+        assert_eq!(retry_after_from(&h), Some(Duration::from_millis(120)));
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after_from(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after_from(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn status_mapping() {
+        let m = |s: u16| client_status(StatusCode::from_u16(s).unwrap()).as_u16();
+        assert_eq!(m(400), 400);
+        assert_eq!(m(401), 502);
+        assert_eq!(m(404), 404);
+        assert_eq!(m(408), 504);
+        assert_eq!(m(429), 429);
+        assert_eq!(m(500), 502);
+        assert_eq!(m(503), 503);
+        assert_eq!(m(529), 503);
+        assert_eq!(m(504), 504);
+    }
+
+    #[test]
+    fn upstream_openai_envelope_is_read_and_scrubbed() {
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-proj-abcdefghijkl","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        let provider: Arc<str> = Arc::from("openai");
+        let e = Error::from_upstream(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body, &provider, Some("sk-proj-abcdefghijkl"));
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(e.kind(), "invalid_request_error");
+        assert!(!e.message().contains("abcdefghijkl"), "{}", e.message());
+        assert!(!e.raw().unwrap().contains("abcdefghijkl"));
+        assert_eq!(e.retry(), Retry::Never);
+        let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(json["error"]["metadata"]["provider_name"], "openai");
+        assert_eq!(json["error"]["code"], "invalid_api_key");
+    }
+
+    #[test]
+    fn quota_429_is_not_retryable_but_rate_limit_is() {
+        let provider: Arc<str> = Arc::from("p");
+        let quota = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let e = Error::from_upstream(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), quota, &provider, None);
+        assert_eq!(e.retry(), Retry::Never);
+        let limited = br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#;
+        let e = Error::from_upstream(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), limited, &provider, None);
+        assert_eq!(e.retry(), Retry::Retryable);
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn envelope_shape() {
+        let e = Error::invalid_request("messages[0].role: unknown variant", Some("messages[0].role".into()));
+        let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(json["error"]["code"], 400);
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(json["error"]["param"], "messages[0].role");
+        assert!(json["error"].get("metadata").is_none());
+        let sse = e.to_sse_event();
+        assert!(sse.starts_with(b"data: {\"error\":"));
+        assert!(sse.ends_with(b"}\n\n"));
+    }
+
+    #[test]
+    fn scrub_keeps_short_words() {
+        assert_eq!(scrub("ask-me", None), "ask-me");
+        assert_eq!(scrub("key sk-abcdefghijklmnop end", None), "key sk-[REDACTED] end");
+        assert_eq!(scrub("Bearer abc.def-ghi_jkl", None), "Bearer [REDACTED]");
+    }
+}

@@ -1,0 +1,108 @@
+//! # modelgate
+//!
+//! An LLM gateway as composable [Tower](https://docs.rs/tower) layers: one OpenAI-compatible
+//! API in front of many model providers. Stack the layers inside your own axum or hyper
+//! service, or run the bundled proxy (`examples/proxy.rs`).
+//!
+//! ## The onion
+//!
+//! ```text
+//! client ─▶ (decode) ─▶ ModelRewriteLayer ─▶ StreamNormalizeLayer ─▶ Dispatch ─▶ provider
+//! ```
+//!
+//! - [`decode`]: `Request<B>` → `Request<ChatRequest>` (size-limited, field-naming 400s), and
+//!   the one place typed errors become envelope responses; every answer has `X-Generation-Id`.
+//! - [`model_rewrite`]: `model` (aliases, catalog, `<provider>/<model>`) → [`RoutePlan`] and
+//!   the [`Target`] of the attempt.
+//! - [`stream_normalize`]: the provider's answer → the OpenAI shape, streams included.
+//! - [`dispatch`]: the typed request → the provider's HTTP request, on one pooled client.
+//!
+//! Data flows in two lanes: the payload as the typed body, facts (generation id, plan, target)
+//! as request extensions ([`route`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use modelgate::{Catalog, DecodeLayer, Dispatch, ModelRewriteLayer, StreamNormalizeLayer};
+//! use modelgate::provider::{Provider, ProviderKind};
+//! use tower::ServiceBuilder;
+//!
+//! let ollama = Arc::new(
+//!     Provider::builder("ollama", ProviderKind::OpenAi, "http://127.0.0.1:11434/v1").build().unwrap(),
+//! );
+//! let mut catalog = Catalog::new();
+//! catalog.add_provider(ollama.clone()).unwrap();
+//!
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! # rt.block_on(async {
+//! let gateway = ServiceBuilder::new()
+//!     .layer(DecodeLayer::new())
+//!     .layer(ModelRewriteLayer::new(Arc::new(catalog)))
+//!     .layer(StreamNormalizeLayer::new())
+//!     .service(Dispatch::new([&ollama]));
+//! // `gateway` is a `Service<http::Request<B>>` with `Error = Infallible`: serve it with
+//! // hyper, or mount it in axum with `Router::route_service`.
+//! # let _ = gateway;
+//! # });
+//! ```
+//!
+//! ## With hyper alone
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto;
+//! use hyper_util::service::TowerToHyperService;
+//! use modelgate::{Catalog, DecodeLayer, Dispatch, ModelRewriteLayer, StreamNormalizeLayer};
+//! use modelgate::provider::{Provider, ProviderKind};
+//! use tower::ServiceBuilder;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let openai = Arc::new(
+//!     Provider::builder("openai", ProviderKind::OpenAi, "https://api.openai.com/v1")
+//!         .api_key(std::env::var("OPENAI_API_KEY").ok())
+//!         .build()?,
+//! );
+//! let mut catalog = Catalog::new();
+//! catalog.add_provider(openai.clone())?;
+//! let gateway = ServiceBuilder::new()
+//!     .layer(DecodeLayer::new())
+//!     .layer(ModelRewriteLayer::new(Arc::new(catalog)))
+//!     .layer(StreamNormalizeLayer::new())
+//!     .service(Dispatch::new([&openai]));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let svc = TowerToHyperService::new(gateway.clone());
+//!     tokio::spawn(async move {
+//!         let _ = auto::Builder::new(TokioExecutor::new())
+//!             .serve_connection(TokioIo::new(tcp), svc)
+//!             .await;
+//!     });
+//! }
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(unreachable_pub, rust_2018_idioms)]
+
+pub mod body;
+pub mod chat;
+pub mod decode;
+pub mod dispatch;
+pub mod error;
+pub mod future;
+pub mod model_rewrite;
+pub mod provider;
+pub mod proxy;
+pub mod route;
+pub mod sse;
+pub mod stream_normalize;
+
+pub use crate::chat::ChatRequest;
+pub use crate::decode::DecodeLayer;
+pub use crate::dispatch::Dispatch;
+pub use crate::error::Error;
+pub use crate::model_rewrite::{Catalog, ModelRewriteLayer};
+pub use crate::route::{GenerationId, RoutePlan, Target};
+pub use crate::stream_normalize::StreamNormalizeLayer;

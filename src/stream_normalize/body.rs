@@ -1,0 +1,189 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project::pin_project;
+use tokio::time::Sleep;
+
+use super::openai::OpenAiStream;
+use crate::error::{BoxError, ErrorSource, Retry};
+use crate::sse::{self, SseDecoder};
+use crate::Error;
+
+/// The body [`StreamNormalize`](super::StreamNormalize) answers with: a whole JSON document, or
+/// the normalised SSE stream of an upstream body `B`.
+#[pin_project(project = ResponseBodyProj)]
+#[derive(Debug)]
+pub enum ResponseBody<B> {
+    /// A complete JSON answer.
+    Full {
+        /// The bytes.
+        #[pin]
+        body: Full<Bytes>,
+    },
+    /// A normalised event stream.
+    Stream {
+        /// The stream.
+        #[pin]
+        stream: SseStream<B>,
+    },
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        ResponseBody::Full { body: Full::new(bytes) }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            ResponseBodyProj::Full { body } => body.poll_frame(cx),
+            ResponseBodyProj::Stream { stream } => stream.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full { body } => body.is_end_stream(),
+            ResponseBody::Stream { stream } => stream.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full { body } => body.size_hint(),
+            ResponseBody::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// An upstream SSE body turned into the gateway's stream: decoded, normalised, re-encoded one
+/// frame per upstream read; `: keepalive` comments while the first upstream byte is awaited.
+/// It never fails: upstream failures become the one error event, then the end.
+#[pin_project]
+pub struct SseStream<B> {
+    #[pin]
+    upstream: B,
+    #[pin]
+    keepalive: Option<Sleep>,
+    keepalive_interval: Duration,
+    decoder: SseDecoder,
+    state: OpenAiStream,
+    out: BytesMut,
+    done: bool,
+}
+
+impl<B> std::fmt::Debug for SseStream<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream").field("state", &self.state).field("done", &self.done).finish()
+    }
+}
+
+impl<B> SseStream<B> {
+    pub(crate) fn new(upstream: B, state: OpenAiStream, keepalive_interval: Option<Duration>) -> Self {
+        SseStream {
+            upstream,
+            keepalive: keepalive_interval.map(tokio::time::sleep),
+            keepalive_interval: keepalive_interval.unwrap_or_default(),
+            decoder: SseDecoder::new(),
+            state,
+            out: BytesMut::new(),
+            done: false,
+        }
+    }
+}
+
+impl<B> Body for SseStream<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        loop {
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            match this.upstream.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    this.keepalive.set(None);
+                    this.decoder.feed(&data);
+                    while let Some(ev) = this.decoder.next_event() {
+                        this.state.on_event(&ev, this.out);
+                    }
+                    if this.state.is_finished() {
+                        *this.done = true;
+                        // Read what is already here so the upstream connection can go back
+                        // to the pool; never wait for more.
+                        while let Poll::Ready(Some(Ok(_))) = this.upstream.as_mut().poll_frame(cx) {}
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let e: BoxError = e.into();
+                    let err = match e.downcast::<Error>() {
+                        Ok(err) => *err,
+                        Err(other) => Error::bad_gateway(
+                            format!("the provider's stream failed: {other}"),
+                            ErrorSource::Transport,
+                            Retry::Retryable,
+                        ),
+                    };
+                    this.state.on_error(err, this.out);
+                    *this.done = true;
+                }
+                Poll::Ready(None) => {
+                    this.decoder.finish();
+                    while let Some(ev) = this.decoder.next_event() {
+                        this.state.on_event(&ev, this.out);
+                    }
+                    this.state.on_end(this.out);
+                    *this.done = true;
+                }
+                Poll::Pending => {
+                    if let Some(sleep) = this.keepalive.as_mut().as_pin_mut() {
+                        if sleep.poll(cx).is_ready() {
+                            let next = tokio::time::Instant::now() + *this.keepalive_interval;
+                            if let Some(s) = this.keepalive.as_mut().as_pin_mut() {
+                                s.reset(next);
+                            }
+                            // Register the new deadline with the timer before yielding.
+                            if let Some(s) = this.keepalive.as_mut().as_pin_mut() {
+                                let _ = s.poll(cx);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(sse::KEEPALIVE)))));
+                        }
+                    }
+                    if this.out.is_empty() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if !this.out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.out.is_empty()
+    }
+}

@@ -1,0 +1,291 @@
+//! [`StreamNormalizeLayer`]: turns each provider's answer into the OpenAI shape.
+//!
+//! Runs once per attempt, just outside [`Dispatch`](crate::dispatch::Dispatch). Reads the
+//! [`Target`] and the [`GenerationId`] from the request extensions (a missing `GenerationId`
+//! is minted here).
+//!
+//! - The upstream is always asked for usage (`stream_options.include_usage: true`), whatever
+//!   the client asked, so metering never goes blind; the client's own choice decides whether
+//!   the final usage chunk reaches it.
+//! - Non-streaming: the JSON answer gets the gateway's `id`, the public `model` and the
+//!   serving `provider`; everything else passes untouched.
+//! - Streaming: `data: <compact JSON>\n\n` per event, LF only, one frame per upstream read,
+//!   ending `data: [DONE]\n\n`; `role` once; tool-call `id`/`type`/`name` once with a dense
+//!   `index`; `: keepalive` comments while the first upstream byte is awaited; an upstream
+//!   error, cut, idle timeout or end without `[DONE]` after the `200` becomes exactly one
+//!   `data: {"error":…}` event, then the end.
+//! - An upstream error status (before any byte reached the client) becomes `Err(Error)` with
+//!   the real status, `metadata.provider_name` and a scrubbed `metadata.raw`, so fallback can
+//!   decide on it and the edge can answer with the envelope.
+//!
+//! ```
+//! use std::time::Duration;
+//! use modelgate::stream_normalize::StreamNormalizeLayer;
+//!
+//! // Default: a keep-alive comment every 10 s while the first upstream byte is awaited.
+//! let _default = StreamNormalizeLayer::new();
+//! // Customised: every 2 s, and a 16 MiB cap on non-streamed answers.
+//! let _custom = StreamNormalizeLayer::new()
+//!     .keepalive_interval(Some(Duration::from_secs(2)))
+//!     .max_response_bytes(16 << 20);
+//! ```
+
+mod body;
+mod openai;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::body::{ResponseBody, SseStream};
+pub use self::openai::OpenAiStream;
+use crate::chat::{ChatCompletion, ChatRequest, StreamOptions};
+use crate::error::{BoxError, ErrorSource, Retry};
+use crate::route::{GenerationId, Target};
+use crate::Error;
+
+/// Largest upstream error body read for the envelope.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// What a stream's chunks are stamped with.
+#[derive(Debug, Clone)]
+pub struct StreamContext {
+    /// The gateway's id (`gen-…`), used as every chunk's `id`.
+    pub id: GenerationId,
+    /// The public model id.
+    pub model: Arc<str>,
+    /// The configured provider's name.
+    pub provider: Arc<str>,
+    /// Whether the client asked for the final usage chunk.
+    pub include_usage: bool,
+    /// `created` for chunks the gateway writes itself.
+    pub created: u64,
+}
+
+/// Builds [`StreamNormalize`]; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamNormalizeLayer {
+    keepalive: Option<Duration>,
+    max_response_bytes: usize,
+}
+
+impl Default for StreamNormalizeLayer {
+    fn default() -> Self {
+        StreamNormalizeLayer {
+            keepalive: Some(Duration::from_secs(10)),
+            max_response_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StreamNormalizeLayer {
+    /// Keep-alive every 10 s; non-streamed answers up to 64 MiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How often a `: keepalive` comment goes out while the first upstream byte is awaited
+    /// (`None`: never).
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Largest non-streamed upstream answer accepted (larger: 502).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+}
+
+impl<S> Layer<S> for StreamNormalizeLayer {
+    type Service = StreamNormalize<S>;
+    fn layer(&self, inner: S) -> StreamNormalize<S> {
+        StreamNormalize { inner, config: *self }
+    }
+}
+
+/// Normalises a provider's answer; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct StreamNormalize<S> {
+    inner: S,
+    config: StreamNormalizeLayer,
+}
+
+impl<S, B> Service<Request<ChatRequest>> for StreamNormalize<S>
+where
+    S: Service<Request<ChatRequest>, Response = Response<B>, Error = Error>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<B>>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ChatRequest>) -> Self::Future {
+        let Some(target) = req.extensions().get::<Target>().cloned() else {
+            return Box::pin(std::future::ready(Err(Error::internal(
+                "no routing target on the request: put ModelRewriteLayer (or insert a Target) before StreamNormalize",
+            ))));
+        };
+        let id = match req.extensions().get::<GenerationId>() {
+            Some(id) => id.clone(),
+            None => {
+                let id = GenerationId::new();
+                req.extensions_mut().insert(id.clone());
+                id
+            }
+        };
+        let streaming = req.body().is_stream();
+        let ctx = StreamContext {
+            id,
+            model: target.public_model.clone(),
+            provider: target.provider.name_arc().clone(),
+            include_usage: req.body().wants_stream_usage(),
+            created: 0,
+        };
+        if streaming {
+            req.body_mut()
+                .stream_options
+                .get_or_insert_with(StreamOptions::default)
+                .include_usage = Some(true);
+        }
+        let config = self.config;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let (mut parts, body) = res.into_parts();
+            if !parts.status.is_success() {
+                let bytes = read_error_body(body).await;
+                return Err(Error::from_upstream(
+                    parts.status,
+                    &parts.headers,
+                    &bytes,
+                    &ctx.provider,
+                    target.provider.secret(),
+                ));
+            }
+            let is_sse = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let mut out = Response::new(ResponseBody::full(Bytes::new()));
+            *out.status_mut() = StatusCode::OK;
+            std::mem::swap(out.extensions_mut(), &mut parts.extensions);
+            if streaming && is_sse {
+                let state = OpenAiStream::new(ctx);
+                *out.body_mut() = ResponseBody::Stream {
+                    stream: SseStream::new(body, state, config.keepalive),
+                };
+                set_sse_headers(out.headers_mut());
+                return Ok(out);
+            }
+            let bytes = read_body(body, config.max_response_bytes, &ctx.provider).await?;
+            let completion = parse_completion(&bytes, &ctx)?;
+            if streaming {
+                // The provider ignored `stream: true` and answered with JSON: replay it as a stream.
+                let mut state = OpenAiStream::new(ctx);
+                let mut buf = bytes::BytesMut::new();
+                state.replay_completion(completion, &mut buf);
+                *out.body_mut() = ResponseBody::full(buf.freeze());
+                set_sse_headers(out.headers_mut());
+                return Ok(out);
+            }
+            let json = render_completion(completion, &ctx)?;
+            out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+            *out.body_mut() = ResponseBody::full(json);
+            Ok(out)
+        })
+    }
+}
+
+fn set_sse_headers(h: &mut http::HeaderMap) {
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+async fn read_error_body<B>(body: B) -> Bytes
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, MAX_ERROR_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    }
+}
+
+async fn read_body<B>(body: B, limit: usize, provider: &Arc<str>) -> Result<Bytes, Error>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(match e.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Error::bad_gateway(
+                format!("{provider}: the answer is larger than the limit of {limit} bytes"),
+                ErrorSource::Upstream,
+                Retry::Never,
+            ),
+            Err(e) => Error::bad_gateway(
+                format!("{provider}: reading the answer failed: {e}"),
+                ErrorSource::Transport,
+                Retry::Retryable,
+            ),
+        }
+        .with_provider(provider.clone())),
+    }
+}
+
+/// Parses a non-streamed upstream answer; an unusable one is a 502 with the body as `raw`.
+fn parse_completion(bytes: &[u8], ctx: &StreamContext) -> Result<ChatCompletion, Error> {
+    let garbage = |why: String| {
+        Error::bad_gateway(format!("{}: {why}", ctx.provider), ErrorSource::Upstream, Retry::Retryable)
+            .with_provider(ctx.provider.clone())
+            .with_raw(Some(crate::error::scrub(&String::from_utf8_lossy(bytes), None)))
+    };
+    let completion: ChatCompletion =
+        serde_json::from_slice(bytes).map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
+    if completion.extra.contains_key("error") {
+        return Err(Error::from_upstream(
+            StatusCode::BAD_GATEWAY,
+            &http::HeaderMap::new(),
+            bytes,
+            &ctx.provider,
+            None,
+        ));
+    }
+    Ok(completion)
+}
+
+/// Stamps a non-streamed answer with the gateway's id, public model and provider.
+pub fn render_completion(mut completion: ChatCompletion, ctx: &StreamContext) -> Result<Bytes, Error> {
+    completion.id.clear();
+    completion.id.push_str(ctx.id.as_str());
+    completion.model.clear();
+    completion.model.push_str(&ctx.model);
+    completion.provider = Some(ctx.provider.to_string());
+    serde_json::to_vec(&completion)
+        .map(Bytes::from)
+        .map_err(|e| Error::internal(format!("cannot serialise the answer: {e}")))
+}
