@@ -46,10 +46,15 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project() {
             GatewayBodyProj::Inner { body } => body.poll_frame(cx),
-            GatewayBodyProj::Full { body } => body.poll_frame(cx).map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            GatewayBodyProj::Full { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
         }
     }
 

@@ -169,10 +169,7 @@ impl Error {
         };
         let message = match parsed.message {
             Some(m) if !m.is_empty() => format!("{provider}: {}", scrub(&m, secret)),
-            _ => format!(
-                "{provider} answered HTTP {}",
-                upstream_status.as_u16()
-            ),
+            _ => format!("{provider} answered HTTP {}", upstream_status.as_u16()),
         };
         let not_retryable = parsed.quota_exhausted;
         let retry = if not_retryable {
@@ -357,7 +354,13 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.inner.status.as_u16(), self.inner.kind, self.inner.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.inner.status.as_u16(),
+            self.inner.kind,
+            self.inner.message
+        )
     }
 }
 
@@ -413,7 +416,9 @@ pub fn client_status(upstream: StatusCode) -> StatusCode {
 /// Whether a provider's error status is worth another attempt (the SDKs' rule: 408, 409, 429
 /// and every 5xx, which includes 529).
 pub fn is_retryable_status(upstream: StatusCode) -> bool {
-    matches!(upstream.as_u16(), 408 | 409 | 429) || upstream.is_server_error() || upstream.as_u16() == 529
+    matches!(upstream.as_u16(), 408 | 409 | 429)
+        || upstream.is_server_error()
+        || upstream.as_u16() == 529
 }
 
 fn default_kind(status: StatusCode) -> &'static str {
@@ -505,8 +510,10 @@ fn parse_upstream_error(body: &[u8]) -> ParsedUpstreamError {
         .and_then(|d| d.get("error_code"))
         .and_then(|c| c.as_str())
         .unwrap_or("");
-    out.quota_exhausted = matches!(code_str, "insufficient_quota" | "billing_hard_limit_reached")
-        || out.kind.as_deref() == Some("insufficient_quota")
+    out.quota_exhausted = matches!(
+        code_str,
+        "insufficient_quota" | "billing_hard_limit_reached"
+    ) || out.kind.as_deref() == Some("insufficient_quota")
         || details_code == "enforced_spend_limit_reached";
     out
 }
@@ -582,7 +589,10 @@ mod tests {
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after_from(&h), None);
         let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after_from(&h), Some(Duration::ZERO));
     }
 
@@ -604,7 +614,13 @@ mod tests {
     fn upstream_openai_envelope_is_read_and_scrubbed() {
         let body = br#"{"error":{"message":"Incorrect API key provided: sk-proj-abcdefghijkl","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
         let provider: Arc<str> = Arc::from("openai");
-        let e = Error::from_upstream(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body, &provider, Some("sk-proj-abcdefghijkl"));
+        let e = Error::from_upstream(
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            body,
+            &provider,
+            Some("sk-proj-abcdefghijkl"),
+        );
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(e.kind(), "invalid_request_error");
         assert!(!e.message().contains("abcdefghijkl"), "{}", e.message());
@@ -619,17 +635,33 @@ mod tests {
     fn quota_429_is_not_retryable_but_rate_limit_is() {
         let provider: Arc<str> = Arc::from("p");
         let quota = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
-        let e = Error::from_upstream(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), quota, &provider, None);
+        let e = Error::from_upstream(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            quota,
+            &provider,
+            None,
+        );
         assert_eq!(e.retry(), Retry::Never);
-        let limited = br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#;
-        let e = Error::from_upstream(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), limited, &provider, None);
+        let limited =
+            br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#;
+        let e = Error::from_upstream(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            limited,
+            &provider,
+            None,
+        );
         assert_eq!(e.retry(), Retry::Retryable);
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[test]
     fn envelope_shape() {
-        let e = Error::invalid_request("messages[0].role: unknown variant", Some("messages[0].role".into()));
+        let e = Error::invalid_request(
+            "messages[0].role: unknown variant",
+            Some("messages[0].role".into()),
+        );
         let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(json["error"]["code"], 400);
         assert_eq!(json["error"]["type"], "invalid_request_error");
@@ -643,7 +675,10 @@ mod tests {
     #[test]
     fn scrub_keeps_short_words() {
         assert_eq!(scrub("ask-me", None), "ask-me");
-        assert_eq!(scrub("key sk-abcdefghijklmnop end", None), "key sk-[REDACTED] end");
+        assert_eq!(
+            scrub("key sk-abcdefghijklmnop end", None),
+            "key sk-[REDACTED] end"
+        );
         assert_eq!(scrub("Bearer abc.def-ghi_jkl", None), "Bearer [REDACTED]");
     }
 }

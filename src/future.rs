@@ -26,7 +26,9 @@ pub enum ResponseFuture<F, T, E> {
 
 impl<F, T, E> ResponseFuture<F, T, E> {
     pub(crate) fn ready(result: Result<T, E>) -> Self {
-        ResponseFuture::Ready { result: Some(result) }
+        ResponseFuture::Ready {
+            result: Some(result),
+        }
     }
 }
 
@@ -39,9 +41,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             ResponseFutureProj::Inner { future } => future.poll(cx),
-            ResponseFutureProj::Ready { result } => {
-                Poll::Ready(result.take().expect("ResponseFuture polled after completion"))
-            }
+            ResponseFutureProj::Ready { result } => Poll::Ready(
+                result
+                    .take()
+                    .expect("ResponseFuture polled after completion"),
+            ),
         }
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
@@ -88,7 +90,11 @@ impl fmt::Debug for Provider {
 
 impl Provider {
     /// Starts a provider of this name, kind and base URL.
-    pub fn builder(name: impl Into<String>, kind: ProviderKind, base_url: impl Into<String>) -> ProviderBuilder {
+    pub fn builder(
+        name: impl Into<String>,
+        kind: ProviderKind,
+        base_url: impl Into<String>,
+    ) -> ProviderBuilder {
         ProviderBuilder {
             name: name.into(),
             kind,
@@ -143,7 +149,11 @@ impl Provider {
     ///
     /// The client's own headers are never copied: only the provider's key and the configured
     /// extra headers go upstream.
-    pub fn build_request(&self, mut body: ChatRequest, target: &Target) -> Result<Request<Full<Bytes>>, Error> {
+    pub fn build_request(
+        &self,
+        mut body: ChatRequest,
+        target: &Target,
+    ) -> Result<Request<Full<Bytes>>, Error> {
         match self.kind {
             ProviderKind::OpenAi => {
                 let stream = body.is_stream();
@@ -159,9 +169,16 @@ impl Provider {
                 h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 h.insert(
                     ACCEPT,
-                    HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
+                    HeaderValue::from_static(if stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    }),
                 );
-                h.insert(USER_AGENT, HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION"))));
+                h.insert(
+                    USER_AGENT,
+                    HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION"))),
+                );
                 if let Some(auth) = &self.auth {
                     h.insert(AUTHORIZATION, auth.clone());
                 }
@@ -208,26 +225,41 @@ impl ProviderBuilder {
     pub fn build(self) -> Result<Provider, String> {
         let name = self.name.trim();
         if name.is_empty() || name.contains('/') {
-            return Err(format!("provider name `{name}` must be non-empty and contain no `/`"));
+            return Err(format!(
+                "provider name `{name}` must be non-empty and contain no `/`"
+            ));
         }
         let base = self.base_url.trim_end_matches('/');
         let chat = match self.kind {
             ProviderKind::OpenAi => format!("{base}/chat/completions"),
         };
-        let chat_uri: Uri = chat
-            .parse()
-            .map_err(|e| format!("provider `{name}`: base_url `{}` is not a valid URL: {e}", self.base_url))?;
+        let chat_uri: Uri = chat.parse().map_err(|e| {
+            format!(
+                "provider `{name}`: base_url `{}` is not a valid URL: {e}",
+                self.base_url
+            )
+        })?;
         match chat_uri.scheme_str() {
             Some("http") | Some("https") => {}
-            _ => return Err(format!("provider `{name}`: base_url must start with http:// or https://")),
+            _ => {
+                return Err(format!(
+                    "provider `{name}`: base_url must start with http:// or https://"
+                ))
+            }
         }
         if chat_uri.host().is_none() {
-            return Err(format!("provider `{name}`: base_url `{}` has no host", self.base_url));
+            return Err(format!(
+                "provider `{name}`: base_url `{}` has no host",
+                self.base_url
+            ));
         }
         let auth = match &self.api_key {
             Some(key) => {
-                let mut v = HeaderValue::try_from(format!("Bearer {key}"))
-                    .map_err(|_| format!("provider `{name}`: the API key holds characters not allowed in a header"))?;
+                let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                    format!(
+                        "provider `{name}`: the API key holds characters not allowed in a header"
+                    )
+                })?;
                 v.set_sensitive(true);
                 Some(v)
             }
@@ -237,14 +269,17 @@ impl ProviderBuilder {
         for (k, v) in &self.headers {
             let k = HeaderName::try_from(k.as_str())
                 .map_err(|_| format!("provider `{name}`: `{k}` is not a valid header name"))?;
-            let mut v = HeaderValue::try_from(v.as_str())
-                .map_err(|_| format!("provider `{name}`: the value of header `{k}` is not valid"))?;
+            let mut v = HeaderValue::try_from(v.as_str()).map_err(|_| {
+                format!("provider `{name}`: the value of header `{k}` is not valid")
+            })?;
             v.set_sensitive(true);
             headers.insert(k, v);
         }
         let t = self.timeouts;
         if t.connect.is_zero() || t.first_byte.is_zero() || t.idle.is_zero() {
-            return Err(format!("provider `{name}`: timeouts must be greater than zero"));
+            return Err(format!(
+                "provider `{name}`: timeouts must be greater than zero"
+            ));
         }
         Ok(Provider {
             name: Arc::from(name),

@@ -106,12 +106,16 @@ impl ChatRequest {
     /// Checks what the types alone cannot: a non-empty `model` and `messages`, a
     /// `tool_call_id` on tool messages, `n` at least 1. The error names the field.
     pub fn validate(&self) -> Result<(), crate::Error> {
-        let bad = |msg: String, param: &str| Err(crate::Error::invalid_request(msg, Some(param.into())));
+        let bad =
+            |msg: String, param: &str| Err(crate::Error::invalid_request(msg, Some(param.into())));
         if self.model.trim().is_empty() {
             return bad("`model` must be a non-empty string".into(), "model");
         }
         if self.messages.is_empty() {
-            return bad("`messages` must contain at least one message".into(), "messages");
+            return bad(
+                "`messages` must contain at least one message".into(),
+                "messages",
+            );
         }
         for (i, m) in self.messages.iter().enumerate() {
             if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
@@ -464,7 +468,9 @@ mod tests {
         "stop":["a","b"],"x_custom":{"k":[1,2]}}"#;
         let req: ChatRequest = serde_json::from_str(json).unwrap();
         req.validate().unwrap();
-        let Some(Content::Parts(parts)) = &req.messages[2].content else { panic!() };
+        let Some(Content::Parts(parts)) = &req.messages[2].content else {
+            panic!()
+        };
         assert!(matches!(parts[0], ContentPart::Text { .. }));
         assert!(matches!(parts[1], ContentPart::ImageUrl { .. }));
         assert!(matches!(parts[2], ContentPart::InputAudio { .. }));
@@ -473,7 +479,10 @@ mod tests {
         let back: Value = serde_json::to_value(&req).unwrap();
         let orig: Value = serde_json::from_str(json).unwrap();
         assert_eq!(back["messages"][2], orig["messages"][2]);
-        assert_eq!(back["messages"][3]["tool_calls"], orig["messages"][3]["tool_calls"]);
+        assert_eq!(
+            back["messages"][3]["tool_calls"],
+            orig["messages"][3]["tool_calls"]
+        );
         assert_eq!(back["x_custom"], orig["x_custom"]);
         assert_eq!(back["tool_choice"], orig["tool_choice"]);
         assert_eq!(back["response_format"], orig["response_format"]);
@@ -485,9 +494,15 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"models":["a","b"],"provider":{"order":["p"]},"route":"fallback"}"#,
         )
         .unwrap();
-        assert_eq!(req.models.as_deref(), Some(&["a".to_owned(), "b".to_owned()][..]));
+        assert_eq!(
+            req.models.as_deref(),
+            Some(&["a".to_owned(), "b".to_owned()][..])
+        );
         let out = serde_json::to_string(&req).unwrap();
-        assert!(!out.contains("models") && !out.contains("provider") && !out.contains("route"), "{out}");
+        assert!(
+            !out.contains("models") && !out.contains("provider") && !out.contains("route"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -497,7 +512,11 @@ mod tests {
         let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
         assert_eq!(req.validate().unwrap_err().param(), Some("messages"));
         let req: ChatRequest =
-            serde_json::from_str(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).unwrap();
-        assert_eq!(req.validate().unwrap_err().param(), Some("messages[0].tool_call_id"));
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#)
+                .unwrap();
+        assert_eq!(
+            req.validate().unwrap_err().param(),
+            Some("messages[0].tool_call_id")
+        );
     }
 }

@@ -316,11 +316,19 @@ mod tests {
         assert!(!serde_json::to_string(&c).unwrap().contains("usage"));
         let c: ChatChunk = serde_json::from_str(r#"{"id":"a","choices":[],"usage":null}"#).unwrap();
         assert_eq!(c.usage, UsageField::Null);
-        assert!(serde_json::to_string(&c).unwrap().contains(r#""usage":null"#));
+        assert!(serde_json::to_string(&c)
+            .unwrap()
+            .contains(r#""usage":null"#));
         let c: ChatChunk =
             serde_json::from_str(r#"{"id":"a","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#)
                 .unwrap();
-        assert!(matches!(c.usage, UsageField::Present(Usage { total_tokens: 7, .. })));
+        assert!(matches!(
+            c.usage,
+            UsageField::Present(Usage {
+                total_tokens: 7,
+                ..
+            })
+        ));
     }
 
     #[test]

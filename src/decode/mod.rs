@@ -90,7 +90,10 @@ pub struct Decode<S> {
 
 impl<S, B, RB> Service<Request<B>> for Decode<S>
 where
-    S: Service<Request<ChatRequest>, Response = Response<RB>, Error = Error> + Clone + Send + 'static,
+    S: Service<Request<ChatRequest>, Response = Response<RB>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -154,7 +157,10 @@ where
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(Error::payload_too_large(limit)),
         Err(e) => {
-            return Err(Error::invalid_request(format!("cannot read the request body: {e}"), None))
+            return Err(Error::invalid_request(
+                format!("cannot read the request body: {e}"),
+                None,
+            ))
         }
     };
     let chat = parse_chat_request(&bytes)?;
@@ -169,7 +175,10 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
     let chat = match parsed {
         Ok(c) => {
             if let Err(e) = de.end() {
-                return Err(Error::invalid_request(format!("invalid request body: {e}"), None));
+                return Err(Error::invalid_request(
+                    format!("invalid request body: {e}"),
+                    None,
+                ));
             }
             c
         }
@@ -180,7 +189,10 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
                 let field = missing_field(&inner.to_string());
                 (format!("invalid request body: {inner}"), field)
             } else {
-                (format!("invalid request body: `{path}`: {inner}"), Some(path))
+                (
+                    format!("invalid request body: `{path}`: {inner}"),
+                    Some(path),
+                )
             };
             return Err(Error::invalid_request(msg, param));
         }
@@ -202,20 +214,34 @@ mod tests {
     use tower::service_fn;
 
     async fn call(body: &'static str, limit: usize) -> (StatusCode, serde_json::Value, bool) {
-        let svc = DecodeLayer::new().max_body_bytes(limit).layer(service_fn(|req: Request<ChatRequest>| async move {
-            Ok::<_, Error>(Response::new(Full::new(Bytes::from(req.into_body().model))))
-        }));
-        let res = svc.oneshot(Request::new(Full::new(Bytes::from_static(body.as_bytes())))).await.unwrap();
+        let svc = DecodeLayer::new().max_body_bytes(limit).layer(service_fn(
+            |req: Request<ChatRequest>| async move {
+                Ok::<_, Error>(Response::new(Full::new(Bytes::from(req.into_body().model))))
+            },
+        ));
+        let res = svc
+            .oneshot(Request::new(Full::new(Bytes::from_static(body.as_bytes()))))
+            .await
+            .unwrap();
         let status = res.status();
-        let has_id = res.headers().get(GENERATION_ID_HEADER).is_some_and(|v| v.to_str().unwrap().starts_with("gen-"));
+        let has_id = res
+            .headers()
+            .get(GENERATION_ID_HEADER)
+            .is_some_and(|v| v.to_str().unwrap().starts_with("gen-"));
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).into(),
+        ));
         (status, json, has_id)
     }
 
     #[tokio::test]
     async fn good_request_reaches_inner() {
-        let (s, body, id) = call(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, 1024).await;
+        let (s, body, id) = call(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+            1024,
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(body, "m");
         assert!(id);
@@ -227,15 +253,47 @@ mod tests {
             ("{", "EOF", None),
             ("", "EOF", None),
             ("[]", "invalid type", None),
-            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "missing field `model`", Some("model")),
-            (r#"{"model":"m"}"#, "missing field `messages`", Some("messages")),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "missing field `model`",
+                Some("model"),
+            ),
+            (
+                r#"{"model":"m"}"#,
+                "missing field `messages`",
+                Some("messages"),
+            ),
             (r#"{"model":5,"messages":[]}"#, "model", Some("model")),
-            (r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, "messages[0].role", Some("messages[0].role")),
-            (r#"{"model":"m","messages":[{"role":"user","content":7}]}"#, "messages[0].content", Some("messages[0].content")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#, "max_tokens", Some("max_tokens")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream", Some("stream")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}]} trailing"#, "trailing", None),
-            (r#"{"model":"m","messages":[]}"#, "at least one message", Some("messages")),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+                "messages[0].role",
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+                "messages[0].content",
+                Some("messages[0].content"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+                "max_tokens",
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "stream",
+                Some("stream"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]} trailing"#,
+                "trailing",
+                None,
+            ),
+            (
+                r#"{"model":"m","messages":[]}"#,
+                "at least one message",
+                Some("messages"),
+            ),
         ];
         for (body, needle, param) in cases {
             let (s, json, id) = call(body, 1 << 20).await;
@@ -250,7 +308,11 @@ mod tests {
 
     #[tokio::test]
     async fn too_large_is_413() {
-        let (s, json, _) = call(r#"{"model":"m","messages":[{"role":"user","content":"a long message"}]}"#, 16).await;
+        let (s, json, _) = call(
+            r#"{"model":"m","messages":[{"role":"user","content":"a long message"}]}"#,
+            16,
+        )
+        .await;
         assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json["error"]["code"], 413);
     }

@@ -34,7 +34,10 @@ impl std::fmt::Display for ConnectTimeout {
 impl std::error::Error for ConnectTimeout {}
 
 impl<C> TimeoutConnector<C> {
-    pub(crate) fn new<'a>(inner: C, providers: impl IntoIterator<Item = &'a Arc<Provider>>) -> Self {
+    pub(crate) fn new<'a>(
+        inner: C,
+        providers: impl IntoIterator<Item = &'a Arc<Provider>>,
+    ) -> Self {
         let mut by_authority: HashMap<String, Duration> = HashMap::new();
         for p in providers {
             let key = authority_key(p.chat_uri());
@@ -55,7 +58,11 @@ impl<C> TimeoutConnector<C> {
 fn authority_key(uri: &Uri) -> String {
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     format!("{}:{}", uri.host().unwrap_or(""), port)
 }
 
@@ -114,19 +121,38 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error, provider: &Provi
     let e = if err.is_connect() {
         if timed_out {
             Error::gateway_timeout(
-                format!("{name}: connect timeout ({} ms)", provider.timeouts().connect.as_millis()),
+                format!(
+                    "{name}: connect timeout ({} ms)",
+                    provider.timeouts().connect.as_millis()
+                ),
                 ErrorSource::Connect,
                 Retry::Safe,
             )
         } else if refused {
-            Error::bad_gateway(format!("{name}: connection refused"), ErrorSource::Connect, Retry::Safe)
+            Error::bad_gateway(
+                format!("{name}: connection refused"),
+                ErrorSource::Connect,
+                Retry::Safe,
+            )
         } else if tls {
-            Error::bad_gateway(format!("{name}: TLS handshake failed: {detail}"), ErrorSource::Connect, Retry::Safe)
+            Error::bad_gateway(
+                format!("{name}: TLS handshake failed: {detail}"),
+                ErrorSource::Connect,
+                Retry::Safe,
+            )
         } else {
-            Error::bad_gateway(format!("{name}: cannot connect: {detail}"), ErrorSource::Connect, Retry::Safe)
+            Error::bad_gateway(
+                format!("{name}: cannot connect: {detail}"),
+                ErrorSource::Connect,
+                Retry::Safe,
+            )
         }
     } else if tls {
-        Error::bad_gateway(format!("{name}: TLS failure: {detail}"), ErrorSource::Connect, Retry::Safe)
+        Error::bad_gateway(
+            format!("{name}: TLS failure: {detail}"),
+            ErrorSource::Connect,
+            Retry::Safe,
+        )
     } else {
         Error::bad_gateway(
             format!("{name}: the connection failed before a response: {detail}"),

@@ -74,16 +74,24 @@ impl Catalog {
         }
         for e in &model.endpoints {
             if !self.by_provider.contains_key(e.provider.name()) {
-                return Err(format!("model `{}`: provider `{}` is not configured", model.id, e.provider.name()));
+                return Err(format!(
+                    "model `{}`: provider `{}` is not configured",
+                    model.id,
+                    e.provider.name()
+                ));
             }
             let p = e.pricing;
             if !(p.prompt_per_million.is_finite() && p.prompt_per_million >= 0.0)
                 || !(p.completion_per_million.is_finite() && p.completion_per_million >= 0.0)
             {
-                return Err(format!("model `{}`: prices must be finite and not negative", model.id));
+                return Err(format!(
+                    "model `{}`: prices must be finite and not negative",
+                    model.id
+                ));
             }
         }
-        self.by_model.insert(model.id.to_string(), self.models.len());
+        self.by_model
+            .insert(model.id.to_string(), self.models.len());
         self.models.push(model);
         Ok(())
     }
@@ -125,7 +133,11 @@ impl Catalog {
     /// Resolves a requested model id into a plan: aliases first, then the catalog (endpoints
     /// by total price, cheapest first), then `<provider>/<model>` pass-through (cost unknown).
     pub fn resolve(&self, requested: &str) -> Result<RoutePlan, Error> {
-        let id = self.aliases.get(requested).map(String::as_str).unwrap_or(requested);
+        let id = self
+            .aliases
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested);
         if let Some(&i) = self.by_model.get(id) {
             let model = &self.models[i];
             let mut targets: Vec<Target> = model

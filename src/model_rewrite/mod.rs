@@ -111,14 +111,25 @@ mod tests {
 
     fn catalog() -> Arc<Catalog> {
         let mut c = Catalog::new();
-        let a = Arc::new(Provider::builder("a", ProviderKind::OpenAi, "http://127.0.0.1:1/v1").build().unwrap());
-        let b = Arc::new(Provider::builder("b", ProviderKind::OpenAi, "http://127.0.0.1:2/v1").build().unwrap());
+        let a = Arc::new(
+            Provider::builder("a", ProviderKind::OpenAi, "http://127.0.0.1:1/v1")
+                .build()
+                .unwrap(),
+        );
+        let b = Arc::new(
+            Provider::builder("b", ProviderKind::OpenAi, "http://127.0.0.1:2/v1")
+                .build()
+                .unwrap(),
+        );
         c.add_provider(a.clone()).unwrap();
         c.add_provider(b.clone()).unwrap();
         let ep = |p: &Arc<Provider>, price: f64| Endpoint {
             provider: p.clone(),
             model: Arc::from("up"),
-            pricing: Pricing { prompt_per_million: price, completion_per_million: price },
+            pricing: Pricing {
+                prompt_per_million: price,
+                completion_per_million: price,
+            },
             context_length: None,
             max_output_tokens: None,
         };
@@ -135,27 +146,44 @@ mod tests {
     }
 
     async fn served_by(model: &str) -> Result<(String, String, usize), Error> {
-        let svc = ModelRewriteLayer::new(catalog()).layer(service_fn(|req: Request<ChatRequest>| async move {
-            let t = req.extensions().get::<Target>().unwrap();
-            let plan = req.extensions().get::<RoutePlan>().unwrap();
-            Ok::<_, Error>(Response::new((
-                t.provider.name().to_owned(),
-                t.upstream_model.to_string(),
-                plan.targets.len(),
-            )))
-        }));
-        let req = Request::new(ChatRequest { model: model.into(), ..Default::default() });
+        let svc = ModelRewriteLayer::new(catalog()).layer(service_fn(
+            |req: Request<ChatRequest>| async move {
+                let t = req.extensions().get::<Target>().unwrap();
+                let plan = req.extensions().get::<RoutePlan>().unwrap();
+                Ok::<_, Error>(Response::new((
+                    t.provider.name().to_owned(),
+                    t.upstream_model.to_string(),
+                    plan.targets.len(),
+                )))
+            },
+        ));
+        let req = Request::new(ChatRequest {
+            model: model.into(),
+            ..Default::default()
+        });
         svc.oneshot(req).await.map(Response::into_body)
     }
 
     #[tokio::test]
     async fn catalog_alias_and_pass_through() {
-        assert_eq!(served_by("vendor/m").await.unwrap(), ("b".into(), "up".into(), 2));
-        assert_eq!(served_by("cheap").await.unwrap(), ("b".into(), "up".into(), 2));
-        assert_eq!(served_by("a/some/model").await.unwrap(), ("a".into(), "some/model".into(), 1));
+        assert_eq!(
+            served_by("vendor/m").await.unwrap(),
+            ("b".into(), "up".into(), 2)
+        );
+        assert_eq!(
+            served_by("cheap").await.unwrap(),
+            ("b".into(), "up".into(), 2)
+        );
+        assert_eq!(
+            served_by("a/some/model").await.unwrap(),
+            ("a".into(), "some/model".into(), 1)
+        );
         let e = served_by("nope/x").await.unwrap_err();
         assert_eq!(e.status(), http::StatusCode::NOT_FOUND);
         assert!(e.message().contains("nope/x"));
-        assert_eq!(served_by("a/").await.unwrap_err().status(), http::StatusCode::NOT_FOUND);
+        assert_eq!(
+            served_by("a/").await.unwrap_err().status(),
+            http::StatusCode::NOT_FOUND
+        );
     }
 }

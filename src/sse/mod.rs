@@ -80,7 +80,9 @@ impl SseDecoder {
     pub fn feed(&mut self, mut bytes: &[u8]) {
         const BOM: &[u8] = b"\xEF\xBB\xBF";
         while !self.started {
-            let Some((&b, rest)) = bytes.split_first() else { return };
+            let Some((&b, rest)) = bytes.split_first() else {
+                return;
+            };
             if b == BOM[self.bom_seen] {
                 self.bom_seen += 1;
                 bytes = rest;
@@ -126,7 +128,8 @@ impl SseDecoder {
     /// after it is dispatched.
     pub fn finish(&mut self) {
         if !self.started {
-            self.line.extend_from_slice(&b"\xEF\xBB\xBF"[..self.bom_seen]);
+            self.line
+                .extend_from_slice(&b"\xEF\xBB\xBF"[..self.bom_seen]);
             self.started = true;
         }
         if !self.line.is_empty() {
@@ -264,7 +267,10 @@ mod tests {
         let ev = one(b"event: ping\n\ndata\n\ndata:\n\n");
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].data, "");
-        assert_eq!(ev[0].event, None, "event name of a data-less event must not leak");
+        assert_eq!(
+            ev[0].event, None,
+            "event name of a data-less event must not leak"
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub enum ResponseBody<B> {
 
 impl<B> ResponseBody<B> {
     pub(crate) fn full(bytes: Bytes) -> Self {
-        ResponseBody::Full { body: Full::new(bytes) }
+        ResponseBody::Full {
+            body: Full::new(bytes),
+        }
     }
 }
 
@@ -47,7 +49,10 @@ where
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
             ResponseBodyProj::Full { body } => body.poll_frame(cx),
             ResponseBodyProj::Stream { stream } => stream.poll_frame(cx),
@@ -87,12 +92,19 @@ pub struct SseStream<B> {
 
 impl<B> std::fmt::Debug for SseStream<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SseStream").field("state", &self.state).field("done", &self.done).finish()
+        f.debug_struct("SseStream")
+            .field("state", &self.state)
+            .field("done", &self.done)
+            .finish()
     }
 }
 
 impl<B> SseStream<B> {
-    pub(crate) fn new(upstream: B, state: OpenAiStream, keepalive_interval: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        upstream: B,
+        state: OpenAiStream,
+        keepalive_interval: Option<Duration>,
+    ) -> Self {
         SseStream {
             upstream,
             keepalive: keepalive_interval.map(tokio::time::sleep),
@@ -113,7 +125,10 @@ where
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         loop {
             if *this.done {
@@ -121,7 +136,9 @@ where
             }
             match this.upstream.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     if data.is_empty() {
                         continue;
                     }
@@ -134,7 +151,8 @@ where
                         *this.done = true;
                         // Read what is already here so the upstream connection can go back
                         // to the pool; never wait for more.
-                        while let Poll::Ready(Some(Ok(_))) = this.upstream.as_mut().poll_frame(cx) {}
+                        while let Poll::Ready(Some(Ok(_))) = this.upstream.as_mut().poll_frame(cx) {
+                        }
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -169,7 +187,9 @@ where
                             if let Some(s) = this.keepalive.as_mut().as_pin_mut() {
                                 let _ = s.poll(cx);
                             }
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(sse::KEEPALIVE)))));
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                                sse::KEEPALIVE,
+                            )))));
                         }
                     }
                     if this.out.is_empty() {

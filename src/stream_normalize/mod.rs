@@ -111,7 +111,10 @@ impl StreamNormalizeLayer {
 impl<S> Layer<S> for StreamNormalizeLayer {
     type Service = StreamNormalize<S>;
     fn layer(&self, inner: S) -> StreamNormalize<S> {
-        StreamNormalize { inner, config: *self }
+        StreamNormalize {
+            inner,
+            config: *self,
+        }
     }
 }
 
@@ -208,8 +211,10 @@ where
                 return Ok(out);
             }
             let json = render_completion(completion, &ctx)?;
-            out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            out.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+            out.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
             *out.body_mut() = ResponseBody::full(json);
             Ok(out)
         })
@@ -260,12 +265,19 @@ where
 /// Parses a non-streamed upstream answer; an unusable one is a 502 with the body as `raw`.
 fn parse_completion(bytes: &[u8], ctx: &StreamContext) -> Result<ChatCompletion, Error> {
     let garbage = |why: String| {
-        Error::bad_gateway(format!("{}: {why}", ctx.provider), ErrorSource::Upstream, Retry::Retryable)
-            .with_provider(ctx.provider.clone())
-            .with_raw(Some(crate::error::scrub(&String::from_utf8_lossy(bytes), None)))
+        Error::bad_gateway(
+            format!("{}: {why}", ctx.provider),
+            ErrorSource::Upstream,
+            Retry::Retryable,
+        )
+        .with_provider(ctx.provider.clone())
+        .with_raw(Some(crate::error::scrub(
+            &String::from_utf8_lossy(bytes),
+            None,
+        )))
     };
-    let completion: ChatCompletion =
-        serde_json::from_slice(bytes).map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
+    let completion: ChatCompletion = serde_json::from_slice(bytes)
+        .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     if completion.extra.contains_key("error") {
         return Err(Error::from_upstream(
             StatusCode::BAD_GATEWAY,
@@ -279,7 +291,10 @@ fn parse_completion(bytes: &[u8], ctx: &StreamContext) -> Result<ChatCompletion,
 }
 
 /// Stamps a non-streamed answer with the gateway's id, public model and provider.
-pub fn render_completion(mut completion: ChatCompletion, ctx: &StreamContext) -> Result<Bytes, Error> {
+pub fn render_completion(
+    mut completion: ChatCompletion,
+    ctx: &StreamContext,
+) -> Result<Bytes, Error> {
     completion.id.clear();
     completion.id.push_str(ctx.id.as_str());
     completion.model.clear();

@@ -3,7 +3,10 @@
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 
-use crate::chat::{ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage, UsageField};
+use crate::chat::{
+    ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage,
+    UsageField,
+};
 use crate::error::{ErrorSource, Retry};
 use crate::sse::{self, SseEvent};
 use crate::Error;
@@ -94,7 +97,10 @@ impl OpenAiStream {
             Ok(c) => c,
             Err(e) => {
                 let err = Error::bad_gateway(
-                    format!("{}: the provider sent a malformed stream event ({e})", self.ctx.provider),
+                    format!(
+                        "{}: the provider sent a malformed stream event ({e})",
+                        self.ctx.provider
+                    ),
                     ErrorSource::Upstream,
                     Retry::Retryable,
                 )
@@ -134,6 +140,9 @@ impl OpenAiStream {
             // such as Azure's leading prompt-filter chunk: nothing a client can use.
             return;
         }
+        if self.ctx.created == 0 {
+            self.ctx.created = chunk.created;
+        }
         chunk.id.clear();
         chunk.id.push_str(self.ctx.id.as_str());
         chunk.model.clear();
@@ -141,7 +150,11 @@ impl OpenAiStream {
         chunk.provider = Some(self.ctx.provider.to_string());
         chunk.object.clear();
         chunk.object.push_str("chat.completion.chunk");
-        chunk.usage = if self.ctx.include_usage { UsageField::Null } else { UsageField::Absent };
+        chunk.usage = if self.ctx.include_usage {
+            UsageField::Null
+        } else {
+            UsageField::Absent
+        };
         for choice in &mut chunk.choices {
             self.fix_choice(choice);
         }
@@ -187,7 +200,11 @@ impl OpenAiStream {
                             call.kind = Some("function".to_owned());
                         }
                         if call.id.is_none() {
-                            call.id = Some(format!("call_{}_{}", self.ctx.id.as_str(), state.tools.len() - 1));
+                            call.id = Some(format!(
+                                "call_{}_{}",
+                                self.ctx.id.as_str(),
+                                state.tools.len() - 1
+                            ));
                         }
                         state.tools.len() - 1
                     }
@@ -206,7 +223,10 @@ impl OpenAiStream {
             return;
         }
         let err = Error::bad_gateway(
-            format!("{}: the provider's stream ended before [DONE] (truncated answer)", self.ctx.provider),
+            format!(
+                "{}: the provider's stream ended before [DONE] (truncated answer)",
+                self.ctx.provider
+            ),
             ErrorSource::Transport,
             Retry::Retryable,
         )
@@ -318,7 +338,13 @@ mod tests {
     fn run(s: &mut OpenAiStream, events: &[&str]) -> Vec<serde_json::Value> {
         let mut out = BytesMut::new();
         for e in events {
-            s.on_event(&SseEvent { data: (*e).to_owned(), ..Default::default() }, &mut out);
+            s.on_event(
+                &SseEvent {
+                    data: (*e).to_owned(),
+                    ..Default::default()
+                },
+                &mut out,
+            );
         }
         s.on_end(&mut out);
         let text = std::str::from_utf8(&out).unwrap();
@@ -326,7 +352,11 @@ mod tests {
             .filter(|l| !l.is_empty())
             .map(|l| {
                 let d = l.strip_prefix("data: ").unwrap();
-                if d == "[DONE]" { serde_json::Value::String("[DONE]".into()) } else { serde_json::from_str(d).unwrap() }
+                if d == "[DONE]" {
+                    serde_json::Value::String("[DONE]".into())
+                } else {
+                    serde_json::from_str(d).unwrap()
+                }
             })
             .collect()
     }
@@ -334,12 +364,15 @@ mod tests {
     #[test]
     fn role_and_tool_identity_once_and_dense_index() {
         let mut s = OpenAiStream::new(ctx(false));
-        let out = run(&mut s, &[
-            r#"{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":3,"id":"c1","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
-            r#"{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":3,"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#,
-            r#"{"id":"x","choices":[{"index":0,"delta":{"tool_calls":[{"index":5,"id":"c2","function":{"name":"g","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
-            "[DONE]",
-        ]);
+        let out = run(
+            &mut s,
+            &[
+                r#"{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":3,"id":"c1","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
+                r#"{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":3,"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+                r#"{"id":"x","choices":[{"index":0,"delta":{"tool_calls":[{"index":5,"id":"c2","function":{"name":"g","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+                "[DONE]",
+            ],
+        );
         assert_eq!(out.len(), 4);
         assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(out[0]["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
@@ -349,7 +382,10 @@ mod tests {
         assert!(second.get("id").is_none() && second.get("type").is_none());
         assert!(second["function"].get("name").is_none());
         assert_eq!(out[2]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
-        assert_eq!(out[2]["choices"][0]["delta"]["tool_calls"][0]["type"], "function");
+        assert_eq!(
+            out[2]["choices"][0]["delta"]["tool_calls"][0]["type"],
+            "function"
+        );
         assert_eq!(out[3], "[DONE]");
         assert_eq!(out[0]["model"], "public/model");
         assert_eq!(out[0]["provider"], "prov");
@@ -368,7 +404,11 @@ mod tests {
         let out = run(&mut s, &events);
         assert_eq!(out.len(), 2);
         assert!(out[0].get("usage").is_none());
-        assert_eq!(s.usage().unwrap().total_tokens, 3, "usage is kept for metering");
+        assert_eq!(
+            s.usage().unwrap().total_tokens,
+            3,
+            "usage is kept for metering"
+        );
         let mut s = OpenAiStream::new(ctx(true));
         let out = run(&mut s, &events);
         assert_eq!(out.len(), 3);
@@ -380,16 +420,25 @@ mod tests {
     #[test]
     fn truncation_and_errors_end_with_one_error_event() {
         let mut s = OpenAiStream::new(ctx(true));
-        let out = run(&mut s, &[r#"{"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}"#]);
+        let out = run(
+            &mut s,
+            &[r#"{"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}"#],
+        );
         assert_eq!(out.len(), 2);
-        assert!(out[1]["error"]["message"].as_str().unwrap().contains("[DONE]"));
+        assert!(out[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[DONE]"));
 
         let mut s = OpenAiStream::new(ctx(true));
-        let out = run(&mut s, &[
-            r#"{"error":{"message":"overloaded","type":"server_error","code":503}}"#,
-            r#"{"id":"x","choices":[{"index":0,"delta":{"content":"late"}}]}"#,
-            "[DONE]",
-        ]);
+        let out = run(
+            &mut s,
+            &[
+                r#"{"error":{"message":"overloaded","type":"server_error","code":503}}"#,
+                r#"{"id":"x","choices":[{"index":0,"delta":{"content":"late"}}]}"#,
+                "[DONE]",
+            ],
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0]["error"]["code"], 503);
         assert_eq!(out[0]["error"]["metadata"]["provider_name"], "prov");
@@ -403,11 +452,14 @@ mod tests {
     #[test]
     fn azure_leading_empty_chunk_is_dropped() {
         let mut s = OpenAiStream::new(ctx(false));
-        let out = run(&mut s, &[
-            r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#,
-            r#"{"id":"x","choices":[{"index":0,"delta":{"content":"ok"}}]}"#,
-            "[DONE]",
-        ]);
+        let out = run(
+            &mut s,
+            &[
+                r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#,
+                r#"{"id":"x","choices":[{"index":0,"delta":{"content":"ok"}}]}"#,
+                "[DONE]",
+            ],
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
     }

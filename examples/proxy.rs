@@ -1,0 +1,91 @@
+//! The bundled proxy: `cargo run --release --example proxy [-- --config FILE]`.
+//!
+//! Without `--config` it runs on the embedded default: 127.0.0.1:8080, every well-known
+//! provider whose key variable is set, plus a local Ollama. `RUST_LOG` sets the log level.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use modelgate::proxy::{serve, shutdown_signal, Config, Proxy};
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: proxy [--config FILE]\n\n\
+Runs the modelgate proxy. Without --config it uses the embedded default: it listens on\n\
+127.0.0.1:8080, enables each well-known provider whose key variable is set (OPENAI_API_KEY,\n\
+ANTHROPIC_API_KEY, GEMINI_API_KEY, OPENROUTER_API_KEY, GROQ_API_KEY, ...) and a local Ollama.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let mut args = std::env::args().skip(1);
+    let mut config_path: Option<PathBuf> = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(p) => config_path = Some(PathBuf::from(p)),
+                None => return fail("--config needs a file"),
+            },
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => return fail(&format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
+    }
+
+    let env = |k: &str| std::env::var(k).ok();
+    let config = match &config_path {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => return fail(&e.to_string()),
+        },
+        None => Config::embedded_default(&env),
+    };
+    let proxy = match Proxy::from_config(&config, &env) {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match &config_path {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!("no --config: running on the embedded default"),
+    }
+    for p in proxy.catalog().providers() {
+        tracing::info!(
+            provider = p.name(),
+            kind = p.kind().as_str(),
+            base_url = p.base_url(),
+            key = if p.has_key() { "set" } else { "none" },
+            "provider live"
+        );
+    }
+    tracing::info!(
+        models = proxy.catalog().models().len(),
+        "catalog ready; any `<provider>/<model>` is passed through"
+    );
+
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),
+    };
+    tracing::info!(
+        "listening on http://{} (unauthenticated: loopback only)",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    match serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("modelgate: {msg}");
+    ExitCode::from(2)
+}

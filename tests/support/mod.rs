@@ -1,0 +1,415 @@
+//! Test support: a fake OpenAI-compatible provider on 127.0.0.1:0 that speaks the real wire
+//! format (and its faults), the proxy started on 127.0.0.1:0, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use modelgate::proxy::{serve, Config, Proxy};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+pub const PROVIDER_KEY: &str = "sk-fake-provider-key-0123456789";
+
+pub fn fixture(path: &str) -> Bytes {
+    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    Bytes::from(std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}")))
+}
+
+/// One piece of a scripted answer body.
+#[derive(Clone, Debug)]
+pub enum Piece {
+    /// Bytes, sent as one frame.
+    Data(Bytes),
+    /// Wait (real time; keep it short).
+    Pause(Duration),
+    /// Abort the connection (the body fails; hyper closes without the chunked terminator).
+    Cut,
+    /// Never send anything more.
+    Hang,
+}
+
+/// A scripted answer.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// Never answer at all (no headers).
+    pub hang_before_headers: bool,
+    pub body: Vec<Piece>,
+}
+
+impl Script {
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Script {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            hang_before_headers: false,
+            body: vec![Piece::Data(body.into())],
+        }
+    }
+
+    pub fn sse(pieces: Vec<Piece>) -> Self {
+        Script {
+            status: 200,
+            headers: vec![("content-type", "text/event-stream".into())],
+            hang_before_headers: false,
+            body: pieces,
+        }
+    }
+
+    pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.headers.push((k, v.into()));
+        self
+    }
+}
+
+/// What the fake provider received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+}
+
+type Handler = Arc<dyn Fn(&Received) -> Script + Send + Sync>;
+
+/// A fake OpenAI-compatible provider.
+pub struct FakeProvider {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeProvider {
+    pub async fn start(handler: impl Fn(&Received) -> Script + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let handler: Handler = Arc::new(handler);
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let rec = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stopped => return,
+                };
+                let _ = tcp.set_nodelay(true);
+                let handler = handler.clone();
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let rec = rec.clone();
+                        async move { Ok::<_, Infallible>(answer(req, handler, rec).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        FakeProvider {
+            addr,
+            received,
+            _stop: stop,
+        }
+    }
+
+    /// The OpenAI `base_url` of this fake.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn last(&self) -> Received {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the fake provider received nothing")
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    handler: Handler,
+    rec: Arc<Mutex<Vec<Received>>>,
+) -> Response<ChannelBody> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let received = Received {
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    };
+    let script = handler(&received);
+    rec.lock().unwrap().push(received);
+    if script.hang_before_headers {
+        std::future::pending::<()>().await;
+    }
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        for piece in script.body {
+            match piece {
+                Piece::Data(b) => {
+                    if tx.send(Ok(b)).await.is_err() {
+                        return;
+                    }
+                }
+                Piece::Pause(d) => tokio::time::sleep(d).await,
+                Piece::Cut => {
+                    let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                    return;
+                }
+                Piece::Hang => {
+                    tx.closed().await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut res = Response::new(ChannelBody { rx });
+    *res.status_mut() = StatusCode::from_u16(script.status).unwrap();
+    for (k, v) in script.headers {
+        res.headers_mut().insert(k, v.parse().unwrap());
+    }
+    res
+}
+
+/// A response body fed by a channel.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// Splits an SSE fixture into one piece per event.
+pub fn events_of(bytes: &[u8]) -> Vec<Piece> {
+    let text = std::str::from_utf8(bytes).unwrap();
+    let sep = if text.contains("\r\n\r\n") {
+        "\r\n\r\n"
+    } else {
+        "\n\n"
+    };
+    text.split_inclusive(sep)
+        .map(|e| Piece::Data(Bytes::copy_from_slice(e.as_bytes())))
+        .collect()
+}
+
+/// The behaviours the standard fake offers, chosen by the upstream model name.
+pub fn standard(received: &Received) -> Script {
+    let model = received.body["model"].as_str().unwrap_or("").to_owned();
+    let stream = received.body["stream"].as_bool().unwrap_or(false);
+    match model.as_str() {
+        "tool" if stream => Script::sse(events_of(&fixture("openai/openai_tool.sse"))),
+        "fail-429" => Script::json(429, r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
+            .header("retry-after", "2"),
+        "fail-400" => Script::json(400, r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#),
+        "fail-401" => Script::json(401, format!(r#"{{"error":{{"message":"Incorrect API key provided: {PROVIDER_KEY}","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}}}"#)),
+        "fail-500" => Script::json(500, r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#),
+        "fail-503" => Script::json(503, r#"{"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}"#),
+        "fail-529" => Script::json(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+        "garbage" => Script::json(200, "{\"id\": \"chatcmpl-x\", \"choices\": [tru"),
+        "cut" if stream => {
+            let mut p: Vec<Piece> = events_of(&fixture("openai/openai_text.sse")).into_iter().take(2).collect();
+            // Let the events reach the wire before the abort (hyper drops unflushed bytes).
+            p.push(Piece::Pause(Duration::from_millis(20)));
+            p.push(Piece::Cut);
+            Script::sse(p)
+        }
+        "no-done" if stream => Script::sse(events_of(&fixture("openai/openai_text.sse")).into_iter().take(3).collect()),
+        "in-stream-error" if stream => {
+            let mut p: Vec<Piece> = events_of(&fixture("openai/openai_text.sse")).into_iter().take(2).collect();
+            p.push(Piece::Data(Bytes::from_static(b"data: {\"error\":{\"message\":\"The server had an error while processing your request\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n")));
+            Script::sse(p)
+        }
+        "hang" => Script { hang_before_headers: true, ..Script::json(200, "") },
+        "stall" if stream => Script::sse(vec![events_of(&fixture("openai/openai_text.sse")).remove(0), Piece::Hang]),
+        "json-for-stream" => Script::json(200, completion_json("text")),
+        _ if stream => Script::sse(events_of(&fixture("openai/openai_text.sse"))),
+        _ => Script::json(200, completion_json(&model)),
+    }
+}
+
+pub fn completion_json(model: &str) -> String {
+    if model == "tool" {
+        return r#"{"id":"chatcmpl-T1","object":"chat.completion","created":1767225600,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_Qm3b7LxV0cTgH2aZ5nKe8RwY","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Lyon\",\"unit\":\"celsius\"}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":87,"completion_tokens":19,"total_tokens":106},"system_fingerprint":"fp_7c1d2a9e40"}"#.into();
+    }
+    r#"{"id":"chatcmpl-D3mo7Xw2QbGkz9VfYtR1aLpE","object":"chat.completion","created":1767225600,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Tides come mostly from the Moon's pull on the oceans.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":18,"completion_tokens":11,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_7c1d2a9e40","x_vendor_extra":{"region":"eu"}}"#.into()
+}
+
+/// The proxy, serving on 127.0.0.1:0.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Gateway {
+    /// Starts the proxy with this TOML (no `listen` needed).
+    pub async fn start(toml: &str) -> Self {
+        let config = Config::from_toml(toml).expect("test config parses");
+        let env = |_: &str| None;
+        let proxy = Proxy::from_config(&config, &env).expect("test config builds");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            proxy,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Gateway { addr, _stop: stop }
+    }
+
+    /// The proxy in front of one fake provider named `fake`, with a catalog model `fake-model`
+    /// (upstream `text`) and an alias `smart`.
+    pub async fn in_front_of(fake: &FakeProvider, extra: &str) -> Self {
+        Self::start(&standard_config(fake, extra)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+pub fn standard_config(fake: &FakeProvider, extra: &str) -> String {
+    format!(
+        r#"
+{extra}
+[[providers]]
+name = "fake"
+kind = "openai"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+headers = {{ "x-team" = "blue" }}
+first_byte_timeout_ms = 1500
+idle_timeout_ms = 1500
+
+[[models]]
+id = "vendor/fake-model"
+context_length = 8192
+[[models.endpoints]]
+provider = "fake"
+model = "text"
+prompt_price = 3.0
+completion_price = 15.0
+
+[aliases]
+smart = "vendor/fake-model"
+"#,
+        fake.base_url()
+    )
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(http)
+}
+
+/// A finished HTTP exchange.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `data:` payloads of an SSE answer (comments dropped), checking LF-only framing.
+    pub fn events(&self) -> Vec<String> {
+        let text = self.text();
+        assert!(!text.contains('\r'), "our streams are LF-only: {text:?}");
+        assert!(
+            text.is_empty() || text.ends_with("\n\n"),
+            "each event ends with a blank line: {text:?}"
+        );
+        text.split("\n\n")
+            .filter(|e| !e.is_empty() && !e.starts_with(':'))
+            .map(|e| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not a data line: {e:?}"))
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Answer {
+    let res = client.request(req).await.expect("the gateway answers");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("the body completes").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn post(client: &HttpClient, url: &str, body: impl Into<Bytes>) -> Answer {
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-client-secret-do-not-forward")
+        .body(Full::new(body.into()))
+        .unwrap();
+    send(client, req).await
+}
+
+pub fn chat(model: &str, stream: bool, include_usage: bool) -> String {
+    let mut v = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Why are there tides?"}],
+    });
+    if stream {
+        v["stream"] = true.into();
+        if include_usage {
+            v["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+    }
+    v.to_string()
+}
