@@ -541,3 +541,27 @@ async fn a_thousand_concurrent_streams_all_complete() {
     }
     assert_eq!(ids.len(), 1000, "every request has its own generation id");
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_streams_finish_and_stops_accepting() {
+    let fake = FakeProvider::start(standard).await;
+    let mut gw = Gateway::in_front_of(&fake, "").await;
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let in_flight = tokio::spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { post(&c, &url, chat("fake/slow", true, false)).await }
+    });
+    while fake.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let served = gw.shutdown();
+    let a = in_flight.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.events().last().unwrap(), "[DONE]", "the in-flight stream finished");
+    served.await.unwrap().unwrap();
+    let refused = client()
+        .request(Request::post(url).body(Full::new(Bytes::from(chat("smart", false, false)))).unwrap())
+        .await;
+    assert!(refused.is_err(), "no new connections after shutdown");
+}

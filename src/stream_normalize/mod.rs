@@ -304,3 +304,106 @@ pub fn render_completion(
         .map(Bytes::from)
         .map_err(|e| Error::internal(format!("cannot serialise the answer: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::Frame;
+    use tokio::sync::mpsc;
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+    use crate::provider::{Provider, ProviderKind};
+
+    struct ChannelBody(mpsc::Receiver<Bytes>);
+
+    impl Body for ChannelBody {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn request(stream: bool) -> Request<ChatRequest> {
+        let provider = Arc::new(Provider::builder("p", ProviderKind::OpenAi, "http://127.0.0.1:9/v1").build().unwrap());
+        let mut req = Request::new(ChatRequest {
+            model: "m".into(),
+            stream: Some(stream),
+            ..Default::default()
+        });
+        req.extensions_mut().insert(Target {
+            provider,
+            upstream_model: Arc::from("up"),
+            public_model: Arc::from("public"),
+            pricing: None,
+        });
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_comments_until_the_first_upstream_byte() {
+        let (tx, rx) = mpsc::channel(4);
+        let rx = std::sync::Mutex::new(Some(rx));
+        let svc = StreamNormalizeLayer::new()
+            .keepalive_interval(Some(Duration::from_secs(5)))
+            .layer(service_fn(move |req: Request<ChatRequest>| {
+                assert_eq!(req.body().stream_options.as_ref().unwrap().include_usage, Some(true));
+                let body = ChannelBody(rx.lock().unwrap().take().unwrap());
+                let mut res = Response::new(body);
+                res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                std::future::ready(Ok::<_, Error>(res))
+            }));
+        let res = svc.oneshot(request(true)).await.unwrap();
+        let mut body = std::pin::pin!(res.into_body());
+        let start = tokio::time::Instant::now();
+        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], crate::sse::KEEPALIVE);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], crate::sse::KEEPALIVE);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        tx.send(Bytes::from_static(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"))
+            .await
+            .unwrap();
+        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(frame.starts_with(b"data: {"), "{frame:?}");
+        // After the first byte: no more keep-alives, however long the silence.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await.unwrap();
+        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], crate::sse::DONE);
+        assert!(body.as_mut().frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn missing_target_is_a_clear_internal_error() {
+        let svc = StreamNormalizeLayer::new().layer(service_fn(|_req: Request<ChatRequest>| {
+            std::future::ready(Ok::<_, Error>(Response::new(http_body_util::Empty::<Bytes>::new())))
+        }));
+        let err = svc.oneshot(Request::new(ChatRequest::default())).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(err.message().contains("ModelRewriteLayer"));
+    }
+
+    #[tokio::test]
+    async fn upstream_error_status_is_an_error_with_the_real_status() {
+        let svc = StreamNormalizeLayer::new().layer(service_fn(|_req: Request<ChatRequest>| {
+            let mut res = Response::new(http_body_util::Full::new(Bytes::from_static(
+                br#"{"error":{"message":"slow down","type":"rate_limit","code":null}}"#,
+            )));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("0.3"));
+            std::future::ready(Ok::<_, Error>(res))
+        }));
+        let err = svc.oneshot(request(true)).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(300)));
+        assert!(err.is_retryable());
+        let res = err.into_response();
+        assert_eq!(res.headers()[http::header::RETRY_AFTER], "1", "ceiling seconds, never 0");
+    }
+}

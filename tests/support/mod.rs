@@ -256,6 +256,14 @@ pub fn standard(received: &Received) -> Script {
         }
         "hang" => Script { hang_before_headers: true, ..Script::json(200, "") },
         "stall" if stream => Script::sse(vec![events_of(&fixture("openai/openai_text.sse")).remove(0), Piece::Hang]),
+        "slow" if stream => {
+            let mut p = Vec::new();
+            for e in events_of(&fixture("openai/openai_text.sse")) {
+                p.push(e);
+                p.push(Piece::Pause(Duration::from_millis(50)));
+            }
+            Script::sse(p)
+        }
         "json-for-stream" => Script::json(200, completion_json("text")),
         _ if stream => Script::sse(events_of(&fixture("openai/openai_text.sse"))),
         _ => Script::json(200, completion_json(&model)),
@@ -272,7 +280,8 @@ pub fn completion_json(model: &str) -> String {
 /// The proxy, serving on 127.0.0.1:0.
 pub struct Gateway {
     pub addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Gateway {
@@ -284,7 +293,7 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(
+        let task = tokio::spawn(serve(
             listener,
             proxy,
             async move {
@@ -292,7 +301,13 @@ impl Gateway {
             },
             Duration::from_secs(5),
         ));
-        Gateway { addr, _stop: stop }
+        Gateway { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Signals shutdown; the returned handle completes when `serve` returns.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().expect("shut down once").send(());
+        self.task.take().expect("shut down once")
     }
 
     /// The proxy in front of one fake provider named `fake`, with a catalog model `fake-model`
