@@ -31,6 +31,9 @@ async fn official_openai_python_sdk() {
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the SDK checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
 }

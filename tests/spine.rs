@@ -558,10 +558,18 @@ async fn shutdown_lets_in_flight_streams_finish_and_stops_accepting() {
     let served = gw.shutdown();
     let a = in_flight.await.unwrap();
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.events().last().unwrap(), "[DONE]", "the in-flight stream finished");
+    assert_eq!(
+        a.events().last().unwrap(),
+        "[DONE]",
+        "the in-flight stream finished"
+    );
     served.await.unwrap().unwrap();
     let refused = client()
-        .request(Request::post(url).body(Full::new(Bytes::from(chat("smart", false, false)))).unwrap())
+        .request(
+            Request::post(url)
+                .body(Full::new(Bytes::from(chat("smart", false, false))))
+                .unwrap(),
+        )
         .await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }

@@ -170,35 +170,33 @@ where
 /// Parses and validates a request body. Never panics, whatever the bytes; the error names the
 /// field that is wrong.
 pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize::<_, ChatRequest>(&mut de);
-    let chat = match parsed {
-        Ok(c) => {
-            if let Err(e) = de.end() {
-                return Err(Error::invalid_request(
-                    format!("invalid request body: {e}"),
-                    None,
-                ));
-            }
-            c
-        }
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let (msg, param) = if path == "." || path == "?" || path.is_empty() {
-                let field = missing_field(&inner.to_string());
-                (format!("invalid request body: {inner}"), field)
-            } else {
-                (
-                    format!("invalid request body: `{path}`: {inner}"),
-                    Some(path),
-                )
-            };
-            return Err(Error::invalid_request(msg, param));
-        }
+    // The common case parses once, without path tracking; only a failure is parsed again
+    // with `serde_path_to_error` to name the field.
+    let chat: ChatRequest = match serde_json::from_slice(bytes) {
+        Ok(c) => c,
+        Err(first) => return Err(describe_parse_error(bytes, first)),
     };
     chat.validate()?;
     Ok(chat)
+}
+
+fn describe_parse_error(bytes: &[u8], first: serde_json::Error) -> Error {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let err = match serde_path_to_error::deserialize::<_, ChatRequest>(&mut de) {
+        Ok(_) => return Error::invalid_request(format!("invalid request body: {first}"), None),
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if path == "." || path == "?" || path.is_empty() {
+        let field = missing_field(&inner.to_string());
+        Error::invalid_request(format!("invalid request body: {inner}"), field)
+    } else {
+        Error::invalid_request(
+            format!("invalid request body: `{path}`: {inner}"),
+            Some(path),
+        )
+    }
 }
 
 fn missing_field(msg: &str) -> Option<String> {

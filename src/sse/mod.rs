@@ -95,6 +95,9 @@ impl SseDecoder {
                 self.started = true;
             }
         }
+        if bytes.is_empty() {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some((&b'\n', rest)) = bytes.split_first() {
@@ -260,6 +263,13 @@ mod tests {
         assert_eq!(ev[1].event, None);
         assert_eq!(ev[1].id.as_deref(), Some("7"));
         assert_eq!(ev[2].data, "last");
+    }
+
+    #[test]
+    fn empty_read_between_cr_and_lf_is_not_a_blank_line() {
+        let ev = decode_chunks([&b"data: a\r"[..], b"", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].data, "a\nb");
     }
 
     #[test]

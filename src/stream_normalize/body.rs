@@ -14,6 +14,9 @@ use crate::error::{BoxError, ErrorSource, Retry};
 use crate::sse::{self, SseDecoder};
 use crate::Error;
 
+/// Events ready at once are sent in one frame up to this size.
+const COALESCE_LIMIT: usize = 64 << 10;
+
 /// The body [`StreamNormalize`](super::StreamNormalize) answers with: a whole JSON document, or
 /// the normalised SSE stream of an upstream body `B`.
 #[pin_project(project = ResponseBodyProj)]
@@ -132,7 +135,10 @@ where
         let mut this = self.project();
         loop {
             if *this.done {
-                return Poll::Ready(None);
+                if this.out.is_empty() {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
             }
             match this.upstream.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -153,7 +159,12 @@ where
                         // to the pool; never wait for more.
                         while let Poll::Ready(Some(Ok(_))) = this.upstream.as_mut().poll_frame(cx) {
                         }
+                    } else if this.out.len() >= COALESCE_LIMIT {
+                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
                     }
+                    // Otherwise take whatever else the upstream has ready, so events that
+                    // arrived together leave together (one write, not one per event); nothing
+                    // waits: the first Pending sends what we have.
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
@@ -177,28 +188,22 @@ where
                     *this.done = true;
                 }
                 Poll::Pending => {
-                    if let Some(sleep) = this.keepalive.as_mut().as_pin_mut() {
-                        if sleep.poll(cx).is_ready() {
+                    if !this.out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                    }
+                    if let Some(mut sleep) = this.keepalive.as_mut().as_pin_mut() {
+                        if sleep.as_mut().poll(cx).is_ready() {
                             let next = tokio::time::Instant::now() + *this.keepalive_interval;
-                            if let Some(s) = this.keepalive.as_mut().as_pin_mut() {
-                                s.reset(next);
-                            }
+                            sleep.as_mut().reset(next);
                             // Register the new deadline with the timer before yielding.
-                            if let Some(s) = this.keepalive.as_mut().as_pin_mut() {
-                                let _ = s.poll(cx);
-                            }
+                            let _ = sleep.poll(cx);
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
                                 sse::KEEPALIVE,
                             )))));
                         }
                     }
-                    if this.out.is_empty() {
-                        return Poll::Pending;
-                    }
+                    return Poll::Pending;
                 }
-            }
-            if !this.out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
             }
         }
     }

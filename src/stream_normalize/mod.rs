@@ -32,6 +32,7 @@
 
 mod body;
 mod openai;
+mod raw;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,7 +50,8 @@ use tower_service::Service;
 
 pub use self::body::{ResponseBody, SseStream};
 pub use self::openai::OpenAiStream;
-use crate::chat::{ChatCompletion, ChatRequest, StreamOptions};
+use self::raw::{ObjectWriter, RawObject};
+use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::route::{GenerationId, Target};
 use crate::Error;
@@ -200,9 +202,9 @@ where
                 return Ok(out);
             }
             let bytes = read_body(body, config.max_response_bytes, &ctx.provider).await?;
-            let completion = parse_completion(&bytes, &ctx)?;
             if streaming {
                 // The provider ignored `stream: true` and answered with JSON: replay it as a stream.
+                let completion = parse_completion(&bytes, &ctx)?;
                 let mut state = OpenAiStream::new(ctx);
                 let mut buf = bytes::BytesMut::new();
                 state.replay_completion(completion, &mut buf);
@@ -210,7 +212,10 @@ where
                 set_sse_headers(out.headers_mut());
                 return Ok(out);
             }
-            let json = render_completion(completion, &ctx)?;
+            let (json, usage) = render_completion(&bytes, &ctx)?;
+            if let Some(usage) = usage {
+                out.extensions_mut().insert(usage);
+            }
             out.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             out.headers_mut()
@@ -290,19 +295,77 @@ fn parse_completion(bytes: &[u8], ctx: &StreamContext) -> Result<ChatCompletion,
     Ok(completion)
 }
 
-/// Stamps a non-streamed answer with the gateway's id, public model and provider.
+/// Stamps a non-streamed answer with the gateway's id, the public model and the serving
+/// provider; every other field is copied byte for byte. Also returns the reported usage.
+///
+/// An answer that is not a JSON object with a `choices` array is a 502; an answer that holds
+/// an `error` object is that error.
 pub fn render_completion(
-    mut completion: ChatCompletion,
+    bytes: &[u8],
     ctx: &StreamContext,
-) -> Result<Bytes, Error> {
-    completion.id.clear();
-    completion.id.push_str(ctx.id.as_str());
-    completion.model.clear();
-    completion.model.push_str(&ctx.model);
-    completion.provider = Some(ctx.provider.to_string());
-    serde_json::to_vec(&completion)
-        .map(Bytes::from)
-        .map_err(|e| Error::internal(format!("cannot serialise the answer: {e}")))
+) -> Result<(Bytes, Option<Usage>), Error> {
+    let garbage = |why: String| {
+        Error::bad_gateway(
+            format!("{}: {why}", ctx.provider),
+            ErrorSource::Upstream,
+            Retry::Retryable,
+        )
+        .with_provider(ctx.provider.clone())
+        .with_raw(Some(crate::error::scrub(
+            &String::from_utf8_lossy(bytes),
+            None,
+        )))
+    };
+    let obj: RawObject<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
+    if obj.get("error").is_some_and(|e| e.get() != "null") {
+        return Err(Error::from_upstream(
+            StatusCode::BAD_GATEWAY,
+            &http::HeaderMap::new(),
+            bytes,
+            &ctx.provider,
+            None,
+        ));
+    }
+    if !obj.get("choices").is_some_and(|c| c.get().starts_with('[')) {
+        return Err(garbage(
+            "the provider's answer has no `choices` array".into(),
+        ));
+    }
+    let usage = match obj.get("usage").filter(|u| u.get() != "null") {
+        Some(u) => Some(
+            serde_json::from_str::<Usage>(u.get())
+                .map_err(|e| garbage(format!("the provider's `usage` is malformed ({e})")))?,
+        ),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(bytes.len() + 96);
+    let mut w = ObjectWriter::begin(&mut out);
+    let (mut wrote_id, mut wrote_model) = (false, false);
+    for (k, v) in &obj.entries {
+        match k.as_ref() {
+            "id" => {
+                w.str_field("id", ctx.id.as_str());
+                wrote_id = true;
+            }
+            "model" => {
+                w.str_field("model", &ctx.model);
+                w.str_field("provider", &ctx.provider);
+                wrote_model = true;
+            }
+            "provider" => {}
+            _ => w.raw(k, v),
+        }
+    }
+    if !wrote_id {
+        w.str_field("id", ctx.id.as_str());
+    }
+    if !wrote_model {
+        w.str_field("model", &ctx.model);
+        w.str_field("provider", &ctx.provider);
+    }
+    w.end();
+    Ok((Bytes::from(out), usage))
 }
 
 #[cfg(test)]
@@ -323,13 +386,20 @@ mod tests {
     impl Body for ChannelBody {
         type Data = Bytes;
         type Error = Infallible;
-        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
         }
     }
 
     fn request(stream: bool) -> Request<ChatRequest> {
-        let provider = Arc::new(Provider::builder("p", ProviderKind::OpenAi, "http://127.0.0.1:9/v1").build().unwrap());
+        let provider = Arc::new(
+            Provider::builder("p", ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+                .build()
+                .unwrap(),
+        );
         let mut req = Request::new(ChatRequest {
             model: "m".into(),
             stream: Some(stream),
@@ -351,30 +421,66 @@ mod tests {
         let svc = StreamNormalizeLayer::new()
             .keepalive_interval(Some(Duration::from_secs(5)))
             .layer(service_fn(move |req: Request<ChatRequest>| {
-                assert_eq!(req.body().stream_options.as_ref().unwrap().include_usage, Some(true));
+                assert_eq!(
+                    req.body().stream_options.as_ref().unwrap().include_usage,
+                    Some(true)
+                );
                 let body = ChannelBody(rx.lock().unwrap().take().unwrap());
                 let mut res = Response::new(body);
-                res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                res.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                 std::future::ready(Ok::<_, Error>(res))
             }));
         let res = svc.oneshot(request(true)).await.unwrap();
         let mut body = std::pin::pin!(res.into_body());
         let start = tokio::time::Instant::now();
-        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        let frame = body
+            .as_mut()
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
         assert_eq!(&frame[..], crate::sse::KEEPALIVE);
         assert_eq!(start.elapsed(), Duration::from_secs(5));
-        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        let frame = body
+            .as_mut()
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
         assert_eq!(&frame[..], crate::sse::KEEPALIVE);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
-        tx.send(Bytes::from_static(b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"))
+        tx.send(Bytes::from_static(
+            b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        ))
+        .await
+        .unwrap();
+        let frame = body
+            .as_mut()
+            .frame()
             .await
+            .unwrap()
+            .unwrap()
+            .into_data()
             .unwrap();
-        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(frame.starts_with(b"data: {"), "{frame:?}");
         // After the first byte: no more keep-alives, however long the silence.
         tokio::time::advance(Duration::from_secs(60)).await;
-        tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await.unwrap();
-        let frame = body.as_mut().frame().await.unwrap().unwrap().into_data().unwrap();
+        tx.send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .unwrap();
+        let frame = body
+            .as_mut()
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
         assert_eq!(&frame[..], crate::sse::DONE);
         assert!(body.as_mut().frame().await.is_none());
     }
@@ -382,9 +488,14 @@ mod tests {
     #[tokio::test]
     async fn missing_target_is_a_clear_internal_error() {
         let svc = StreamNormalizeLayer::new().layer(service_fn(|_req: Request<ChatRequest>| {
-            std::future::ready(Ok::<_, Error>(Response::new(http_body_util::Empty::<Bytes>::new())))
+            std::future::ready(Ok::<_, Error>(Response::new(
+                http_body_util::Empty::<Bytes>::new(),
+            )))
         }));
-        let err = svc.oneshot(Request::new(ChatRequest::default())).await.unwrap_err();
+        let err = svc
+            .oneshot(Request::new(ChatRequest::default()))
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(err.message().contains("ModelRewriteLayer"));
     }
@@ -396,7 +507,8 @@ mod tests {
                 br#"{"error":{"message":"slow down","type":"rate_limit","code":null}}"#,
             )));
             *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("0.3"));
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("0.3"));
             std::future::ready(Ok::<_, Error>(res))
         }));
         let err = svc.oneshot(request(true)).await.unwrap_err();
@@ -404,6 +516,10 @@ mod tests {
         assert_eq!(err.retry_after(), Some(Duration::from_millis(300)));
         assert!(err.is_retryable());
         let res = err.into_response();
-        assert_eq!(res.headers()[http::header::RETRY_AFTER], "1", "ceiling seconds, never 0");
+        assert_eq!(
+            res.headers()[http::header::RETRY_AFTER],
+            "1",
+            "ceiling seconds, never 0"
+        );
     }
 }

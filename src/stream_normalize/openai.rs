@@ -3,11 +3,13 @@
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 
+use super::raw::{ObjectWriter, RawObject, RawObjects};
 use crate::chat::{
     ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage,
     UsageField,
 };
 use crate::error::{ErrorSource, Retry};
+use crate::route::GenerationId;
 use crate::sse::{self, SseEvent};
 use crate::Error;
 
@@ -45,6 +47,35 @@ pub struct OpenAiStream {
     usage: Option<Usage>,
     finish_reason: Option<String>,
     error: Option<Error>,
+    scratch: Vec<u8>,
+}
+
+/// Tool-call identity once per call and a dense index from 0, whatever the provider sent.
+fn fix_tool_calls(state: &mut ChoiceState, calls: &mut [ToolCallDelta], id: &GenerationId) {
+    for (i, call) in calls.iter_mut().enumerate() {
+        let upstream = call.index.unwrap_or(i as u32);
+        let dense = match state.tools.iter().position(|&t| t == upstream) {
+            Some(d) => {
+                call.id = None;
+                call.kind = None;
+                if let Some(f) = &mut call.function {
+                    f.name = None;
+                }
+                d
+            }
+            None => {
+                state.tools.push(upstream);
+                if call.kind.is_none() {
+                    call.kind = Some("function".to_owned());
+                }
+                if call.id.is_none() {
+                    call.id = Some(format!("call_{}_{}", id.as_str(), state.tools.len() - 1));
+                }
+                state.tools.len() - 1
+            }
+        };
+        call.index = Some(dense as u32);
+    }
 }
 
 impl OpenAiStream {
@@ -57,6 +88,7 @@ impl OpenAiStream {
             usage: None,
             finish_reason: None,
             error: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -93,27 +125,34 @@ impl OpenAiStream {
             self.finish_ok(out);
             return;
         }
-        let chunk: ChatChunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                let err = Error::bad_gateway(
-                    format!(
-                        "{}: the provider sent a malformed stream event ({e})",
-                        self.ctx.provider
-                    ),
-                    ErrorSource::Upstream,
-                    Retry::Retryable,
-                )
-                .with_provider(self.ctx.provider.clone())
-                .with_raw(Some(crate::error::scrub(data, None)));
-                self.fail(err, out);
-                return;
-            }
+        self.on_json(data, out);
+    }
+
+    fn malformed(&mut self, why: impl std::fmt::Display, data: &str, out: &mut BytesMut) {
+        let err = Error::bad_gateway(
+            format!(
+                "{}: the provider sent a malformed stream event ({why})",
+                self.ctx.provider
+            ),
+            ErrorSource::Upstream,
+            Retry::Retryable,
+        )
+        .with_provider(self.ctx.provider.clone())
+        .with_raw(Some(crate::error::scrub(data, None)));
+        self.fail(err, out);
+    }
+
+    /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
+    /// the provider wrote it (see `raw`).
+    fn on_json(&mut self, data: &str, out: &mut BytesMut) {
+        let obj: RawObject<'_> = match serde_json::from_str(data) {
+            Ok(o) => o,
+            Err(e) => return self.malformed(e, data, out),
         };
-        if chunk.extra.contains_key("error") {
-            let status = chunk.extra["error"]
-                .get("code")
-                .and_then(|c| c.as_u64())
+        if let Some(error) = obj.get("error") {
+            let status = serde_json::from_str::<serde_json::Value>(error.get())
+                .ok()
+                .and_then(|e| e.get("code").and_then(|c| c.as_u64()))
                 .and_then(|c| u16::try_from(c).ok())
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .filter(|s| s.is_client_error() || s.is_server_error())
@@ -128,93 +167,162 @@ impl OpenAiStream {
             self.fail(err, out);
             return;
         }
-        self.on_chunk(chunk, out);
-    }
-
-    fn on_chunk(&mut self, mut chunk: ChatChunk, out: &mut BytesMut) {
-        if let UsageField::Present(u) = std::mem::take(&mut chunk.usage) {
-            self.usage = Some(u);
+        if let Some(u) = obj.get("usage").filter(|u| u.get() != "null") {
+            match serde_json::from_str::<Usage>(u.get()) {
+                Ok(u) => self.usage = Some(u),
+                Err(e) => return self.malformed(format_args!("usage: {e}"), data, out),
+            }
         }
-        if chunk.choices.is_empty() {
+        let choices = match obj.get("choices").filter(|c| c.get() != "null") {
+            Some(raw) => match serde_json::from_str::<RawObjects<'_>>(raw.get()) {
+                Ok(c) => c.0,
+                Err(e) => return self.malformed(format_args!("choices: {e}"), data, out),
+            },
+            None => Vec::new(),
+        };
+        if choices.is_empty() {
             // The usage chunk (re-sent at the end when asked for) or an annotation-only chunk
             // such as Azure's leading prompt-filter chunk: nothing a client can use.
             return;
         }
         if self.ctx.created == 0 {
-            self.ctx.created = chunk.created;
+            if let Some(c) = obj.get("created").and_then(|c| c.get().parse::<u64>().ok()) {
+                self.ctx.created = c;
+            }
         }
-        chunk.id.clear();
-        chunk.id.push_str(self.ctx.id.as_str());
-        chunk.model.clear();
-        chunk.model.push_str(&self.ctx.model);
-        chunk.provider = Some(self.ctx.provider.to_string());
-        chunk.object.clear();
-        chunk.object.push_str("chat.completion.chunk");
-        chunk.usage = if self.ctx.include_usage {
-            UsageField::Null
-        } else {
-            UsageField::Absent
-        };
-        for choice in &mut chunk.choices {
-            self.fix_choice(choice);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(b"data: ");
+        let mut failure = None;
+        let mut w = ObjectWriter::begin(&mut buf);
+        let mut wrote_model = false;
+        for (k, v) in &obj.entries {
+            match k.as_ref() {
+                "id" => w.str_field("id", self.ctx.id.as_str()),
+                "object" => w.str_field("object", "chat.completion.chunk"),
+                "model" => {
+                    w.str_field("model", &self.ctx.model);
+                    w.str_field("provider", &self.ctx.provider);
+                    wrote_model = true;
+                }
+                "provider" | "usage" => {}
+                "choices" => {
+                    let list = w.key(k);
+                    list.push(b'[');
+                    for (i, choice) in choices.iter().enumerate() {
+                        if i > 0 {
+                            list.push(b',');
+                        }
+                        if let Err(e) = self.write_choice(choice, i, list) {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    list.push(b']');
+                }
+                _ => w.raw(k, v),
+            }
         }
-        sse::write_json_event(out, &chunk);
+        if !wrote_model {
+            w.str_field("model", &self.ctx.model);
+            w.str_field("provider", &self.ctx.provider);
+        }
+        if self.ctx.include_usage {
+            w.raw_field("usage", "null");
+        }
+        w.end();
+        buf.extend_from_slice(b"\n\n");
+        match failure {
+            None => out.put_slice(&buf),
+            Some(e) => self.malformed(e, data, out),
+        }
+        self.scratch = buf;
     }
 
-    fn fix_choice(&mut self, choice: &mut ChunkChoice) {
-        let pos = match self.choices.iter().position(|c| c.index == choice.index) {
+    fn write_choice(
+        &mut self,
+        choice: &RawObject<'_>,
+        position: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let index = match choice.get("index") {
+            Some(r) => r
+                .get()
+                .parse::<u32>()
+                .map_err(|_| format!("choice index `{}` is not a number", r.get()))?,
+            None => position as u32,
+        };
+        let pos = match self.choices.iter().position(|c| c.index == index) {
             Some(p) => p,
             None => {
                 self.choices.push(ChoiceState {
-                    index: choice.index,
+                    index,
                     ..Default::default()
                 });
                 self.choices.len() - 1
             }
         };
+        let mut w = ObjectWriter::begin(out);
+        let mut wrote_delta = false;
+        for (k, v) in &choice.entries {
+            match k.as_ref() {
+                "delta" => {
+                    let delta: RawObject<'_> = if v.get() == "null" {
+                        RawObject::default()
+                    } else {
+                        serde_json::from_str(v.get()).map_err(|e| format!("delta: {e}"))?
+                    };
+                    self.write_delta(pos, &delta, w.key(k))?;
+                    wrote_delta = true;
+                }
+                "index" => w.raw_field("index", &index.to_string()),
+                "finish_reason" => {
+                    if let Ok(Some(reason)) = serde_json::from_str::<Option<String>>(v.get()) {
+                        self.finish_reason = Some(reason);
+                    }
+                    w.raw(k, v);
+                }
+                _ => w.raw(k, v),
+            }
+        }
+        if !wrote_delta {
+            let out = w.key(&std::borrow::Cow::Borrowed("delta"));
+            self.write_delta(pos, &RawObject::default(), out)?;
+        }
+        w.end();
+        Ok(())
+    }
+
+    fn write_delta(
+        &mut self,
+        pos: usize,
+        delta: &RawObject<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let id = &self.ctx.id;
         let state = &mut self.choices[pos];
-        let delta = &mut choice.delta;
-        if state.role_sent {
-            delta.role = None;
-        } else {
+        let mut w = ObjectWriter::begin(out);
+        if !state.role_sent {
             state.role_sent = true;
-            if delta.role.is_none() {
-                delta.role = Some("assistant".to_owned());
+            match delta.get("role").filter(|r| r.get() != "null") {
+                Some(role) => w.raw_field("role", role.get()),
+                None => w.str_field("role", "assistant"),
             }
         }
-        if let Some(calls) = &mut delta.tool_calls {
-            for (i, call) in calls.iter_mut().enumerate() {
-                let upstream = call.index.unwrap_or(i as u32);
-                let dense = match state.tools.iter().position(|&t| t == upstream) {
-                    Some(d) => {
-                        call.id = None;
-                        call.kind = None;
-                        if let Some(f) = &mut call.function {
-                            f.name = None;
-                        }
-                        d
-                    }
-                    None => {
-                        state.tools.push(upstream);
-                        if call.kind.is_none() {
-                            call.kind = Some("function".to_owned());
-                        }
-                        if call.id.is_none() {
-                            call.id = Some(format!(
-                                "call_{}_{}",
-                                self.ctx.id.as_str(),
-                                state.tools.len() - 1
-                            ));
-                        }
-                        state.tools.len() - 1
-                    }
-                };
-                call.index = Some(dense as u32);
+        for (k, v) in &delta.entries {
+            match k.as_ref() {
+                "role" => {}
+                "tool_calls" if v.get() != "null" => {
+                    let mut calls: Vec<ToolCallDelta> =
+                        serde_json::from_str(v.get()).map_err(|e| format!("tool_calls: {e}"))?;
+                    fix_tool_calls(state, &mut calls, id);
+                    w.json_field("tool_calls", &calls);
+                }
+                _ => w.raw(k, v),
             }
         }
-        if let Some(reason) = &choice.finish_reason {
-            self.finish_reason = Some(reason.clone());
-        }
+        w.end();
+        Ok(())
     }
 
     /// The upstream body ended. Without `[DONE]` that is an error, never a quiet end.
@@ -311,7 +419,15 @@ impl OpenAiStream {
                     choices: vec![c],
                     ..Default::default()
                 };
-                self.on_chunk(chunk, out);
+                match serde_json::to_string(&chunk) {
+                    Ok(json) => self.on_json(&json, out),
+                    Err(e) => {
+                        return self.fail(
+                            Error::internal(format!("cannot serialise a chunk: {e}")),
+                            out,
+                        )
+                    }
+                }
             }
         }
         self.finish_ok(out);

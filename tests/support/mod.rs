@@ -301,7 +301,11 @@ impl Gateway {
             },
             Duration::from_secs(5),
         ));
-        Gateway { addr, stop: Some(stop), task: Some(task) }
+        Gateway {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Signals shutdown; the returned handle completes when `serve` returns.
