@@ -172,7 +172,14 @@ where
 pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
     // The common case parses once, without path tracking; only a failure is parsed again
     // with `serde_path_to_error` to name the field.
-    let chat: ChatRequest = match serde_json::from_slice(bytes) {
+    // Validating UTF-8 once up front is cheaper than per string inside the parser.
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(Error::invalid_request(
+            "invalid request body: not UTF-8 text",
+            None,
+        ));
+    };
+    let chat: ChatRequest = match serde_json::from_str(text) {
         Ok(c) => c,
         Err(first) => return Err(describe_parse_error(bytes, first)),
     };

@@ -81,9 +81,8 @@ impl Catalog {
                 ));
             }
             let p = e.pricing;
-            if !(p.prompt_per_million.is_finite() && p.prompt_per_million >= 0.0)
-                || !(p.completion_per_million.is_finite() && p.completion_per_million >= 0.0)
-            {
+            let valid = |price: f64| price.is_finite() && price >= 0.0;
+            if !valid(p.prompt_per_million) || !valid(p.completion_per_million) {
                 return Err(format!(
                     "model `{}`: prices must be finite and not negative",
                     model.id

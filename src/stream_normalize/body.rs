@@ -19,6 +19,9 @@ const COALESCE_LIMIT: usize = 64 << 10;
 
 /// The body [`StreamNormalize`](super::StreamNormalize) answers with: a whole JSON document, or
 /// the normalised SSE stream of an upstream body `B`.
+// The stream variant carries its decoder and state inline: boxing it would cost an allocation
+// per stream for no gain, the body already lives inside hyper's per-request state.
+#[allow(clippy::large_enum_variant)]
 #[pin_project(project = ResponseBodyProj)]
 #[derive(Debug)]
 pub enum ResponseBody<B> {
@@ -65,7 +68,7 @@ where
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full { body } => body.is_end_stream(),
-            ResponseBody::Stream { stream } => stream.done,
+            ResponseBody::Stream { stream } => stream.is_end_stream(),
         }
     }
 

@@ -316,7 +316,10 @@ pub fn render_completion(
             None,
         )))
     };
-    let obj: RawObject<'_> = serde_json::from_slice(bytes)
+    // Validating UTF-8 once up front is cheaper than per string inside the parser.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| garbage(format!("the provider's answer is not UTF-8 ({e})")))?;
+    let obj: RawObject<'_> = serde_json::from_str(text)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     if obj.get("error").is_some_and(|e| e.get() != "null") {
         return Err(Error::from_upstream(

@@ -103,6 +103,8 @@ impl<'o> ObjectWriter<'o> {
         ObjectWriter { out, first: true }
     }
 
+    // The `Cow` variant is the point: a borrowed key had no escapes and is copied as it is.
+    #[allow(clippy::ptr_arg)]
     pub(crate) fn key(&mut self, key: &Cow<'_, str>) -> &mut Vec<u8> {
         self.sep();
         match key {
@@ -118,6 +120,7 @@ impl<'o> ObjectWriter<'o> {
         self.out
     }
 
+    #[allow(clippy::ptr_arg)]
     pub(crate) fn raw(&mut self, key: &Cow<'_, str>, value: &RawValue) {
         self.key(key).extend_from_slice(value.get().as_bytes());
     }
