@@ -53,7 +53,8 @@ type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// Sends one attempt to its provider. Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
 pub struct Dispatch {
-    client: Client<TimeoutConnector<HttpsConnector>, Full<Bytes>>,
+    // One `Arc` to clone instead of the client's many (the stack is cloned per request).
+    client: Arc<Client<TimeoutConnector<HttpsConnector>, Full<Bytes>>>,
 }
 
 impl std::fmt::Debug for Dispatch {
@@ -90,7 +91,9 @@ impl Dispatch {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Dispatch { client }
+        Dispatch {
+            client: Arc::new(client),
+        }
     }
 }
 

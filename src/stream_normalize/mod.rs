@@ -267,30 +267,38 @@ where
     }
 }
 
+/// A 200 answer the gateway cannot use: 502, with the (scrubbed) body as `metadata.raw`.
+fn unusable_answer(ctx: &StreamContext, bytes: &[u8], why: String) -> Error {
+    Error::bad_gateway(
+        format!("{}: {why}", ctx.provider),
+        ErrorSource::Upstream,
+        Retry::Retryable,
+    )
+    .with_provider(ctx.provider.clone())
+    .with_raw(Some(crate::error::scrub(
+        &String::from_utf8_lossy(bytes),
+        None,
+    )))
+}
+
+/// A 200 answer that holds an `error` object: that error, as a 502.
+fn error_in_answer(ctx: &StreamContext, bytes: &[u8]) -> Error {
+    Error::from_upstream(
+        StatusCode::BAD_GATEWAY,
+        &http::HeaderMap::new(),
+        bytes,
+        &ctx.provider,
+        None,
+    )
+}
+
 /// Parses a non-streamed upstream answer; an unusable one is a 502 with the body as `raw`.
 fn parse_completion(bytes: &[u8], ctx: &StreamContext) -> Result<ChatCompletion, Error> {
-    let garbage = |why: String| {
-        Error::bad_gateway(
-            format!("{}: {why}", ctx.provider),
-            ErrorSource::Upstream,
-            Retry::Retryable,
-        )
-        .with_provider(ctx.provider.clone())
-        .with_raw(Some(crate::error::scrub(
-            &String::from_utf8_lossy(bytes),
-            None,
-        )))
-    };
+    let garbage = |why: String| unusable_answer(ctx, bytes, why);
     let completion: ChatCompletion = serde_json::from_slice(bytes)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     if completion.extra.contains_key("error") {
-        return Err(Error::from_upstream(
-            StatusCode::BAD_GATEWAY,
-            &http::HeaderMap::new(),
-            bytes,
-            &ctx.provider,
-            None,
-        ));
+        return Err(error_in_answer(ctx, bytes));
     }
     Ok(completion)
 }
@@ -304,31 +312,14 @@ pub fn render_completion(
     bytes: &[u8],
     ctx: &StreamContext,
 ) -> Result<(Bytes, Option<Usage>), Error> {
-    let garbage = |why: String| {
-        Error::bad_gateway(
-            format!("{}: {why}", ctx.provider),
-            ErrorSource::Upstream,
-            Retry::Retryable,
-        )
-        .with_provider(ctx.provider.clone())
-        .with_raw(Some(crate::error::scrub(
-            &String::from_utf8_lossy(bytes),
-            None,
-        )))
-    };
+    let garbage = |why: String| unusable_answer(ctx, bytes, why);
     // Validating UTF-8 once up front is cheaper than per string inside the parser.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| garbage(format!("the provider's answer is not UTF-8 ({e})")))?;
     let obj: RawObject<'_> = serde_json::from_str(text)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     if obj.get("error").is_some_and(|e| e.get() != "null") {
-        return Err(Error::from_upstream(
-            StatusCode::BAD_GATEWAY,
-            &http::HeaderMap::new(),
-            bytes,
-            &ctx.provider,
-            None,
-        ));
+        return Err(error_in_answer(ctx, bytes));
     }
     if !obj.get("choices").is_some_and(|c| c.get().starts_with('[')) {
         return Err(garbage(
