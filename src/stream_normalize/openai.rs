@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 
-use super::raw::{ObjectWriter, RawObject, RawObjects};
+use super::raw::{write_str, ChoiceView, ChunkView, ObjectWriter, RawObject};
 use crate::chat::{
     ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage,
     UsageField,
@@ -48,6 +48,30 @@ pub struct OpenAiStream {
     finish_reason: Option<String>,
     error: Option<Error>,
     scratch: Vec<u8>,
+    json: Stamp,
+}
+
+/// The stream's `id`, `model` and `provider`, JSON-quoted once for every chunk.
+#[derive(Debug)]
+struct Stamp {
+    id: String,
+    model: String,
+    provider: String,
+}
+
+impl Stamp {
+    fn new(ctx: &StreamContext) -> Self {
+        let quote = |s: &str| {
+            let mut v = Vec::with_capacity(s.len() + 2);
+            write_str(&mut v, s);
+            String::from_utf8(v).unwrap_or_default()
+        };
+        Stamp {
+            id: quote(ctx.id.as_str()),
+            model: quote(&ctx.model),
+            provider: quote(&ctx.provider),
+        }
+    }
 }
 
 /// Tool-call identity once per call and a dense index from 0, whatever the provider sent.
@@ -78,10 +102,25 @@ fn fix_tool_calls(state: &mut ChoiceState, calls: &mut [ToolCallDelta], id: &Gen
     }
 }
 
+/// Formats a `u32` without allocating.
+fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
 impl OpenAiStream {
     /// A new stream for this request.
     pub fn new(ctx: StreamContext) -> Self {
         OpenAiStream {
+            json: Stamp::new(&ctx),
             ctx,
             state: State::Streaming,
             choices: Vec::new(),
@@ -145,7 +184,7 @@ impl OpenAiStream {
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
     /// the provider wrote it (see `raw`).
     fn on_json(&mut self, data: &str, out: &mut BytesMut) {
-        let obj: RawObject<'_> = match serde_json::from_str(data) {
+        let obj: ChunkView<'_> = match serde_json::from_str(data) {
             Ok(o) => o,
             Err(e) => return self.malformed(e, data, out),
         };
@@ -173,13 +212,7 @@ impl OpenAiStream {
                 Err(e) => return self.malformed(format_args!("usage: {e}"), data, out),
             }
         }
-        let choices = match obj.get("choices").filter(|c| c.get() != "null") {
-            Some(raw) => match serde_json::from_str::<RawObjects<'_>>(raw.get()) {
-                Ok(c) => c.0,
-                Err(e) => return self.malformed(format_args!("choices: {e}"), data, out),
-            },
-            None => Vec::new(),
-        };
+        let choices = obj.choices.as_deref().unwrap_or_default();
         if choices.is_empty() {
             // The usage chunk (re-sent at the end when asked for) or an annotation-only chunk
             // such as Azure's leading prompt-filter chunk: nothing a client can use.
@@ -198,11 +231,11 @@ impl OpenAiStream {
         let mut wrote_model = false;
         for (k, v) in &obj.entries {
             match k.as_ref() {
-                "id" => w.str_field("id", self.ctx.id.as_str()),
-                "object" => w.str_field("object", "chat.completion.chunk"),
+                "id" => w.raw_field("id", &self.json.id),
+                "object" => w.raw_field("object", "\"chat.completion.chunk\""),
                 "model" => {
-                    w.str_field("model", &self.ctx.model);
-                    w.str_field("provider", &self.ctx.provider);
+                    w.raw_field("model", &self.json.model);
+                    w.raw_field("provider", &self.json.provider);
                     wrote_model = true;
                 }
                 "provider" | "usage" => {}
@@ -224,8 +257,8 @@ impl OpenAiStream {
             }
         }
         if !wrote_model {
-            w.str_field("model", &self.ctx.model);
-            w.str_field("provider", &self.ctx.provider);
+            w.raw_field("model", &self.json.model);
+            w.raw_field("provider", &self.json.provider);
         }
         if self.ctx.include_usage {
             w.raw_field("usage", "null");
@@ -241,7 +274,7 @@ impl OpenAiStream {
 
     fn write_choice(
         &mut self,
-        choice: &RawObject<'_>,
+        choice: &ChoiceView<'_>,
         position: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
@@ -263,19 +296,14 @@ impl OpenAiStream {
             }
         };
         let mut w = ObjectWriter::begin(out);
-        let mut wrote_delta = false;
+        w.raw_field("index", itoa_u32(index, &mut [0u8; 10]));
+        let empty = RawObject::default();
+        let delta = choice.delta.as_ref().unwrap_or(&empty);
+        let out = w.key(&std::borrow::Cow::Borrowed("delta"));
+        self.write_delta(pos, delta, out)?;
         for (k, v) in &choice.entries {
             match k.as_ref() {
-                "delta" => {
-                    let delta: RawObject<'_> = if v.get() == "null" {
-                        RawObject::default()
-                    } else {
-                        serde_json::from_str(v.get()).map_err(|e| format!("delta: {e}"))?
-                    };
-                    self.write_delta(pos, &delta, w.key(k))?;
-                    wrote_delta = true;
-                }
-                "index" => w.raw_field("index", &index.to_string()),
+                "index" => {}
                 "finish_reason" => {
                     if let Ok(Some(reason)) = serde_json::from_str::<Option<String>>(v.get()) {
                         self.finish_reason = Some(reason);
@@ -284,10 +312,6 @@ impl OpenAiStream {
                 }
                 _ => w.raw(k, v),
             }
-        }
-        if !wrote_delta {
-            let out = w.key(&std::borrow::Cow::Borrowed("delta"));
-            self.write_delta(pos, &RawObject::default(), out)?;
         }
         w.end();
         Ok(())
@@ -578,5 +602,15 @@ mod tests {
         );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
+    }
+}
+
+#[cfg(test)]
+mod itoa_tests {
+    #[test]
+    fn formats_u32() {
+        for n in [0u32, 7, 10, 12345, u32::MAX] {
+            assert_eq!(super::itoa_u32(n, &mut [0u8; 10]), n.to_string());
+        }
     }
 }

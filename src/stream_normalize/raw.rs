@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -42,26 +42,99 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
-/// A list of JSON objects.
-pub(crate) struct RawObjects<'a>(pub(crate) Vec<RawObject<'a>>);
+/// A stream chunk read in one pass: top-level fields raw, except `choices`, whose objects are
+/// read with their `delta` split into raw fields too.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkView<'a> {
+    pub(crate) entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// `Some` when the chunk has a `choices` array; the entry for it stays in `entries`.
+    pub(crate) choices: Option<Vec<ChoiceView<'a>>>,
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for RawObjects<'a> {
+/// One choice of a [`ChunkView`].
+#[derive(Debug, Default)]
+pub(crate) struct ChoiceView<'a> {
+    pub(crate) entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The `delta`, split into fields (`None`: absent or null).
+    pub(crate) delta: Option<RawObject<'a>>,
+}
+
+impl<'a> ChunkView<'a> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'a> ChoiceView<'a> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// A placeholder value for entries whose content lives elsewhere in the view.
+fn placeholder() -> &'static RawValue {
+    // `null` is valid JSON; the constant cannot fail to parse.
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| RawValue::from_string("null".to_owned()).expect("null is JSON"))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChunkView<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = RawObjects<'a>;
+            type Value = ChunkView<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of JSON objects")
+                f.write_str("a JSON object")
             }
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<RawObjects<'a>, S::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1));
-                while let Some(o) = seq.next_element::<RawObject<'a>>()? {
-                    items.push(o);
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<ChunkView<'a>, M::Error> {
+                let mut view = ChunkView {
+                    entries: Vec::with_capacity(map.size_hint().unwrap_or(8)),
+                    choices: None,
+                };
+                while let Some(k) = map.next_key_seed(CowStr)? {
+                    if k == "choices" {
+                        let choices: Option<Vec<ChoiceView<'a>>> = map.next_value()?;
+                        if choices.is_some() {
+                            view.choices = choices;
+                            view.entries.push((k, placeholder()));
+                        }
+                        continue;
+                    }
+                    let v: &'de RawValue = map.next_value()?;
+                    view.entries.push((k, v));
                 }
-                Ok(RawObjects(items))
+                Ok(view)
             }
         }
-        d.deserialize_seq(V(std::marker::PhantomData))
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChoiceView<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = ChoiceView<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a choice object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<ChoiceView<'a>, M::Error> {
+                let mut view = ChoiceView {
+                    entries: Vec::with_capacity(map.size_hint().unwrap_or(4)),
+                    delta: None,
+                };
+                while let Some(k) = map.next_key_seed(CowStr)? {
+                    if k == "delta" {
+                        view.delta = map.next_value::<Option<RawObject<'a>>>()?;
+                        continue;
+                    }
+                    let v: &'de RawValue = map.next_value()?;
+                    view.entries.push((k, v));
+                }
+                Ok(view)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -130,6 +203,7 @@ impl<'o> ObjectWriter<'o> {
         write_str(self.out, value);
     }
 
+    /// A field whose value is already JSON text (a pre-escaped string, `null`, a number).
     pub(crate) fn raw_field(&mut self, key: &'static str, raw: &str) {
         self.key(&Cow::Borrowed(key))
             .extend_from_slice(raw.as_bytes());
