@@ -97,12 +97,7 @@ async fn streaming_honours_include_usage_both_ways_and_always_asks_upstream() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.headers["content-type"], "text/event-stream");
     let id = a.headers["x-generation-id"].to_str().unwrap().to_owned();
-    let ev = a.events();
-    assert_eq!(ev.last().unwrap(), "[DONE]");
-    let chunks: Vec<serde_json::Value> = ev[..ev.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = a.chunks();
     assert_eq!(chunks.len(), 7, "6 content/finish chunks + the usage chunk");
     let roles = chunks
         .iter()
@@ -154,11 +149,7 @@ async fn tool_call_stream_keeps_identity_once() {
         chat("fake/tool", true, true),
     )
     .await;
-    let ev = a.events();
-    let chunks: Vec<serde_json::Value> = ev[..ev.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = a.chunks();
     let mut args = String::new();
     let mut ids = 0;
     for c in &chunks {

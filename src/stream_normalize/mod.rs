@@ -408,6 +408,18 @@ mod tests {
         req
     }
 
+    async fn next_data<B: Body<Data = Bytes>>(mut body: Pin<&mut B>) -> Bytes
+    where
+        B::Error: std::fmt::Debug,
+    {
+        body.frame()
+            .await
+            .expect("a frame")
+            .expect("no error")
+            .into_data()
+            .expect("a data frame")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn keepalive_comments_until_the_first_upstream_byte() {
         let (tx, rx) = mpsc::channel(4);
@@ -428,24 +440,10 @@ mod tests {
         let res = svc.oneshot(request(true)).await.unwrap();
         let mut body = std::pin::pin!(res.into_body());
         let start = tokio::time::Instant::now();
-        let frame = body
-            .as_mut()
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let frame = next_data(body.as_mut()).await;
         assert_eq!(&frame[..], crate::sse::KEEPALIVE);
         assert_eq!(start.elapsed(), Duration::from_secs(5));
-        let frame = body
-            .as_mut()
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let frame = next_data(body.as_mut()).await;
         assert_eq!(&frame[..], crate::sse::KEEPALIVE);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         tx.send(Bytes::from_static(
@@ -453,28 +451,14 @@ mod tests {
         ))
         .await
         .unwrap();
-        let frame = body
-            .as_mut()
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let frame = next_data(body.as_mut()).await;
         assert!(frame.starts_with(b"data: {"), "{frame:?}");
         // After the first byte: no more keep-alives, however long the silence.
         tokio::time::advance(Duration::from_secs(60)).await;
         tx.send(Bytes::from_static(b"data: [DONE]\n\n"))
             .await
             .unwrap();
-        let frame = body
-            .as_mut()
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let frame = next_data(body.as_mut()).await;
         assert_eq!(&frame[..], crate::sse::DONE);
         assert!(body.as_mut().frame().await.is_none());
     }

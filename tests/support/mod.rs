@@ -399,6 +399,22 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// The chunks of a stream that ended with `[DONE]`, parsed (the `[DONE]` itself left out).
+    pub fn chunks(&self) -> Vec<serde_json::Value> {
+        let ev = self.events();
+        assert_eq!(
+            ev.last().map(String::as_str),
+            Some("[DONE]"),
+            "the stream ends with [DONE]"
+        );
+        ev[..ev.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("a JSON chunk"))
+            .collect()
+    }
+}
+
 pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Answer {
     let res = client.request(req).await.expect("the gateway answers");
     let (parts, body) = res.into_parts();
