@@ -80,8 +80,9 @@ where
     }
 }
 
-/// An upstream SSE body turned into the gateway's stream: decoded, normalised, re-encoded one
-/// frame per upstream read; `: keepalive` comments while the first upstream byte is awaited.
+/// An upstream SSE body turned into the gateway's stream: decoded, normalised and re-encoded;
+/// events the upstream has ready together leave in one frame (nothing waits for more);
+/// `: keepalive` comments while the first upstream byte is awaited.
 /// It never fails: upstream failures become the one error event, then the end.
 #[pin_project]
 pub struct SseStream<B> {

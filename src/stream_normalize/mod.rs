@@ -9,7 +9,7 @@
 //!   the final usage chunk reaches it.
 //! - Non-streaming: the JSON answer gets the gateway's `id`, the public `model` and the
 //!   serving `provider`; everything else passes untouched.
-//! - Streaming: `data: <compact JSON>\n\n` per event, LF only, one frame per upstream read,
+//! - Streaming: `data: <compact JSON>\n\n` per event, LF only, sent as soon as it is ready,
 //!   ending `data: [DONE]\n\n`; `role` once; tool-call `id`/`type`/`name` once with a dense
 //!   `index`; `: keepalive` comments while the first upstream byte is awaited; an upstream
 //!   error, cut, idle timeout or end without `[DONE]` after the `200` becomes exactly one
