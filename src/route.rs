@@ -75,6 +75,9 @@ pub struct Target {
     pub public_model: Arc<str>,
     /// The endpoint's prices; `None` for a `<provider>/<model>` pass-through (cost unknown).
     pub pricing: Option<Pricing>,
+    /// The endpoint's output bound from the catalog (`max_output_tokens`); the Anthropic
+    /// adapter sends it as `max_tokens` when the client gave none.
+    pub max_output_tokens: Option<u32>,
 }
 
 impl fmt::Debug for Target {
@@ -84,6 +87,7 @@ impl fmt::Debug for Target {
             .field("upstream_model", &self.upstream_model)
             .field("public_model", &self.public_model)
             .field("pricing", &self.pricing)
+            .field("max_output_tokens", &self.max_output_tokens)
             .finish()
     }
 }

@@ -147,6 +147,9 @@ impl Catalog {
                     upstream_model: e.model.clone(),
                     public_model: model.id.clone(),
                     pricing: Some(e.pricing),
+                    max_output_tokens: e
+                        .max_output_tokens
+                        .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
                 })
                 .collect();
             targets.sort_by(|a, b| total(a).total_cmp(&total(b)));
@@ -175,6 +178,7 @@ impl Catalog {
             upstream_model: Arc::from(model),
             public_model: Arc::from(id),
             pricing: None,
+            max_output_tokens: None,
         })
     }
 }

@@ -317,11 +317,6 @@ impl ProviderConfig {
         let name = &self.name;
         let kind = ProviderKind::parse(&self.kind)
             .map_err(|e| ConfigError(format!("provider `{name}`: {e}")))?;
-        if self.api_version.is_some() {
-            return Err(ConfigError(format!(
-                "provider `{name}`: `api_version` applies to kind = \"azure\" only"
-            )));
-        }
         let key = match (&self.api_key, &self.api_key_env) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError(format!("provider `{name}`: set `api_key` or `api_key_env`, not both")))
@@ -347,6 +342,7 @@ impl ProviderConfig {
         };
         let mut b = Provider::builder(name.clone(), kind, self.base_url.clone())
             .api_key(key)
+            .api_version(self.api_version.clone())
             .timeouts(timeouts);
         for (k, v) in &self.headers {
             b = b.header(k.clone(), v.clone());

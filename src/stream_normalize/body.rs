@@ -9,7 +9,7 @@ use http_body_util::Full;
 use pin_project::pin_project;
 use tokio::time::Sleep;
 
-use super::openai::OpenAiStream;
+use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::sse::{self, SseDecoder};
 use crate::Error;
@@ -92,7 +92,7 @@ pub struct SseStream<B> {
     keepalive: Option<Sleep>,
     keepalive_interval: Duration,
     decoder: SseDecoder,
-    state: OpenAiStream,
+    state: Translator,
     out: BytesMut,
     done: bool,
 }
@@ -109,7 +109,7 @@ impl<B> std::fmt::Debug for SseStream<B> {
 impl<B> SseStream<B> {
     pub(crate) fn new(
         upstream: B,
-        state: OpenAiStream,
+        state: Translator,
         keepalive_interval: Option<Duration>,
     ) -> Self {
         SseStream {

@@ -30,9 +30,12 @@
 //!     .max_response_bytes(16 << 20);
 //! ```
 
+mod anthropic;
 mod body;
+mod gemini;
 mod openai;
 mod raw;
+mod translate;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -48,12 +51,16 @@ use http_body_util::{BodyExt, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use self::anthropic::AnthropicStream;
 pub use self::body::{ResponseBody, SseStream};
+pub use self::gemini::GeminiStream;
 pub use self::openai::OpenAiStream;
 use self::raw::{ObjectWriter, RawObject};
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
+use crate::provider::ProviderKind;
 use crate::route::{GenerationId, Target};
+use crate::sse::SseEvent;
 use crate::Error;
 
 /// Largest upstream error body read for the envelope.
@@ -72,6 +79,82 @@ pub struct StreamContext {
     pub include_usage: bool,
     /// `created` for chunks the gateway writes itself.
     pub created: u64,
+}
+
+/// The per-stream state of one upstream dialect: bytes in, OpenAI chunks out.
+#[derive(Debug)]
+pub enum Translator {
+    /// OpenAI and OpenAI-compatible hosts (Azure included).
+    OpenAi(OpenAiStream),
+    /// Anthropic Messages events.
+    Anthropic(AnthropicStream),
+    /// Gemini `GenerateContentResponse` events.
+    Gemini(GeminiStream),
+}
+
+impl Translator {
+    /// The translator for a provider kind.
+    pub fn new(kind: ProviderKind, ctx: StreamContext) -> Self {
+        match kind {
+            ProviderKind::Anthropic => Translator::Anthropic(AnthropicStream::new(ctx)),
+            ProviderKind::Gemini => Translator::Gemini(GeminiStream::new(ctx)),
+            _ => Translator::OpenAi(OpenAiStream::new(ctx)),
+        }
+    }
+
+    /// Handles one upstream event, appending what the client should see to `out`.
+    pub fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        match self {
+            Translator::OpenAi(s) => s.on_event(ev, out),
+            Translator::Anthropic(s) => s.on_event(ev, out),
+            Translator::Gemini(s) => s.on_event(ev, out),
+        }
+    }
+
+    /// The upstream body ended.
+    pub fn on_end(&mut self, out: &mut BytesMut) {
+        match self {
+            Translator::OpenAi(s) => s.on_end(out),
+            Translator::Anthropic(s) => s.on_end(out),
+            Translator::Gemini(s) => s.on_end(out),
+        }
+    }
+
+    /// The upstream body failed (reset, idle timeout).
+    pub fn on_error(&mut self, err: Error, out: &mut BytesMut) {
+        match self {
+            Translator::OpenAi(s) => s.on_error(err, out),
+            Translator::Anthropic(s) => s.on_error(err, out),
+            Translator::Gemini(s) => s.on_error(err, out),
+        }
+    }
+
+    /// True once `[DONE]` or the error event has been written.
+    pub fn is_finished(&self) -> bool {
+        match self {
+            Translator::OpenAi(s) => s.is_finished(),
+            Translator::Anthropic(s) => s.is_finished(),
+            Translator::Gemini(s) => s.is_finished(),
+        }
+    }
+
+    /// The usage the provider reported, if any.
+    pub fn usage(&self) -> Option<&Usage> {
+        match self {
+            Translator::OpenAi(s) => s.usage(),
+            Translator::Anthropic(s) => s.usage(),
+            Translator::Gemini(s) => s.usage(),
+        }
+    }
+
+    /// The error that ended the stream, if one did.
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            Translator::OpenAi(s) => s.error(),
+            Translator::Anthropic(s) => s.error(),
+            Translator::Gemini(s) => s.error(),
+        }
+    }
 }
 
 /// Builds [`StreamNormalize`]; see the [module docs](self).
@@ -193,8 +276,9 @@ where
             let mut out = Response::new(ResponseBody::full(Bytes::new()));
             *out.status_mut() = StatusCode::OK;
             std::mem::swap(out.extensions_mut(), &mut parts.extensions);
+            let kind = target.provider.kind();
             if streaming && is_sse {
-                let state = OpenAiStream::new(ctx);
+                let state = Translator::new(kind, ctx);
                 *out.body_mut() = ResponseBody::Stream {
                     stream: SseStream::new(body, state, config.keepalive),
                 };
@@ -204,7 +288,7 @@ where
             let bytes = read_body(body, config.max_response_bytes, &ctx.provider).await?;
             if streaming {
                 // The provider ignored `stream: true` and answered with JSON: replay it as a stream.
-                let completion = parse_completion(&bytes, &ctx)?;
+                let completion = parse_completion(&bytes, &ctx, kind)?;
                 let mut state = OpenAiStream::new(ctx);
                 let mut buf = bytes::BytesMut::new();
                 state.replay_completion(completion, &mut buf);
@@ -212,7 +296,19 @@ where
                 set_sse_headers(out.headers_mut());
                 return Ok(out);
             }
-            let (json, usage) = render_completion(&bytes, &ctx)?;
+            let (json, usage) = match kind {
+                ProviderKind::Anthropic | ProviderKind::Gemini => {
+                    let mut c = parse_completion(&bytes, &ctx, kind)?;
+                    c.id = ctx.id.as_str().to_owned();
+                    c.model = ctx.model.to_string();
+                    c.provider = Some(ctx.provider.to_string());
+                    let json = serde_json::to_vec(&c).map_err(|e| {
+                        Error::internal(format!("cannot serialise the answer: {e}"))
+                    })?;
+                    (Bytes::from(json), c.usage)
+                }
+                _ => render_completion(&bytes, &ctx)?,
+            };
             if let Some(usage) = usage {
                 out.extensions_mut().insert(usage);
             }
@@ -293,8 +389,24 @@ fn error_in_answer(ctx: &StreamContext, bytes: &[u8]) -> Error {
 }
 
 /// Parses a non-streamed upstream answer; an unusable one is a 502 with the body as `raw`.
-fn parse_completion(bytes: &[u8], ctx: &StreamContext) -> Result<ChatCompletion, Error> {
+fn parse_completion(
+    bytes: &[u8],
+    ctx: &StreamContext,
+    kind: ProviderKind,
+) -> Result<ChatCompletion, Error> {
     let garbage = |why: String| unusable_answer(ctx, bytes, why);
+    if matches!(kind, ProviderKind::Anthropic | ProviderKind::Gemini) {
+        let v: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
+        if v.get("error").is_some_and(|e| e.is_object()) {
+            return Err(error_in_answer(ctx, bytes));
+        }
+        let translated = match kind {
+            ProviderKind::Anthropic => anthropic::completion(&v),
+            _ => gemini::completion(&v),
+        };
+        return translated.map_err(garbage);
+    }
     let completion: ChatCompletion = serde_json::from_slice(bytes)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     if completion.extra.contains_key("error") {
@@ -404,6 +516,7 @@ mod tests {
             upstream_model: Arc::from("up"),
             public_model: Arc::from("public"),
             pricing: None,
+            max_output_tokens: None,
         });
         req
     }

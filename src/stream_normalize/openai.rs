@@ -146,6 +146,16 @@ impl OpenAiStream {
         self.finish_reason.as_deref()
     }
 
+    /// Replaces the usage reported so far (translated dialects report it their own way).
+    pub(crate) fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// The provider's name, for error messages.
+    pub(crate) fn provider(&self) -> &std::sync::Arc<str> {
+        &self.ctx.provider
+    }
+
     /// The error that ended the stream, if one did.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
@@ -167,7 +177,12 @@ impl OpenAiStream {
         self.on_json(data, out);
     }
 
-    fn malformed(&mut self, why: impl std::fmt::Display, data: &str, out: &mut BytesMut) {
+    pub(crate) fn malformed(
+        &mut self,
+        why: impl std::fmt::Display,
+        data: &str,
+        out: &mut BytesMut,
+    ) {
         let err = Error::bad_gateway(
             format!(
                 "{}: the provider sent a malformed stream event ({why})",
@@ -183,7 +198,7 @@ impl OpenAiStream {
 
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
     /// the provider wrote it (see `raw`).
-    fn on_json(&mut self, data: &str, out: &mut BytesMut) {
+    pub(crate) fn on_json(&mut self, data: &str, out: &mut BytesMut) {
         let obj: ChunkView<'_> = match serde_json::from_str(data) {
             Ok(o) => o,
             Err(e) => return self.malformed(e, data, out),
@@ -373,7 +388,7 @@ impl OpenAiStream {
         }
     }
 
-    fn finish_ok(&mut self, out: &mut BytesMut) {
+    pub(crate) fn finish_ok(&mut self, out: &mut BytesMut) {
         if self.ctx.include_usage {
             if let Some(usage) = &self.usage {
                 let chunk = ChatChunk {
@@ -391,7 +406,7 @@ impl OpenAiStream {
         self.state = State::Done;
     }
 
-    fn fail(&mut self, err: Error, out: &mut BytesMut) {
+    pub(crate) fn fail(&mut self, err: Error, out: &mut BytesMut) {
         out.put_slice(&err.to_sse_event());
         self.error = Some(err);
         self.state = State::Failed;

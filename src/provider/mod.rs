@@ -11,6 +11,9 @@ use http::header::{
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
+mod anthropic;
+mod gemini;
+
 use crate::chat::ChatRequest;
 use crate::route::Target;
 use crate::Error;
@@ -21,6 +24,12 @@ use crate::Error;
 pub enum ProviderKind {
     /// OpenAI and every OpenAI-compatible host (Groq, Together, DeepSeek, Mistral, vLLM, Ollama…).
     OpenAi,
+    /// Anthropic's Messages API, translated both ways.
+    Anthropic,
+    /// Google's Generative Language API (Gemini), translated both ways.
+    Gemini,
+    /// Azure OpenAI: deployment URLs with `api-version`, or the `/openai/v1` form.
+    Azure,
 }
 
 impl ProviderKind {
@@ -28,10 +37,12 @@ impl ProviderKind {
     pub fn parse(kind: &str) -> Result<Self, String> {
         match kind {
             "openai" => Ok(ProviderKind::OpenAi),
-            "anthropic" | "gemini" | "azure" => Err(format!(
-                "provider kind `{kind}` is not implemented in this version yet; use kind = \"openai\" with the provider's OpenAI-compatible base_url meanwhile"
+            "anthropic" => Ok(ProviderKind::Anthropic),
+            "gemini" => Ok(ProviderKind::Gemini),
+            "azure" => Ok(ProviderKind::Azure),
+            other => Err(format!(
+                "unknown provider kind `{other}` (expected openai, anthropic, gemini or azure)"
             )),
-            other => Err(format!("unknown provider kind `{other}` (expected openai, anthropic, gemini or azure)")),
         }
     }
 
@@ -39,6 +50,9 @@ impl ProviderKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
         }
     }
 }
@@ -69,9 +83,12 @@ pub struct Provider {
     name: Arc<str>,
     kind: ProviderKind,
     base_url: String,
+    /// The URL prefix the adapter appends paths to (Gemini: with the API version).
+    base: String,
     chat_uri: Uri,
+    api_version: Option<String>,
     api_key: Option<String>,
-    auth: Option<HeaderValue>,
+    auth: Option<(HeaderName, HeaderValue)>,
     headers: HeaderMap,
     timeouts: Timeouts,
 }
@@ -100,6 +117,7 @@ impl Provider {
             kind,
             base_url: base_url.into(),
             api_key: None,
+            api_version: None,
             headers: Vec::new(),
             timeouts: Timeouts::default(),
         }
@@ -135,7 +153,8 @@ impl Provider {
         self.timeouts
     }
 
-    /// The URI requests go to.
+    /// The URI requests go to (Gemini: the models collection, each request appends its model
+    /// and method; Azure with `api_version`: each request names its deployment instead).
     pub fn chat_uri(&self) -> &Uri {
         &self.chat_uri
     }
@@ -148,47 +167,108 @@ impl Provider {
     /// Translates a typed request into this provider's HTTP request.
     ///
     /// The client's own headers are never copied: only the provider's key and the configured
-    /// extra headers go upstream.
+    /// extra headers go upstream. A request the provider's dialect cannot express (say `n > 1`
+    /// for Anthropic) is a 400 naming the field.
     pub fn build_request(
         &self,
         mut body: ChatRequest,
         target: &Target,
     ) -> Result<Request<Full<Bytes>>, Error> {
-        match self.kind {
-            ProviderKind::OpenAi => {
-                let stream = body.is_stream();
+        let stream = body.is_stream();
+        let (uri, bytes) = match self.kind {
+            ProviderKind::OpenAi | ProviderKind::Azure => {
                 body.model.clear();
                 body.model.push_str(&target.upstream_model);
                 let bytes = serde_json::to_vec(&body)
                     .map_err(|e| Error::internal(format!("cannot serialise the request: {e}")))?;
-                let mut req = Request::new(Full::new(Bytes::from(bytes)));
-                *req.method_mut() = Method::POST;
-                *req.uri_mut() = self.chat_uri.clone();
-                let h = req.headers_mut();
-                h.reserve(4 + self.headers.len());
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                h.insert(
-                    ACCEPT,
-                    HeaderValue::from_static(if stream {
-                        "text/event-stream"
-                    } else {
-                        "application/json"
-                    }),
-                );
-                h.insert(
-                    USER_AGENT,
-                    HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION"))),
-                );
-                if let Some(auth) = &self.auth {
-                    h.insert(AUTHORIZATION, auth.clone());
-                }
-                for (k, v) in &self.headers {
-                    h.insert(k.clone(), v.clone());
-                }
-                Ok(req)
+                let uri = match (&self.kind, &self.api_version) {
+                    (ProviderKind::Azure, Some(version)) => self.uri(&format!(
+                        "{}/openai/deployments/{}/chat/completions?api-version={}",
+                        self.base,
+                        path_segment(&target.upstream_model),
+                        path_segment(version)
+                    ))?,
+                    _ => self.chat_uri.clone(),
+                };
+                (uri, bytes)
             }
+            ProviderKind::Anthropic => {
+                let max = target
+                    .max_output_tokens
+                    .unwrap_or(anthropic::DEFAULT_MAX_TOKENS);
+                let json = anthropic::request(&body, &target.upstream_model, max)?;
+                (self.chat_uri.clone(), to_vec(&json)?)
+            }
+            ProviderKind::Gemini => {
+                let json = gemini::request(&body, target.max_output_tokens)?;
+                let method = if stream {
+                    "streamGenerateContent?alt=sse"
+                } else {
+                    "generateContent"
+                };
+                let uri = self.uri(&format!(
+                    "{}/models/{}:{method}",
+                    self.base,
+                    path_segment(&target.upstream_model)
+                ))?;
+                (uri, to_vec(&json)?)
+            }
+        };
+        let mut req = Request::new(Full::new(Bytes::from(bytes)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.reserve(5 + self.headers.len());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static(if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }),
+        );
+        h.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION"))),
+        );
+        if self.kind == ProviderKind::Anthropic {
+            h.insert(
+                "anthropic-version",
+                HeaderValue::from_static(anthropic::VERSION),
+            );
+        }
+        if let Some((name, value)) = &self.auth {
+            h.insert(name.clone(), value.clone());
+        }
+        for (k, v) in &self.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        Ok(req)
+    }
+
+    fn uri(&self, s: &str) -> Result<Uri, Error> {
+        s.parse().map_err(|e| {
+            Error::invalid_request(format!("cannot build the upstream URL: {e}"), None)
+        })
+    }
+}
+
+fn to_vec(v: &serde_json::Value) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(v).map_err(|e| Error::internal(format!("cannot serialise the request: {e}")))
+}
+
+/// Percent-encodes what cannot stand in one URL path segment or query value.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+    out
 }
 
 /// Builds a [`Provider`].
@@ -198,11 +278,18 @@ pub struct ProviderBuilder {
     kind: ProviderKind,
     base_url: String,
     api_key: Option<String>,
+    api_version: Option<String>,
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
 }
 
 impl ProviderBuilder {
+    /// Azure's `api-version` (absent: the `/openai/v1` form). Only for [`ProviderKind::Azure`].
+    pub fn api_version(mut self, version: Option<String>) -> Self {
+        self.api_version = version.filter(|v| !v.is_empty());
+        self
+    }
+
     /// The provider's API key (sent only to this provider).
     pub fn api_key(mut self, key: Option<String>) -> Self {
         self.api_key = key.filter(|k| !k.is_empty());
@@ -229,9 +316,40 @@ impl ProviderBuilder {
                 "provider name `{name}` must be non-empty and contain no `/`"
             ));
         }
-        let base = self.base_url.trim_end_matches('/');
-        let chat = match self.kind {
-            ProviderKind::OpenAi => format!("{base}/chat/completions"),
+        if self.api_version.is_some() && self.kind != ProviderKind::Azure {
+            return Err(format!(
+                "provider `{name}`: `api_version` applies to kind = \"azure\" only"
+            ));
+        }
+        let trimmed = self.base_url.trim_end_matches('/');
+        let (base, chat) = match self.kind {
+            ProviderKind::OpenAi => (trimmed.to_owned(), format!("{trimmed}/chat/completions")),
+            ProviderKind::Anthropic => {
+                let root = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
+                (root.to_owned(), format!("{root}/v1/messages"))
+            }
+            ProviderKind::Gemini => {
+                let versioned = ["/v1beta", "/v1", "/v1alpha"]
+                    .iter()
+                    .any(|v| trimmed.ends_with(v));
+                let base = if versioned {
+                    trimmed.to_owned()
+                } else {
+                    format!("{trimmed}/v1beta")
+                };
+                let chat = format!("{base}/models");
+                (base, chat)
+            }
+            ProviderKind::Azure => {
+                let root = trimmed
+                    .strip_suffix("/openai/v1")
+                    .or_else(|| trimmed.strip_suffix("/openai"))
+                    .unwrap_or(trimmed);
+                (
+                    root.to_owned(),
+                    format!("{root}/openai/v1/chat/completions"),
+                )
+            }
         };
         let chat_uri: Uri = chat.parse().map_err(|e| {
             format!(
@@ -255,13 +373,21 @@ impl ProviderBuilder {
         }
         let auth = match &self.api_key {
             Some(key) => {
-                let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                let (header, value) = match self.kind {
+                    ProviderKind::OpenAi => (AUTHORIZATION, format!("Bearer {key}")),
+                    ProviderKind::Azure => (HeaderName::from_static("api-key"), key.clone()),
+                    ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.clone()),
+                    ProviderKind::Gemini => {
+                        (HeaderName::from_static("x-goog-api-key"), key.clone())
+                    }
+                };
+                let mut v = HeaderValue::try_from(value).map_err(|_| {
                     format!(
                         "provider `{name}`: the API key holds characters not allowed in a header"
                     )
                 })?;
                 v.set_sensitive(true);
-                Some(v)
+                Some((header, v))
             }
             None => None,
         };
@@ -285,7 +411,9 @@ impl ProviderBuilder {
             name: Arc::from(name),
             kind: self.kind,
             base_url: self.base_url,
+            base,
             chat_uri,
+            api_version: self.api_version,
             api_key: self.api_key,
             auth,
             headers,

@@ -1,0 +1,419 @@
+//! Anthropic Messages answers and streams in the OpenAI shape.
+//!
+//! - `message_start` gives the upstream id and model and opens the stream with
+//!   `{"role":"assistant","content":""}`;
+//! - text deltas become `content`, thinking deltas `reasoning_content`; `input_json_delta`
+//!   fragments are forwarded as `arguments` fragments (empty ones dropped, `"{}"` for a tool
+//!   that got none), under a dense tool index (never Anthropic's block index);
+//! - thinking blocks (text and signature) and redacted thinking are carried to the client on
+//!   the first tool call as `extra_content.anthropic.thinking`, which the request translator
+//!   accepts back, so multi-turn tool use with thinking works;
+//! - usage: `prompt_tokens = input + cache_creation + cache_read`, `completion_tokens = output`
+//!   (`message_delta` is cumulative and overwrites), `cached_tokens` and `cache_write_tokens`;
+//! - stop reasons: `end_turn`, `stop_sequence`, `pause_turn` to `stop`; `max_tokens` and
+//!   `model_context_window_exceeded` to `length`; `tool_use` to `tool_calls`; `refusal` to
+//!   `content_filter`; the provider's value kept as `native_finish_reason`;
+//! - `ping` and unknown events are ignored; `event: error` becomes the one error event.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::openai::OpenAiStream;
+use super::translate::{self, emit, ChunkHead};
+use super::StreamContext;
+use crate::chat::{
+    ChatCompletion, Choice, FunctionCall, PromptTokensDetails, ResponseMessage, ToolCall, Usage,
+};
+use crate::sse::SseEvent;
+use crate::Error;
+
+/// OpenAI finish reason for an Anthropic stop reason.
+fn finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Anthropic usage counters (the stream overwrites them as they come).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    input: u64,
+    output: u64,
+    cache_read: u64,
+    cache_write: u64,
+}
+
+impl Counts {
+    fn update(&mut self, u: &Value) {
+        let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        if let Some(v) = get("input_tokens") {
+            self.input = v;
+        }
+        if let Some(v) = get("output_tokens") {
+            self.output = v;
+        }
+        if let Some(v) = get("cache_read_input_tokens") {
+            self.cache_read = v;
+        }
+        if let Some(v) = get("cache_creation_input_tokens") {
+            self.cache_write = v;
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let prompt = self.input + self.cache_write + self.cache_read;
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: self.output,
+            total_tokens: prompt + self.output,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: Some(self.cache_read),
+                cache_write_tokens: Some(self.cache_write),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The status an Anthropic in-stream error type would have had as an HTTP answer.
+fn error_status(kind: &str) -> StatusCode {
+    match kind {
+        "invalid_request_error" => StatusCode::BAD_REQUEST,
+        "authentication_error" => StatusCode::UNAUTHORIZED,
+        "billing_error" => StatusCode::PAYMENT_REQUIRED,
+        "permission_error" => StatusCode::FORBIDDEN,
+        "not_found_error" => StatusCode::NOT_FOUND,
+        "request_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "rate_limit_error" => StatusCode::TOO_MANY_REQUESTS,
+        "timeout_error" => StatusCode::GATEWAY_TIMEOUT,
+        "overloaded_error" => StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[derive(Debug)]
+enum Block {
+    Text,
+    Thinking { text: String, signature: String },
+    Tool { dense: u32, got_args: bool },
+    Other,
+}
+
+/// Per-stream state for an Anthropic upstream; see the [module docs](self).
+#[derive(Debug)]
+pub struct AnthropicStream {
+    stage: OpenAiStream,
+    head: ChunkHead,
+    started: bool,
+    blocks: HashMap<u64, Block>,
+    tools: u32,
+    /// Thinking blocks of this turn, handed to the client on the first tool call.
+    thinking: Vec<Value>,
+    counts: Counts,
+    stop_reason: Option<String>,
+}
+
+impl AnthropicStream {
+    /// A new stream for this request.
+    pub fn new(ctx: StreamContext) -> Self {
+        AnthropicStream {
+            stage: OpenAiStream::new(ctx),
+            head: ChunkHead {
+                created: translate::now_unix(),
+                ..Default::default()
+            },
+            started: false,
+            blocks: HashMap::new(),
+            tools: 0,
+            thinking: Vec::new(),
+            counts: Counts::default(),
+            stop_reason: None,
+        }
+    }
+
+    /// True once `[DONE]` or the error event has been written.
+    pub fn is_finished(&self) -> bool {
+        self.stage.is_finished()
+    }
+
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.stage.usage()
+    }
+
+    /// The error that ended the stream, if one did.
+    pub fn error(&self) -> Option<&Error> {
+        self.stage.error()
+    }
+
+    /// The upstream body ended: without `message_stop` that is a truncated answer.
+    pub fn on_end(&mut self, out: &mut BytesMut) {
+        self.stage.on_end(out);
+    }
+
+    /// The upstream body failed.
+    pub fn on_error(&mut self, err: Error, out: &mut BytesMut) {
+        self.stage.on_error(err, out);
+    }
+
+    /// Handles one upstream event.
+    pub fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        if self.is_finished() {
+            return;
+        }
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return;
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => return self.stage.malformed(e, data, out),
+        };
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or_default();
+        match kind {
+            "message_start" => {
+                let msg = &v["message"];
+                self.head.id = format!("chatcmpl-{}", msg["id"].as_str().unwrap_or_default());
+                self.head.model = msg["model"].as_str().unwrap_or_default().to_owned();
+                self.counts.update(&msg["usage"]);
+                self.start(out);
+            }
+            "content_block_start" => {
+                self.start(out);
+                let index = v["index"].as_u64().unwrap_or(0);
+                let block = &v["content_block"];
+                let b = match block["type"].as_str().unwrap_or_default() {
+                    "text" => {
+                        if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
+                            self.send(translate::text(t.to_owned()), out);
+                        }
+                        Block::Text
+                    }
+                    "thinking" => {
+                        let text = block["thinking"].as_str().unwrap_or_default().to_owned();
+                        if !text.is_empty() {
+                            self.send(translate::reasoning(text.clone()), out);
+                        }
+                        Block::Thinking {
+                            text,
+                            signature: block["signature"].as_str().unwrap_or_default().to_owned(),
+                        }
+                    }
+                    "redacted_thinking" => {
+                        self.thinking.push(block.clone());
+                        Block::Other
+                    }
+                    "tool_use" => {
+                        let dense = self.tools;
+                        self.tools += 1;
+                        let carried = (dense == 0 && !self.thinking.is_empty())
+                            .then(|| json!({"anthropic": {"thinking": self.thinking}}));
+                        let delta = translate::tool_call(
+                            dense,
+                            Some(block["id"].as_str().unwrap_or_default().to_owned()),
+                            Some(block["name"].as_str().unwrap_or_default().to_owned()),
+                            String::new(),
+                            carried,
+                        );
+                        self.send(delta, out);
+                        Block::Tool {
+                            dense,
+                            got_args: false,
+                        }
+                    }
+                    _ => Block::Other,
+                };
+                self.blocks.insert(index, b);
+            }
+            "content_block_delta" => {
+                let index = v["index"].as_u64().unwrap_or(0);
+                let delta = &v["delta"];
+                let piece = |k: &str| delta[k].as_str().unwrap_or_default().to_owned();
+                match delta["type"].as_str().unwrap_or_default() {
+                    "text_delta" => {
+                        let t = piece("text");
+                        if !t.is_empty() {
+                            self.send(translate::text(t), out);
+                        }
+                    }
+                    "thinking_delta" => {
+                        let t = piece("thinking");
+                        if let Some(Block::Thinking { text, .. }) = self.blocks.get_mut(&index) {
+                            text.push_str(&t);
+                        }
+                        if !t.is_empty() {
+                            self.send(translate::reasoning(t), out);
+                        }
+                    }
+                    "signature_delta" => {
+                        if let Some(Block::Thinking { signature, .. }) = self.blocks.get_mut(&index)
+                        {
+                            signature.push_str(&piece("signature"));
+                        }
+                    }
+                    "input_json_delta" => {
+                        let json = piece("partial_json");
+                        if let Some(Block::Tool { dense, got_args }) = self.blocks.get_mut(&index) {
+                            if !json.is_empty() {
+                                *got_args = true;
+                                let d = translate::tool_call(*dense, None, None, json, None);
+                                self.send(d, out);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                let index = v["index"].as_u64().unwrap_or(0);
+                match self.blocks.remove(&index) {
+                    Some(Block::Tool {
+                        dense,
+                        got_args: false,
+                    }) => {
+                        let d = translate::tool_call(dense, None, None, "{}".to_owned(), None);
+                        self.send(d, out);
+                    }
+                    Some(Block::Thinking { text, signature }) => {
+                        self.thinking.push(
+                            json!({"type": "thinking", "thinking": text, "signature": signature}),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = v["delta"]["stop_reason"].as_str() {
+                    self.stop_reason = Some(r.to_owned());
+                }
+                self.counts.update(&v["usage"]);
+            }
+            "message_stop" => {
+                self.start(out);
+                let native = self
+                    .stop_reason
+                    .clone()
+                    .unwrap_or_else(|| "end_turn".into());
+                let head = self.head.clone();
+                emit(
+                    &mut self.stage,
+                    &head,
+                    0,
+                    Default::default(),
+                    Some((finish_reason(&native), &native)),
+                    out,
+                );
+                self.stage.set_usage(self.counts.usage());
+                self.stage.finish_ok(out);
+            }
+            "error" => {
+                let kind = v["error"]["type"].as_str().unwrap_or("api_error");
+                let err = Error::from_upstream(
+                    error_status(kind),
+                    &http::HeaderMap::new(),
+                    data.as_bytes(),
+                    self.stage.provider(),
+                    None,
+                );
+                self.stage.fail(err, out);
+            }
+            // `ping` and event types added later.
+            _ => {}
+        }
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if !self.started {
+            self.started = true;
+            let role = crate::chat::Delta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+                ..Default::default()
+            };
+            self.send(role, out);
+        }
+    }
+
+    fn send(&mut self, delta: crate::chat::Delta, out: &mut BytesMut) {
+        emit(&mut self.stage, &self.head, 0, delta, None, out);
+    }
+}
+
+/// A non-streamed Anthropic message as an OpenAI completion (identity not yet stamped).
+pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
+    if v.get("type").and_then(Value::as_str) != Some("message") {
+        return Err("the answer is not an Anthropic message".into());
+    }
+    let blocks = v["content"]
+        .as_array()
+        .ok_or("the message has no `content` array")?;
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut thinking = Vec::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b["type"].as_str().unwrap_or_default() {
+            "text" => text.push_str(b["text"].as_str().unwrap_or_default()),
+            "thinking" => {
+                reasoning.push_str(b["thinking"].as_str().unwrap_or_default());
+                thinking.push(b.clone());
+            }
+            "redacted_thinking" => thinking.push(b.clone()),
+            "tool_use" => {
+                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                calls.push(ToolCall {
+                    id: b["id"].as_str().unwrap_or_default().to_owned(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: b["name"].as_str().unwrap_or_default().to_owned(),
+                        arguments: serde_json::to_string(&input).unwrap_or_else(|_| "{}".into()),
+                    },
+                    extra: Default::default(),
+                });
+            }
+            _ => {}
+        }
+    }
+    if let (Some(first), false) = (calls.first_mut(), thinking.is_empty()) {
+        first.extra.insert(
+            "extra_content".into(),
+            json!({"anthropic": {"thinking": thinking}}),
+        );
+    }
+    let native = v["stop_reason"].as_str().unwrap_or("end_turn").to_owned();
+    let mut counts = Counts::default();
+    counts.update(&v["usage"]);
+    Ok(ChatCompletion {
+        id: format!("chatcmpl-{}", v["id"].as_str().unwrap_or_default()),
+        object: "chat.completion".into(),
+        created: translate::now_unix(),
+        model: v["model"].as_str().unwrap_or_default().to_owned(),
+        choices: vec![Choice {
+            index: 0,
+            message: ResponseMessage {
+                role: "assistant".into(),
+                content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls: (!calls.is_empty()).then_some(calls),
+                extra: Default::default(),
+            },
+            finish_reason: Some(finish_reason(&native).to_owned()),
+            native_finish_reason: Some(native),
+            logprobs: None,
+            extra: Default::default(),
+        }],
+        usage: Some(counts.usage()),
+        ..Default::default()
+    })
+}

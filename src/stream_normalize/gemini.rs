@@ -1,0 +1,344 @@
+//! Gemini `generateContent` answers and `streamGenerateContent?alt=sse` streams in the OpenAI
+//! shape.
+//!
+//! - each upstream event is a whole `GenerateContentResponse` holding only the new parts; the
+//!   first one opens the stream with `{"role":"assistant","content":""}`;
+//! - text parts become `content`, `thought: true` parts `reasoning_content`; each
+//!   `functionCall` goes out whole in one delta (`arguments` the compact JSON of `args`) with a
+//!   generated `call_<24 hex>` id, and its `thoughtSignature` as
+//!   `extra_content.google.thought_signature` (Gemini's own OpenAI-compatible convention), which
+//!   the request translator sends back;
+//! - usage is a snapshot in every event (the last one wins): `prompt_tokens = promptTokenCount +
+//!   toolUsePromptTokenCount`, `completion_tokens = candidatesTokenCount + thoughtsTokenCount`,
+//!   `cached_tokens`, `reasoning_tokens`;
+//! - finish reasons: `STOP` (to `tool_calls` when the turn called functions), `MAX_TOKENS` to
+//!   `length`, the safety family to `content_filter`, the provider's value kept as
+//!   `native_finish_reason`; a blocked prompt (`promptFeedback.blockReason`, no candidates) ends
+//!   with `content_filter`;
+//! - Gemini streams have no `[DONE]`: the end of the body after a finish reason is the normal
+//!   end; an end before any finish reason is a truncated answer (one error event).
+
+use bytes::BytesMut;
+use serde_json::{json, Value};
+
+use super::openai::OpenAiStream;
+use super::translate::{self, emit, ChunkHead};
+use super::StreamContext;
+use crate::chat::{
+    ChatCompletion, Choice, CompletionTokensDetails, Delta, FunctionCall, PromptTokensDetails,
+    ResponseMessage, ToolCall, Usage,
+};
+use crate::sse::SseEvent;
+use crate::Error;
+
+/// OpenAI finish reason for a Gemini one.
+fn finish_reason(native: &str, called_tools: bool) -> &'static str {
+    match native {
+        "STOP" if called_tools => "tool_calls",
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
+        n if n.starts_with("IMAGE_") => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// A generated call id: `call_` and 24 hex digits.
+fn call_id() -> String {
+    format!("call_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+}
+
+fn usage(meta: &Value) -> Option<Usage> {
+    if !meta.is_object() {
+        return None;
+    }
+    let get = |k: &str| meta.get(k).and_then(Value::as_u64);
+    let prompt = get("promptTokenCount").unwrap_or(0) + get("toolUsePromptTokenCount").unwrap_or(0);
+    let thoughts = get("thoughtsTokenCount");
+    let completion = get("candidatesTokenCount").unwrap_or(0) + thoughts.unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: get("totalTokenCount").unwrap_or(prompt + completion),
+        prompt_tokens_details: Some(PromptTokensDetails {
+            cached_tokens: Some(get("cachedContentTokenCount").unwrap_or(0)),
+            ..Default::default()
+        }),
+        completion_tokens_details: thoughts.map(|t| CompletionTokensDetails {
+            reasoning_tokens: Some(t),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Per-stream state for a Gemini upstream; see the [module docs](self).
+#[derive(Debug)]
+pub struct GeminiStream {
+    stage: OpenAiStream,
+    head: ChunkHead,
+    started: bool,
+    /// Per candidate: tool calls sent so far.
+    tools: Vec<u32>,
+    finished: bool,
+}
+
+impl GeminiStream {
+    /// A new stream for this request.
+    pub fn new(ctx: StreamContext) -> Self {
+        GeminiStream {
+            stage: OpenAiStream::new(ctx),
+            head: ChunkHead {
+                created: translate::now_unix(),
+                ..Default::default()
+            },
+            started: false,
+            tools: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// True once `[DONE]` or the error event has been written.
+    pub fn is_finished(&self) -> bool {
+        self.stage.is_finished()
+    }
+
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.stage.usage()
+    }
+
+    /// The error that ended the stream, if one did.
+    pub fn error(&self) -> Option<&Error> {
+        self.stage.error()
+    }
+
+    /// The upstream body ended: the normal end once a finish reason was seen.
+    pub fn on_end(&mut self, out: &mut BytesMut) {
+        if self.finished && !self.is_finished() {
+            self.stage.finish_ok(out);
+        } else {
+            self.stage.on_end(out);
+        }
+    }
+
+    /// The upstream body failed.
+    pub fn on_error(&mut self, err: Error, out: &mut BytesMut) {
+        self.stage.on_error(err, out);
+    }
+
+    /// Handles one upstream event.
+    pub fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        if self.is_finished() {
+            return;
+        }
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return;
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => return self.stage.malformed(e, data, out),
+        };
+        if v.get("error").is_some_and(Value::is_object) {
+            let status = v["error"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .and_then(|c| http::StatusCode::from_u16(c).ok())
+                .unwrap_or(http::StatusCode::BAD_GATEWAY);
+            let err = Error::from_upstream(
+                status,
+                &http::HeaderMap::new(),
+                data.as_bytes(),
+                self.stage.provider(),
+                None,
+            );
+            return self.stage.fail(err, out);
+        }
+        if let Some(id) = v["responseId"].as_str() {
+            self.head.id = format!("chatcmpl-{id}");
+        }
+        if let Some(m) = v["modelVersion"].as_str() {
+            self.head.model = m.to_owned();
+        }
+        if let Some(u) = usage(&v["usageMetadata"]) {
+            self.stage.set_usage(u);
+        }
+        if !self.started {
+            self.started = true;
+            let role = Delta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+                ..Default::default()
+            };
+            emit(&mut self.stage, &self.head, 0, role, None, out);
+        }
+        let candidates = v["candidates"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if candidates.is_empty() {
+            if let Some(reason) = v["promptFeedback"]["blockReason"].as_str() {
+                emit(
+                    &mut self.stage,
+                    &self.head,
+                    0,
+                    Delta::default(),
+                    Some(("content_filter", reason)),
+                    out,
+                );
+                self.finished = true;
+            }
+            return;
+        }
+        for (pos, c) in candidates.iter().enumerate() {
+            let index = c["index"].as_u64().map(|i| i as u32).unwrap_or(pos as u32);
+            let slot = index as usize;
+            if self.tools.len() <= slot {
+                self.tools.resize(slot + 1, 0);
+            }
+            for part in c["content"]["parts"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let delta = if let Some(call) = part.get("functionCall") {
+                    let dense = self.tools[slot];
+                    self.tools[slot] += 1;
+                    let args = call.get("args").cloned().unwrap_or_else(|| json!({}));
+                    let carried = part
+                        .get("thoughtSignature")
+                        .map(|s| json!({"google": {"thought_signature": s}}));
+                    translate::tool_call(
+                        dense,
+                        Some(
+                            call["id"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(call_id),
+                        ),
+                        Some(call["name"].as_str().unwrap_or_default().to_owned()),
+                        serde_json::to_string(&args).unwrap_or_else(|_| "{}".into()),
+                        carried,
+                    )
+                } else if let Some(text) = part["text"].as_str() {
+                    if text.is_empty() {
+                        continue;
+                    }
+                    if part["thought"].as_bool() == Some(true) {
+                        translate::reasoning(text.to_owned())
+                    } else {
+                        translate::text(text.to_owned())
+                    }
+                } else {
+                    continue;
+                };
+                emit(&mut self.stage, &self.head, index, delta, None, out);
+            }
+            if let Some(native) = c["finishReason"].as_str() {
+                let reason = finish_reason(native, self.tools[slot] > 0);
+                emit(
+                    &mut self.stage,
+                    &self.head,
+                    index,
+                    Delta::default(),
+                    Some((reason, native)),
+                    out,
+                );
+                self.finished = true;
+            }
+        }
+    }
+}
+
+/// A non-streamed Gemini answer as an OpenAI completion (identity not yet stamped).
+pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
+    let Some(candidates) = v.get("candidates").and_then(Value::as_array) else {
+        if let Some(reason) = v["promptFeedback"]["blockReason"].as_str() {
+            return Ok(ChatCompletion {
+                object: "chat.completion".into(),
+                created: translate::now_unix(),
+                model: v["modelVersion"].as_str().unwrap_or_default().to_owned(),
+                choices: vec![Choice {
+                    message: ResponseMessage {
+                        role: "assistant".into(),
+                        content: None,
+                        reasoning_content: None,
+                        tool_calls: None,
+                        extra: Default::default(),
+                    },
+                    finish_reason: Some("content_filter".into()),
+                    native_finish_reason: Some(reason.to_owned()),
+                    ..Default::default()
+                }],
+                usage: usage(&v["usageMetadata"]),
+                ..Default::default()
+            });
+        }
+        return Err("the answer has no `candidates`".into());
+    };
+    let mut choices = Vec::with_capacity(candidates.len());
+    for (pos, c) in candidates.iter().enumerate() {
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        let mut calls = Vec::new();
+        for part in c["content"]["parts"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if let Some(call) = part.get("functionCall") {
+                let args = call.get("args").cloned().unwrap_or_else(|| json!({}));
+                let mut extra = crate::chat::Extra::new();
+                if let Some(s) = part.get("thoughtSignature") {
+                    extra.insert(
+                        "extra_content".into(),
+                        json!({"google": {"thought_signature": s}}),
+                    );
+                }
+                calls.push(ToolCall {
+                    id: call["id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(call_id),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: call["name"].as_str().unwrap_or_default().to_owned(),
+                        arguments: serde_json::to_string(&args).unwrap_or_else(|_| "{}".into()),
+                    },
+                    extra,
+                });
+            } else if let Some(t) = part["text"].as_str() {
+                if part["thought"].as_bool() == Some(true) {
+                    reasoning.push_str(t);
+                } else {
+                    text.push_str(t);
+                }
+            }
+        }
+        let native = c["finishReason"].as_str().unwrap_or("STOP").to_owned();
+        let reason = finish_reason(&native, !calls.is_empty());
+        choices.push(Choice {
+            index: c["index"].as_u64().map(|i| i as u32).unwrap_or(pos as u32),
+            message: ResponseMessage {
+                role: "assistant".into(),
+                content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls: (!calls.is_empty()).then_some(calls),
+                extra: Default::default(),
+            },
+            finish_reason: Some(reason.to_owned()),
+            native_finish_reason: Some(native),
+            logprobs: None,
+            extra: Default::default(),
+        });
+    }
+    Ok(ChatCompletion {
+        id: format!("chatcmpl-{}", v["responseId"].as_str().unwrap_or_default()),
+        object: "chat.completion".into(),
+        created: translate::now_unix(),
+        model: v["modelVersion"].as_str().unwrap_or_default().to_owned(),
+        choices,
+        usage: usage(&v["usageMetadata"]),
+        ..Default::default()
+    })
+}

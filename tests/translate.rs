@@ -1,0 +1,190 @@
+//! Golden tests of the Anthropic and Gemini stream translators against the wire fixtures: the
+//! upstream stream, fed whole and split at every byte boundary, must give the expected OpenAI
+//! stream event by event.
+//!
+//! The expected files use the upstream id and model, a fixed `created` and no
+//! `native_finish_reason`; the gateway writes its own `gen-…` id, the public model, the
+//! `provider` and the provider's own finish reason as `native_finish_reason`. Those fields are
+//! checked separately and removed before the comparison; generated Gemini call ids are checked
+//! for their shape (`call_` + 24 hex digits).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use modelgate::provider::ProviderKind;
+use modelgate::route::GenerationId;
+use modelgate::sse::SseDecoder;
+use modelgate::stream_normalize::{StreamContext, Translator};
+use serde_json::Value;
+
+fn fixture(path: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn ctx() -> StreamContext {
+    StreamContext {
+        id: GenerationId::new(),
+        model: Arc::from("public/model"),
+        provider: Arc::from("up"),
+        include_usage: true,
+        created: 0,
+    }
+}
+
+/// Feeds `pieces` through a fresh translator; returns the raw output.
+fn run<'a>(kind: ProviderKind, pieces: impl IntoIterator<Item = &'a [u8]>) -> (String, String) {
+    let ctx = ctx();
+    let id = ctx.id.as_str().to_owned();
+    let mut t = Translator::new(kind, ctx);
+    let mut dec = SseDecoder::new();
+    let mut out = BytesMut::new();
+    for p in pieces {
+        dec.feed(p);
+        while let Some(ev) = dec.next_event() {
+            t.on_event(&ev, &mut out);
+        }
+    }
+    dec.finish();
+    while let Some(ev) = dec.next_event() {
+        t.on_event(&ev, &mut out);
+    }
+    t.on_end(&mut out);
+    (String::from_utf8(out.to_vec()).unwrap(), id)
+}
+
+/// The data of each event; the framing is checked on the way.
+fn events(text: &str) -> Vec<String> {
+    assert!(!text.contains('\r'), "LF only");
+    assert!(text.ends_with("\n\n"), "ends with a blank line: {text:?}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            assert!(!e.contains('\n'), "one line per event: {e:?}");
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("only data lines: {e:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+fn normalise(data: &str, gen_id: Option<&str>) -> Value {
+    if data == "[DONE]" {
+        return Value::String(data.into());
+    }
+    let mut v: Value = serde_json::from_str(data).unwrap();
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    if obj.contains_key("error") {
+        if let Some(e) = obj.get_mut("error").and_then(Value::as_object_mut) {
+            // The gateway's envelope adds `code` and `metadata`; compare the client-visible core.
+            e.retain(|k, _| k == "message" || k == "type");
+            if let Some(Value::String(m)) = e.get_mut("message") {
+                if let Some((_, rest)) = m.split_once(": ") {
+                    *m = rest.to_owned();
+                }
+            }
+        }
+        return v;
+    }
+    if let Some(id) = gen_id {
+        assert_eq!(obj["id"], id, "every chunk has the generation id");
+        assert_eq!(obj["model"], "public/model");
+        assert_eq!(obj["provider"], "up");
+        assert_eq!(obj["object"], "chat.completion.chunk");
+        assert!(obj["created"].as_u64().unwrap() > 1_700_000_000);
+    }
+    for k in ["id", "model", "provider", "created"] {
+        obj.remove(k);
+    }
+    for c in obj["choices"].as_array_mut().unwrap() {
+        if c["finish_reason"].is_string() && gen_id.is_some() {
+            assert!(c["native_finish_reason"].is_string(), "native reason kept");
+        }
+        c.as_object_mut().unwrap().remove("native_finish_reason");
+        if let Some(calls) = c["delta"]["tool_calls"].as_array_mut() {
+            for call in calls {
+                if let Some(Value::String(id)) = call.get_mut("id") {
+                    let hex = id
+                        .strip_prefix("call_")
+                        .map(|h| h.len() == 24 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                    if hex == Some(true) {
+                        *id = "call_<generated>".into();
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+fn golden(kind: ProviderKind, stem: &str) {
+    let dir = match kind {
+        ProviderKind::Anthropic => "anthropic",
+        _ => "gemini",
+    };
+    let input = fixture(&format!("{dir}/{stem}.sse"));
+    let expected: Vec<Value> = events(&fixture(&format!("{dir}/{stem}.expected_openai.sse")))
+        .iter()
+        .map(|e| normalise(e, None))
+        .collect();
+    let (whole, id) = run(kind, [input.as_bytes()]);
+    let got: Vec<Value> = events(&whole)
+        .iter()
+        .map(|e| normalise(e, Some(&id)))
+        .collect();
+    assert_eq!(got.len(), expected.len(), "{stem}: event count\n{whole}");
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "{stem}: event {i}");
+    }
+    // Split at every byte boundary, and byte by byte: the same events.
+    let bytes = input.as_bytes();
+    for cut in 1..bytes.len() {
+        let (out, id) = run(kind, [&bytes[..cut], &bytes[cut..]]);
+        let again: Vec<Value> = events(&out)
+            .iter()
+            .map(|e| normalise(e, Some(&id)))
+            .collect();
+        assert_eq!(again, got, "{stem}: split at byte {cut}");
+    }
+    let (out, id) = run(kind, bytes.chunks(1));
+    let again: Vec<Value> = events(&out)
+        .iter()
+        .map(|e| normalise(e, Some(&id)))
+        .collect();
+    assert_eq!(again, got, "{stem}: byte by byte");
+}
+
+#[test]
+fn anthropic_text() {
+    golden(ProviderKind::Anthropic, "anthropic_text");
+}
+
+#[test]
+fn anthropic_tool_calls_get_a_dense_index_and_empty_arguments_become_braces() {
+    golden(ProviderKind::Anthropic, "anthropic_tool");
+}
+
+#[test]
+fn anthropic_thinking_streams_as_reasoning_content() {
+    golden(ProviderKind::Anthropic, "anthropic_thinking");
+}
+
+#[test]
+fn anthropic_error_event_becomes_the_one_error_event() {
+    golden(ProviderKind::Anthropic, "anthropic_error");
+}
+
+#[test]
+fn gemini_text_with_crlf_framing() {
+    golden(ProviderKind::Gemini, "gemini_text");
+}
+
+#[test]
+fn gemini_whole_function_calls_carry_their_signature() {
+    golden(ProviderKind::Gemini, "gemini_tool");
+}
