@@ -189,7 +189,7 @@ impl Error {
         if let Some(code) = parsed.code {
             err.inner.code = Some(code);
         }
-        err.inner.retry_after = retry_after_from(headers);
+        err.inner.retry_after = retry_after_from(headers).or(parsed.retry_delay);
         err
     }
 
@@ -473,6 +473,8 @@ struct ParsedUpstreamError {
     param: Option<String>,
     code: Option<serde_json::Value>,
     quota_exhausted: bool,
+    /// Gemini's `RetryInfo.retryDelay`.
+    retry_delay: Option<Duration>,
 }
 
 /// Reads the common error envelopes: OpenAI `{"error":{message,type,param,code}}`, Anthropic
@@ -515,6 +517,34 @@ fn parse_upstream_error(body: &[u8]) -> ParsedUpstreamError {
         "insufficient_quota" | "billing_hard_limit_reached"
     ) || out.kind.as_deref() == Some("insufficient_quota")
         || details_code == "enforced_spend_limit_reached";
+    // Gemini: `details` holds typed entries; `RetryInfo` says how long to wait, and a per-day
+    // `QuotaFailure` is not worth retrying today.
+    for d in err
+        .get("details")
+        .and_then(|d| d.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let kind = d.get("@type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind.ends_with("google.rpc.RetryInfo") {
+            out.retry_delay = d
+                .get("retryDelay")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_suffix('s'))
+                .and_then(|r| r.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                .map(Duration::from_secs_f64);
+        } else if kind.ends_with("google.rpc.QuotaFailure") {
+            let per_day = d
+                .get("violations")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.get("quotaId").and_then(|q| q.as_str()))
+                .any(|q| q.contains("PerDay"));
+            out.quota_exhausted |= per_day;
+        }
+    }
     out
 }
 
@@ -654,6 +684,44 @@ mod tests {
         );
         assert_eq!(e.retry(), Retry::Retryable);
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn anthropic_and_gemini_error_bodies() {
+        let p: Arc<str> = Arc::from("p");
+        let up = |status: u16, body: &[u8]| {
+            Error::from_upstream(
+                StatusCode::from_u16(status).unwrap(),
+                &HeaderMap::new(),
+                body,
+                &p,
+                None,
+            )
+        };
+        let e = up(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.kind(), "overloaded_error");
+        assert_eq!(e.retry(), Retry::Retryable);
+        let e = up(429, br#"{"type":"error","error":{"type":"rate_limit_error","message":"spend","details":{"error_code":"enforced_spend_limit_reached"}}}"#);
+        assert_eq!(e.retry(), Retry::Never, "spend limit: not retryable");
+        let e = up(429, br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel"}]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37.2s"}]}}"#);
+        assert_eq!(e.retry(), Retry::Retryable);
+        assert_eq!(e.kind(), "resource_exhausted");
+        assert_eq!(
+            e.retry_after().map(retry_after_secs),
+            Some(38),
+            "RetryInfo, rounded up"
+        );
+        let e = up(429, br#"[{"error":{"code":429,"message":"daily","status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}]"#);
+        assert_eq!(e.retry(), Retry::Never, "per-day quota: not retryable");
+        let e = up(400, br#"{"error":{"message":"The response was filtered","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#);
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let json: serde_json::Value = serde_json::from_slice(&e.to_sse_event()[6..]).unwrap();
+        assert_eq!(json["error"]["code"], "content_filter", "Azure's code kept");
+        assert_eq!(json["error"]["param"], "prompt");
     }
 
     #[test]

@@ -88,19 +88,20 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
     } else if let Some(b) = explicit_budget {
         Some(b.max(MIN_THINKING_BUDGET))
     } else {
-        let ratio =
-            match effort {
-                Some("minimal") | Some("low") => Some(0.2),
-                Some("medium") => Some(0.5),
-                Some("high") | Some("xhigh") | Some("max") => Some(0.8),
-                Some(other) => return Err(bad(
+        let ratio = match effort {
+            Some("minimal") | Some("low") => Some(0.2),
+            Some("medium") => Some(0.5),
+            Some("high") | Some("xhigh") | Some("max") => Some(0.8),
+            Some(other) => {
+                return Err(bad(
                     "reasoning_effort",
                     format!(
                         "unknown `reasoning_effort` `{other}` (none, minimal, low, medium, high)"
                     ),
-                )),
-                None => None,
-            };
+                ))
+            }
+            None => None,
+        };
         ratio.map(|r| ((max_tokens as f64 * r) as u64).clamp(MIN_THINKING_BUDGET, 32_000))
     };
     if let Some(budget) = budget {

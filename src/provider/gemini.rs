@@ -63,19 +63,19 @@ pub(crate) fn request(req: &ChatRequest, default_max: Option<u32>) -> Result<Val
     }
     if let Some(choice) = &req.tool_choice {
         let config = match choice {
-            ToolChoice::Mode(m) => {
-                match m.as_str() {
-                    "auto" => json!({"mode": "AUTO"}),
-                    "required" => json!({"mode": "ANY"}),
-                    "none" => json!({"mode": "NONE"}),
-                    other => return Err(bad(
+            ToolChoice::Mode(m) => match m.as_str() {
+                "auto" => json!({"mode": "AUTO"}),
+                "required" => json!({"mode": "ANY"}),
+                "none" => json!({"mode": "NONE"}),
+                other => {
+                    return Err(bad(
                         "tool_choice",
                         format!(
                             "unknown `tool_choice` `{other}` (none, auto, required or a function)"
                         ),
-                    )),
+                    ))
                 }
-            }
+            },
             ToolChoice::Named(v) => {
                 let name = v
                     .get("function")

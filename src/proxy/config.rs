@@ -137,17 +137,18 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Well-known OpenAI-compatible providers of the embedded default: name, base URL, key variable.
+/// Well-known providers of the embedded default: name, base URL, key variable (`anthropic` and
+/// `gemini` use their native adapters, the rest the OpenAI-compatible one).
 pub const WELL_KNOWN: &[(&str, &str, &str)] = &[
     ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
     (
         "anthropic",
-        "https://api.anthropic.com/v1",
+        "https://api.anthropic.com",
         "ANTHROPIC_API_KEY",
     ),
     (
         "gemini",
-        "https://generativelanguage.googleapis.com/v1beta/openai",
+        "https://generativelanguage.googleapis.com",
         "GEMINI_API_KEY",
     ),
     (
@@ -195,7 +196,14 @@ impl Config {
         let mut providers: Vec<ProviderConfig> = WELL_KNOWN
             .iter()
             .filter(|(_, _, var)| env(var).is_some_and(|v| !v.is_empty()))
-            .map(|(name, url, var)| ProviderConfig::openai(name, url, Some(var)))
+            .map(|(name, url, var)| {
+                let mut p = ProviderConfig::openai(name, url, Some(var));
+                // The native adapters: thinking, prompt caching and signatures survive.
+                if matches!(*name, "anthropic" | "gemini") {
+                    p.kind = (*name).into();
+                }
+                p
+            })
             .collect();
         providers.push(ProviderConfig::openai(
             "ollama",
@@ -406,8 +414,12 @@ smart = "deepseek/chat"
         assert!(err("listen = \"0.0.0.0:8080\"").contains("loopback"));
         assert!(err("lisen = \"127.0.0.1:1\"").contains("unknown field"));
         assert!(
-            err("[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nbase_url = \"https://x\"")
-                .contains("not implemented")
+            err("[[providers]]\nname = \"a\"\nkind = \"bedrock\"\nbase_url = \"https://x\"")
+                .contains("unknown provider kind")
+        );
+        assert!(
+            err("[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"https://x\"\napi_version = \"2024-10-21\"")
+                .contains("azure")
         );
         assert!(err("[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"https://x\"\napi_key_env = \"NOPE_NOT_SET\"").contains("NOPE_NOT_SET"));
         assert!(err(
