@@ -160,7 +160,12 @@ async fn answer(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let received = Received {
-        path: parts.uri.path().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned(),
         headers: parts.headers,
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     };

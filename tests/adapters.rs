@@ -1,0 +1,355 @@
+//! The proxy in front of fake Anthropic, Gemini and Azure providers speaking their own wire
+//! formats: URLs, auth headers, translated requests, answers and streams, errors.
+
+mod support;
+
+use http::StatusCode;
+use serde_json::{json, Value};
+use support::*;
+
+fn config(fake: &FakeProvider, kind: &str, extra_provider: &str) -> String {
+    let base = format!("http://{}", fake.addr);
+    format!(
+        r#"
+[[providers]]
+name = "up"
+kind = "{kind}"
+base_url = "{base}"
+api_key = "{PROVIDER_KEY}"
+first_byte_timeout_ms = 1500
+idle_timeout_ms = 1500
+{extra_provider}
+
+[[models]]
+id = "vendor/m"
+[[models.endpoints]]
+provider = "up"
+model = "up-model"
+prompt_price = 1.0
+completion_price = 2.0
+max_output_tokens = 777
+"#
+    )
+}
+
+const ANTHROPIC_MESSAGE: &str = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-x","content":[
+  {"type":"thinking","thinking":"Let me look.","signature":"SIG=="},
+  {"type":"text","text":"Checking."},
+  {"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Lyon"}}],
+  "stop_reason":"tool_use","stop_sequence":null,
+  "usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":20,"output_tokens":7}}"#;
+
+fn anthropic(r: &Received) -> Script {
+    let stream = r.body["stream"].as_bool().unwrap_or(false);
+    let last = r.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let says = |t: &str| last["content"].to_string().contains(t);
+    if says("overloaded") {
+        return Script::json(
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#,
+        );
+    }
+    if says("cut") && stream {
+        let mut pieces = events_of(&fixture("anthropic/anthropic_text.sse"));
+        pieces.truncate(4);
+        pieces.push(Piece::Cut);
+        return Script::sse(pieces);
+    }
+    if says("midway") && stream {
+        return Script::sse(events_of(&fixture("anthropic/anthropic_error.sse")));
+    }
+    if stream {
+        return Script::sse(events_of(&fixture("anthropic/anthropic_tool.sse")));
+    }
+    Script::json(200, ANTHROPIC_MESSAGE)
+}
+
+#[tokio::test]
+async fn anthropic_non_streaming_round_trip_with_thinking_signature() {
+    let fake = FakeProvider::start(anthropic).await;
+    let gw = Gateway::start(&config(&fake, "anthropic", "")).await;
+    let c = client();
+    let body = r#"{"model":"vendor/m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"weather in Lyon?"}],
+        "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],"temperature":1.5}"#;
+    let a = post(&c, &gw.url("/v1/chat/completions"), body).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let up = fake.last();
+    assert_eq!(up.path, "/v1/messages");
+    assert_eq!(up.headers["x-api-key"], PROVIDER_KEY);
+    assert_eq!(up.headers["anthropic-version"], "2023-06-01");
+    assert!(up.headers.get("authorization").is_none());
+    assert_eq!(up.body["model"], "up-model");
+    assert_eq!(
+        up.body["max_tokens"], 777,
+        "the endpoint's max_output_tokens"
+    );
+    assert_eq!(up.body["temperature"], 1.0);
+    assert_eq!(
+        up.body["system"],
+        json!([{"type":"text","text":"be brief"}])
+    );
+
+    let j = a.json();
+    assert_eq!(j["id"], a.headers["x-generation-id"].to_str().unwrap());
+    assert_eq!(j["model"], "vendor/m");
+    assert_eq!(j["provider"], "up");
+    assert_eq!(j["object"], "chat.completion");
+    let choice = &j["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["native_finish_reason"], "tool_use");
+    let msg = &choice["message"];
+    assert_eq!(msg["content"], "Checking.");
+    assert_eq!(msg["reasoning_content"], "Let me look.");
+    let call = &msg["tool_calls"][0];
+    assert_eq!(call["id"], "toolu_1");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Lyon"}"#);
+    assert_eq!(
+        j["usage"],
+        json!({"prompt_tokens":35,"completion_tokens":7,"total_tokens":42,
+               "prompt_tokens_details":{"cached_tokens":20,"cache_write_tokens":5}})
+    );
+
+    // The next turn sends the assistant message back as the client got it: the thinking block
+    // (with its signature) goes upstream before the tool_use.
+    let next = json!({"model":"vendor/m","messages":[
+        {"role":"user","content":"weather in Lyon?"},
+        msg,
+        {"role":"tool","tool_call_id":"toolu_1","content":"sunny"}]});
+    let a = post(&c, &gw.url("/v1/chat/completions"), next.to_string()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let up = fake.last();
+    assert_eq!(
+        up.body["messages"][1]["content"],
+        json!([{"type":"thinking","thinking":"Let me look.","signature":"SIG=="},
+               {"type":"text","text":"Checking."},
+               {"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Lyon"}}])
+    );
+    assert_eq!(
+        up.body["messages"][2],
+        json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"}]})
+    );
+}
+
+#[tokio::test]
+async fn anthropic_stream_through_the_proxy() {
+    let fake = FakeProvider::start(anthropic).await;
+    let gw = Gateway::start(&config(&fake, "anthropic", "")).await;
+    let c = client();
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/m", true, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(fake.last().body["stream"], true);
+    let chunks = a.chunks();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls.last().unwrap()["index"], 1);
+    assert_eq!(calls.last().unwrap()["function"]["arguments"], "{}");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "usage not asked for"
+    );
+    assert_eq!(a.events().last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
+async fn anthropic_errors_before_and_after_the_first_byte() {
+    let fake = FakeProvider::start(anthropic).await;
+    let gw = Gateway::start(&config(&fake, "anthropic", "")).await;
+    let c = client();
+    let body = |text: &str, stream: bool| {
+        json!({"model":"vendor/m","stream":stream,"messages":[{"role":"user","content":text}]})
+            .to_string()
+    };
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        body("overloaded", false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "529 becomes 503");
+    assert_eq!(a.json()["error"]["type"], "overloaded_error");
+    assert_eq!(a.json()["error"]["metadata"]["provider_name"], "up");
+
+    let a = post(&c, &gw.url("/v1/chat/completions"), body("midway", true)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let events = a.events();
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "overloaded_error");
+    assert_eq!(events.iter().filter(|e| e.contains("\"error\"")).count(), 1);
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+
+    let a = post(&c, &gw.url("/v1/chat/completions"), body("cut", true)).await;
+    let events = a.events();
+    assert!(
+        events.last().unwrap().contains("\"error\""),
+        "a cut is an error: {events:?}"
+    );
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        r#"{"model":"vendor/m","n":2,"messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json()["error"]["param"], "n");
+}
+
+fn gemini(r: &Received) -> Script {
+    if r.body["contents"][0]["parts"][0]["text"] == "quota" {
+        return Script::json(
+            429,
+            r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37s"}]}}"#,
+        );
+    }
+    if r.path.contains(":streamGenerateContent") {
+        let mut s = Script::sse(events_of(&fixture("gemini/gemini_tool.sse")));
+        if r.body["contents"][0]["parts"][0]["text"] == "text" {
+            s = Script::sse(events_of(&fixture("gemini/gemini_text.sse")));
+        }
+        return s;
+    }
+    Script::json(
+        200,
+        r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hmm","thought":true},{"text":"It is sunny."}]},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"thoughtsTokenCount":3,"cachedContentTokenCount":2,"totalTokenCount":16},
+            "modelVersion":"gemini-x","responseId":"r1"}"#,
+    )
+}
+
+#[tokio::test]
+async fn gemini_answers_streams_and_tool_round_trip() {
+    let fake = FakeProvider::start(gemini).await;
+    let gw = Gateway::start(&config(&fake, "gemini", "")).await;
+    let c = client();
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/m", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let up = fake.last();
+    assert_eq!(up.path, "/v1beta/models/up-model:generateContent");
+    assert_eq!(up.headers["x-goog-api-key"], PROVIDER_KEY);
+    assert_eq!(up.body["generationConfig"]["maxOutputTokens"], 777);
+    let j = a.json();
+    assert_eq!(j["choices"][0]["message"]["content"], "It is sunny.");
+    assert_eq!(j["choices"][0]["message"]["reasoning_content"], "Hmm");
+    assert_eq!(j["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        j["usage"],
+        json!({"prompt_tokens":9,"completion_tokens":7,"total_tokens":16,
+               "prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}})
+    );
+
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/m", true, true),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        fake.last().path,
+        "/v1beta/models/up-model:streamGenerateContent?alt=sse"
+    );
+    let chunks = a.chunks();
+    let calls: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        calls[0]["extra_content"]["google"]["thought_signature"],
+        "CiQBcsjafakeSignatureBytesForFixtureOnlyAAAAAAAAAAAAAA=="
+    );
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_owned));
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 181);
+    assert_eq!(
+        a.events().last().unwrap(),
+        "[DONE]",
+        "Gemini's end of body after a finish"
+    );
+
+    // Next turn: results map back to the function names, the signature goes back.
+    let assistant = json!({"role":"assistant","content":null,"tool_calls":[
+        {"id":calls[0]["id"],"type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Lyon\"}"},"extra_content":calls[0]["extra_content"]},
+        {"id":calls[1]["id"],"type":"function","function":{"name":"get_local_time","arguments":"{}"}}]});
+    let next = json!({"model":"vendor/m","messages":[{"role":"user","content":"weather and time?"}, assistant,
+        {"role":"tool","tool_call_id":calls[0]["id"],"content":"sunny"},
+        {"role":"tool","tool_call_id":calls[1]["id"],"content":"noon"}]});
+    let a = post(&c, &gw.url("/v1/chat/completions"), next.to_string()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let up = fake.last();
+    assert_eq!(
+        up.body["contents"][1]["parts"][0]["thoughtSignature"],
+        "CiQBcsjafakeSignatureBytesForFixtureOnlyAAAAAAAAAAAAAA=="
+    );
+    assert_eq!(
+        up.body["contents"][2],
+        json!({"role":"user","parts":[
+            {"functionResponse":{"name":"get_weather","response":{"output":"sunny"}}},
+            {"functionResponse":{"name":"get_local_time","response":{"output":"noon"}}}]})
+    );
+
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        r#"{"model":"vendor/m","messages":[{"role":"user","content":"quota"}]}"#,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        a.headers["retry-after"], "37",
+        "RetryInfo becomes Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn azure_deployment_and_v1_urls() {
+    let fake = FakeProvider::start(standard).await;
+    let c = client();
+    let gw = Gateway::start(&config(&fake, "azure", r#"api_version = "2024-10-21""#)).await;
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/m", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let up = fake.last();
+    assert_eq!(
+        up.path,
+        "/openai/deployments/up-model/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(up.headers["api-key"], PROVIDER_KEY);
+    assert!(up.headers.get("authorization").is_none());
+
+    let gw = Gateway::start(&config(&fake, "azure", "")).await;
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/m", true, true),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(fake.last().path, "/openai/v1/chat/completions");
+    assert_eq!(fake.last().body["model"], "up-model");
+}
