@@ -1,53 +1,10 @@
-//! Property: whatever an OpenAI-dialect upstream sends, the client gets a well-formed stream:
-//! compact JSON `data:` events, ending in exactly one of `[DONE]` or one error event.
+//! Property: whatever a openai upstream sends, the client gets a well-formed OpenAI stream
+//! ending in exactly one of `[DONE]` or one error event (see `stream_check.rs`).
 #![no_main]
 
-use std::sync::Arc;
+mod stream_check;
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use modelgate::sse::SseDecoder;
-use modelgate::stream_normalize::{OpenAiStream, StreamContext};
-use modelgate::GenerationId;
+use modelgate::provider::ProviderKind;
 
-fuzz_target!(|data: &[u8]| {
-    let mut state = OpenAiStream::new(StreamContext {
-        id: GenerationId::new(),
-        model: Arc::from("m"),
-        provider: Arc::from("p"),
-        include_usage: data.first().is_some_and(|b| b & 1 == 1),
-        created: 0,
-    });
-    let mut decoder = SseDecoder::new();
-    let mut out = BytesMut::new();
-    for piece in data.chunks(7) {
-        decoder.feed(piece);
-        while let Some(ev) = decoder.next_event() {
-            state.on_event(&ev, &mut out);
-        }
-    }
-    decoder.finish();
-    while let Some(ev) = decoder.next_event() {
-        state.on_event(&ev, &mut out);
-    }
-    state.on_end(&mut out);
-    let text = std::str::from_utf8(&out).expect("UTF-8 out");
-    assert!(text.ends_with("\n\n"));
-    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-    let mut terminal = 0;
-    for (i, e) in events.iter().enumerate() {
-        let d = e.strip_prefix("data: ").expect("only data lines");
-        assert!(!d.contains('\n') && !d.contains('\r'));
-        if d == "[DONE]" {
-            terminal += 1;
-            assert_eq!(i, events.len() - 1, "[DONE] is last");
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(d).expect("every event is JSON");
-        if v.get("error").is_some() {
-            terminal += 1;
-            assert_eq!(i, events.len() - 1, "the error event is last");
-        }
-    }
-    assert_eq!(terminal, 1);
-});
+fuzz_target!(|data: &[u8]| stream_check::check(ProviderKind::OpenAi, data));
