@@ -6,13 +6,15 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use modelgate::decode::parse_chat_request;
+use modelgate::provider::ProviderKind;
 use modelgate::sse::SseDecoder;
-use modelgate::stream_normalize::{render_completion, OpenAiStream, StreamContext};
+use modelgate::stream_normalize::{render_completion, OpenAiStream, StreamContext, Translator};
 use modelgate::GenerationId;
 
 fn fixture(name: &str) -> Vec<u8> {
+    let dir = name.split('_').next().unwrap_or_default();
     std::fs::read(format!(
-        "{}/tests/fixtures/openai/{name}",
+        "{}/tests/fixtures/{dir}/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
@@ -71,6 +73,35 @@ fn benches(c: &mut Criterion) {
             out.len()
         })
     });
+    g.finish();
+
+    // The translators, MB/s of upstream SSE in.
+    let mut g = c.benchmark_group("translate");
+    for (kind, name) in [
+        (ProviderKind::OpenAi, "openai_tool.sse"),
+        (ProviderKind::Anthropic, "anthropic_text.sse"),
+        (ProviderKind::Anthropic, "anthropic_tool.sse"),
+        (ProviderKind::Gemini, "gemini_text.sse"),
+        (ProviderKind::Gemini, "gemini_tool.sse"),
+    ] {
+        let stream = fixture(name);
+        g.throughput(Throughput::Bytes(stream.len() as u64));
+        g.bench_function(name.trim_end_matches(".sse"), |b| {
+            let mut out = BytesMut::with_capacity(8192);
+            b.iter(|| {
+                let mut d = SseDecoder::new();
+                let mut s = Translator::new(kind, ctx());
+                out.clear();
+                d.feed(black_box(&stream));
+                d.finish();
+                while let Some(ev) = d.next_event() {
+                    s.on_event(&ev, &mut out);
+                }
+                s.on_end(&mut out);
+                out.len()
+            })
+        });
+    }
     g.finish();
 
     let request = br#"{"model":"vendor/model","messages":[{"role":"system","content":"You are brief."},{"role":"user","content":"Why are there tides? Answer in one sentence."}],"temperature":0.2,"stream":false}"#;

@@ -7,25 +7,25 @@ mod support;
 
 use support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_openai_python_sdk() {
-    let python = match std::env::var("MODELGATE_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
+fn python() -> Option<String> {
+    match std::env::var("MODELGATE_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
         _ => {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "MODELGATE_PYTHON is not set: run the tests with scripts/test.sh, which installs the openai SDK"
             );
             eprintln!("skipped: MODELGATE_PYTHON not set (scripts/test.sh sets it)");
-            return;
+            None
         }
-    };
-    let fake = FakeProvider::start(standard).await;
-    let gw = Gateway::in_front_of(&fake, "").await;
-    let script = format!("{}/tests/sdk/openai_compat.py", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::process::Command::new(&python)
+    }
+}
+
+async fn run_script(python: &str, script: &str, base_url: String) {
+    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python)
         .arg(&script)
-        .arg(gw.url("/v1"))
+        .arg(base_url)
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
@@ -36,4 +36,40 @@ async fn official_openai_python_sdk() {
         "the SDK checks failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_python_sdk() {
+    let Some(python) = python() else { return };
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::in_front_of(&fake, "").await;
+    run_script(&python, "openai_compat.py", gw.url("/v1")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_stream_helper_accumulates_translated_tool_calls() {
+    let Some(python) = python() else { return };
+    let anthropic =
+        FakeProvider::start(|_| Script::sse(events_of(&fixture("anthropic/anthropic_tool.sse"))))
+            .await;
+    let gemini =
+        FakeProvider::start(|_| Script::sse(events_of(&fixture("gemini/gemini_tool.sse")))).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[providers]]
+name = "anth"
+kind = "anthropic"
+base_url = "http://{}"
+api_key = "k"
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "http://{}"
+api_key = "k"
+"#,
+        anthropic.addr, gemini.addr
+    ))
+    .await;
+    run_script(&python, "translated_streams.py", gw.url("/v1")).await;
 }
