@@ -188,3 +188,22 @@ fn gemini_text_with_crlf_framing() {
 fn gemini_whole_function_calls_carry_their_signature() {
     golden(ProviderKind::Gemini, "gemini_tool");
 }
+
+#[test]
+fn gemini_out_of_range_candidate_index_is_one_error_event() {
+    let input = "data: {\"candidates\":[{\"index\":4294967295,\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}\r\n\r\n";
+    let (out, _) = run(ProviderKind::Gemini, [input.as_bytes()]);
+    let events = events(&out);
+    assert!(events.last().unwrap().contains("out of range"), "{out}");
+    assert_eq!(events.iter().filter(|e| e.contains("\"error\"")).count(), 1);
+}
+
+#[test]
+fn gemini_stream_without_a_finish_reason_is_truncated() {
+    let input = fixture("gemini/gemini_text.sse");
+    let cut = input.rfind("data:").unwrap();
+    let (out, _) = run(ProviderKind::Gemini, [input[..cut].as_bytes()]);
+    let events = events(&out);
+    assert!(events.last().unwrap().contains("truncated"), "{out}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+}

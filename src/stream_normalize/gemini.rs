@@ -31,6 +31,10 @@ use crate::chat::{
 use crate::sse::SseEvent;
 use crate::Error;
 
+/// Candidates per answer the translator accepts (Gemini allows up to 8; a larger index is a
+/// malformed event, not an allocation).
+const MAX_CANDIDATES: u64 = 64;
+
 /// OpenAI finish reason for a Gemini one.
 fn finish_reason(native: &str, called_tools: bool) -> &'static str {
     match native {
@@ -191,8 +195,12 @@ impl GeminiStream {
             return;
         }
         for (pos, c) in candidates.iter().enumerate() {
-            let index = c["index"].as_u64().map(|i| i as u32).unwrap_or(pos as u32);
-            let slot = index as usize;
+            let index = c["index"].as_u64().unwrap_or(pos as u64);
+            if index >= MAX_CANDIDATES {
+                let why = format!("candidate index {index} is out of range");
+                return self.stage.malformed(why, data, out);
+            }
+            let (index, slot) = (index as u32, index as usize);
             if self.tools.len() <= slot {
                 self.tools.resize(slot + 1, 0);
             }
