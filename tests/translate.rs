@@ -202,7 +202,7 @@ fn gemini_out_of_range_candidate_index_is_one_error_event() {
 fn gemini_stream_without_a_finish_reason_is_truncated() {
     let input = fixture("gemini/gemini_text.sse");
     let cut = input.rfind("data:").unwrap();
-    let (out, _) = run(ProviderKind::Gemini, [input[..cut].as_bytes()]);
+    let (out, _) = run(ProviderKind::Gemini, [&input.as_bytes()[..cut]]);
     let events = events(&out);
     assert!(events.last().unwrap().contains("truncated"), "{out}");
     assert!(!events.iter().any(|e| e == "[DONE]"));
