@@ -106,7 +106,8 @@ enum Block {
     Other,
 }
 
-/// Per-stream state for an Anthropic upstream; see the [module docs](self).
+/// Per-stream state for an Anthropic upstream: Messages events in, OpenAI chunks out (the
+/// rules are in the `stream_normalize` module source, `anthropic.rs`).
 #[derive(Debug)]
 pub struct AnthropicStream {
     stage: OpenAiStream,

@@ -75,7 +75,8 @@ fn usage(meta: &Value) -> Option<Usage> {
     })
 }
 
-/// Per-stream state for a Gemini upstream; see the [module docs](self).
+/// Per-stream state for a Gemini upstream: `GenerateContentResponse` events in, OpenAI chunks
+/// out (the rules are in the `stream_normalize` module source, `gemini.rs`).
 #[derive(Debug)]
 pub struct GeminiStream {
     stage: OpenAiStream,
