@@ -18,9 +18,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::chat::{
-    ChatRequest, Content, ContentPart, Message, ResponseFormat, Role, Stop, ToolChoice,
-};
+use super::{invalid as bad, named_tool, stop_sequences, tool_arguments};
+use crate::chat::{ChatRequest, Content, ContentPart, Message, ResponseFormat, Role, ToolChoice};
 use crate::Error;
 
 /// `anthropic-version` sent with every request.
@@ -45,10 +44,6 @@ const PASSTHROUGH: &[&str] = &[
     "service_tier",
 ];
 
-fn bad(param: &str, message: impl Into<String>) -> Error {
-    Error::invalid_request(message.into(), Some(param.to_owned()))
-}
-
 /// Builds the Messages API body.
 pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Result<Value, Error> {
     if req.n.is_some_and(|n| n > 1) {
@@ -69,12 +64,7 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
     );
 
     // Reasoning: `reasoning_effort`, OpenRouter's `reasoning {effort, max_tokens}`.
-    let reasoning = req.extra.get("reasoning");
-    let effort = req.reasoning_effort.as_deref().or_else(|| {
-        reasoning
-            .and_then(|r| r.get("effort"))
-            .and_then(Value::as_str)
-    });
+    let (reasoning, effort) = super::reasoning(req);
     let explicit_budget = reasoning
         .and_then(|r| r.get("max_tokens"))
         .and_then(Value::as_u64);
@@ -179,14 +169,7 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
                 ))
             }
         }),
-        Some(ToolChoice::Named(v)) => {
-            let name = v
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("tool_choice", "`tool_choice.function.name` is missing"))?;
-            Some(json!({"type": "tool", "name": name}))
-        }
+        Some(ToolChoice::Named(v)) => Some(json!({"type": "tool", "name": named_tool(v)?})),
     };
     if let Some(mut choice) = choice {
         let kind = choice["type"].as_str().unwrap_or("auto");
@@ -201,14 +184,8 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
         }
         body.insert("tool_choice".into(), choice);
     }
-    if let Some(stop) = &req.stop {
-        let list = match stop {
-            Stop::One(s) => vec![s.clone()],
-            Stop::Many(v) => v.clone(),
-        };
-        if !list.is_empty() {
-            body.insert("stop_sequences".into(), json!(list));
-        }
+    if let Some(list) = stop_sequences(req) {
+        body.insert("stop_sequences".into(), json!(list));
     }
     if budget.is_none() {
         // Anthropic refuses sampling changes while thinking.
@@ -426,23 +403,7 @@ fn assistant_blocks(m: &Message, i: usize) -> Result<Vec<Value>, Error> {
         _ => {}
     }
     for (j, call) in calls.iter().enumerate() {
-        let args = call.function.arguments.trim();
-        let input: Value = if args.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(args).map_err(|e| {
-                bad(
-                    &format!("messages[{i}].tool_calls[{j}].function.arguments"),
-                    format!("tool call arguments are not valid JSON: {e}"),
-                )
-            })?
-        };
-        if !input.is_object() {
-            return Err(bad(
-                &format!("messages[{i}].tool_calls[{j}].function.arguments"),
-                "tool call arguments must be a JSON object",
-            ));
-        }
+        let input = tool_arguments(call, i, j)?;
         out.push(
             json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}),
         );

@@ -20,14 +20,9 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::anthropic::parse_data_uri;
-use crate::chat::{
-    ChatRequest, Content, ContentPart, Message, ResponseFormat, Role, Stop, ToolChoice,
-};
+use super::{invalid as bad, named_tool, stop_sequences, tool_arguments};
+use crate::chat::{ChatRequest, Content, ContentPart, Message, ResponseFormat, Role, ToolChoice};
 use crate::Error;
-
-fn bad(param: &str, message: impl Into<String>) -> Error {
-    Error::invalid_request(message.into(), Some(param.to_owned()))
-}
 
 /// Builds the `generateContent` body.
 pub(crate) fn request(req: &ChatRequest, default_max: Option<u32>) -> Result<Value, Error> {
@@ -77,12 +72,7 @@ pub(crate) fn request(req: &ChatRequest, default_max: Option<u32>) -> Result<Val
                 }
             },
             ToolChoice::Named(v) => {
-                let name = v
-                    .get("function")
-                    .and_then(|f| f.get("name"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("tool_choice", "`tool_choice.function.name` is missing"))?;
-                json!({"mode": "ANY", "allowedFunctionNames": [name]})
+                json!({"mode": "ANY", "allowedFunctionNames": [named_tool(v)?]})
             }
         };
         body.insert(
@@ -104,14 +94,8 @@ pub(crate) fn request(req: &ChatRequest, default_max: Option<u32>) -> Result<Val
     if let Some(m) = req.max_completion_tokens.or(req.max_tokens).or(default_max) {
         gen.insert("maxOutputTokens".into(), Value::from(m));
     }
-    if let Some(stop) = &req.stop {
-        let list = match stop {
-            Stop::One(s) => vec![s.clone()],
-            Stop::Many(v) => v.clone(),
-        };
-        if !list.is_empty() {
-            gen.insert("stopSequences".into(), json!(list));
-        }
+    if let Some(list) = stop_sequences(req) {
+        gen.insert("stopSequences".into(), json!(list));
     }
     if let Some(n) = req.n {
         gen.insert("candidateCount".into(), Value::from(n));
@@ -156,12 +140,7 @@ pub(crate) fn request(req: &ChatRequest, default_max: Option<u32>) -> Result<Val
 }
 
 fn thinking_config(req: &ChatRequest) -> Result<Option<Value>, Error> {
-    let reasoning = req.extra.get("reasoning");
-    let effort = req.reasoning_effort.as_deref().or_else(|| {
-        reasoning
-            .and_then(|r| r.get("effort"))
-            .and_then(Value::as_str)
-    });
+    let (reasoning, effort) = super::reasoning(req);
     if let Some(budget) = reasoning
         .and_then(|r| r.get("max_tokens"))
         .and_then(Value::as_u64)
@@ -318,17 +297,7 @@ fn model_parts(m: &Message, i: usize) -> Result<Vec<Value>, Error> {
         .iter()
         .enumerate()
     {
-        let args = call.function.arguments.trim();
-        let args: Value = if args.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(args).map_err(|e| {
-                bad(
-                    &format!("messages[{i}].tool_calls[{j}].function.arguments"),
-                    format!("tool call arguments are not valid JSON: {e}"),
-                )
-            })?
-        };
+        let args = tool_arguments(call, i, j)?;
         let mut part = json!({"functionCall": {"name": call.function.name, "args": args}});
         if let Some(sig) = call
             .extra

@@ -254,6 +254,66 @@ impl Provider {
     }
 }
 
+// What both translating adapters (Anthropic, Gemini) read from an OpenAI request the same way.
+
+/// A 400 naming the offending field.
+pub(crate) fn invalid(param: &str, message: impl Into<String>) -> Error {
+    Error::invalid_request(message.into(), Some(param.to_owned()))
+}
+
+/// `stop` as a list; `None` when absent or empty.
+pub(crate) fn stop_sequences(req: &ChatRequest) -> Option<Vec<String>> {
+    let list = match req.stop.as_ref()? {
+        crate::chat::Stop::One(s) => vec![s.clone()],
+        crate::chat::Stop::Many(v) => v.clone(),
+    };
+    (!list.is_empty()).then_some(list)
+}
+
+/// The function a named `tool_choice` forces.
+pub(crate) fn named_tool(choice: &serde_json::Value) -> Result<&str, Error> {
+    choice
+        .get("function")
+        .and_then(|f| f.get("name"))
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| invalid("tool_choice", "`tool_choice.function.name` is missing"))
+}
+
+/// OpenRouter's `reasoning` object (if any) and the effort asked for (`reasoning_effort` first).
+pub(crate) fn reasoning(req: &ChatRequest) -> (Option<&serde_json::Value>, Option<&str>) {
+    let reasoning = req.extra.get("reasoning");
+    let effort = req.reasoning_effort.as_deref().or_else(|| {
+        reasoning
+            .and_then(|r| r.get("effort"))
+            .and_then(serde_json::Value::as_str)
+    });
+    (reasoning, effort)
+}
+
+/// An assistant tool call's `arguments` parsed: a JSON object (empty text: `{}`); anything else
+/// is a 400 naming `messages[i].tool_calls[j].function.arguments`.
+pub(crate) fn tool_arguments(
+    call: &crate::chat::ToolCall,
+    i: usize,
+    j: usize,
+) -> Result<serde_json::Value, Error> {
+    let at = || format!("messages[{i}].tool_calls[{j}].function.arguments");
+    let args = call.function.arguments.trim();
+    if args.is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    let value: serde_json::Value = serde_json::from_str(args).map_err(|e| {
+        invalid(
+            &at(),
+            format!("tool call arguments are not valid JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(invalid(&at(), "tool call arguments must be a JSON object"));
+    }
+    Ok(value)
+}
+
 fn to_vec(v: &serde_json::Value) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(v).map_err(|e| Error::internal(format!("cannot serialise the request: {e}")))
 }
