@@ -49,3 +49,6 @@ where
         }
     }
 }
+
+/// A boxed, sendable future: what the stores' methods and the asynchronous layers return.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

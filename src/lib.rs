@@ -86,6 +86,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub, rust_2018_idioms)]
 
+pub mod auth;
 pub mod body;
 pub mod chat;
 pub mod decode;
@@ -95,14 +96,18 @@ pub mod future;
 pub mod model_rewrite;
 pub mod provider;
 pub mod proxy;
+pub mod rate_limit;
 pub mod route;
 pub mod sse;
+pub mod state;
 pub mod stream_normalize;
 
+pub use crate::auth::AuthLayer;
 pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;
 pub use crate::dispatch::Dispatch;
 pub use crate::error::Error;
 pub use crate::model_rewrite::{Catalog, ModelRewriteLayer};
+pub use crate::rate_limit::RateLimitLayer;
 pub use crate::route::{GenerationId, RoutePlan, Target};
 pub use crate::stream_normalize::StreamNormalizeLayer;

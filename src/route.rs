@@ -2,8 +2,9 @@
 //! and the target of one attempt.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::chat::Usage;
 use crate::provider::Provider;
 
 /// The id of one client request: `gen-<unix seconds>-<20 random characters>`.
@@ -100,4 +101,108 @@ pub struct RoutePlan {
     pub model: Arc<str>,
     /// Targets, best first.
     pub targets: Vec<Target>,
+}
+
+type UsageObserver = Box<dyn FnOnce(Option<&Usage>) + Send>;
+
+/// Where a request's final usage is reported, once, to whoever asked for it.
+///
+/// A layer that wants the usage of the answer (the rate limiter reconciling tokens, metering)
+/// puts a `UsageSlot` in the request extensions (or takes the one already there) and registers
+/// an observer with [`on_final`](Self::on_final). Stream normalisation records the usage the
+/// provider reported ([`record`](Self::record)); the observers run when the last clone of the
+/// slot is dropped: after a whole answer, after the last byte of a stream, after a failure, or
+/// when the client went away mid-stream. They get `None` when no usage was ever reported (the
+/// provider never answered, or the client left before the usage chunk).
+///
+/// Observers run on whatever thread drops the last clone: they must be quick and must not
+/// block.
+#[derive(Clone, Default)]
+pub struct UsageSlot(Arc<SlotInner>);
+
+#[derive(Default)]
+struct SlotInner {
+    usage: Mutex<Option<Usage>>,
+    observers: Mutex<Vec<UsageObserver>>,
+}
+
+impl UsageSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        UsageSlot::default()
+    }
+
+    /// Records the usage of the answer; a later record (a fallback attempt that served)
+    /// replaces an earlier one.
+    pub fn record(&self, usage: Usage) {
+        *lock(&self.0.usage) = Some(usage);
+    }
+
+    /// The usage recorded so far.
+    pub fn usage(&self) -> Option<Usage> {
+        lock(&self.0.usage).clone()
+    }
+
+    /// Runs `f` with the final usage once every clone of this slot is gone.
+    pub fn on_final(&self, f: impl FnOnce(Option<&Usage>) + Send + 'static) {
+        lock(&self.0.observers).push(Box::new(f));
+    }
+}
+
+impl fmt::Debug for UsageSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageSlot")
+            .field("usage", &*lock(&self.0.usage))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        let usage = self
+            .usage
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let observers = std::mem::take(self.observers.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for f in observers {
+            f(usage.as_ref());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observers_run_once_when_the_last_clone_goes() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let slot = UsageSlot::new();
+        let s = seen.clone();
+        slot.on_final(move |u| s.lock().unwrap().push(u.map(|u| u.total_tokens)));
+        let clone = slot.clone();
+        clone.record(Usage {
+            total_tokens: 7,
+            ..Usage::default()
+        });
+        drop(slot);
+        assert!(seen.lock().unwrap().is_empty(), "a clone is still alive");
+        drop(clone);
+        assert_eq!(*seen.lock().unwrap(), vec![Some(7)]);
+    }
+
+    #[test]
+    fn no_record_gives_none() {
+        let seen = Arc::new(Mutex::new(None));
+        let slot = UsageSlot::new();
+        let s = seen.clone();
+        slot.on_final(move |u| *s.lock().unwrap() = Some(u.is_none()));
+        drop(slot);
+        assert_eq!(*seen.lock().unwrap(), Some(true));
+    }
 }

@@ -6,11 +6,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use tokio::time::Sleep;
 
 use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
+use crate::route::UsageSlot;
 use crate::sse::{self, SseDecoder};
 use crate::Error;
 
@@ -84,7 +85,7 @@ where
 /// events the upstream has ready together leave in one frame (nothing waits for more);
 /// `: keepalive` comments while the first upstream byte is awaited.
 /// It never fails: upstream failures become the one error event, then the end.
-#[pin_project]
+#[pin_project(PinnedDrop)]
 pub struct SseStream<B> {
     #[pin]
     upstream: B,
@@ -95,6 +96,20 @@ pub struct SseStream<B> {
     state: Translator,
     out: BytesMut,
     done: bool,
+    slot: Option<UsageSlot>,
+}
+
+#[pinned_drop]
+impl<B> PinnedDrop for SseStream<B> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        // End of stream, failure or a client that went away: the usage seen so far is final.
+        if let Some(slot) = this.slot.take() {
+            if let Some(usage) = this.state.usage() {
+                slot.record(usage.clone());
+            }
+        }
+    }
 }
 
 impl<B> std::fmt::Debug for SseStream<B> {
@@ -120,7 +135,14 @@ impl<B> SseStream<B> {
             state,
             out: BytesMut::new(),
             done: false,
+            slot: None,
         }
+    }
+
+    /// Reports the stream's usage to `slot` when the stream ends or is dropped.
+    pub(crate) fn usage_slot(mut self, slot: Option<UsageSlot>) -> Self {
+        self.slot = slot;
+        self
     }
 }
 

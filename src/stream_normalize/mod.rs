@@ -59,7 +59,7 @@ use self::raw::{ObjectWriter, RawObject};
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::provider::ProviderKind;
-use crate::route::{GenerationId, Target};
+use crate::route::{GenerationId, Target, UsageSlot};
 use crate::sse::SseEvent;
 use crate::Error;
 
@@ -239,6 +239,7 @@ where
                 id
             }
         };
+        let slot = req.extensions().get::<UsageSlot>().cloned();
         let streaming = req.body().is_stream();
         let ctx = StreamContext {
             id,
@@ -259,6 +260,10 @@ where
             let res = fut.await?;
             let (mut parts, body) = res.into_parts();
             if !parts.status.is_success() {
+                // The provider refused: nothing was generated.
+                if let Some(slot) = &slot {
+                    slot.record(Usage::default());
+                }
                 let bytes = read_error_body(body).await;
                 return Err(Error::from_upstream(
                     parts.status,
@@ -280,7 +285,7 @@ where
             if streaming && is_sse {
                 let state = Translator::new(kind, ctx);
                 *out.body_mut() = ResponseBody::Stream {
-                    stream: SseStream::new(body, state, config.keepalive),
+                    stream: SseStream::new(body, state, config.keepalive).usage_slot(slot),
                 };
                 set_sse_headers(out.headers_mut());
                 return Ok(out);
@@ -291,6 +296,9 @@ where
                 let completion = parse_completion(&bytes, &ctx, kind)?;
                 let mut state = OpenAiStream::new(ctx);
                 let mut buf = bytes::BytesMut::new();
+                if let (Some(slot), Some(usage)) = (&slot, &completion.usage) {
+                    slot.record(usage.clone());
+                }
                 state.replay_completion(completion, &mut buf);
                 *out.body_mut() = ResponseBody::full(buf.freeze());
                 set_sse_headers(out.headers_mut());
@@ -310,6 +318,9 @@ where
                 _ => render_completion(&bytes, &ctx)?,
             };
             if let Some(usage) = usage {
+                if let Some(slot) = &slot {
+                    slot.record(usage.clone());
+                }
                 out.extensions_mut().insert(usage);
             }
             out.headers_mut()

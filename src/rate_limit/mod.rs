@@ -1,0 +1,278 @@
+//! [`RateLimitLayer`]: per-key requests per minute, requests per day and tokens per minute.
+//!
+//! Reads the [`Principal`] that [`AuthLayer`](crate::auth::AuthLayer) inserted and asks a
+//! [`RateLimitStore`] whether the key may send one more request. The in-memory store
+//! ([`MemoryRateLimits`]) runs GCRA through [governor](https://docs.rs/governor); a shared
+//! store (Redis) can take over behind the same trait.
+//!
+//! - A refusal is a `429` in the envelope with `Retry-After` (whole seconds, rounded up, at
+//!   least 1) and the OpenAI-style headers; every answer that went through carries the same
+//!   headers: `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
+//!   `x-ratelimit-reset-requests` (the tighter of the minute and day windows) and their
+//!   `-tokens` equivalents.
+//! - Tokens: when the request arrives, an estimate (a quarter of the body's length, the usual
+//!   four bytes per token, capped at the limit) is reserved; when the answer ends, the layer
+//!   settles with the real prompt plus completion tokens the provider reported (through the
+//!   request's [`UsageSlot`]). A key that used more than its estimate goes into debt and
+//!   waits it out; one that used less gets the rest back. When no usage ever arrives (the
+//!   client left early) the estimate stands.
+//! - A request without a `Principal`, or whose key has no limits, goes straight through.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::memory::MemoryRateLimits;
+use crate::auth::{reject, Principal, RateLimits, StoreError};
+use crate::body::GatewayBody;
+use crate::chat::Usage;
+use crate::future::BoxFuture;
+use crate::route::UsageSlot;
+use crate::Error;
+
+/// One limit's state after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The limit (per minute or per day).
+    pub limit: u32,
+    /// What is left now.
+    pub remaining: u32,
+    /// Time until the window is whole again.
+    pub reset: Duration,
+}
+
+/// A rate-limit decision for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// Whether the request may go.
+    pub allowed: bool,
+    /// The requests window to report (the tighter of minute and day).
+    pub requests: Option<Window>,
+    /// The tokens window to report.
+    pub tokens: Option<Window>,
+    /// When refused: how long until the request would be allowed.
+    pub retry_after: Option<Duration>,
+}
+
+/// Where rate-limit state lives.
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// Takes one request and reserves `tokens` for key `key` under `limits`, or refuses (then
+    /// nothing is taken, except that a minute window already passed is not given back when the
+    /// day window refuses).
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        limits: &'a RateLimits,
+        tokens: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// Settles a reservation with the tokens actually used. Called from the end of a response
+    /// body: it must not block (a remote store sends it in the background).
+    fn reconcile(&self, key: &str, limits: &RateLimits, reserved: u32, used: u64);
+}
+
+/// Applies per-key rate limits; see the [module docs](self).
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    store: Arc<dyn RateLimitStore>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer").finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// Limits kept in `store`.
+    pub fn new(store: Arc<dyn RateLimitStore>) -> Self {
+        RateLimitLayer { store }
+    }
+
+    /// Limits kept in this process's memory, on the real clock.
+    pub fn in_memory() -> Self {
+        RateLimitLayer::new(Arc::new(MemoryRateLimits::new()))
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// The [`RateLimitLayer`] service.
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    store: Arc<dyn RateLimitStore>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes per token of the reservation estimate.
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// The tokens reserved for a request: a quarter of its body, at least 1, at most the limit.
+fn estimate<B: Body>(body: &B, per_minute: u32) -> u32 {
+    let bytes = body
+        .size_hint()
+        .exact()
+        .unwrap_or_else(|| body.size_hint().lower());
+    let tokens = (bytes / BYTES_PER_TOKEN).max(1);
+    tokens.min(u64::from(per_minute)) as u32
+}
+
+impl<S, B, ResB> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<GatewayBody<ResB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let principal = req
+            .extensions()
+            .get::<Principal>()
+            .filter(|p| !p.rate_limits.is_unlimited())
+            .cloned();
+        let Some(principal) = principal else {
+            return Box::pin(async move { Ok(inner.call(req).await?.map(GatewayBody::inner)) });
+        };
+        let store = self.store.clone();
+        Box::pin(async move {
+            let limits = principal.rate_limits;
+            let reserved = limits
+                .tokens_per_minute
+                .map_or(0, |tpm| estimate(req.body(), tpm));
+            let decision = match store.acquire(&principal.id, &limits, reserved).await {
+                Ok(d) => d,
+                Err(e) => return Ok(reject(&e.to_error(), req.extensions())),
+            };
+            if !decision.allowed {
+                let which = match (decision.requests, decision.tokens) {
+                    (Some(w), _) if w.remaining == 0 => "requests",
+                    _ => "tokens",
+                };
+                let err = Error::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    format!(
+                        "rate limit of key {} reached ({which}); retry after the Retry-After delay",
+                        principal.label
+                    ),
+                )
+                .with_retry_after(decision.retry_after);
+                let mut res = reject(&err, req.extensions());
+                set_headers(res.headers_mut(), &decision);
+                return Ok(res);
+            }
+            let slot = (reserved > 0).then(|| match req.extensions().get::<UsageSlot>() {
+                Some(s) => s.clone(),
+                None => {
+                    let s = UsageSlot::new();
+                    req.extensions_mut().insert(s.clone());
+                    s
+                }
+            });
+            if let Some(slot) = &slot {
+                let store = store.clone();
+                let key = principal.id.clone();
+                slot.on_final(move |usage| {
+                    if let Some(u) = usage {
+                        let used = u.prompt_tokens + u.completion_tokens;
+                        store.reconcile(&key, &limits, reserved, used);
+                    }
+                });
+            }
+            let mut res = inner.call(req).await?;
+            if let Some(slot) = slot {
+                // A refusal (bad request, upstream error) generated nothing.
+                if !res.status().is_success() && slot.usage().is_none() {
+                    slot.record(Usage::default());
+                }
+            }
+            set_headers(res.headers_mut(), &decision);
+            Ok(res.map(GatewayBody::inner))
+        })
+    }
+}
+
+/// `x-ratelimit-*` headers of a decision.
+fn set_headers(h: &mut HeaderMap, d: &Decision) {
+    static NAMES: [[&str; 3]; 2] = [
+        [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ],
+        [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ],
+    ];
+    for (names, window) in NAMES.iter().zip([d.requests, d.tokens]) {
+        let Some(w) = window else { continue };
+        h.insert(
+            HeaderName::from_static(names[0]),
+            HeaderValue::from(w.limit),
+        );
+        h.insert(
+            HeaderName::from_static(names[1]),
+            HeaderValue::from(w.remaining),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format_reset(w.reset)) {
+            h.insert(HeaderName::from_static(names[2]), v);
+        }
+    }
+}
+
+/// A reset delay the way OpenAI writes it: `20ms`, `1s`, `6m0s`, `1h2m3s` (whole units,
+/// rounded up).
+pub fn format_reset(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_nanos().div_ceil(1_000_000));
+    }
+    let secs = d.as_nanos().div_ceil(1_000_000_000) as u64;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The embedded, crash-safe state database under `[state] dir` (redb): keys created through
+//! the API now; spend and usage records share it.
+//!
+//! redb is a pure-Rust, ACID, copy-on-write B-tree store: every commit is durable
+//! (fsync'd) and a crash mid-write leaves the last committed state. The file is locked, so a
+//! second process pointed at the same directory fails to start instead of corrupting it.
+
+// redb's error is large; it only ever travels on the cold path of a management write.
+#![allow(clippy::result_large_err)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::auth::KeyRecord;
+
+/// Runtime keys: id → the JSON of a [`KeyRecord`].
+const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("keys");
+
+/// The database file's name inside the state directory.
+pub const FILE_NAME: &str = "modelgate.redb";
+
+/// A state directory that cannot be used; the message says which and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError(pub String);
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// The open state database. Cheap to clone.
+#[derive(Clone)]
+pub struct StateDb {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl fmt::Debug for StateDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateDb").field("path", &self.path).finish()
+    }
+}
+
+impl StateDb {
+    /// Opens (creating it if needed) the database in `dir`, and proves it writable.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StateError(format!(
+                "cannot create the state dir {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| {
+            StateError(format!(
+                "cannot open the state database {}: {e}",
+                path.display()
+            ))
+        })?;
+        let this = StateDb {
+            db: Arc::new(db),
+            path: Arc::new(path),
+        };
+        // Creates the tables and proves the file writable now, not at the first API call.
+        this.write(|tx| {
+            tx.open_table(KEYS)?;
+            Ok(())
+        })
+        .map_err(|e| {
+            StateError(format!(
+                "the state database {} is not writable: {e}",
+                this.path.display()
+            ))
+        })?;
+        Ok(this)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StateError> {
+        let run = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        };
+        run().map_err(|e| StateError(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Every runtime key. A record that does not parse is an error, never skipped: a key
+    /// silently missing could be a key silently unlimited or silently re-enabled.
+    pub(crate) fn load_keys(&self) -> Result<Vec<KeyRecord>, StateError> {
+        let fail = |e: redb::Error| {
+            StateError(format!(
+                "cannot read the state database {}: {e}",
+                self.path.display()
+            ))
+        };
+        let tx = self.db.begin_read().map_err(|e| fail(e.into()))?;
+        let table = tx.open_table(KEYS).map_err(|e| fail(e.into()))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| fail(e.into()))? {
+            let (id, value) = row.map_err(|e| fail(e.into()))?;
+            let record: KeyRecord = serde_json::from_slice(value.value()).map_err(|e| {
+                StateError(format!(
+                    "the state database {} holds an unreadable key record `{}`: {e}",
+                    self.path.display(),
+                    id.value()
+                ))
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Writes (inserts or replaces) a key record; durable when it returns.
+    pub(crate) fn put_key(&self, record: &KeyRecord) -> Result<(), StateError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| StateError(format!("cannot encode a key record: {e}")))?;
+        self.write(|tx| {
+            tx.open_table(KEYS)?
+                .insert(record.id.as_str(), json.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a key record; durable when it returns.
+    pub(crate) fn delete_key(&self, id: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(KEYS)?.remove(id)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_survive_a_reopen_and_garbage_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = StateDb::open(dir.path()).unwrap();
+            let mut r = KeyRecord::from_config("a", "sk-mg-aaaaaaaaaaaaaaaaaaaa");
+            r.id = "key_1".into();
+            db.put_key(&r).unwrap();
+            let mut gone = r.clone();
+            gone.id = "key_2".into();
+            db.put_key(&gone).unwrap();
+            db.delete_key("key_2").unwrap();
+        }
+        let db = StateDb::open(dir.path()).unwrap();
+        let keys = db.load_keys().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].id, "key_1");
+        drop(db);
+
+        let bad = tempfile::tempdir().unwrap();
+        std::fs::write(bad.path().join(FILE_NAME), b"not a database at all").unwrap();
+        let err = StateDb::open(bad.path()).unwrap_err();
+        assert!(err.0.contains("cannot open the state database"), "{err}");
+    }
+}
