@@ -602,6 +602,16 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Error {
     Error::new(status, kind, message)
 }
 
+/// The envelope answer of a refusal; a 401 says `WWW-Authenticate: Bearer`.
+pub(crate) fn refusal(err: &Error) -> Response<http_body_util::Full<bytes::Bytes>> {
+    let mut res = err.clone().into_response();
+    if err.status() == StatusCode::UNAUTHORIZED {
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    res
+}
+
 /// The envelope answer of a layer that refuses a request before the stack: carries the
 /// request's generation id when one was assigned.
 pub(crate) fn reject<B>(err: &Error, extensions: &http::Extensions) -> Response<GatewayBody<B>> {

@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{label_of, KeyDigest, KeyRecord, LimitReset, LocalKeyStore, RateLimits};
 use crate::model_rewrite::{Catalog, Endpoint, Model};
+use crate::state::StateDb;
 use crate::provider::{Provider, ProviderKind, Timeouts};
 use crate::route::Pricing;
 
@@ -19,7 +21,7 @@ pub struct Config {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Environment variable holding the admin key (key management; not in this version yet).
+    /// Environment variable holding the admin key: enables the `/v1/keys` management API.
     #[serde(default)]
     pub admin_key_env: Option<String>,
     /// Largest request body, in bytes (default 32 MiB).
@@ -41,12 +43,173 @@ pub struct Config {
     /// Aliases: alias → model id.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
-    /// `[state]`: durable state (not in this version yet).
+    /// `[state]`: where durable state lives.
     #[serde(default)]
-    pub state: Option<toml::Table>,
-    /// `[[keys]]`: client keys (not in this version yet).
+    pub state: Option<StateConfig>,
+    /// `[[keys]]`: client keys.
     #[serde(default)]
-    pub keys: Vec<toml::Table>,
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The embedded store's directory (default `./modelgate-state`).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// A shared Redis (not in this version yet: refused at start-up).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+}
+
+/// The default `[state] dir`.
+pub const DEFAULT_STATE_DIR: &str = "./modelgate-state";
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Human name; unique.
+    pub name: String,
+    /// The key (hashed as it is read; the plaintext is not kept).
+    #[serde(default)]
+    pub key: Option<ConfigKey>,
+    /// Or the key's SHA-256, in hexadecimal.
+    #[serde(default)]
+    pub key_sha256: Option<KeyDigest>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Requests per day.
+    #[serde(default)]
+    pub requests_per_day: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
+    /// Credit limit in USD.
+    #[serde(default)]
+    pub limit: Option<f64>,
+    /// `daily`, `weekly`, `monthly` or `none`.
+    #[serde(default)]
+    pub limit_reset: Option<String>,
+    /// Expiry: RFC 3339 text or Unix seconds.
+    #[serde(default)]
+    pub expires_at: Option<toml::Value>,
+    /// The model ids this key may call (default: all).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// A disabled key is refused.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A key read from configuration: only its digest and display label survive parsing.
+#[derive(Clone)]
+pub struct ConfigKey {
+    digest: KeyDigest,
+    label: String,
+    len: usize,
+}
+
+impl std::fmt::Debug for ConfigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(d)?;
+        Ok(ConfigKey {
+            digest: KeyDigest::of(&key),
+            label: label_of(&key),
+            len: key.len(),
+        })
+    }
+}
+
+/// Shortest key accepted in configuration.
+const MIN_KEY_LEN: usize = 16;
+
+/// `daily` / `weekly` / `monthly` / `none`.
+pub(crate) fn parse_limit_reset(s: &str) -> Result<Option<LimitReset>, String> {
+    match s {
+        "daily" => Ok(Some(LimitReset::Daily)),
+        "weekly" => Ok(Some(LimitReset::Weekly)),
+        "monthly" => Ok(Some(LimitReset::Monthly)),
+        "none" => Ok(None),
+        other => Err(format!(
+            "`limit_reset` must be daily, weekly, monthly or none, not `{other}`"
+        )),
+    }
+}
+
+/// RFC 3339 text to Unix seconds.
+pub(crate) fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))
+}
+
+impl KeyConfig {
+    fn record(&self) -> Result<KeyRecord, ConfigError> {
+        let name = &self.name;
+        let fail = |m: String| ConfigError(format!("key `{name}`: {m}"));
+        let mut record = match (&self.key, &self.key_sha256) {
+            (Some(_), Some(_)) => return Err(fail("set `key` or `key_sha256`, not both".into())),
+            (None, None) => return Err(fail("set `key` or `key_sha256`".into())),
+            (Some(k), None) => {
+                if k.len < MIN_KEY_LEN {
+                    return Err(fail(format!(
+                        "the key is too short (at least {MIN_KEY_LEN} characters)"
+                    )));
+                }
+                KeyRecord::with_digest(name, k.digest, k.label.clone())
+            }
+            (None, Some(d)) => {
+                KeyRecord::with_digest(name, *d, format!("sha256:{}…", &d.to_hex()[..8]))
+            }
+        };
+        record.rate_limits = RateLimits {
+            requests_per_minute: self.requests_per_minute,
+            requests_per_day: self.requests_per_day,
+            tokens_per_minute: self.tokens_per_minute,
+        };
+        for (field, v) in [
+            ("requests_per_minute", self.requests_per_minute),
+            ("requests_per_day", self.requests_per_day),
+            ("tokens_per_minute", self.tokens_per_minute),
+        ] {
+            if v == Some(0) {
+                return Err(fail(format!("`{field}` must be at least 1")));
+            }
+        }
+        if let Some(l) = self.limit {
+            if !(l.is_finite() && l >= 0.0) {
+                return Err(fail("`limit` must be a non-negative number of USD".into()));
+            }
+        }
+        record.limit = self.limit;
+        record.limit_reset = match &self.limit_reset {
+            Some(s) => parse_limit_reset(s).map_err(fail)?,
+            None => None,
+        };
+        record.expires_at = match &self.expires_at {
+            None => None,
+            Some(toml::Value::Integer(t)) => Some(*t),
+            Some(toml::Value::String(s)) => Some(parse_rfc3339(s).map_err(fail)?),
+            Some(toml::Value::Datetime(d)) => Some(parse_rfc3339(&d.to_string()).map_err(fail)?),
+            Some(_) => {
+                return Err(fail(
+                    "`expires_at` must be RFC 3339 text or Unix seconds".into(),
+                ))
+            }
+        };
+        record.models = self.models.clone();
+        record.disabled = self.disabled;
+        Ok(record)
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -240,27 +403,6 @@ impl Config {
 
     /// Checks the whole configuration and builds the catalog. Keys come from `env`.
     pub fn catalog(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Catalog, ConfigError> {
-        if !self.keys.is_empty() {
-            return Err(ConfigError(
-                "`[[keys]]` (client keys and authentication) is not implemented in this version yet; remove it to run without authentication on a loopback address".into(),
-            ));
-        }
-        if self.admin_key_env.is_some() {
-            return Err(ConfigError(
-                "`admin_key_env` (the key management API) is not implemented in this version yet; remove it".into(),
-            ));
-        }
-        if self.state.is_some() {
-            return Err(ConfigError(
-                "`[state]` (durable keys, spend and usage records) is not implemented in this version yet; remove it".into(),
-            ));
-        }
-        if !self.listen.ip().is_loopback() {
-            return Err(ConfigError(format!(
-                "refusing to listen on {} without client keys: without `[[keys]]` the gateway is unauthenticated and may only bind a loopback address",
-                self.listen
-            )));
-        }
         let mut catalog = Catalog::new();
         for p in &self.providers {
             let provider = p.build(env)?;
@@ -302,6 +444,74 @@ impl Config {
         }
         catalog.validate().map_err(ConfigError)?;
         Ok(catalog)
+    }
+}
+
+/// The keys the proxy serves with, and whether it runs unauthenticated.
+#[derive(Debug)]
+pub struct Keys {
+    /// Configured keys, the admin key and the keys made through the API.
+    pub store: LocalKeyStore,
+    /// Whether `/v1/keys` is enabled (an admin key is configured).
+    pub management: bool,
+    /// No key at all: every request is let through (loopback only).
+    pub anonymous: bool,
+}
+
+impl Config {
+    /// The state directory in use.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state
+            .as_ref()
+            .and_then(|s| s.dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
+
+    /// Opens the state store and loads every key: configured ones, the admin key (from
+    /// `admin_key_env` through `env`) and those made through the API. Refuses an unusable
+    /// state directory, and an unauthenticated gateway on a non-loopback address.
+    pub fn keys(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Keys, ConfigError> {
+        if self.state.as_ref().is_some_and(|s| s.redis_url.is_some()) {
+            return Err(ConfigError(
+                "`[state] redis_url` (a Redis shared by several proxies) is not in this version yet; remove it to use the embedded store".into(),
+            ));
+        }
+        let db = StateDb::open(&self.state_dir()).map_err(|e| ConfigError(e.0))?;
+        let mut store = LocalKeyStore::open(db).map_err(|e| ConfigError(e.0))?;
+        for k in &self.keys {
+            store
+                .add(k.record()?)
+                .map_err(|e| ConfigError(format!("[[keys]]: {e}")))?;
+        }
+        let mut management = false;
+        if let Some(var) = &self.admin_key_env {
+            let key = env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                ConfigError(format!(
+                    "admin_key_env: environment variable `{var}` is not set; set it or remove admin_key_env"
+                ))
+            })?;
+            if key.len() < MIN_KEY_LEN {
+                return Err(ConfigError(format!(
+                    "admin_key_env: the admin key in `{var}` is too short (at least {MIN_KEY_LEN} characters)"
+                )));
+            }
+            store.add(KeyRecord::admin(&key)).map_err(|_| {
+                ConfigError("admin_key_env: the admin key is also a client key; use a distinct key".into())
+            })?;
+            management = true;
+        }
+        let anonymous = !management && !store.has_inference_keys();
+        if anonymous && !self.listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "refusing to listen on {} without client keys: add `[[keys]]` (or `admin_key_env` to create keys), or listen on a loopback address",
+                self.listen
+            )));
+        }
+        Ok(Keys {
+            store,
+            management,
+            anonymous,
+        })
     }
 }
 
@@ -408,10 +618,6 @@ smart = "deepseek/chat"
                 .unwrap_err()
                 .0
         };
-        assert!(err("[[keys]]\nname = \"a\"\nkey = \"k\"").contains("[[keys]]"));
-        assert!(err("[state]\ndir = \"x\"").contains("[state]"));
-        assert!(err("admin_key_env = \"X\"").contains("admin_key_env"));
-        assert!(err("listen = \"0.0.0.0:8080\"").contains("loopback"));
         assert!(err("lisen = \"127.0.0.1:1\"").contains("unknown field"));
         assert!(
             err("[[providers]]\nname = \"a\"\nkind = \"bedrock\"\nbase_url = \"https://x\"")

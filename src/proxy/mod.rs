@@ -17,10 +17,12 @@
 //! ```
 
 mod config;
+mod keys;
 mod models;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,49 +40,73 @@ use tower::ServiceBuilder;
 use tower_service::Service;
 
 pub use self::config::{
-    Config, ConfigError, EndpointConfig, ModelConfig, ProviderConfig, WELL_KNOWN,
+    Config, ConfigError, ConfigKey, EndpointConfig, KeyConfig, Keys, ModelConfig, ProviderConfig,
+    StateConfig, DEFAULT_STATE_DIR, WELL_KNOWN,
 };
+use crate::auth::{refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer, GENERATION_ID_HEADER};
 use crate::dispatch::{self, Dispatch};
 use crate::error::BoxError;
-use crate::future::ResponseFuture;
+use crate::future::BoxFuture;
 use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
+use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::route::GenerationId;
 use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
 use crate::Error;
 
-/// The gateway stack the proxy serves on `POST /v1/chat/completions`.
+/// The gateway stack behind authentication and rate limits.
 pub type GatewayStack = Decode<ModelRewrite<StreamNormalize<Dispatch>>>;
 
+/// What the proxy serves on `POST /v1/chat/completions`.
+pub type ChatStack = Auth<RateLimit<GatewayStack>>;
+
+/// The body of a chat answer.
+pub type ChatBody =
+    GatewayBody<GatewayBody<GatewayBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>>>;
+
 /// The body of every proxy answer.
-pub type ProxyBody = GatewayBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>;
+pub type ProxyBody = GatewayBody<ChatBody>;
 
 /// The proxy's service: routes in front of the gateway stack. Cheap to clone.
 #[derive(Clone)]
 pub struct Proxy {
-    gateway: GatewayStack,
+    chat: ChatStack,
+    /// Authenticates `GET /v1/key` (inference keys).
+    key_auth: AuthLayer,
+    /// Authenticates `/v1/keys` (the admin key); `None` when management is off.
+    admin_auth: Option<AuthLayer>,
+    keys: Arc<dyn KeyStore>,
     catalog: Arc<Catalog>,
     models_json: Bytes,
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
             .field("catalog", &self.catalog)
+            .field("anonymous", &self.anonymous)
+            .field("management", &self.admin_auth.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Proxy {
-    /// Builds the proxy from a configuration; keys are read through `env`.
+    /// Builds the proxy from a configuration; provider and admin keys are read through `env`.
+    /// Opens the state store (`[state] dir`).
     pub fn from_config(
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let catalog = Arc::new(config.catalog(env)?);
+        let keys = config.keys(env)?;
+        let store: Arc<dyn KeyStore> = Arc::new(keys.store);
         let dispatch = Dispatch::new(catalog.providers());
-        let gateway = ServiceBuilder::new()
+        let key_auth = AuthLayer::new(store.clone()).allow_anonymous(keys.anonymous);
+        let chat = ServiceBuilder::new()
+            .layer(key_auth.clone())
+            .layer(RateLimitLayer::in_memory())
             .layer(
                 DecodeLayer::new().max_body_bytes(
                     config
@@ -93,15 +119,31 @@ impl Proxy {
             .service(dispatch);
         let models_json = models::render(&catalog);
         Ok(Proxy {
-            gateway,
+            chat,
+            key_auth,
+            admin_auth: keys
+                .management
+                .then(|| AuthLayer::new(store.clone()).management()),
+            keys: store,
             catalog,
             models_json,
+            anonymous: keys.anonymous,
         })
     }
 
     /// The catalog the proxy serves.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// Whether the proxy runs without keys (every request let through; loopback only).
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Whether the key management API is on (an admin key is configured).
+    pub fn has_management(&self) -> bool {
+        self.admin_auth.is_some()
     }
 }
 
@@ -113,29 +155,30 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = ResponseFuture<
-        <GatewayStack as Service<Request<B>>>::Future,
-        Response<ProxyBody>,
-        Infallible,
-    >;
+    type Future = ProxyFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let path = req.uri().path();
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let full = req.uri().path();
+        // OpenRouter's `/api/v1/…` and the bare `/…` forms are the same routes.
+        let path = full
+            .strip_prefix("/api")
+            .filter(|p| p.starts_with("/v1/"))
+            .unwrap_or(full);
         let method = req.method();
         let route = match path {
-            "/v1/chat/completions" | "/api/v1/chat/completions" | "/chat/completions" => {
+            "/v1/chat/completions" | "/chat/completions" => {
                 if method == Method::POST {
-                    return ResponseFuture::Inner {
-                        future: self.gateway.call(req),
-                    };
+                    // Assigned here, so a refusal by auth or rate limits carries it too.
+                    req.extensions_mut().insert(GenerationId::new());
+                    return ProxyFuture::Chat(self.chat.call(req));
                 }
                 Route::WrongMethod("POST")
             }
-            "/v1/models" | "/api/v1/models" | "/models" => {
+            "/v1/models" | "/models" => {
                 if method == Method::GET || method == Method::HEAD {
                     Route::Json(self.models_json.clone())
                 } else {
@@ -149,9 +192,47 @@ where
                     Route::WrongMethod("GET")
                 }
             }
+            "/v1/key" => {
+                if method == Method::GET {
+                    let auth = self.key_auth.clone();
+                    return ProxyFuture::other(async move {
+                        match auth.authenticate(req.headers()).await {
+                            Ok(p) => keys::key_info(&p),
+                            Err(e) => refusal(&e),
+                        }
+                    });
+                }
+                Route::WrongMethod("GET")
+            }
+            p if p == "/v1/keys" || p.starts_with("/v1/keys/") => {
+                let Some(auth) = self.admin_auth.clone() else {
+                    return ProxyFuture::ready(
+                        Error::new(
+                            StatusCode::NOT_FOUND,
+                            "not_found_error",
+                            "key management is off: set `admin_key_env` in the configuration",
+                        )
+                        .into_response(),
+                    );
+                };
+                let rest = p["/v1/keys".len()..].to_owned();
+                let store = self.keys.clone();
+                return ProxyFuture::other(async move {
+                    let principal = match auth.authenticate(req.headers()).await {
+                        Ok(p) => p,
+                        Err(e) => return refusal(&e),
+                    };
+                    let (parts, body) = req.into_parts();
+                    tracing::debug!(by = %principal.id, method = %parts.method, "key management");
+                    match keys::manage(&*store, parts.method, &rest, body).await {
+                        Ok(res) => res,
+                        Err(e) => e.into_response(),
+                    }
+                });
+            }
             _ => Route::NotFound,
         };
-        let mut res = match route {
+        let res = match route {
             Route::Json(bytes) => {
                 let mut res = Response::new(Full::new(bytes));
                 res.headers_mut()
@@ -180,10 +261,7 @@ where
             )
             .into_response(),
         };
-        if let Ok(v) = HeaderValue::from_str(GenerationId::new().as_str()) {
-            res.headers_mut().insert(GENERATION_ID_HEADER, v);
-        }
-        ResponseFuture::ready(Ok(res.map(GatewayBody::full)))
+        ProxyFuture::ready(res)
     }
 }
 
@@ -191,6 +269,61 @@ enum Route {
     Json(Bytes),
     WrongMethod(&'static str),
     NotFound,
+}
+
+/// The response future of [`Proxy`].
+pub enum ProxyFuture {
+    /// The chat stack.
+    Chat(BoxFuture<'static, Result<Response<ChatBody>, Infallible>>),
+    /// A route the proxy answers itself, asynchronously.
+    Other(BoxFuture<'static, Response<Full<Bytes>>>),
+    /// A route the proxy answered at once.
+    Ready(Option<Response<Full<Bytes>>>),
+}
+
+impl std::fmt::Debug for ProxyFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProxyFuture::Chat(_) => "ProxyFuture::Chat",
+            ProxyFuture::Other(_) => "ProxyFuture::Other",
+            ProxyFuture::Ready(_) => "ProxyFuture::Ready",
+        })
+    }
+}
+
+impl ProxyFuture {
+    fn other(fut: impl Future<Output = Response<Full<Bytes>>> + Send + 'static) -> Self {
+        ProxyFuture::Other(Box::pin(fut))
+    }
+
+    fn ready(res: Response<Full<Bytes>>) -> Self {
+        ProxyFuture::Ready(Some(res))
+    }
+}
+
+/// The proxy's own answers carry a generation id too.
+fn own(mut res: Response<Full<Bytes>>) -> Response<ProxyBody> {
+    if let Ok(v) = HeaderValue::from_str(GenerationId::new().as_str()) {
+        res.headers_mut().insert(GENERATION_ID_HEADER, v);
+    }
+    res.map(GatewayBody::full)
+}
+
+impl Future for ProxyFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            ProxyFuture::Chat(fut) => fut
+                .as_mut()
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(GatewayBody::inner))),
+            ProxyFuture::Other(fut) => fut.as_mut().poll(cx).map(|res| Ok(own(res))),
+            ProxyFuture::Ready(res) => Poll::Ready(Ok(own(
+                res.take().expect("ProxyFuture polled after completion"),
+            ))),
+        }
+    }
 }
 
 /// Serves `proxy` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` completes; then stops

@@ -285,6 +285,8 @@ pub fn completion_json(model: &str) -> String {
 /// The proxy, serving on 127.0.0.1:0.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The state directory when the test gave none (removed when the gateway is dropped).
+    pub state: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -292,8 +294,26 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the proxy with this TOML (no `listen` needed).
     pub async fn start(toml: &str) -> Self {
-        let config = Config::from_toml(toml).expect("test config parses");
-        let env = |_: &str| None;
+        Self::start_with_env(toml, &[]).await
+    }
+
+    /// Starts the proxy with this TOML and these environment variables.
+    pub async fn start_with_env(toml: &str, vars: &[(&str, &str)]) -> Self {
+        let mut config = Config::from_toml(toml).expect("test config parses");
+        let mut state = None;
+        if config.state.is_none() {
+            let dir = tempfile::tempdir().unwrap();
+            config.state = Some(modelgate::proxy::StateConfig {
+                dir: Some(dir.path().to_owned()),
+                redis_url: None,
+            });
+            state = Some(dir);
+        }
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let proxy = Proxy::from_config(&config, &env).expect("test config builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -308,6 +328,7 @@ impl Gateway {
         ));
         Gateway {
             addr,
+            state,
             stop: Some(stop),
             task: Some(task),
         }
