@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use crate::auth::{label_of, KeyDigest, KeyRecord, LimitReset, LocalKeyStore, RateLimits};
 use crate::model_rewrite::{Catalog, Endpoint, Model};
-use crate::state::StateDb;
 use crate::provider::{Provider, ProviderKind, Timeouts};
 use crate::route::Pricing;
+use crate::state::StateDb;
 
 /// The proxy's configuration (see the README's config reference).
 #[derive(Debug, Clone, Deserialize)]
@@ -149,7 +149,9 @@ pub(crate) fn parse_limit_reset(s: &str) -> Result<Option<LimitReset>, String> {
 pub(crate) fn parse_rfc3339(s: &str) -> Result<i64, String> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))
+        .map_err(|e| {
+            format!("`expires_at` must be an RFC 3339 time or Unix seconds; `{s}` is not ({e})")
+        })
 }
 
 impl KeyConfig {
@@ -496,7 +498,9 @@ impl Config {
                 )));
             }
             store.add(KeyRecord::admin(&key)).map_err(|_| {
-                ConfigError("admin_key_env: the admin key is also a client key; use a distinct key".into())
+                ConfigError(
+                    "admin_key_env: the admin key is also a client key; use a distinct key".into(),
+                )
             })?;
             management = true;
         }

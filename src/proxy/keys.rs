@@ -85,7 +85,9 @@ where
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(Error::payload_too_large(MAX_BODY));
             }
             return Err(Error::invalid_request(
@@ -125,11 +127,16 @@ fn nullable<T>(
 }
 
 fn rate(field: &str, v: &Value) -> Result<Option<u32>, Error> {
-    nullable(field, v, "a whole number from 1 to 4294967295, or null", |v| {
-        v.as_u64()
-            .filter(|n| *n >= 1)
-            .and_then(|n| u32::try_from(n).ok())
-    })
+    nullable(
+        field,
+        v,
+        "a whole number from 1 to 4294967295, or null",
+        |v| {
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+        },
+    )
 }
 
 /// The fields of a create or update request; `allow` names those this route accepts.
@@ -143,34 +150,31 @@ fn parse_fields(body: &Map<String, Value>, allow: &[&str]) -> Result<KeyPatch, E
             ));
         }
         match k.as_str() {
-            "name" => {
-                p.name = Some(
-                    v.as_str()
-                        .ok_or_else(|| bad(k, "a string"))?
-                        .to_owned(),
-                )
-            }
+            "name" => p.name = Some(v.as_str().ok_or_else(|| bad(k, "a string"))?.to_owned()),
             "disabled" => p.disabled = Some(v.as_bool().ok_or_else(|| bad(k, "true or false"))?),
             "limit" => {
-                p.limit = Some(nullable(k, v, "a non-negative number of USD, or null", |v| {
-                    v.as_f64().filter(|l| l.is_finite() && *l >= 0.0)
-                })?)
+                p.limit = Some(nullable(
+                    k,
+                    v,
+                    "a non-negative number of USD, or null",
+                    |v| v.as_f64().filter(|l| l.is_finite() && *l >= 0.0),
+                )?)
             }
             "limit_reset" => {
                 p.limit_reset = Some(match v {
                     Value::Null => None,
-                    Value::String(s) => parse_limit_reset(s).map_err(|m| {
-                        Error::invalid_request(m, Some("limit_reset".into()))
-                    })?,
+                    Value::String(s) => parse_limit_reset(s)
+                        .map_err(|m| Error::invalid_request(m, Some("limit_reset".into())))?,
                     _ => return Err(bad(k, "daily, weekly, monthly or none")),
                 })
             }
             "expires_at" => {
                 p.expires_at = Some(match v {
                     Value::Null => None,
-                    Value::Number(n) => {
-                        Some(n.as_i64().ok_or_else(|| bad(k, "RFC 3339 text or Unix seconds"))?)
-                    }
+                    Value::Number(n) => Some(
+                        n.as_i64()
+                            .ok_or_else(|| bad(k, "RFC 3339 text or Unix seconds"))?,
+                    ),
                     Value::String(s) => Some(
                         parse_rfc3339(s)
                             .map_err(|m| Error::invalid_request(m, Some("expires_at".into())))?,

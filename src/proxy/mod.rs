@@ -319,9 +319,9 @@ impl Future for ProxyFuture {
                 .poll(cx)
                 .map(|r| r.map(|res| res.map(GatewayBody::inner))),
             ProxyFuture::Other(fut) => fut.as_mut().poll(cx).map(|res| Ok(own(res))),
-            ProxyFuture::Ready(res) => Poll::Ready(Ok(own(
-                res.take().expect("ProxyFuture polled after completion"),
-            ))),
+            ProxyFuture::Ready(res) => Poll::Ready(Ok(own(res
+                .take()
+                .expect("ProxyFuture polled after completion")))),
         }
     }
 }
