@@ -38,6 +38,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::catalog::{Catalog, Endpoint, Model};
+use crate::auth::Principal;
 use crate::chat::ChatRequest;
 use crate::future::ResponseFuture;
 use crate::route::{RoutePlan, Target};
@@ -90,6 +91,23 @@ where
             Ok(plan) => plan,
             Err(e) => return ResponseFuture::ready(Err(e)),
         };
+        // A key limited to some models: the id it sent or the one it resolved to must be listed.
+        if let Some(allowed) = req
+            .extensions()
+            .get::<Principal>()
+            .and_then(|p| p.models.as_ref())
+        {
+            let sent = req.body().model.as_str();
+            if !allowed.iter().any(|m| m == sent || **m == *plan.model) {
+                return ResponseFuture::ready(Err(Error::new(
+                    http::StatusCode::FORBIDDEN,
+                    "permission_error",
+                    format!("model `{sent}` is not allowed for this key"),
+                )
+                .with_param(Some("model".into()))
+                .with_source(crate::error::ErrorSource::Client)));
+            }
+        }
         let first: Option<Target> = plan.targets.first().cloned();
         let ext = req.extensions_mut();
         if let Some(t) = first {
@@ -162,6 +180,31 @@ mod tests {
             ..Default::default()
         });
         svc.oneshot(req).await.map(Response::into_body)
+    }
+
+    #[tokio::test]
+    async fn a_key_limited_to_some_models_gets_403_for_the_others() {
+        let mut record = crate::auth::KeyRecord::from_config("k", "sk-mg-0123456789abcdef");
+        record.models = Some(vec!["vendor/m".into()]);
+        let principal = Principal::new(record);
+        for (model, ok) in [("vendor/m", true), ("cheap", true), ("a/other", false)] {
+            let svc = ModelRewriteLayer::new(catalog()).layer(service_fn(
+                |_req: Request<ChatRequest>| async { Ok::<_, Error>(Response::new(())) },
+            ));
+            let mut req = Request::new(ChatRequest {
+                model: model.into(),
+                ..Default::default()
+            });
+            req.extensions_mut().insert(principal.clone());
+            match svc.oneshot(req).await {
+                Ok(_) => assert!(ok, "{model} should be refused"),
+                Err(e) => {
+                    assert!(!ok, "{model} should pass: {}", e.message());
+                    assert_eq!(e.status(), http::StatusCode::FORBIDDEN);
+                    assert!(e.message().contains(model));
+                }
+            }
+        }
     }
 
     #[tokio::test]
