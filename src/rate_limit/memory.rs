@@ -15,7 +15,15 @@ use super::{Decision, RateLimitStore, Window};
 use crate::auth::{RateLimits, StoreError};
 use crate::future::BoxFuture;
 
-type Limiter<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
+type Limiter<C> = RateLimiter<u64, DashMapStateStore<u64>, C, StateInformationMiddleware>;
+
+/// The state key of a key id: its 64-bit hash (no allocation per decision). Key ids are made
+/// by the gateway or its operator, not by clients; two ids colliding among a million has a
+/// probability near 3e-8, and would only make them share a limit.
+fn slot_of(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+}
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -39,7 +47,7 @@ pub struct MemoryRateLimits<C: Clock = QuantaClock> {
     minute: RwLock<HashMap<u32, Arc<Limiter<C>>>>,
     day: RwLock<HashMap<u32, Arc<Limiter<C>>>>,
     /// Key → theoretical arrival time of its token bucket, in nanoseconds since `start`.
-    tokens: DashMap<String, u64>,
+    tokens: DashMap<u64, u64>,
     decisions: AtomicU64,
 }
 
@@ -135,13 +143,13 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
     fn take_request(
         &self,
         map: &RwLock<HashMap<u32, Arc<Limiter<C>>>>,
-        key: &String,
+        key: u64,
         limit: u32,
         period: Duration,
     ) -> Result<Window, (Window, Duration)> {
         let limiter = self.limiter(map, limit, period);
         let per_cell = period / limit.max(1);
-        match limiter.check_key(key) {
+        match limiter.check_key(&key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 Ok(Window {
@@ -167,14 +175,14 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
     /// Reserves `n` tokens of a per-minute bucket: the window after it, or the wait.
     fn take_tokens(
         &self,
-        key: &str,
+        key: u64,
         per_minute: u32,
         n: u32,
     ) -> Result<Window, (Window, Duration)> {
         let per_token = token_interval(per_minute);
         let capacity = per_token * u64::from(per_minute);
         let now = self.now_ns();
-        let mut tat = self.tokens.entry(key.to_owned()).or_insert(now);
+        let mut tat = self.tokens.entry(key).or_insert(now);
         let base = (*tat).max(now);
         let next = base + per_token * u64::from(n.min(per_minute));
         if next - now > capacity {
@@ -200,11 +208,7 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
         if self.decisions.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
         }
-        let key_owned;
-        let key: &String = {
-            key_owned = key.to_owned();
-            &key_owned
-        };
+        let key = slot_of(key);
         let mut decision = Decision {
             allowed: true,
             ..Decision::default()
@@ -270,7 +274,7 @@ where
         let per_token = token_interval(per_minute);
         let now = self.now_ns();
         let reserved = u64::from(reserved.min(per_minute));
-        let mut tat = self.tokens.entry(key.to_owned()).or_insert(now);
+        let mut tat = self.tokens.entry(slot_of(key)).or_insert(now);
         if used >= reserved {
             // Debt: the key waits for what it used beyond the estimate.
             let extra = (used - reserved).saturating_mul(per_token);
