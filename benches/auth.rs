@@ -18,8 +18,11 @@ fn store() -> Arc<LocalKeyStore> {
     let mut s = LocalKeyStore::in_memory();
     // A realistic key table: the caller among ten thousand others.
     for i in 0..10_000 {
-        s.add(KeyRecord::from_config(&format!("k{i}"), &format!("sk-mg-other-{i:020}")))
-            .unwrap();
+        s.add(KeyRecord::from_config(
+            &format!("k{i}"),
+            &format!("sk-mg-other-{i:020}"),
+        ))
+        .unwrap();
     }
     let mut r = KeyRecord::from_config("bench", KEY);
     r.rate_limits = RateLimits {
@@ -55,6 +58,9 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let inner = service_fn(|_req: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
+    });
+    c.bench_function("key_digest", |b| {
+        b.iter(|| modelgate::auth::KeyDigest::of(black_box(KEY)))
     });
     let mut g = c.benchmark_group("edge");
     g.bench_function("no_layers", |b| {

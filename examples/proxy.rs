@@ -72,13 +72,19 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),
     };
-    tracing::info!(
-        "listening on http://{} (unauthenticated: loopback only)",
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    if proxy.is_anonymous() {
+        tracing::info!("listening on http://{addr} (no keys: unauthenticated, loopback only)");
+    } else {
+        tracing::info!(
+            management = proxy.has_management(),
+            state_dir = %config.state_dir().display(),
+            "listening on http://{addr} (client keys required)"
+        );
+    }
     match serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),

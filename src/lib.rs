@@ -7,9 +7,11 @@
 //! ## The onion
 //!
 //! ```text
-//! client ─▶ (decode) ─▶ ModelRewriteLayer ─▶ StreamNormalizeLayer ─▶ Dispatch ─▶ provider
+//! client ─▶ AuthLayer ─▶ RateLimitLayer ─▶ (decode) ─▶ ModelRewriteLayer ─▶ StreamNormalizeLayer ─▶ Dispatch ─▶ provider
 //! ```
 //!
+//! - [`auth`]: the caller's key (by SHA-256 digest) → [`auth::Principal`]; 401 / 403 answers.
+//! - [`rate_limit`]: per-key requests and tokens per minute / day; 429 with `Retry-After`.
 //! - [`decode`]: `Request<B>` → `Request<ChatRequest>` (size-limited, field-naming 400s), and
 //!   the one place typed errors become envelope responses; every answer has `X-Generation-Id`.
 //! - [`model_rewrite`]: `model` (aliases, catalog, `<provider>/<model>`) → [`RoutePlan`] and

@@ -27,7 +27,7 @@
 //!     .layer(AuthLayer::new(Arc::new(store)))
 //!     .service(service_fn(|req: http::Request<String>| async move {
 //!         let who = req.extensions().get::<Principal>().unwrap().name.clone();
-//!         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::from(who)))
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(who))
 //!     }));
 //! let req = http::Request::builder()
 //!     .header("authorization", "Bearer sk-mg-team-a-0123456789")
@@ -70,10 +70,8 @@ pub struct KeyDigest([u8; 32]);
 impl KeyDigest {
     /// The digest of a plaintext key.
     pub fn of(key: &str) -> Self {
-        let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        KeyDigest(out)
+        use sha2::Digest;
+        KeyDigest(sha2::Sha256::digest(key.as_bytes()).into())
     }
 
     /// Parses 64 hexadecimal digits (either case).

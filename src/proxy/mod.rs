@@ -1,8 +1,9 @@
 //! The bundled proxy: configuration, routes and the server loop behind `examples/proxy.rs`.
 //!
-//! Routes: `POST /v1/chat/completions` (the gateway stack), `GET /v1/models` (the catalog,
-//! OpenRouter-shaped), `GET /health`. Everything else is a 404 (or 405) in the envelope.
-//! Every answer carries `X-Generation-Id`.
+//! Routes: `POST /v1/chat/completions` (auth, rate limits, then the gateway stack),
+//! `GET /v1/models` (the catalog, OpenRouter-shaped), `GET /v1/key` (the calling key),
+//! `/v1/keys[/{id}]` (key management with the admin key), `GET /health`. Everything else is a
+//! 404 (or 405) in the envelope. Every answer carries `X-Generation-Id`.
 //!
 //! ```no_run
 //! use modelgate::proxy::{serve, shutdown_signal, Config, Proxy};

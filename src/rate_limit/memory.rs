@@ -36,7 +36,7 @@ const SWEEP_EVERY: u64 = 4096;
 /// Request limits are governor's keyed GCRA limiters, one per distinct limit value (keys with
 /// the same `requests_per_minute` share one, each key its own cell). Token limits are a GCRA of
 /// the same shape kept here, because governor can neither give cells back nor go into debt,
-/// which settling a token estimate needs. Every [`SWEEP_EVERY`] decisions, state that has
+/// which settling a token estimate needs. Every 4,096 decisions, state that has
 /// become indistinguishable from a fresh key's is dropped, so memory follows the keys active
 /// within the last window, not every key ever seen.
 ///
@@ -173,12 +173,7 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
     }
 
     /// Reserves `n` tokens of a per-minute bucket: the window after it, or the wait.
-    fn take_tokens(
-        &self,
-        key: u64,
-        per_minute: u32,
-        n: u32,
-    ) -> Result<Window, (Window, Duration)> {
+    fn take_tokens(&self, key: u64, per_minute: u32, n: u32) -> Result<Window, (Window, Duration)> {
         let per_token = token_interval(per_minute);
         let capacity = per_token * u64::from(per_minute);
         let now = self.now_ns();

@@ -227,32 +227,29 @@ where
     }
 }
 
+const NAMES: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+
 /// `x-ratelimit-*` headers of a decision.
 fn set_headers(h: &mut HeaderMap, d: &Decision) {
-    static NAMES: [[&str; 3]; 2] = [
-        [
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        ],
-        [
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ],
-    ];
     for (names, window) in NAMES.iter().zip([d.requests, d.tokens]) {
         let Some(w) = window else { continue };
-        h.insert(
-            HeaderName::from_static(names[0]),
-            HeaderValue::from(w.limit),
-        );
-        h.insert(
-            HeaderName::from_static(names[1]),
-            HeaderValue::from(w.remaining),
-        );
+        h.reserve(3);
+        let [limit, remaining, reset] = names;
+        h.insert(limit.clone(), HeaderValue::from(w.limit));
+        h.insert(remaining.clone(), HeaderValue::from(w.remaining));
         if let Ok(v) = HeaderValue::from_str(&format_reset(w.reset)) {
-            h.insert(HeaderName::from_static(names[2]), v);
+            h.insert(reset.clone(), v);
         }
     }
 }
