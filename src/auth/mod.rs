@@ -295,12 +295,15 @@ impl Principal {
 
     /// The caller of an unauthenticated gateway (no keys configured, loopback only): no limits.
     pub fn anonymous() -> Self {
-        Principal::new(KeyRecord {
-            id: "anonymous".into(),
-            name: "anonymous".into(),
-            label: String::new(),
-            ..KeyRecord::with_digest("anonymous", KeyDigest([0; 32]), String::new())
-        })
+        static ANONYMOUS: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
+        ANONYMOUS
+            .get_or_init(|| {
+                Principal::new(KeyRecord {
+                    id: "anonymous".into(),
+                    ..KeyRecord::with_digest("anonymous", KeyDigest([0; 32]), String::new())
+                })
+            })
+            .clone()
     }
 
     /// The record.
@@ -434,25 +437,19 @@ impl StoreError {
 }
 
 /// A new key, as `POST /v1/keys` asks for it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewKey {
     /// Human name (required, 1 to 128 characters).
     pub name: String,
     /// Credit limit in USD.
-    #[serde(default)]
     pub limit: Option<f64>,
-    /// `daily`, `weekly`, `monthly` (or absent / `null` for never).
-    #[serde(default)]
+    /// When the credit limit starts over (`None`: never).
     pub limit_reset: Option<LimitReset>,
-    /// Expiry, Unix seconds (the API also takes RFC 3339).
-    #[serde(default)]
+    /// Expiry, Unix seconds.
     pub expires_at: Option<i64>,
     /// Rate limits.
-    #[serde(default, flatten)]
     pub rate_limits: RateLimits,
     /// Allowed model ids.
-    #[serde(default)]
     pub models: Option<Vec<String>>,
 }
 
