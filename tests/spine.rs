@@ -512,7 +512,15 @@ async fn models_and_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_streams_all_complete() {
     let fake = FakeProvider::start(standard).await;
-    let gw = Gateway::in_front_of(&fake, "").await;
+    // A thousand streams on a loaded 2-core machine can take longer than the 1.5 s first-byte
+    // timeout the fault tests use; this test is about completion, not timeouts.
+    let toml = standard_config(&fake, "")
+        .replace(
+            "first_byte_timeout_ms = 1500",
+            "first_byte_timeout_ms = 60000",
+        )
+        .replace("idle_timeout_ms = 1500", "idle_timeout_ms = 60000");
+    let gw = Gateway::start(&toml).await;
     let c = client();
     let url = gw.url("/v1/chat/completions");
     let body = chat("vendor/fake-model", true, true);
