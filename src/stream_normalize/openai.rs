@@ -248,6 +248,9 @@ impl OpenAiStream {
             match k.as_ref() {
                 "id" => w.raw_field("id", &self.json.id),
                 "object" => w.raw_field("object", "\"chat.completion.chunk\""),
+                // An integer, always (typed clients declare it so): the upstream's when it is
+                // one, else now.
+                "created" => w.raw_field("created", &self.created_text()),
                 "model" => {
                     w.raw_field("model", &self.json.model);
                     w.raw_field("provider", &self.json.provider);
@@ -285,6 +288,15 @@ impl OpenAiStream {
             Some(e) => self.malformed(e, data, out),
         }
         self.scratch = buf;
+    }
+
+    fn created_text(&mut self) -> String {
+        if self.ctx.created == 0 {
+            self.ctx.created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+        }
+        self.ctx.created.to_string()
     }
 
     fn write_choice(
@@ -546,6 +558,28 @@ mod tests {
         assert_eq!(out[0]["provider"], "prov");
         assert!(out[0]["id"].as_str().unwrap().starts_with("gen-"));
         assert_eq!(s.finish_reason(), Some("tool_calls"));
+    }
+
+    #[test]
+    fn created_is_always_an_integer() {
+        let events = [
+            r#"{"id":"x","created":1767225600,"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"id":"x","created":1767225E600,"choices":[{"index":0,"delta":{"content":"b"}}]}"#,
+            "[DONE]",
+        ];
+        let mut s = OpenAiStream::new(ctx(false));
+        let out = run(&mut s, &events);
+        assert_eq!(out[0]["created"], 1767225600u64);
+        assert_eq!(
+            out[1]["created"], 1767225600u64,
+            "the first chunk's time, not 1E606"
+        );
+        let mut s = OpenAiStream::new(ctx(false));
+        let out = run(&mut s, &events[1..]);
+        assert!(
+            out[0]["created"].as_u64().unwrap() > 1_700_000_000,
+            "now, when upstream's is not an integer"
+        );
     }
 
     #[test]
