@@ -48,7 +48,7 @@ pub fn check(kind: ProviderKind, data: &[u8]) {
         }
         // Grammar, not range: RFC 8259 allows numbers beyond f64 (`1E600`), which a provider's
         // unknown fields may carry and the gateway forwards untouched.
-        let v: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+        let v: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
             serde_json::from_str(d).expect("every event is a JSON object");
         if v.contains_key("error") {
             terminal += 1;

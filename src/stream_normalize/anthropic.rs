@@ -98,6 +98,24 @@ fn error_status(kind: &str) -> StatusCode {
     }
 }
 
+/// `{"type":"content_block_delta","index":N,"delta":{"type":…,"text"|"thinking":…}}`, borrowed.
+#[derive(serde::Deserialize)]
+struct FastDelta<'a> {
+    index: u64,
+    #[serde(borrow)]
+    delta: FastDeltaBody<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastDeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+}
+
 #[derive(Debug)]
 enum Block {
     Text,
@@ -171,6 +189,11 @@ impl AnthropicStream {
         }
         let data = ev.data.trim();
         if data.is_empty() {
+            return;
+        }
+        // The bulk of a stream: text and thinking deltas, read into borrowed fields and written
+        // straight out. Anything else (or anything odd) takes the general path below.
+        if data.starts_with(r#"{"type":"content_block_delta""#) && self.on_fast_delta(data, out) {
             return;
         }
         let v: Value = match serde_json::from_str(data) {
@@ -332,6 +355,29 @@ impl AnthropicStream {
             // `ping` and event types added later.
             _ => {}
         }
+    }
+
+    /// A `content_block_delta` with text or thinking; `false` when it is another kind of delta
+    /// or does not parse as one (the general path then handles it, errors included).
+    fn on_fast_delta(&mut self, data: &str, out: &mut BytesMut) -> bool {
+        let Ok(ev) = serde_json::from_str::<FastDelta<'_>>(data) else {
+            return false;
+        };
+        let (field, piece) = match (&*ev.delta.kind, ev.delta.text, ev.delta.thinking) {
+            ("text_delta", Some(t), _) => ("content", t),
+            ("thinking_delta", _, Some(t)) => {
+                if let Some(Block::Thinking { text, .. }) = self.blocks.get_mut(&ev.index) {
+                    text.push_str(&t);
+                }
+                ("reasoning_content", t)
+            }
+            _ => return false,
+        };
+        if !piece.is_empty() {
+            self.stage
+                .emit_delta_str(field, &piece, self.head.created, out);
+        }
+        true
     }
 
     fn start(&mut self, out: &mut BytesMut) {

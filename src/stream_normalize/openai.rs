@@ -102,6 +102,20 @@ fn fix_tool_calls(state: &mut ChoiceState, calls: &mut [ToolCallDelta], id: &Gen
     }
 }
 
+/// Formats a `u64` without allocating.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
 /// Formats a `u32` without allocating.
 fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &str {
     let mut i = buf.len();
@@ -196,6 +210,60 @@ impl OpenAiStream {
         self.fail(err, out);
     }
 
+    /// A translated chunk whose only content is one string field of choice 0's delta
+    /// (`content` or `reasoning_content`): written directly, the same bytes `on_json` would
+    /// write for it, without building and re-reading JSON. Most translated events are these.
+    pub(crate) fn emit_delta_str(
+        &mut self,
+        field: &'static str,
+        value: &str,
+        created: u64,
+        out: &mut BytesMut,
+    ) {
+        if self.is_finished() {
+            return;
+        }
+        if self.ctx.created == 0 {
+            self.ctx.created = created;
+        }
+        let pos = match self.choices.iter().position(|c| c.index == 0) {
+            Some(p) => p,
+            None => {
+                self.choices.push(ChoiceState::default());
+                self.choices.len() - 1
+            }
+        };
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(b"data: ");
+        let mut w = ObjectWriter::begin(&mut buf);
+        w.raw_field("id", &self.json.id);
+        w.raw_field("object", "\"chat.completion.chunk\"");
+        let mut digits = [0u8; 20];
+        w.raw_field("created", itoa_u64(self.ctx.created, &mut digits));
+        w.raw_field("model", &self.json.model);
+        w.raw_field("provider", &self.json.provider);
+        let list = w.key(&std::borrow::Cow::Borrowed("choices"));
+        list.extend_from_slice(b"[{\"index\":0,\"delta\":{");
+        let state = &mut self.choices[pos];
+        if !state.role_sent {
+            state.role_sent = true;
+            list.extend_from_slice(b"\"role\":\"assistant\",");
+        }
+        list.push(b'"');
+        list.extend_from_slice(field.as_bytes());
+        list.extend_from_slice(b"\":");
+        write_str(list, value);
+        list.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
+        if self.ctx.include_usage {
+            w.raw_field("usage", "null");
+        }
+        w.end();
+        buf.extend_from_slice(b"\n\n");
+        out.put_slice(&buf);
+        self.scratch = buf;
+    }
+
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
     /// the provider wrote it (see `raw`).
     pub(crate) fn on_json(&mut self, data: &str, out: &mut BytesMut) {
@@ -250,7 +318,10 @@ impl OpenAiStream {
                 "object" => w.raw_field("object", "\"chat.completion.chunk\""),
                 // An integer, always (typed clients declare it so): the upstream's when it is
                 // one, else now.
-                "created" => w.raw_field("created", &self.created_text()),
+                "created" => {
+                    let created = self.created();
+                    w.raw_field("created", itoa_u64(created, &mut [0u8; 20]))
+                }
                 "model" => {
                     w.raw_field("model", &self.json.model);
                     w.raw_field("provider", &self.json.provider);
@@ -290,13 +361,13 @@ impl OpenAiStream {
         self.scratch = buf;
     }
 
-    fn created_text(&mut self) -> String {
+    fn created(&mut self) -> u64 {
         if self.ctx.created == 0 {
             self.ctx.created = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
         }
-        self.ctx.created.to_string()
+        self.ctx.created
     }
 
     fn write_choice(
