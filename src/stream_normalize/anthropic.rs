@@ -98,6 +98,25 @@ fn error_status(kind: &str) -> StatusCode {
     }
 }
 
+/// The text literal of an event shaped exactly as Anthropic sends text,
+/// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"…"}}`,
+/// validated as a JSON string; `None` for anything else (the other paths take it).
+fn raw_text_delta(data: &str) -> Option<&str> {
+    let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let literal = rest[digits..]
+        .strip_prefix(r#","delta":{"type":"text_delta","text":"#)?
+        .strip_suffix("}}")?;
+    if !literal.starts_with('"') {
+        return None;
+    }
+    let raw: &serde_json::value::RawValue = serde_json::from_str(literal).ok()?;
+    Some(raw.get())
+}
+
 /// `{"type":"content_block_delta","index":N,"delta":{"type":…,"text"|"thinking":…}}`, borrowed.
 #[derive(serde::Deserialize)]
 struct FastDelta<'a> {
@@ -193,6 +212,13 @@ impl AnthropicStream {
         }
         // The bulk of a stream: text and thinking deltas, read into borrowed fields and written
         // straight out. Anything else (or anything odd) takes the general path below.
+        if let Some(literal) = raw_text_delta(data) {
+            if literal != "\"\"" {
+                self.stage
+                    .emit_delta_raw("content", literal, self.head.created, out);
+            }
+            return;
+        }
         if data.starts_with(r#"{"type":"content_block_delta""#) && self.on_fast_delta(data, out) {
             return;
         }
@@ -463,4 +489,75 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
         usage: Some(counts.usage()),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_text_delta_shape_takes_the_raw_path() {
+        let ok = raw_text_delta;
+        assert_eq!(
+            ok(
+                r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a\"b\u00e9"}}"#
+            ),
+            Some(r#""a\"b\u00e9""#)
+        );
+        for other in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}} "#,
+            r#"{"type":"content_block_delta","index":x,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\q"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a","b":"c"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"a"}}"#,
+        ] {
+            assert_eq!(ok(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn raw_and_general_paths_write_the_same_chunks() {
+        let ctx = || StreamContext {
+            id: crate::GenerationId::new(),
+            model: "m".into(),
+            provider: "p".into(),
+            include_usage: true,
+            created: 0,
+        };
+        let run = |events: &[&str]| {
+            let mut s = AnthropicStream::new(ctx());
+            let mut out = BytesMut::new();
+            for e in events {
+                let ev = SseEvent {
+                    data: (*e).to_owned(),
+                    ..Default::default()
+                };
+                s.on_event(&ev, &mut out);
+            }
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            text.split("\n\n")
+                .filter(|e| !e.is_empty())
+                .map(|e| {
+                    let mut v: Value = serde_json::from_str(&e["data: ".len()..]).unwrap();
+                    v.as_object_mut().unwrap().remove("id");
+                    v
+                })
+                .collect::<Vec<_>>()
+        };
+        let start = r#"{"type":"message_start","message":{"id":"msg_1","model":"c","usage":{"input_tokens":3,"output_tokens":0}}}"#;
+        // The raw path (exact shape) and the general path (a key order it does not match).
+        let raw = run(&[
+            start,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"h\u00e9\n"}}"#,
+        ]);
+        let general = run(&[
+            start,
+            r#"{"index":0,"type":"content_block_delta","delta":{"text":"h\u00e9\n","type":"text_delta"}}"#,
+        ]);
+        assert_eq!(raw.len(), 2);
+        assert_eq!(raw, general);
+        assert_eq!(raw[1]["choices"][0]["delta"]["content"], "hé\n");
+    }
 }

@@ -49,6 +49,10 @@ pub struct OpenAiStream {
     error: Option<Error>,
     scratch: Vec<u8>,
     json: Stamp,
+    /// The bytes before and after choice 0's delta of a translated chunk (built once).
+    delta_head: Vec<u8>,
+    delta_tail: Vec<u8>,
+    literal: Vec<u8>,
 }
 
 /// The stream's `id`, `model` and `provider`, JSON-quoted once for every chunk.
@@ -142,6 +146,9 @@ impl OpenAiStream {
             finish_reason: None,
             error: None,
             scratch: Vec::new(),
+            delta_head: Vec::new(),
+            delta_tail: Vec::new(),
+            literal: Vec::new(),
         }
     }
 
@@ -211,12 +218,30 @@ impl OpenAiStream {
     }
 
     /// A translated chunk whose only content is one string field of choice 0's delta
-    /// (`content` or `reasoning_content`): written directly, the same bytes `on_json` would
+    /// (`content` or `reasoning_content`): written directly, the same JSON `on_json` would
     /// write for it, without building and re-reading JSON. Most translated events are these.
     pub(crate) fn emit_delta_str(
         &mut self,
         field: &'static str,
         value: &str,
+        created: u64,
+        out: &mut BytesMut,
+    ) {
+        let mut literal = std::mem::take(&mut self.literal);
+        literal.clear();
+        write_str(&mut literal, value);
+        if let Ok(text) = std::str::from_utf8(&literal) {
+            self.emit_delta_raw(field, text, created, out);
+        }
+        self.literal = literal;
+    }
+
+    /// As [`emit_delta_str`](Self::emit_delta_str), with the value already a JSON string
+    /// literal (quoted, escaped and validated by the caller).
+    pub(crate) fn emit_delta_raw(
+        &mut self,
+        field: &'static str,
+        literal: &str,
         created: u64,
         out: &mut BytesMut,
     ) {
@@ -233,35 +258,39 @@ impl OpenAiStream {
                 self.choices.len() - 1
             }
         };
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        buf.extend_from_slice(b"data: ");
-        let mut w = ObjectWriter::begin(&mut buf);
-        w.raw_field("id", &self.json.id);
-        w.raw_field("object", "\"chat.completion.chunk\"");
-        let mut digits = [0u8; 20];
-        w.raw_field("created", itoa_u64(self.ctx.created, &mut digits));
-        w.raw_field("model", &self.json.model);
-        w.raw_field("provider", &self.json.provider);
-        let list = w.key(&std::borrow::Cow::Borrowed("choices"));
-        list.extend_from_slice(b"[{\"index\":0,\"delta\":{");
+        if self.delta_head.is_empty() {
+            // Everything up to choice 0's delta, and everything after it: fixed for the stream.
+            let mut h = Vec::with_capacity(160);
+            h.extend_from_slice(b"data: {\"id\":");
+            h.extend_from_slice(self.json.id.as_bytes());
+            h.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            h.extend_from_slice(itoa_u64(self.ctx.created, &mut [0u8; 20]).as_bytes());
+            h.extend_from_slice(b",\"model\":");
+            h.extend_from_slice(self.json.model.as_bytes());
+            h.extend_from_slice(b",\"provider\":");
+            h.extend_from_slice(self.json.provider.as_bytes());
+            h.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
+            self.delta_head = h;
+            let mut t = Vec::with_capacity(64);
+            t.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
+            if self.ctx.include_usage {
+                t.extend_from_slice(b",\"usage\":null");
+            }
+            t.extend_from_slice(b"}\n\n");
+            self.delta_tail = t;
+        }
+        out.reserve(self.delta_head.len() + literal.len() + self.delta_tail.len() + 48);
+        out.put_slice(&self.delta_head);
         let state = &mut self.choices[pos];
         if !state.role_sent {
             state.role_sent = true;
-            list.extend_from_slice(b"\"role\":\"assistant\",");
+            out.put_slice(b"\"role\":\"assistant\",");
         }
-        list.push(b'"');
-        list.extend_from_slice(field.as_bytes());
-        list.extend_from_slice(b"\":");
-        write_str(list, value);
-        list.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
-        if self.ctx.include_usage {
-            w.raw_field("usage", "null");
-        }
-        w.end();
-        buf.extend_from_slice(b"\n\n");
-        out.put_slice(&buf);
-        self.scratch = buf;
+        out.put_u8(b'"');
+        out.put_slice(field.as_bytes());
+        out.put_slice(b"\":");
+        out.put_slice(literal.as_bytes());
+        out.put_slice(&self.delta_tail);
     }
 
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
