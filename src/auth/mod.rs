@@ -667,12 +667,9 @@ impl AuthLayer {
     }
 }
 
-/// Now, in Unix seconds.
+/// Now, in Unix seconds (signed, as key times are).
 pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::route::unix_now() as i64
 }
 
 impl<S, B, ResB> Service<Request<B>> for Auth<S>

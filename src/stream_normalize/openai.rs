@@ -120,20 +120,6 @@ fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
-/// Formats a `u32` without allocating.
-fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
 impl OpenAiStream {
     /// A new stream for this request.
     pub fn new(ctx: StreamContext) -> Self {
@@ -392,9 +378,7 @@ impl OpenAiStream {
 
     fn created(&mut self) -> u64 {
         if self.ctx.created == 0 {
-            self.ctx.created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            self.ctx.created = crate::route::unix_now();
         }
         self.ctx.created
     }
@@ -423,7 +407,7 @@ impl OpenAiStream {
             }
         };
         let mut w = ObjectWriter::begin(out);
-        w.raw_field("index", itoa_u32(index, &mut [0u8; 10]));
+        w.raw_field("index", itoa_u64(index.into(), &mut [0u8; 20]));
         let empty = RawObject::default();
         let delta = choice.delta.as_ref().unwrap_or(&empty);
         let out = w.key(&std::borrow::Cow::Borrowed("delta"));
@@ -757,9 +741,9 @@ mod tests {
 #[cfg(test)]
 mod itoa_tests {
     #[test]
-    fn formats_u32() {
-        for n in [0u32, 7, 10, 12345, u32::MAX] {
-            assert_eq!(super::itoa_u32(n, &mut [0u8; 10]), n.to_string());
+    fn formats_integers() {
+        for n in [0u64, 7, 10, 12345, u32::MAX.into(), u64::MAX] {
+            assert_eq!(super::itoa_u64(n, &mut [0u8; 20]), n.to_string());
         }
     }
 }

@@ -11,12 +11,7 @@ use crate::chat::{ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelt
 use crate::Error;
 
 /// Seconds since the Unix epoch (`created` of translated answers).
-pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use crate::route::unix_now as now_unix;
 
 /// Writes one OpenAI chunk with one choice through the OpenAI stage.
 pub(crate) fn emit(
