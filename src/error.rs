@@ -79,6 +79,7 @@ struct Inner {
     retry_after: Option<Duration>,
     provider: Option<Arc<str>>,
     raw: Option<String>,
+    should_retry: Option<bool>,
 }
 
 impl Error {
@@ -100,6 +101,7 @@ impl Error {
                 retry_after: None,
                 provider: None,
                 raw: None,
+                should_retry: None,
             }),
         }
     }
@@ -232,6 +234,72 @@ impl Error {
         self
     }
 
+    /// Tells the client whether to retry (`x-should-retry`); the fallback layer sets `false`
+    /// once it has itself retried or failed over.
+    pub fn with_should_retry(mut self, should: Option<bool>) -> Self {
+        self.inner.should_retry = should;
+        self
+    }
+
+    /// The `x-should-retry` advice, if any.
+    pub fn should_retry(&self) -> Option<bool> {
+        self.inner.should_retry
+    }
+
+    /// Reads back the error event [`to_sse_event`](Self::to_sse_event) writes (`data:
+    /// {"error":{…}}`), as an error of the same status, type, message and provider; whether a
+    /// retry may help follows the status. `None` when the event is not an error event.
+    pub fn from_sse_event(event: &[u8]) -> Option<Error> {
+        #[derive(serde::Deserialize)]
+        struct Env {
+            error: Fields,
+        }
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            #[serde(default)]
+            code: serde_json::Value,
+            #[serde(default)]
+            message: String,
+            #[serde(default, rename = "type")]
+            kind: Option<String>,
+            #[serde(default)]
+            metadata: Option<Meta>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(default)]
+            provider_name: Option<String>,
+            #[serde(default)]
+            raw: Option<String>,
+        }
+        let json = event.strip_prefix(b"data:")?;
+        let env: Env = serde_json::from_slice(json.trim_ascii()).ok()?;
+        let e = env.error;
+        let status = e
+            .code
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let kind = e.kind.unwrap_or_else(|| default_kind(status).to_owned());
+        let retry = if is_retryable_status(status) {
+            Retry::Retryable
+        } else {
+            Retry::Never
+        };
+        let mut err = Error::new(status, kind, e.message)
+            .with_source(ErrorSource::Upstream)
+            .with_retry(retry);
+        if let Some(m) = e.metadata {
+            if let Some(p) = m.provider_name {
+                err = err.with_provider(Arc::from(p));
+            }
+            err = err.with_raw(m.raw);
+        }
+        Some(err)
+    }
+
     /// The HTTP status the client sees.
     pub fn status(&self) -> StatusCode {
         self.inner.status
@@ -310,6 +378,12 @@ impl Error {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(wait) = self.inner.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        }
+        if let Some(should) = self.inner.should_retry {
+            headers.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if should { "true" } else { "false" }),
+            );
         }
         res
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use crate::chat::Usage;
+use crate::health::EndpointHealth;
 use crate::provider::Provider;
 
 /// The id of one client request: `gen-<unix seconds>-<20 random characters>`.
@@ -83,6 +84,33 @@ pub struct Target {
     /// The endpoint's output bound from the catalog (`max_output_tokens`); the Anthropic
     /// adapter sends it as `max_tokens` when the client gave none.
     pub max_output_tokens: Option<u32>,
+    /// The endpoint's live health (shared by every request to it).
+    pub health: Arc<EndpointHealth>,
+}
+
+impl Target {
+    /// A target with no prices, no output bound and a health of its own.
+    pub fn new(
+        provider: Arc<Provider>,
+        upstream_model: impl Into<Arc<str>>,
+        public_model: impl Into<Arc<str>>,
+    ) -> Self {
+        Target {
+            provider,
+            upstream_model: upstream_model.into(),
+            public_model: public_model.into(),
+            pricing: None,
+            max_output_tokens: None,
+            health: Arc::default(),
+        }
+    }
+
+    /// Whether this is the same endpoint as `other` (same provider and upstream model).
+    pub fn same_endpoint(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.health, &other.health)
+            || (self.provider.name() == other.provider.name()
+                && self.upstream_model == other.upstream_model)
+    }
 }
 
 impl fmt::Debug for Target {
@@ -98,13 +126,81 @@ impl fmt::Debug for Target {
 }
 
 /// The ordered targets a request may be served by. Inserted by
-/// [`ModelRewriteLayer`](crate::model_rewrite::ModelRewriteLayer).
+/// [`ModelRewriteLayer`](crate::model_rewrite::ModelRewriteLayer), walked by
+/// [`FallbackLayer`](crate::fallback::FallbackLayer).
 #[derive(Debug, Clone)]
 pub struct RoutePlan {
     /// The public model id the request resolved to.
     pub model: Arc<str>,
-    /// Targets, best first.
+    /// Targets, best first; a `models: [...]` fallback list adds each model's targets after
+    /// the first model's (their `public_model` tells them apart).
     pub targets: Vec<Target>,
+}
+
+/// How one attempt of the fallback layer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// It served the answer.
+    Served,
+    /// It failed (an error status, a transport fault, a stream that broke before its first
+    /// token).
+    Failed,
+    /// It was not tried: cooling down, or its provider's request limit was spent.
+    Skipped,
+}
+
+/// One attempt at one target, as recorded by the fallback layer.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The configured provider.
+    pub provider: Arc<str>,
+    /// The public model id of the target.
+    pub model: Arc<str>,
+    /// The model name sent upstream.
+    pub upstream_model: Arc<str>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The status the client would have seen for this attempt (200 when it served; none when
+    /// skipped or cut before any status).
+    pub status: Option<u16>,
+    /// From the attempt's start to its answer (or failure).
+    pub latency: std::time::Duration,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+}
+
+/// Every attempt of one client request, in order. Shared: the fallback layer appends, the
+/// layers outside it (metering) read after the answer. Put one in the request extensions to
+/// receive the attempts; the fallback layer inserts one when absent and also puts it in the
+/// response extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(Arc<Mutex<Vec<Attempt>>>);
+
+impl Attempts {
+    /// An empty record.
+    pub fn new() -> Self {
+        Attempts::default()
+    }
+
+    /// Appends one attempt.
+    pub fn push(&self, attempt: Attempt) {
+        lock(&self.0).push(attempt);
+    }
+
+    /// A copy of the attempts so far.
+    pub fn to_vec(&self) -> Vec<Attempt> {
+        lock(&self.0).clone()
+    }
+
+    /// How many attempts were recorded.
+    pub fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 type UsageObserver = Box<dyn FnOnce(Option<&Usage>) + Send>;

@@ -227,7 +227,12 @@ async fn stream_split_at_every_byte_boundary_gives_identical_output() {
 #[tokio::test]
 async fn provider_errors_keep_their_status_and_are_scrubbed() {
     let fake = FakeProvider::start(standard).await;
-    let gw = Gateway::in_front_of(&fake, "").await;
+    // One attempt each, and no cool-down to speak of: every case reaches the provider.
+    let gw = Gateway::in_front_of(
+        &fake,
+        "[fallback]\nretries_per_target = 0\nmax_cooldown_ms = 0\n",
+    )
+    .await;
     let c = client();
     let url = gw.url("/v1/chat/completions");
     for (model, status, kind) in [

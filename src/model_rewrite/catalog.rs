@@ -1,6 +1,14 @@
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
+use http::StatusCode;
+use tokio::time::Instant;
+
+use super::prefs::{used_parameters, ProviderPrefs, Sort, Variant};
+use crate::chat::ChatRequest;
+use crate::error::ErrorSource;
+use crate::health::EndpointHealth;
 use crate::provider::Provider;
 use crate::route::{Pricing, RoutePlan, Target};
 use crate::Error;
@@ -18,6 +26,40 @@ pub struct Endpoint {
     pub context_length: Option<u64>,
     /// Largest output at this endpoint.
     pub max_output_tokens: Option<u64>,
+    /// The request parameters this endpoint supports (OpenRouter's names: `tools`,
+    /// `response_format`, `reasoning`, …); `None`: not declared. Checked only for requests
+    /// with `provider.require_parameters`.
+    pub supported_parameters: Option<Vec<String>>,
+    /// Live health, shared by every request to this endpoint.
+    pub health: Arc<EndpointHealth>,
+}
+
+impl Endpoint {
+    /// An endpoint with these prices, nothing else declared and a fresh health.
+    pub fn new(provider: Arc<Provider>, model: impl Into<Arc<str>>, pricing: Pricing) -> Self {
+        Endpoint {
+            provider,
+            model: model.into(),
+            pricing,
+            context_length: None,
+            max_output_tokens: None,
+            supported_parameters: None,
+            health: Arc::default(),
+        }
+    }
+
+    fn target(&self, public_model: &Arc<str>) -> Target {
+        Target {
+            provider: self.provider.clone(),
+            upstream_model: self.model.clone(),
+            public_model: public_model.clone(),
+            pricing: Some(self.pricing),
+            max_output_tokens: self
+                .max_output_tokens
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            health: self.health.clone(),
+        }
+    }
 }
 
 /// A model clients can ask for.
@@ -38,6 +80,9 @@ pub struct Model {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     providers: Vec<Arc<Provider>>,
+    /// The health of each provider's `<provider>/<model>` pass-through (one per provider, so
+    /// clients cannot grow it with made-up model names).
+    pass_through_health: Vec<Arc<EndpointHealth>>,
     by_provider: HashMap<String, usize>,
     models: Vec<Model>,
     by_model: HashMap<String, usize>,
@@ -58,6 +103,7 @@ impl Catalog {
         }
         self.by_provider.insert(name, self.providers.len());
         self.providers.push(provider);
+        self.pass_through_health.push(Arc::default());
         Ok(())
     }
 
@@ -129,42 +175,159 @@ impl Catalog {
         &self.models
     }
 
-    /// Resolves a requested model id into a plan: aliases first, then the catalog (endpoints
-    /// by total price, cheapest first), then `<provider>/<model>` pass-through (cost unknown).
+    /// The health of a provider's `<provider>/<model>` pass-through.
+    pub fn pass_through_health(&self, provider: &str) -> Option<&Arc<EndpointHealth>> {
+        self.by_provider
+            .get(provider)
+            .map(|&i| &self.pass_through_health[i])
+    }
+
+    /// Resolves a requested model id into a plan with no preferences: aliases first, then the
+    /// catalog (endpoints by total price, cheapest first), then `<provider>/<model>`
+    /// pass-through (cost unknown).
     pub fn resolve(&self, requested: &str) -> Result<RoutePlan, Error> {
-        let id = self
-            .aliases
-            .get(requested)
-            .map(String::as_str)
-            .unwrap_or(requested);
-        if let Some(&i) = self.by_model.get(id) {
-            let model = &self.models[i];
-            let mut targets: Vec<Target> = model
-                .endpoints
-                .iter()
-                .map(|e| Target {
-                    provider: e.provider.clone(),
-                    upstream_model: e.model.clone(),
-                    public_model: model.id.clone(),
-                    pricing: Some(e.pricing),
-                    max_output_tokens: e
-                        .max_output_tokens
-                        .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
-                })
-                .collect();
-            targets.sort_by(|a, b| total(a).total_cmp(&total(b)));
-            return Ok(RoutePlan {
-                model: model.id.clone(),
-                targets,
-            });
+        let req = ChatRequest {
+            model: requested.to_owned(),
+            provider: Some(serde_json::json!({"sort": "price"})),
+            ..Default::default()
+        };
+        self.plan(&req, Instant::now())
+    }
+
+    /// Resolves a request into its plan: `model` (alias, catalog id, `:floor` / `:nitro` /
+    /// `:free` variant, `<provider>/<model>`), then each of `models: [...]` as fallbacks, each
+    /// model's endpoints filtered and ordered by the `provider` preferences. Health at `now`
+    /// puts endpoints that are cooling down last.
+    ///
+    /// Errors: an unknown model is a 404; preferences that leave nothing are a 404 that says
+    /// which filter removed which endpoint; malformed preferences are a 400.
+    pub fn plan(&self, req: &ChatRequest, now: Instant) -> Result<RoutePlan, Error> {
+        let prefs = ProviderPrefs::from_request(req)?;
+        if let Some(route) = req.route.as_deref() {
+            // OpenRouter's deprecated spelling of what `models` does anyway.
+            if route != "fallback" {
+                return Err(Error::invalid_request(
+                    format!("`route` may only be \"fallback\", not `{route}`"),
+                    Some("route".into()),
+                ));
+            }
         }
-        if let Some(target) = self.pass_through(id) {
-            return Ok(RoutePlan {
-                model: target.public_model.clone(),
-                targets: vec![target],
-            });
+        let mut ids: Vec<&str> = vec![req.model.as_str()];
+        for m in req.models.iter().flatten() {
+            if !ids.contains(&m.as_str()) {
+                ids.push(m);
+            }
         }
-        Err(Error::unknown_model(requested))
+        let used = if prefs.require_parameters {
+            used_parameters(req)
+        } else {
+            Vec::new()
+        };
+        let mut plan: Option<RoutePlan> = None;
+        let mut removed = String::new();
+        for (n, id) in ids.iter().enumerate() {
+            let resolved = self.lookup(id).ok_or_else(|| {
+                let e = Error::unknown_model(id);
+                if n == 0 {
+                    e
+                } else {
+                    e.with_param(Some("models".into()))
+                }
+            })?;
+            let targets = match resolved {
+                Resolved::Model(model, variant) => {
+                    let mut p = prefs.clone();
+                    if p.sort.is_none() {
+                        p.sort = match variant {
+                            Some(Variant::Floor) => Some(Sort::Price),
+                            Some(Variant::Nitro) => Some(Sort::Throughput),
+                            _ => None,
+                        };
+                    }
+                    let public: Arc<str> = match variant {
+                        Some(v) => Arc::from(format!("{}{}", model.id, v.suffix())),
+                        None => model.id.clone(),
+                    };
+                    let free = variant == Some(Variant::Free);
+                    order_endpoints(model, &public, &p, free, &used, now, &mut removed)
+                }
+                Resolved::PassThrough(target) => {
+                    let mut kept = vec![target];
+                    filter_pass_through(&mut kept, &prefs, &used, &mut removed);
+                    kept
+                }
+            };
+            match &mut plan {
+                None => {
+                    plan = Some(RoutePlan {
+                        model: targets
+                            .first()
+                            .map(|t| t.public_model.clone())
+                            .unwrap_or_else(|| Arc::from(*id)),
+                        targets,
+                    })
+                }
+                Some(p) => {
+                    if p.targets.is_empty() {
+                        p.model = targets
+                            .first()
+                            .map(|t| t.public_model.clone())
+                            .unwrap_or_else(|| p.model.clone());
+                    }
+                    p.targets.extend(targets);
+                }
+            }
+        }
+        let plan = plan.expect("the request names at least one model");
+        if plan.targets.is_empty() {
+            return Err(Error::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                format!(
+                    "no endpoint of `{}` is left for this request:{removed}",
+                    req.model
+                ),
+            )
+            .with_param(Some("provider".into()))
+            .with_source(ErrorSource::Client));
+        }
+        Ok(plan)
+    }
+
+    /// The model a requested id stands for: the catalog id (aliases and variants resolved)
+    /// or the `<provider>/<model>` pass-through id; `None` when unknown.
+    pub fn model_of(&self, requested: &str) -> Option<Arc<str>> {
+        match self.lookup(requested)? {
+            Resolved::Model(m, _) => Some(m.id.clone()),
+            Resolved::PassThrough(t) => Some(t.public_model),
+        }
+    }
+
+    fn lookup<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
+        let id =
+            |s: &'a str| -> Option<&'a Model> { self.by_model.get(s).map(|&i| &self.models[i]) };
+        let alias = |s: &str| -> Option<&'a str> { self.aliases.get(s).map(String::as_str) };
+        if let Some(m) = self.by_model.get(requested).map(|&i| &self.models[i]) {
+            return Some(Resolved::Model(m, None));
+        }
+        if let Some(target) = alias(requested) {
+            if let Some(m) = id(target) {
+                return Some(Resolved::Model(m, None));
+            }
+            if let Some((base, v)) = Variant::split(target) {
+                if let Some(m) = id(base) {
+                    return Some(Resolved::Model(m, Some(v)));
+                }
+            }
+            return self.pass_through(target).map(Resolved::PassThrough);
+        }
+        if let Some((base, v)) = Variant::split(requested) {
+            let base_id = alias(base).unwrap_or(base);
+            if let Some(m) = id(base_id) {
+                return Some(Resolved::Model(m, Some(v)));
+            }
+        }
+        self.pass_through(requested).map(Resolved::PassThrough)
     }
 
     fn pass_through(&self, id: &str) -> Option<Target> {
@@ -172,14 +335,193 @@ impl Catalog {
         if model.is_empty() {
             return None;
         }
-        let provider = self.provider(provider)?;
-        Some(Target {
-            provider: provider.clone(),
-            upstream_model: Arc::from(model),
-            public_model: Arc::from(id),
-            pricing: None,
-            max_output_tokens: None,
+        let i = *self.by_provider.get(provider)?;
+        let mut t = Target::new(self.providers[i].clone(), model, id);
+        t.health = self.pass_through_health[i].clone();
+        Some(t)
+    }
+}
+
+enum Resolved<'a> {
+    Model(&'a Model, Option<Variant>),
+    PassThrough(Target),
+}
+
+/// Why an endpoint was left out, appended to the explanation of an empty plan.
+fn note_removed(removed: &mut String, t: &Target, why: &str) {
+    let _ = write!(
+        removed,
+        " {}/{} ({why});",
+        t.provider.name(),
+        t.upstream_model
+    );
+}
+
+/// The filters every target goes through: `only`, `ignore`, `max_price`, and
+/// `require_parameters`. `declared`: the endpoint's supported parameters.
+fn keep(
+    t: &Target,
+    declared: Option<&[String]>,
+    prefs: &ProviderPrefs,
+    used: &[&str],
+    removed: &mut String,
+) -> bool {
+    let name = t.provider.name();
+    if let Some(only) = &prefs.only {
+        if !only.iter().any(|p| p == name) {
+            note_removed(removed, t, "not in provider.only");
+            return false;
+        }
+    }
+    if prefs.ignore.iter().flatten().any(|p| p == name) {
+        note_removed(removed, t, "in provider.ignore");
+        return false;
+    }
+    if let Some(max) = prefs.max_price {
+        match t.pricing {
+            None => {
+                note_removed(removed, t, "price unknown, provider.max_price set");
+                return false;
+            }
+            Some(p) => {
+                for (what, price, limit) in [
+                    ("prompt", p.prompt_per_million, max.prompt),
+                    ("completion", p.completion_per_million, max.completion),
+                ] {
+                    if let Some(limit) = limit.filter(|&l| price > l) {
+                        note_removed(
+                            removed,
+                            t,
+                            &format!(
+                                "{what} price {price} above provider.max_price.{what} {limit}"
+                            ),
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    if prefs.require_parameters && !used.is_empty() {
+        let Some(declared) = declared else {
+            note_removed(
+                removed,
+                t,
+                "declares no supported_parameters, provider.require_parameters set",
+            );
+            return false;
+        };
+        if let Some(missing) = used.iter().find(|u| !declared.iter().any(|d| d == *u)) {
+            note_removed(removed, t, &format!("does not support `{missing}`"));
+            return false;
+        }
+    }
+    true
+}
+
+fn filter_pass_through(
+    targets: &mut Vec<Target>,
+    prefs: &ProviderPrefs,
+    used: &[&str],
+    removed: &mut String,
+) {
+    targets.retain(|t| keep(t, None, prefs, used, removed));
+    if let Some(order) = &prefs.order {
+        if !prefs.allow_fallbacks {
+            targets.retain(|t| {
+                let listed = order.iter().any(|p| p == t.provider.name());
+                if !listed {
+                    note_removed(removed, t, "not in provider.order, allow_fallbacks false");
+                }
+                listed
+            });
+        }
+    }
+}
+
+/// A model's endpoints for this request: filtered, then ordered (`order`, `sort`, or the
+/// price-weighted balancing among healthy endpoints), cooling endpoints last, and cut to the
+/// listed (or the first) ones when `allow_fallbacks` is false.
+fn order_endpoints(
+    model: &Model,
+    public: &Arc<str>,
+    prefs: &ProviderPrefs,
+    free_only: bool,
+    used: &[&str],
+    now: Instant,
+    removed: &mut String,
+) -> Vec<Target> {
+    let mut targets: Vec<Target> = Vec::with_capacity(model.endpoints.len());
+    for e in &model.endpoints {
+        let t = e.target(public);
+        if free_only
+            && (e.pricing.prompt_per_million > 0.0 || e.pricing.completion_per_million > 0.0)
+        {
+            note_removed(removed, &t, "not free, `:free` variant");
+            continue;
+        }
+        if keep(&t, e.supported_parameters.as_deref(), prefs, used, removed) {
+            targets.push(t);
+        }
+    }
+    // Cheapest first is the base order of every other (a stable sort keeps it for ties).
+    targets.sort_by(|a, b| total(a).total_cmp(&total(b)));
+    match prefs.sort {
+        Some(Sort::Price) | None => {}
+        Some(Sort::Throughput) => targets.sort_by(|a, b| {
+            let (ta, tb) = (throughput(a), throughput(b));
+            tb.total_cmp(&ta)
+        }),
+        Some(Sort::Latency) => targets.sort_by(|a, b| latency(a).total_cmp(&latency(b))),
+    }
+    if prefs.balanced() && targets.len() > 1 {
+        balance(&mut targets);
+    }
+    if let Some(order) = &prefs.order {
+        // Listed providers first, in the listed order; the rest keep their order after them.
+        let rank = |t: &Target| {
+            order
+                .iter()
+                .position(|p| p == t.provider.name())
+                .unwrap_or(usize::MAX)
+        };
+        targets.sort_by_key(rank);
+        if !prefs.allow_fallbacks {
+            targets.retain(|t| {
+                let listed = rank(t) != usize::MAX;
+                if !listed {
+                    note_removed(removed, t, "not in provider.order, allow_fallbacks false");
+                }
+                listed
+            });
+        }
+    } else if !prefs.allow_fallbacks {
+        for t in targets.iter().skip(1) {
+            note_removed(removed, t, "allow_fallbacks false: only the first choice");
+        }
+        targets.truncate(1);
+    }
+    // Endpoints cooling down go last (the fallback layer may still probe them).
+    targets.sort_by_key(|t| t.health.is_cooling(now));
+    targets
+}
+
+/// OpenRouter's default: a random order weighted by the inverse square of the price, among
+/// the healthy endpoints (the stable sort afterwards moves cooling ones last).
+fn balance(targets: &mut [Target]) {
+    // Efraimidis–Spirakis: key = u^(1/w), highest first, is a weighted draw without
+    // replacement; its logarithm ln(u)/w cannot underflow. With w = 1/price², 1/w = price².
+    let mut keyed: Vec<(f64, Target)> = targets
+        .iter()
+        .map(|t| {
+            let price = total(t).clamp(1e-6, 1e6);
+            let u = fastrand::f64().max(f64::MIN_POSITIVE);
+            (u.ln() * price * price, t.clone())
         })
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (slot, (_, t)) in targets.iter_mut().zip(keyed) {
+        *slot = t;
     }
 }
 
@@ -187,4 +529,286 @@ fn total(t: &Target) -> f64 {
     t.pricing
         .map(|p| p.prompt_per_million + p.completion_per_million)
         .unwrap_or(f64::INFINITY)
+}
+
+/// Measured tokens per second; unmeasured endpoints sort after every measured one.
+fn throughput(t: &Target) -> f64 {
+    t.health
+        .snapshot(Instant::now())
+        .throughput
+        .unwrap_or(f64::NEG_INFINITY)
+}
+
+/// Measured time to first token in seconds; unmeasured endpoints sort last.
+fn latency(t: &Target) -> f64 {
+    t.health
+        .snapshot(Instant::now())
+        .latency
+        .map_or(f64::INFINITY, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::health::HealthPolicy;
+    use crate::provider::ProviderKind;
+
+    /// Model `v/m` at a (3+3), b (1+1), c (0+0, tools only), d (2+2, declares nothing).
+    fn catalog() -> Catalog {
+        let mut c = Catalog::new();
+        let mut eps = Vec::new();
+        for (name, price, params) in [
+            (
+                "a",
+                3.0,
+                Some(vec!["tools", "response_format", "temperature"]),
+            ),
+            ("b", 1.0, Some(vec!["temperature"])),
+            ("c", 0.0, Some(vec!["tools"])),
+            ("d", 2.0, None),
+        ] {
+            let p = Arc::new(
+                Provider::builder(name, ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+                    .build()
+                    .unwrap(),
+            );
+            c.add_provider(p.clone()).unwrap();
+            let mut e = Endpoint::new(
+                p,
+                format!("{name}-up"),
+                Pricing {
+                    prompt_per_million: price,
+                    completion_per_million: price,
+                },
+            );
+            e.supported_parameters = params.map(|v| v.into_iter().map(String::from).collect());
+            eps.push(e);
+        }
+        c.add_model(Model {
+            id: Arc::from("v/m"),
+            name: "M".into(),
+            context_length: None,
+            endpoints: eps.clone(),
+        })
+        .unwrap();
+        c.add_model(Model {
+            id: Arc::from("v/other"),
+            name: "Other".into(),
+            context_length: None,
+            endpoints: vec![eps[1].clone()],
+        })
+        .unwrap();
+        c.add_alias("smart", "v/m");
+        c.validate().unwrap();
+        c
+    }
+
+    fn plan_of(c: &Catalog, body: serde_json::Value) -> Result<Vec<String>, Error> {
+        let mut v = json!({"model": "v/m", "messages": []});
+        v.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        let req: ChatRequest = serde_json::from_value(v).unwrap();
+        let plan = c.plan(&req, Instant::now())?;
+        Ok(plan
+            .targets
+            .iter()
+            .map(|t| format!("{}:{}", t.public_model, t.provider.name()))
+            .collect())
+    }
+
+    fn names(c: &Catalog, body: serde_json::Value) -> Vec<String> {
+        plan_of(c, body)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.rsplit(':').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn sort_order_only_ignore_and_allow_fallbacks() {
+        let c = catalog();
+        assert_eq!(
+            names(&c, json!({"provider": {"sort": "price"}})),
+            ["c", "b", "d", "a"]
+        );
+        assert_eq!(
+            names(&c, json!({"provider": {"order": ["a", "d"]}})),
+            ["a", "d", "c", "b"]
+        );
+        assert_eq!(
+            names(
+                &c,
+                json!({"provider": {"order": ["a", "d"], "allow_fallbacks": false}})
+            ),
+            ["a", "d"]
+        );
+        assert_eq!(
+            names(
+                &c,
+                json!({"provider": {"sort": "price", "allow_fallbacks": false}})
+            ),
+            ["c"]
+        );
+        assert_eq!(
+            names(
+                &c,
+                json!({"provider": {"only": ["a", "b"], "sort": "price"}})
+            ),
+            ["b", "a"]
+        );
+        assert_eq!(
+            names(&c, json!({"provider": {"ignore": ["c"], "sort": "price"}})),
+            ["b", "d", "a"]
+        );
+        assert_eq!(
+            names(
+                &c,
+                json!({"provider": {"max_price": {"prompt": 2}, "sort": "price"}})
+            ),
+            ["c", "b", "d"]
+        );
+    }
+
+    #[test]
+    fn variants_and_aliases() {
+        let c = catalog();
+        assert_eq!(
+            plan_of(&c, json!({"model": "v/m:free"})).unwrap(),
+            ["v/m:free:c"]
+        );
+        assert_eq!(
+            names(&c, json!({"model": "smart:floor"})),
+            ["c", "b", "d", "a"]
+        );
+        // Unmeasured throughput: price order; then measured endpoints lead.
+        assert_eq!(
+            names(&c, json!({"model": "v/m:nitro"})),
+            ["c", "b", "d", "a"]
+        );
+        let p = HealthPolicy::default();
+        c.models()[0].endpoints[0].health.on_throughput(90.0, &p);
+        c.models()[0].endpoints[3].health.on_throughput(40.0, &p);
+        assert_eq!(
+            names(&c, json!({"model": "v/m:nitro"})),
+            ["a", "d", "c", "b"]
+        );
+        c.models()[0].endpoints[1]
+            .health
+            .on_success(Duration::from_millis(20), &p);
+        c.models()[0].endpoints[2]
+            .health
+            .on_success(Duration::from_millis(50), &p);
+        assert_eq!(
+            names(&c, json!({"provider": {"sort": "latency"}})),
+            ["b", "c", "d", "a"]
+        );
+        // `:free` with no free endpoint: explained.
+        let e = plan_of(&c, json!({"model": "v/other:free"})).unwrap_err();
+        assert!(e.message().contains("b/b-up (not free"), "{}", e.message());
+    }
+
+    #[test]
+    fn require_parameters_keeps_endpoints_that_declare_them() {
+        let c = catalog();
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        assert_eq!(
+            names(
+                &c,
+                json!({"tools": tools, "provider": {"require_parameters": true, "sort": "price"}})
+            ),
+            ["c", "a"]
+        );
+        // Without the flag nothing is filtered.
+        assert_eq!(
+            names(&c, json!({"tools": tools, "provider": {"sort": "price"}})).len(),
+            4
+        );
+    }
+
+    #[test]
+    fn models_list_appends_each_models_endpoints() {
+        let c = catalog();
+        let plan = plan_of(
+            &c,
+            json!({"models": ["v/other", "a/raw"], "route": "fallback",
+                   "provider": {"only": ["a", "b"], "sort": "price"}}),
+        )
+        .unwrap();
+        assert_eq!(plan, ["v/m:b", "v/m:a", "v/other:b", "a/raw:a"]);
+        let e = plan_of(&c, json!({"models": ["nope/x"]})).unwrap_err();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.param(), Some("models"));
+        let e = plan_of(&c, json!({"route": "sort"})).unwrap_err();
+        assert_eq!(e.param(), Some("route"));
+    }
+
+    #[test]
+    fn an_empty_plan_says_which_filter_removed_which_endpoint() {
+        let c = catalog();
+        let e = plan_of(
+            &c,
+            json!({"response_format": {"type": "json_object"},
+                   "provider": {"ignore": ["a"], "max_price": {"completion": 1.5},
+                                "require_parameters": true}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.param(), Some("provider"));
+        let m = e.message();
+        for part in [
+            "a/a-up (in provider.ignore)",
+            "b/b-up (does not support `response_format`)",
+            "c/c-up (does not support `response_format`)",
+            "d/d-up (completion price 2 above provider.max_price.completion 1.5)",
+        ] {
+            assert!(m.contains(part), "{part} missing from: {m}");
+        }
+    }
+
+    #[test]
+    fn default_order_balances_by_inverse_square_price_among_healthy_endpoints() {
+        let mut c = Catalog::new();
+        let mut eps = Vec::new();
+        for (name, price) in [("x", 1.0), ("y", 3.0)] {
+            let p = Arc::new(
+                Provider::builder(name, ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+                    .build()
+                    .unwrap(),
+            );
+            c.add_provider(p.clone()).unwrap();
+            eps.push(Endpoint::new(
+                p,
+                "up",
+                Pricing {
+                    prompt_per_million: price,
+                    completion_per_million: price,
+                },
+            ));
+        }
+        c.add_model(Model {
+            id: Arc::from("v/m"),
+            name: "M".into(),
+            context_length: None,
+            endpoints: eps,
+        })
+        .unwrap();
+        let first_x = (0..3000).filter(|_| names(&c, json!({}))[0] == "x").count();
+        // Weights 1 and 1/9: x first 90 % of the time.
+        assert!((2550..=2850).contains(&first_x), "{first_x}");
+        // A cooling endpoint goes last whatever its price.
+        let p = HealthPolicy::default();
+        c.models()[0].endpoints[0].health.on_failure(
+            Instant::now(),
+            Some(Duration::from_secs(60)),
+            &p,
+        );
+        for _ in 0..50 {
+            assert_eq!(names(&c, json!({})), ["y", "x"]);
+        }
+    }
 }

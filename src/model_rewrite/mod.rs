@@ -29,6 +29,7 @@
 //! ```
 
 mod catalog;
+mod prefs;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -38,6 +39,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::catalog::{Catalog, Endpoint, Model};
+pub use self::prefs::{used_parameters, MaxPrice, ProviderPrefs, Sort, Variant};
 use crate::auth::Principal;
 use crate::chat::ChatRequest;
 use crate::future::ResponseFuture;
@@ -87,25 +89,33 @@ where
     }
 
     fn call(&mut self, mut req: Request<ChatRequest>) -> Self::Future {
-        let plan: RoutePlan = match self.catalog.resolve(&req.body().model) {
+        let plan: RoutePlan = match self.catalog.plan(req.body(), tokio::time::Instant::now()) {
             Ok(plan) => plan,
             Err(e) => return ResponseFuture::ready(Err(e)),
         };
-        // A key limited to some models: the id it sent or the one it resolved to must be listed.
+        // A key limited to some models: every model the request may be served by must be
+        // listed (by the id sent or the one it resolved to).
         if let Some(allowed) = req
             .extensions()
             .get::<Principal>()
             .and_then(|p| p.models.as_ref())
         {
-            let sent = req.body().model.as_str();
-            if !allowed.iter().any(|m| m == sent || **m == *plan.model) {
-                return ResponseFuture::ready(Err(Error::new(
-                    http::StatusCode::FORBIDDEN,
-                    "permission_error",
-                    format!("model `{sent}` is not allowed for this key"),
-                )
-                .with_param(Some("model".into()))
-                .with_source(crate::error::ErrorSource::Client)));
+            let body = req.body();
+            let sent = std::iter::once(&body.model).chain(body.models.iter().flatten());
+            for sent in sent {
+                let model = self.catalog.model_of(sent);
+                let ok = allowed
+                    .iter()
+                    .any(|m| m == sent || model.as_deref().is_some_and(|r| m == r));
+                if !ok {
+                    return ResponseFuture::ready(Err(Error::new(
+                        http::StatusCode::FORBIDDEN,
+                        "permission_error",
+                        format!("model `{sent}` is not allowed for this key"),
+                    )
+                    .with_param(Some("model".into()))
+                    .with_source(crate::error::ErrorSource::Client)));
+                }
             }
         }
         let first: Option<Target> = plan.targets.first().cloned();
@@ -141,15 +151,15 @@ mod tests {
         );
         c.add_provider(a.clone()).unwrap();
         c.add_provider(b.clone()).unwrap();
-        let ep = |p: &Arc<Provider>, price: f64| Endpoint {
-            provider: p.clone(),
-            model: Arc::from("up"),
-            pricing: Pricing {
-                prompt_per_million: price,
-                completion_per_million: price,
-            },
-            context_length: None,
-            max_output_tokens: None,
+        let ep = |p: &Arc<Provider>, price: f64| {
+            Endpoint::new(
+                p.clone(),
+                "up",
+                Pricing {
+                    prompt_per_million: price,
+                    completion_per_million: price,
+                },
+            )
         };
         c.add_model(Model {
             id: Arc::from("vendor/m"),

@@ -1,6 +1,7 @@
 //! Configured providers: where a provider lives, how to authenticate, and its timeouts.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,9 @@ pub struct Provider {
     auth: Option<(HeaderName, HeaderValue)>,
     headers: HeaderMap,
     timeouts: Timeouts,
+    /// `requests_per_minute`: an exhausted provider counts as unavailable.
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    requests_per_minute: Option<NonZeroU32>,
 }
 
 impl fmt::Debug for Provider {
@@ -101,6 +105,7 @@ impl fmt::Debug for Provider {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeouts", &self.timeouts)
+            .field("requests_per_minute", &self.requests_per_minute)
             .finish()
     }
 }
@@ -120,7 +125,20 @@ impl Provider {
             api_version: None,
             headers: Vec::new(),
             timeouts: Timeouts::default(),
+            requests_per_minute: None,
         }
+    }
+
+    /// Takes one request from the provider's `requests_per_minute` allowance; `false` when
+    /// it is spent (the provider then counts as unavailable: skipped, never queued). Always
+    /// `true` without a limit.
+    pub fn try_acquire(&self) -> bool {
+        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    }
+
+    /// The configured `requests_per_minute`, if any.
+    pub fn requests_per_minute(&self) -> Option<NonZeroU32> {
+        self.requests_per_minute
     }
 
     /// The configured name (used in `provider.order`, `<provider>/<model>`, responses).
@@ -341,9 +359,17 @@ pub struct ProviderBuilder {
     api_version: Option<String>,
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
+    requests_per_minute: Option<NonZeroU32>,
 }
 
 impl ProviderBuilder {
+    /// At most this many requests a minute go to the provider (a burst of that many, refilled
+    /// evenly); past it the provider is skipped as unavailable.
+    pub fn requests_per_minute(mut self, limit: Option<NonZeroU32>) -> Self {
+        self.requests_per_minute = limit;
+        self
+    }
+
     /// Azure's `api-version` (absent: the `/openai/v1` form). Only for [`ProviderKind::Azure`].
     pub fn api_version(mut self, version: Option<String>) -> Self {
         self.api_version = version.filter(|v| !v.is_empty());
@@ -478,6 +504,10 @@ impl ProviderBuilder {
             auth,
             headers,
             timeouts: t,
+            limiter: self
+                .requests_per_minute
+                .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n))),
+            requests_per_minute: self.requests_per_minute,
         })
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{label_of, KeyDigest, KeyRecord, LimitReset, LocalKeyStore, RateLimits};
+use crate::fallback::{FallbackLayer, FallbackPolicy};
+use crate::health::HealthPolicy;
 use crate::model_rewrite::{Catalog, Endpoint, Model};
 use crate::provider::{Provider, ProviderKind, Timeouts};
 use crate::route::Pricing;
@@ -49,6 +51,89 @@ pub struct Config {
     /// `[[keys]]`: client keys.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// `[fallback]`: retries, fail-over and cool-down.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
+}
+
+/// `[fallback]`: how the proxy retries, fails over and cools endpoints down. Every key is
+/// optional; the defaults are [`FallbackPolicy::default`] and [`HealthPolicy::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Attempts sent upstream per request, at most (default 8).
+    #[serde(default)]
+    pub max_attempts: Option<usize>,
+    /// Extra attempts at one target after its first failure (default 2).
+    #[serde(default)]
+    pub retries_per_target: Option<u32>,
+    /// First backoff before a retry (default 100), doubled per retry, with jitter.
+    #[serde(default)]
+    pub backoff_base_ms: Option<u64>,
+    /// Longest backoff (default 2000).
+    #[serde(default)]
+    pub backoff_max_ms: Option<u64>,
+    /// Longest upstream `Retry-After` waited for before retrying a target (default 10000).
+    #[serde(default)]
+    pub max_retry_wait_ms: Option<u64>,
+    /// Overall deadline for a request to get its answer started (default 300000; 0: none).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Retries may be this share of recent requests (default 0.2).
+    #[serde(default)]
+    pub retry_budget_percent: Option<f32>,
+    /// Failures in a row before an endpoint cools down (default 5).
+    #[serde(default)]
+    pub failures_to_cool: Option<u32>,
+    /// First cool-down (default 30000), doubled per failed probe.
+    #[serde(default)]
+    pub cooldown_ms: Option<u64>,
+    /// Longest cool-down, also the cap on an upstream `Retry-After` (default 300000; 0 turns
+    /// cool-downs off).
+    #[serde(default)]
+    pub max_cooldown_ms: Option<u64>,
+}
+
+impl FallbackConfig {
+    /// The layer this section describes.
+    pub fn layer(&self) -> Result<FallbackLayer, ConfigError> {
+        let d = FallbackPolicy::default();
+        let h = HealthPolicy::default();
+        let ms =
+            |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+        let policy = FallbackPolicy {
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
+            retries_per_target: self.retries_per_target.unwrap_or(d.retries_per_target),
+            backoff_base: ms(self.backoff_base_ms, d.backoff_base),
+            backoff_max: ms(self.backoff_max_ms, d.backoff_max),
+            max_retry_wait: ms(self.max_retry_wait_ms, d.max_retry_wait),
+            deadline: match self.deadline_ms {
+                Some(0) => None,
+                Some(v) => Some(Duration::from_millis(v)),
+                None => d.deadline,
+            },
+            health: HealthPolicy {
+                failures_to_cool: self.failures_to_cool.unwrap_or(h.failures_to_cool),
+                cooldown: ms(self.cooldown_ms, h.cooldown),
+                max_cooldown: ms(self.max_cooldown_ms, h.max_cooldown),
+                ewma_alpha: h.ewma_alpha,
+            },
+        };
+        if policy.max_attempts == 0 {
+            return Err(ConfigError(
+                "[fallback] max_attempts must be at least 1".into(),
+            ));
+        }
+        let percent = self.retry_budget_percent.unwrap_or(0.2);
+        if !(0.0..=1000.0).contains(&percent) {
+            return Err(ConfigError(
+                "[fallback] retry_budget_percent must be between 0 and 1000".into(),
+            ));
+        }
+        Ok(FallbackLayer::new()
+            .policy(policy)
+            .retry_budget(Duration::from_secs(10), 10, percent))
+    }
 }
 
 /// `[state]`.
@@ -246,6 +331,10 @@ pub struct ProviderConfig {
     /// Longest silence within a response body (default 120000).
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// At most this many requests a minute go to this provider; past it the provider is
+    /// skipped as unavailable (its endpoints fall back to others).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
     /// Azure `api-version` (for kind = "azure", in a later version).
     #[serde(default)]
     pub api_version: Option<String>,
@@ -288,6 +377,10 @@ pub struct EndpointConfig {
     /// Largest output at this endpoint.
     #[serde(default)]
     pub max_output_tokens: Option<u64>,
+    /// Request parameters the endpoint supports (`tools`, `response_format`, `reasoning`,
+    /// …), checked for requests with `provider.require_parameters`.
+    #[serde(default)]
+    pub supported_parameters: Option<Vec<String>>,
 }
 
 /// A configuration the proxy cannot start with; the message says what to change.
@@ -386,6 +479,7 @@ impl Config {
             aliases: BTreeMap::new(),
             state: None,
             keys: Vec::new(),
+            fallback: FallbackConfig::default(),
         }
     }
 
@@ -421,16 +515,18 @@ impl Config {
                         m.id, e.provider
                     ))
                 })?;
-                endpoints.push(Endpoint {
+                let mut endpoint = Endpoint::new(
                     provider,
-                    model: Arc::from(e.model.as_str()),
-                    pricing: Pricing {
+                    e.model.as_str(),
+                    Pricing {
                         prompt_per_million: e.prompt_price,
                         completion_per_million: e.completion_price,
                     },
-                    context_length: e.context_length,
-                    max_output_tokens: e.max_output_tokens,
-                });
+                );
+                endpoint.context_length = e.context_length;
+                endpoint.max_output_tokens = e.max_output_tokens;
+                endpoint.supported_parameters = e.supported_parameters.clone();
+                endpoints.push(endpoint);
             }
             catalog
                 .add_model(Model {
@@ -531,6 +627,7 @@ impl ProviderConfig {
             connect_timeout_ms: None,
             first_byte_timeout_ms: None,
             idle_timeout_ms: None,
+            requests_per_minute: None,
             api_version: None,
         }
     }
@@ -566,6 +663,14 @@ impl ProviderConfig {
             .api_key(key)
             .api_version(self.api_version.clone())
             .timeouts(timeouts);
+        if let Some(rpm) = self.requests_per_minute {
+            let rpm = std::num::NonZeroU32::new(rpm).ok_or_else(|| {
+                ConfigError(format!(
+                    "provider `{name}`: requests_per_minute must be at least 1 (leave it out for no limit)"
+                ))
+            })?;
+            b = b.requests_per_minute(Some(rpm));
+        }
         for (k, v) in &self.headers {
             b = b.header(k.clone(), v.clone());
         }

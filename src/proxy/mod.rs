@@ -41,14 +41,15 @@ use tower::ServiceBuilder;
 use tower_service::Service;
 
 pub use self::config::{
-    Config, ConfigError, ConfigKey, EndpointConfig, KeyConfig, Keys, ModelConfig, ProviderConfig,
-    StateConfig, DEFAULT_STATE_DIR, WELL_KNOWN,
+    Config, ConfigError, ConfigKey, EndpointConfig, FallbackConfig, KeyConfig, Keys, ModelConfig,
+    ProviderConfig, StateConfig, DEFAULT_STATE_DIR, WELL_KNOWN,
 };
 use crate::auth::{refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer, GENERATION_ID_HEADER};
 use crate::dispatch::{self, Dispatch};
 use crate::error::BoxError;
+use crate::fallback::{Fallback, FallbackBody};
 use crate::future::BoxFuture;
 use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
 use crate::rate_limit::{RateLimit, RateLimitLayer};
@@ -57,14 +58,15 @@ use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
 use crate::Error;
 
 /// The gateway stack behind authentication and rate limits.
-pub type GatewayStack = Decode<ModelRewrite<StreamNormalize<Dispatch>>>;
+pub type GatewayStack = Decode<ModelRewrite<Fallback<StreamNormalize<Dispatch>>>>;
 
 /// What the proxy serves on `POST /v1/chat/completions`.
 pub type ChatStack = Auth<RateLimit<GatewayStack>>;
 
 /// The body of a chat answer.
-pub type ChatBody =
-    GatewayBody<GatewayBody<GatewayBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>>>;
+pub type ChatBody = GatewayBody<
+    GatewayBody<GatewayBody<FallbackBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>>>,
+>;
 
 /// The body of every proxy answer.
 pub type ProxyBody = GatewayBody<ChatBody>;
@@ -79,7 +81,6 @@ pub struct Proxy {
     admin_auth: Option<AuthLayer>,
     keys: Arc<dyn KeyStore>,
     catalog: Arc<Catalog>,
-    models_json: Bytes,
     anonymous: bool,
 }
 
@@ -116,9 +117,9 @@ impl Proxy {
                 ),
             )
             .layer(ModelRewriteLayer::new(catalog.clone()))
+            .layer(config.fallback.layer()?)
             .layer(StreamNormalizeLayer::new().keepalive_interval(config.keepalive_interval()))
             .service(dispatch);
-        let models_json = models::render(&catalog);
         Ok(Proxy {
             chat,
             key_auth,
@@ -127,7 +128,6 @@ impl Proxy {
                 .then(|| AuthLayer::new(store.clone()).management()),
             keys: store,
             catalog,
-            models_json,
             anonymous: keys.anonymous,
         })
     }
@@ -181,7 +181,8 @@ where
             }
             "/v1/models" | "/models" => {
                 if method == Method::GET || method == Method::HEAD {
-                    Route::Json(self.models_json.clone())
+                    // Rendered per request: it shows each endpoint's live health.
+                    Route::Json(models::render(&self.catalog))
                 } else {
                     Route::WrongMethod("GET")
                 }

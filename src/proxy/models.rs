@@ -1,4 +1,5 @@
-//! `GET /v1/models`, OpenRouter-shaped: prices as strings in USD per token.
+//! `GET /v1/models`, OpenRouter-shaped: prices as strings in USD per token, and each
+//! endpoint's live health (status, uptime over the recent outcomes, latency, throughput).
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ pub(crate) fn per_token(per_million: f64) -> String {
 }
 
 pub(crate) fn render(catalog: &Catalog) -> Bytes {
+    let now = tokio::time::Instant::now();
     let data: Vec<Value> = catalog
         .models()
         .iter()
@@ -34,6 +36,7 @@ pub(crate) fn render(catalog: &Catalog) -> Bytes {
                 .endpoints
                 .iter()
                 .map(|e| {
+                    let h = e.health.snapshot(now);
                     json!({
                         "provider_name": e.provider.name(),
                         "model": &*e.model,
@@ -43,6 +46,11 @@ pub(crate) fn render(catalog: &Catalog) -> Bytes {
                             "prompt": per_token(e.pricing.prompt_per_million),
                             "completion": per_token(e.pricing.completion_per_million),
                         },
+                        "supported_parameters": e.supported_parameters,
+                        "status": if h.cooling { "cooling" } else { "ok" },
+                        "uptime": (h.samples > 0).then(|| ((1.0 - h.error_rate) * 1000.0).round() / 10.0),
+                        "latency_ms": h.latency.map(|d| d.as_millis() as u64),
+                        "throughput": h.throughput.map(|t| (t * 10.0).round() / 10.0),
                     })
                 })
                 .collect();

@@ -522,13 +522,8 @@ mod tests {
             stream: Some(stream),
             ..Default::default()
         });
-        req.extensions_mut().insert(Target {
-            provider,
-            upstream_model: Arc::from("up"),
-            public_model: Arc::from("public"),
-            pricing: None,
-            max_output_tokens: None,
-        });
+        req.extensions_mut()
+            .insert(Target::new(provider, "up", "public"));
         req
     }
 

@@ -1,0 +1,666 @@
+//! [`FallbackLayer`]: walks the [`RoutePlan`] until a target answers.
+//!
+//! Sits between the routing (and metering) layers and [`StreamNormalizeLayer`]
+//! (crate::stream_normalize::StreamNormalizeLayer); the inner service runs once per attempt
+//! with that attempt's [`Target`] in the request extensions.
+//!
+//! - **First pass**: every target of the plan in order, without delay. A target whose
+//!   endpoint is cooling down ([`health`](crate::health)) or whose provider's
+//!   `requests_per_minute` is spent is skipped (recorded, never queued).
+//! - **Failures that move on**: transport faults, timeouts, 408, 429, 5xx and 529 (the error
+//!   says [`is_retryable`](Error::is_retryable)). For a `models: [...]` fallback list, any
+//!   upstream error also moves on, to the next *model* (the same request would fail the same
+//!   way at another provider of the same model). Other errors (a 400 the provider found in the
+//!   request) end the walk at once.
+//! - **Retries**: after the first pass, targets that failed retryably are tried again, up to
+//!   [`FallbackPolicy::retries_per_target`] times each, after a backoff with jitter; an
+//!   upstream `Retry-After` is honoured when it is at most [`FallbackPolicy::max_retry_wait`]
+//!   (a longer one drops the target). Retries draw on a retry budget (tower's `TpsBudget`: a
+//!   share of recent requests), so a failing upstream cannot cause a retry storm; failing over
+//!   to *another* target is free.
+//! - **Deadline**: no attempt starts after [`FallbackPolicy::deadline`], and each attempt's
+//!   wait for its answer is cut at the deadline (504).
+//! - **Streams**: never a retry after bytes reached the client. A stream whose first event is
+//!   an error (a provider that answers 200, then `overloaded_error`) fails over inside the
+//!   body: the client, which has seen at most `: keepalive` comments, never notices.
+//! - **Answer**: the served target's `model` and `provider` are in the answer (stream
+//!   normalisation stamps them). Once the layer has retried or failed over and still fails,
+//!   the error carries `x-should-retry: false`. With every target cooling down, a 503 at once
+//!   with `Retry-After`.
+//! - **Record**: every attempt (target, outcome, status, latency, error) goes to the
+//!   [`Attempts`] in the request extensions (inserted when absent, and also put in the
+//!   response extensions), for the metering layer outside.
+//!
+//! ```
+//! use std::time::Duration;
+//! use modelgate::fallback::{FallbackLayer, FallbackPolicy};
+//!
+//! let _default = FallbackLayer::new();
+//! let _custom = FallbackLayer::new()
+//!     .policy(FallbackPolicy {
+//!         retries_per_target: 1,
+//!         deadline: Some(Duration::from_secs(60)),
+//!         ..FallbackPolicy::default()
+//!     })
+//!     .retry_budget(Duration::from_secs(10), 5, 0.1);
+//! ```
+
+mod body;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::body::FallbackBody;
+use crate::chat::{ChatRequest, Usage};
+use crate::error::{BoxError, ErrorSource};
+use crate::future::BoxFuture;
+use crate::health::{Availability, HealthPolicy};
+use crate::route::{Attempt, AttemptOutcome, Attempts, RoutePlan, Target, UsageSlot};
+use crate::Error;
+
+/// How the fallback layer retries, fails over and cools endpoints down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FallbackPolicy {
+    /// Attempts sent upstream per client request, at most (default 8).
+    pub max_attempts: usize,
+    /// Extra attempts at one target after its first failure (default 2).
+    pub retries_per_target: u32,
+    /// The first backoff before a retry (default 100 ms); doubled per retry of a target, with
+    /// jitter (a random wait between half and all of it).
+    pub backoff_base: Duration,
+    /// The longest backoff (default 2 s).
+    pub backoff_max: Duration,
+    /// The longest upstream `Retry-After` the layer waits for before retrying the same target
+    /// (default 10 s); a longer one drops the target (it cools down for that long instead).
+    pub max_retry_wait: Duration,
+    /// No attempt starts after this long since the request arrived, and no attempt waits past
+    /// it for its answer (default 300 s; `None`: no deadline).
+    pub deadline: Option<Duration>,
+    /// When endpoints cool down.
+    pub health: HealthPolicy,
+}
+
+impl Default for FallbackPolicy {
+    fn default() -> Self {
+        FallbackPolicy {
+            max_attempts: 8,
+            retries_per_target: 2,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            max_retry_wait: Duration::from_secs(10),
+            deadline: Some(Duration::from_secs(300)),
+            health: HealthPolicy::default(),
+        }
+    }
+}
+
+struct Shared {
+    policy: FallbackPolicy,
+    budget: TpsBudget,
+    budget_params: (Duration, u32, f32),
+}
+
+impl Shared {
+    fn new(policy: FallbackPolicy, (ttl, min_per_sec, percent): (Duration, u32, f32)) -> Self {
+        Shared {
+            policy,
+            budget: TpsBudget::new(ttl, min_per_sec, percent),
+            budget_params: (ttl, min_per_sec, percent),
+        }
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("policy", &self.policy)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+/// Builds [`Fallback`]; see the [module docs](self). Clones share one retry budget.
+#[derive(Debug, Clone)]
+pub struct FallbackLayer {
+    shared: Arc<Shared>,
+}
+
+impl Default for FallbackLayer {
+    fn default() -> Self {
+        FallbackLayer::new()
+    }
+}
+
+impl FallbackLayer {
+    /// The default policy and a retry budget of 20 % of the requests of the last 10 s (at
+    /// least 10 retries a second).
+    pub fn new() -> Self {
+        FallbackLayer {
+            shared: Arc::new(Shared::new(
+                FallbackPolicy::default(),
+                (Duration::from_secs(10), 10, 0.2),
+            )),
+        }
+    }
+
+    /// Replaces the policy.
+    pub fn policy(self, policy: FallbackPolicy) -> Self {
+        FallbackLayer {
+            shared: Arc::new(Shared::new(policy, self.shared.budget_params)),
+        }
+    }
+
+    /// Replaces the retry budget: over the last `ttl` (1 to 60 s), retries may be
+    /// `retry_percent` of the requests (0.0 to 1000.0), plus `min_per_sec` a second.
+    ///
+    /// # Panics
+    /// When a value is outside those ranges (as `TpsBudget::new` does).
+    pub fn retry_budget(self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
+        FallbackLayer {
+            shared: Arc::new(Shared::new(
+                self.shared.policy.clone(),
+                (ttl, min_per_sec, retry_percent),
+            )),
+        }
+    }
+
+    /// The policy in force.
+    pub fn current_policy(&self) -> &FallbackPolicy {
+        &self.shared.policy
+    }
+}
+
+impl<S> Layer<S> for FallbackLayer {
+    type Service = Fallback<S>;
+    fn layer(&self, inner: S) -> Fallback<S> {
+        Fallback {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Walks the route plan; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Fallback<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, B> Service<Request<ChatRequest>> for Fallback<S>
+where
+    S: Service<Request<ChatRequest>, Response = Response<B>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<FallbackBody<B>>;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ChatRequest>) -> Self::Future {
+        // The ready service serves the first attempt; a clone takes its place.
+        let clone = self.inner.clone();
+        let svc = std::mem::replace(&mut self.inner, clone);
+        let mut walk = match Walk::new(svc, self.shared.clone(), req) {
+            Ok(w) => Box::new(w),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        Box::pin(async move {
+            let served = walk.next().await?;
+            let (mut parts, body) = served.response.into_parts();
+            parts.extensions.insert(walk.attempts.clone());
+            let body = if walk.streaming {
+                // Committed only when the first event that is not a comment arrives.
+                FallbackBody::watching(body, walk, served.started)
+            } else {
+                FallbackBody::plain(body)
+            };
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// An attempt that answered (for a stream: with its headers; the body decides the rest).
+pub(crate) struct Served<B> {
+    response: Response<B>,
+    started: Instant,
+}
+
+/// Per target: how many times it was tried, and whether another try may help.
+#[derive(Debug, Clone, Copy, Default)]
+struct TargetState {
+    tries: u32,
+    retry: bool,
+    retry_after: Option<Duration>,
+}
+
+/// The state of one client request's walk through its plan. Lives in the response future,
+/// then (for a stream not yet committed) in the body.
+pub(crate) struct Walk<S, B> {
+    svc: S,
+    shared: Arc<Shared>,
+    parts: http::request::Parts,
+    body: ChatRequest,
+    targets: Vec<Target>,
+    state: Vec<TargetState>,
+    /// 0: the first pass; then retry passes.
+    pass: u32,
+    next: usize,
+    attempts: Attempts,
+    sent: usize,
+    deadline: Option<Instant>,
+    last_error: Option<Error>,
+    earliest_cool_end: Option<Instant>,
+    slot: UsageSlot,
+    streaming: bool,
+    /// The target of the attempt in flight, and whether it is a half-open probe.
+    current: Option<(usize, bool)>,
+    _body: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<S, B> Walk<S, B>
+where
+    S: Service<Request<ChatRequest>, Response = Response<B>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn new(svc: S, shared: Arc<Shared>, req: Request<ChatRequest>) -> Result<Self, Error> {
+        let (mut parts, body) = req.into_parts();
+        let targets =
+            match parts.extensions.remove::<RoutePlan>() {
+                Some(plan) => plan.targets,
+                None => match parts.extensions.get::<Target>() {
+                    Some(t) => vec![t.clone()],
+                    None => return Err(Error::internal(
+                        "no route plan on the request: put ModelRewriteLayer before FallbackLayer",
+                    )),
+                },
+            };
+        let attempts = match parts.extensions.get::<Attempts>() {
+            Some(a) => a.clone(),
+            None => {
+                let a = Attempts::new();
+                parts.extensions.insert(a.clone());
+                a
+            }
+        };
+        let slot = match parts.extensions.get::<UsageSlot>() {
+            Some(s) => s.clone(),
+            None => {
+                let s = UsageSlot::new();
+                parts.extensions.insert(s.clone());
+                s
+            }
+        };
+        shared.budget.deposit();
+        Ok(Walk {
+            svc,
+            deadline: shared.policy.deadline.map(|d| Instant::now() + d),
+            state: vec![TargetState::default(); targets.len()],
+            shared,
+            streaming: body.is_stream(),
+            parts,
+            body,
+            targets,
+            pass: 0,
+            next: 0,
+            attempts,
+            sent: 0,
+            last_error: None,
+            earliest_cool_end: None,
+            slot,
+            current: None,
+            _body: std::marker::PhantomData,
+        })
+    }
+
+    fn policy(&self) -> &FallbackPolicy {
+        &self.shared.policy
+    }
+
+    fn record(
+        &self,
+        i: usize,
+        outcome: AttemptOutcome,
+        status: Option<u16>,
+        latency: Duration,
+        error: Option<String>,
+    ) {
+        let t = &self.targets[i];
+        self.attempts.push(Attempt {
+            provider: t.provider.name_arc().clone(),
+            model: t.public_model.clone(),
+            upstream_model: t.upstream_model.clone(),
+            outcome,
+            status,
+            latency,
+            error,
+        });
+    }
+
+    /// The next target to try and the wait before it; `None` when the walk is over.
+    fn pick(&mut self) -> Option<(usize, Duration)> {
+        let max_retries = self.policy().retries_per_target;
+        loop {
+            if self.next >= self.targets.len() {
+                if self.pass >= max_retries || !self.state.iter().any(|s| s.retry) {
+                    return None;
+                }
+                self.pass += 1;
+                self.next = 0;
+            }
+            let i = self.next;
+            self.next += 1;
+            if self.pass == 0 {
+                return Some((i, Duration::ZERO));
+            }
+            let s = self.state[i];
+            if !s.retry || s.tries > max_retries {
+                continue;
+            }
+            let wait = match s.retry_after {
+                Some(wait) if wait > self.policy().max_retry_wait => {
+                    self.state[i].retry = false;
+                    continue;
+                }
+                Some(wait) => wait,
+                None => backoff(self.policy(), s.tries),
+            };
+            return Some((i, wait));
+        }
+    }
+
+    /// Runs attempts until one answers or the plan is spent.
+    async fn next(&mut self) -> Result<Served<B>, Error> {
+        while let Some((i, wait)) = self.pick() {
+            if self.sent >= self.policy().max_attempts {
+                break;
+            }
+            if self.pass > 0 {
+                if self
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() + wait >= deadline)
+                {
+                    continue;
+                }
+                // A retry of a target that failed draws on the budget; failing over is free.
+                if !self.shared.budget.withdraw() {
+                    tracing::debug!("retry budget spent: no more retries");
+                    break;
+                }
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let now = Instant::now();
+            let target = &self.targets[i];
+            let availability = target.health.acquire(now, &self.policy().health);
+            if let Availability::CoolingUntil(until) = availability {
+                self.earliest_cool_end =
+                    Some(self.earliest_cool_end.map_or(until, |e| e.min(until)));
+                self.record(
+                    i,
+                    AttemptOutcome::Skipped,
+                    None,
+                    Duration::ZERO,
+                    Some("cooling down after failures".into()),
+                );
+                continue;
+            }
+            let probe = availability == Availability::Probe;
+            if !target.provider.try_acquire() {
+                if probe {
+                    target.health.release_probe();
+                }
+                let why = format!(
+                    "provider `{}` has spent its requests_per_minute",
+                    target.provider.name()
+                );
+                self.record(i, AttemptOutcome::Skipped, None, Duration::ZERO, Some(why));
+                continue;
+            }
+            self.state[i].tries += 1;
+            self.sent += 1;
+            self.current = Some((i, probe));
+            let started = Instant::now();
+            match self.attempt(i).await {
+                Ok(response) => {
+                    if !self.streaming {
+                        self.on_served(i, started, response.extensions().get::<Usage>());
+                    }
+                    return Ok(Served { response, started });
+                }
+                Err(e) => {
+                    if !self.on_failed(started, e) {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(self.final_error())
+    }
+
+    /// Sends one attempt to target `i`, bounded by the deadline.
+    async fn attempt(&mut self, i: usize) -> Result<Response<B>, Error> {
+        let mut parts = self.parts.clone();
+        parts.extensions.insert(self.targets[i].clone());
+        let req = Request::from_parts(parts, self.body.clone());
+        if self.sent > 1 {
+            // The first attempt's service was made ready by `poll_ready`.
+            self.svc.ready().await?;
+        }
+        let fut = self.svc.call(req);
+        let Some(deadline) = self.deadline else {
+            return fut.await;
+        };
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                let t = &self.targets[i];
+                Err(Error::gateway_timeout(
+                    format!(
+                        "{}: no answer within the request deadline ({} s)",
+                        t.provider.name(),
+                        self.policy().deadline.unwrap_or_default().as_secs()
+                    ),
+                    ErrorSource::Transport,
+                    crate::error::Retry::Never,
+                )
+                .with_provider(t.provider.name_arc().clone()))
+            }
+        }
+    }
+
+    /// The attempt in flight answered (`usage`: what a whole answer reported).
+    fn on_served(&mut self, i: usize, started: Instant, usage: Option<&Usage>) {
+        self.current = None;
+        let latency = started.elapsed();
+        let t = &self.targets[i];
+        let policy = &self.shared.policy.health;
+        t.health.on_success(latency, policy);
+        if let Some(u) = usage {
+            let secs = latency.as_secs_f64();
+            if secs > 0.0 && u.completion_tokens > 0 {
+                t.health
+                    .on_throughput(u.completion_tokens as f64 / secs, policy);
+            }
+        }
+        self.record(i, AttemptOutcome::Served, Some(200), latency, None);
+    }
+
+    /// The stream of the attempt in flight produced its first event: it serves. Throughput
+    /// is measured when the stream's usage is final.
+    fn on_stream_served(&mut self, started: Instant) {
+        let Some((i, _)) = self.current else {
+            return;
+        };
+        self.on_served(i, started, None);
+        let health = self.targets[i].health.clone();
+        let policy = self.shared.policy.health;
+        let first = Instant::now();
+        self.slot.on_final(move |usage| {
+            let secs = first.elapsed().as_secs_f64();
+            if let Some(u) = usage.filter(|u| u.completion_tokens > 0 && secs > 0.0) {
+                health.on_throughput(u.completion_tokens as f64 / secs, &policy);
+            }
+        });
+    }
+
+    /// The attempt in flight failed with `e`. Returns whether the walk goes on.
+    fn on_failed(&mut self, started: Instant, e: Error) -> bool {
+        let Some((i, probe)) = self.current.take() else {
+            self.last_error = Some(e);
+            return false;
+        };
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(started);
+        self.record(
+            i,
+            AttemptOutcome::Failed,
+            Some(e.status().as_u16()),
+            latency,
+            Some(e.message().to_owned()),
+        );
+        let t = &self.targets[i];
+        let retryable = e.is_retryable();
+        if retryable {
+            // A provider saying when to come back (429, 503): cool for that long.
+            let wait = e.retry_after().filter(|_| {
+                matches!(
+                    e.status(),
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                )
+            });
+            t.health.on_failure(now, wait, &self.shared.policy.health);
+            self.state[i].retry = true;
+            self.state[i].retry_after = e.retry_after();
+        } else if probe {
+            // The request's fault, not the endpoint's: someone else may probe.
+            t.health.release_probe();
+        }
+        let upstream = matches!(
+            e.source_kind(),
+            ErrorSource::Upstream | ErrorSource::Transport | ErrorSource::Connect
+        );
+        let go_on = if retryable {
+            true
+        } else if upstream && self.pass == 0 {
+            // A `models: [...]` list: any upstream error moves on to the next model.
+            let model = &t.public_model;
+            match self.targets[self.next..]
+                .iter()
+                .position(|t| t.public_model != *model)
+            {
+                Some(skip) => {
+                    self.next += skip;
+                    true
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        self.last_error = Some(e);
+        go_on
+    }
+
+    /// The answer when no target served.
+    fn final_error(&mut self) -> Error {
+        if let Some((_, true)) = self.current.take() {
+            // A probe that ended without an outcome.
+            for t in &self.targets {
+                t.health.release_probe();
+            }
+        }
+        match self.last_error.take() {
+            Some(e) if self.sent > 1 => e.with_should_retry(Some(false)),
+            Some(e) => e,
+            None => {
+                // Nothing was sent: every target was cooling down or out of requests.
+                let wait = self
+                    .earliest_cool_end
+                    .map(|end| end.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(1));
+                let model = self
+                    .targets
+                    .first()
+                    .map(|t| t.public_model.to_string())
+                    .unwrap_or_default();
+                Error::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    format!(
+                        "no provider of `{model}` is available: every endpoint is cooling down after failures or has spent its request limit"
+                    ),
+                )
+                .with_source(ErrorSource::Gateway)
+                .with_retry_after(Some(wait.max(Duration::from_secs(1))))
+            }
+        }
+    }
+}
+
+impl<S, B> body::Resume<B> for Walk<S, B>
+where
+    S: Service<Request<ChatRequest>, Response = Response<B>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn served(mut self: Box<Self>, started: Instant) {
+        self.on_stream_served(started);
+    }
+
+    fn resume(mut self: Box<Self>, failure: Error, started: Instant) -> body::Next<B> {
+        Box::pin(async move {
+            let result = if self.on_failed(started, failure) {
+                self.next().await
+            } else {
+                Err(self.final_error())
+            };
+            let walk: Box<dyn body::Resume<B>> = self;
+            (walk, result)
+        })
+    }
+}
+
+/// Backoff before retry number `tries` of a target: base × 2^(tries-1), capped, with jitter
+/// (a random wait between half and all of it).
+fn backoff(policy: &FallbackPolicy, tries: u32) -> Duration {
+    let exp = tries.saturating_sub(1).min(16);
+    let full = policy
+        .backoff_base
+        .saturating_mul(1 << exp)
+        .min(policy.backoff_max);
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}

@@ -1,0 +1,558 @@
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::{service_fn, Layer, ServiceExt};
+
+use super::*;
+use crate::error::{ErrorSource, Retry};
+use crate::provider::{Provider, ProviderKind};
+use crate::route::{AttemptOutcome, Attempts, RoutePlan, Target};
+
+/// A body that yields these frames, then ends.
+#[derive(Debug, Default)]
+struct Frames(VecDeque<Bytes>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn frames(parts: &[&'static str]) -> Frames {
+    Frames(
+        parts
+            .iter()
+            .map(|p| Bytes::from_static(p.as_bytes()))
+            .collect(),
+    )
+}
+
+/// What a scripted target does on one call.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Ok,
+    Status(u16, Option<u64>),
+    Refused,
+    StreamError(u16),
+    StreamThenCut,
+    Hang,
+}
+
+type Script = Arc<Mutex<std::collections::HashMap<String, VecDeque<Act>>>>;
+type Calls = Arc<Mutex<Vec<(String, Instant)>>>;
+
+fn provider(name: &str, rpm: Option<u32>) -> Arc<Provider> {
+    Arc::new(
+        Provider::builder(name, ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+            .requests_per_minute(rpm.and_then(std::num::NonZeroU32::new))
+            .build()
+            .unwrap(),
+    )
+}
+
+fn target(name: &str, model: &str) -> Target {
+    Target::new(provider(name, None), "up", model)
+}
+
+fn upstream_error(name: &str, status: u16, retry_after: Option<u64>) -> Error {
+    let mut headers = http::HeaderMap::new();
+    if let Some(s) = retry_after {
+        headers.insert("retry-after", s.into());
+    }
+    Error::from_upstream(
+        StatusCode::from_u16(status).unwrap(),
+        &headers,
+        br#"{"error":{"message":"no"}}"#,
+        &Arc::from(name),
+        None,
+    )
+}
+
+/// An inner service that plays each provider's script (default: `Ok`) and logs every call.
+fn scripted(
+    script: Script,
+    calls: Calls,
+) -> impl Service<
+    Request<ChatRequest>,
+    Response = Response<Frames>,
+    Error = Error,
+    Future = BoxFuture<'static, Result<Response<Frames>, Error>>,
+> + Clone {
+    service_fn(move |req: Request<ChatRequest>| {
+        let t = req.extensions().get::<Target>().unwrap().clone();
+        let name = t.provider.name().to_owned();
+        calls.lock().unwrap().push((name.clone(), Instant::now()));
+        let act = script
+            .lock()
+            .unwrap()
+            .get_mut(&name)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Act::Ok);
+        let stream = req.body().is_stream();
+        let fut: BoxFuture<'static, Result<Response<Frames>, Error>> = Box::pin(async move {
+            match act {
+                Act::Ok if stream => Ok(Response::new(frames(&[
+                    ": keepalive\n\n",
+                    "data: {\"id\":\"x\",\"choices\":[]}\n\n",
+                    "data: [DONE]\n\n",
+                ]))),
+                Act::Ok => Ok(Response::new(frames(&["{\"served_by\":\"x\"}"]))),
+                Act::Status(s, ra) => Err(upstream_error(&name, s, ra)),
+                Act::Refused => Err(Error::bad_gateway(
+                    "connection refused",
+                    ErrorSource::Connect,
+                    Retry::Safe,
+                )),
+                Act::StreamError(code) => {
+                    let e = upstream_error(&name, code, None);
+                    let event: &'static str = Box::leak(
+                        String::from_utf8(e.to_sse_event().to_vec())
+                            .unwrap()
+                            .into_boxed_str(),
+                    );
+                    Ok(Response::new(frames(&[": keepalive\n\n", event])))
+                }
+                Act::StreamThenCut => Ok(Response::new(frames(&[
+                    "data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+                    "data: {\"error\":{\"code\":502,\"message\":\"cut\",\"type\":\"upstream_error\",\"param\":null}}\n\n",
+                ]))),
+                Act::Hang => std::future::pending().await,
+            }
+        });
+        fut
+    })
+}
+
+fn request(targets: Vec<Target>, stream: bool) -> Request<ChatRequest> {
+    let mut req = Request::new(ChatRequest {
+        model: targets[0].public_model.to_string(),
+        stream: Some(stream),
+        ..Default::default()
+    });
+    req.extensions_mut().insert(RoutePlan {
+        model: targets[0].public_model.clone(),
+        targets,
+    });
+    req
+}
+
+fn fast_policy() -> FallbackPolicy {
+    FallbackPolicy {
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        ..FallbackPolicy::default()
+    }
+}
+
+struct Harness {
+    script: Script,
+    calls: Calls,
+    layer: FallbackLayer,
+}
+
+impl Harness {
+    fn new(policy: FallbackPolicy) -> Self {
+        Harness {
+            script: Script::default(),
+            calls: Calls::default(),
+            layer: FallbackLayer::new().policy(policy),
+        }
+    }
+
+    fn script(&self, name: &str, acts: &[Act]) {
+        self.script
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), acts.iter().cloned().collect());
+    }
+
+    async fn send(
+        &self,
+        req: Request<ChatRequest>,
+    ) -> Result<Response<FallbackBody<Frames>>, Error> {
+        let svc = self
+            .layer
+            .layer(scripted(self.script.clone(), self.calls.clone()));
+        svc.oneshot(req).await
+    }
+
+    fn called(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect()
+    }
+}
+
+async fn text(res: Response<FallbackBody<Frames>>) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fails_over_in_order_and_records_every_attempt() {
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::Status(503, None)]);
+    h.script("b", &[Act::Refused]);
+    let attempts = Attempts::new();
+    let mut req = request(
+        vec![target("a", "m"), target("b", "m"), target("c", "m")],
+        false,
+    );
+    req.extensions_mut().insert(attempts.clone());
+    let res = h.send(req).await.unwrap();
+    assert!(res.extensions().get::<Attempts>().is_some());
+    assert_eq!(h.called(), ["a", "b", "c"]);
+    let rec = attempts.to_vec();
+    let summary: Vec<(&str, AttemptOutcome, Option<u16>)> = rec
+        .iter()
+        .map(|a| (&*a.provider, a.outcome, a.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a", AttemptOutcome::Failed, Some(503)),
+            ("b", AttemptOutcome::Failed, Some(502)),
+            ("c", AttemptOutcome::Served, Some(200)),
+        ]
+    );
+    assert!(rec[0].error.as_deref().unwrap().contains("a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_error_ends_the_walk_at_once() {
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::Status(400, None)]);
+    let e = h
+        .send(request(vec![target("a", "m"), target("b", "m")], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(h.called(), ["a"]);
+    assert_eq!(e.should_retry(), None, "one attempt: no advice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_models_list_moves_on_to_the_next_model_on_any_upstream_error() {
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::Status(400, None)]);
+    let res = h
+        .send(request(
+            vec![target("a", "m1"), target("b", "m1"), target("c", "m2")],
+            false,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h.called(), ["a", "c"], "b serves the same model: skipped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_with_jitter_then_give_up_with_should_retry_false() {
+    let h = Harness::new(fast_policy());
+    h.script(
+        "a",
+        &[
+            Act::Status(500, None),
+            Act::Status(500, None),
+            Act::Status(502, None),
+        ],
+    );
+    let t0 = Instant::now();
+    let e = h
+        .send(request(vec![target("a", "m")], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(e.should_retry(), Some(false));
+    let calls = h.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "one try and retries_per_target = 2");
+    let gap1 = calls[1].1 - calls[0].1;
+    let gap2 = calls[2].1 - calls[1].1;
+    assert!(
+        gap1 >= Duration::from_millis(50) && gap1 <= Duration::from_millis(100),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(100) && gap2 <= Duration::from_millis(200),
+        "{gap2:?}"
+    );
+    assert_eq!(calls[0].1, t0);
+    let res = e.into_response();
+    assert_eq!(res.headers()["x-should-retry"], "false");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_and_a_long_one_is_not_waited_for() {
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::Status(429, Some(3))]);
+    let res = h
+        .send(request(vec![target("a", "m")], false))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let calls = h.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].1 - calls[0].1, Duration::from_secs(3));
+
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::Status(429, Some(60))]);
+    let t0 = Instant::now();
+    let e = h
+        .send(request(vec![target("a", "m")], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(60)));
+    assert_eq!(h.called(), ["a"], "60 s is over max_retry_wait");
+    assert_eq!(Instant::now(), t0, "never waited");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_told_to_wait_cools_down_and_is_skipped() {
+    let h = Harness::new(fast_policy());
+    let a = target("a", "m");
+    let b = target("b", "m");
+    h.script("a", &[Act::Status(429, Some(60))]);
+    let res = h
+        .send(request(vec![a.clone(), b.clone()], false))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h.called(), ["a", "b"]);
+    // Within the minute: a is skipped, never called.
+    let attempts = Attempts::new();
+    let mut req = request(vec![a.clone(), b.clone()], false);
+    req.extensions_mut().insert(attempts.clone());
+    h.send(req).await.unwrap();
+    assert_eq!(h.called(), ["a", "b", "b"]);
+    assert_eq!(attempts.to_vec()[0].outcome, AttemptOutcome::Skipped);
+    // After it: a is probed again.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    h.send(request(vec![a.clone(), b.clone()], false))
+        .await
+        .unwrap();
+    assert_eq!(h.called(), ["a", "b", "b", "a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_endpoint_cooling_is_a_503_at_once_with_retry_after() {
+    let h = Harness::new(fast_policy());
+    let a = target("a", "m");
+    h.script("a", &[Act::Status(429, Some(20))]);
+    // 20 s is over the 10 s retry wait: the first request gets the 429 itself.
+    let e = h.send(request(vec![a.clone()], false)).await.unwrap_err();
+    assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let t = Instant::now();
+    let e = h.send(request(vec![a.clone()], false)).await.unwrap_err();
+    assert_eq!(Instant::now(), t, "answered at once");
+    assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(15)));
+    assert_eq!(h.called(), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_out_of_requests_is_skipped_not_queued() {
+    let h = Harness::new(fast_policy());
+    let limited = Target::new(provider("a", Some(1)), "up", "m");
+    let b = target("b", "m");
+    h.send(request(vec![limited.clone(), b.clone()], false))
+        .await
+        .unwrap();
+    h.send(request(vec![limited.clone(), b.clone()], false))
+        .await
+        .unwrap();
+    assert_eq!(h.called(), ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_budget_stops_retries_but_not_fail_over() {
+    let h = Harness {
+        layer: FallbackLayer::new().policy(fast_policy()).retry_budget(
+            Duration::from_secs(1),
+            0,
+            0.0,
+        ),
+        ..Harness::new(fast_policy())
+    };
+    h.script("a", &[Act::Status(503, None)]);
+    h.script("b", &[Act::Status(503, None)]);
+    let e = h
+        .send(request(vec![target("a", "m"), target("b", "m")], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.called(), ["a", "b"], "fail-over is free, retries are not");
+    assert_eq!(e.should_retry(), Some(false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_the_wait() {
+    let h = Harness::new(FallbackPolicy {
+        deadline: Some(Duration::from_secs(5)),
+        ..fast_policy()
+    });
+    h.script("a", &[Act::Hang]);
+    let t0 = Instant::now();
+    let e = h
+        .send(request(vec![target("a", "m"), target("b", "m")], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(Instant::now() - t0, Duration::from_secs(5));
+    assert_eq!(h.called(), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_fails_before_its_first_event_fails_over_unnoticed() {
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::StreamError(529)]);
+    let attempts = Attempts::new();
+    let mut req = request(vec![target("a", "m"), target("b", "m")], true);
+    req.extensions_mut().insert(attempts.clone());
+    let res = h.send(req).await.unwrap();
+    let body = text(res).await;
+    assert_eq!(
+        body,
+        ": keepalive\n\n: keepalive\n\ndata: {\"id\":\"x\",\"choices\":[]}\n\ndata: [DONE]\n\n"
+    );
+    assert_eq!(h.called(), ["a", "b"]);
+    let outcomes: Vec<AttemptOutcome> = attempts.to_vec().iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::Failed, AttemptOutcome::Served]);
+    assert_eq!(attempts.to_vec()[0].status, Some(503));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_with_every_target_failing_ends_in_one_error_event() {
+    let h = Harness::new(FallbackPolicy {
+        retries_per_target: 0,
+        ..fast_policy()
+    });
+    h.script("a", &[Act::StreamError(503)]);
+    h.script("b", &[Act::StreamError(500)]);
+    let res = h
+        .send(request(vec![target("a", "m"), target("b", "m")], true))
+        .await
+        .unwrap();
+    let body = text(res).await;
+    assert_eq!(body.matches("data: ").count(), 1, "{body}");
+    assert!(
+        body.ends_with("\n\n") && body.contains("\"code\":502"),
+        "{body}"
+    );
+    assert_eq!(h.called(), ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_after_its_first_event_is_never_retried() {
+    let h = Harness::new(fast_policy());
+    h.script("a", &[Act::StreamThenCut]);
+    let res = h
+        .send(request(vec![target("a", "m"), target("b", "m")], true))
+        .await
+        .unwrap();
+    let body = text(res).await;
+    assert!(body.contains("\"content\":\"hi\"") && body.contains("\"message\":\"cut\""));
+    assert_eq!(h.called(), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_endpoint_cools_after_failures_in_a_row() {
+    let h = Harness::new(FallbackPolicy {
+        retries_per_target: 0,
+        ..fast_policy()
+    });
+    let a = target("a", "m");
+    let b = target("b", "m");
+    h.script("a", &[Act::Refused; 5]);
+    for _ in 0..7 {
+        h.send(request(vec![a.clone(), b.clone()], false))
+            .await
+            .unwrap();
+    }
+    let to_a = h.called().iter().filter(|c| *c == "a").count();
+    assert_eq!(
+        to_a, 5,
+        "cooling after 5 failures in a row: not called again"
+    );
+    assert!(a.health.snapshot(Instant::now()).cooling);
+}
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop_oneof![
+            Just(Act::Ok),
+            Just(Act::Status(503, None)),
+            Just(Act::Status(429, Some(1))),
+            Just(Act::Status(400, None)),
+            Just(Act::Refused),
+            Just(Act::StreamError(529)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// For any plan and any pattern of failures: no target is called more than the retry
+        /// policy allows, at most `max_attempts` calls go out, and the client gets exactly one
+        /// answer (a response, or an error).
+        #[test]
+        fn never_beyond_the_retry_policy_and_always_one_answer(
+            n in 1usize..5,
+            scripts in proptest::collection::vec(proptest::collection::vec(act(), 0..5), 5),
+            stream in any::<bool>(),
+            retries in 0u32..3,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let h = Harness::new(FallbackPolicy { retries_per_target: retries, ..fast_policy() });
+                let names = ["a", "b", "c", "d", "e"];
+                for (i, s) in scripts.iter().enumerate() {
+                    h.script(names[i], s);
+                }
+                let targets: Vec<Target> = names[..n].iter().map(|p| target(p, "m")).collect();
+                let answer = h.send(request(targets, stream)).await;
+                match answer {
+                    Ok(res) => {
+                        let body = text(res).await;
+                        let events = body.matches("data: ").count();
+                        if stream {
+                            prop_assert!(body.ends_with("data: [DONE]\n\n") || events == 1, "{}", body);
+                        }
+                    }
+                    Err(e) => prop_assert!(e.status().as_u16() >= 400),
+                }
+                let called = h.called();
+                prop_assert!(called.len() <= FallbackPolicy::default().max_attempts);
+                for name in &names[..n] {
+                    let count = called.iter().filter(|c| *c == name).count();
+                    prop_assert!(count <= 1 + retries as usize, "{name} called {count} times");
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

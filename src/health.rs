@@ -1,0 +1,373 @@
+//! Live health of each endpoint: time to first token, throughput, a rolling error rate, and
+//! the cool-down that keeps a failing endpoint out of the way for a while.
+//!
+//! One [`EndpointHealth`] per catalog endpoint (and one per provider for `<provider>/<model>`
+//! pass-through), shared by every request through an `Arc` in its [`Target`](crate::Target).
+//! [`FallbackLayer`](crate::fallback::FallbackLayer) writes it after every attempt;
+//! [`ModelRewriteLayer`](crate::ModelRewriteLayer) reads it to order endpoints (healthy ones
+//! first, `sort: "throughput"` / `"latency"`), and `GET /v1/models` shows it.
+//!
+//! The state machine of one endpoint:
+//! - **closed** (healthy): every request may use it.
+//! - **cooling**: after [`HealthPolicy::failures_to_cool`] failures in a row *and* half the
+//!   recent outcomes failed, or at once after an upstream 429 with `Retry-After` (for that
+//!   long), the endpoint is skipped until the cool-down ends.
+//! - **half-open**: when the cool-down ends, one request probes it; the others still skip it
+//!   until the probe answers. Success closes it; failure cools it again, twice as long (up to
+//!   [`HealthPolicy::max_cooldown`]).
+//!
+//! Time is `tokio::time::Instant`, so tests under `start_paused` are deterministic.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Outcomes remembered for the rolling error rate.
+const WINDOW: u32 = 32;
+
+/// How health turns failures into cool-downs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthPolicy {
+    /// Failures in a row before an endpoint cools down (default 5); half of the recent
+    /// outcomes must have failed too, so scattered failures never cool a busy endpoint.
+    pub failures_to_cool: u32,
+    /// The first cool-down (default 30 s); each failed probe doubles it.
+    pub cooldown: Duration,
+    /// The longest cool-down, also the cap on an upstream's `Retry-After` (default 5 min;
+    /// zero turns cool-downs off).
+    pub max_cooldown: Duration,
+    /// Weight of the newest sample in the moving averages (default 0.2).
+    pub ewma_alpha: f64,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            failures_to_cool: 5,
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(300),
+            ewma_alpha: 0.2,
+        }
+    }
+}
+
+/// Whether an endpoint may be tried now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Healthy: use it.
+    Ready,
+    /// Its cool-down ended and this caller is the one probe: use it, its answer decides.
+    Probe,
+    /// Cooling down (or another request is probing it) until about this instant.
+    CoolingUntil(Instant),
+}
+
+impl Availability {
+    /// True for [`Ready`](Self::Ready) and [`Probe`](Self::Probe).
+    pub fn is_usable(self) -> bool {
+        !matches!(self, Availability::CoolingUntil(_))
+    }
+}
+
+/// A snapshot of one endpoint's health, for display and routing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthSnapshot {
+    /// Moving average of the time to the first token (or to the whole answer when not
+    /// streamed), if any request succeeded.
+    pub latency: Option<Duration>,
+    /// Moving average of output tokens per second, if measured.
+    pub throughput: Option<f64>,
+    /// Share of the recent outcomes (up to 32) that failed; 0 with no outcome yet.
+    pub error_rate: f64,
+    /// Outcomes counted in `error_rate`.
+    pub samples: u32,
+    /// True while the endpoint is cooling down.
+    pub cooling: bool,
+    /// Successful and failed attempts since start.
+    pub totals: (u64, u64),
+}
+
+/// The live health of one endpoint; see the [module docs](self).
+#[derive(Default)]
+pub struct EndpointHealth {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    latency_ms: Option<f64>,
+    throughput: Option<f64>,
+    /// Bit i set: the i-th newest outcome failed.
+    outcomes: u32,
+    samples: u32,
+    consecutive_failures: u32,
+    cooling_until: Option<Instant>,
+    /// The cool-down that the next failed probe doubles.
+    last_cooldown: Option<Duration>,
+    /// A probe is in flight (half-open), started at this instant.
+    probing_since: Option<Instant>,
+    successes: u64,
+    failures: u64,
+}
+
+impl fmt::Debug for EndpointHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EndpointHealth")
+            .field(&self.snapshot(Instant::now()))
+            .finish()
+    }
+}
+
+impl EndpointHealth {
+    /// A fresh, healthy endpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the endpoint may be tried at `now`. A caller that gets
+    /// [`Availability::Probe`] must report the outcome (success or failure).
+    pub fn acquire(&self, now: Instant, policy: &HealthPolicy) -> Availability {
+        let mut s = self.lock();
+        match s.cooling_until {
+            None => Availability::Ready,
+            Some(until) if now < until => Availability::CoolingUntil(until),
+            Some(_) => match s.probing_since {
+                // A probe that never reported (its caller vanished) frees the slot after a
+                // cool-down's length.
+                Some(since) if now.saturating_duration_since(since) < policy.cooldown => {
+                    Availability::CoolingUntil(since + policy.cooldown)
+                }
+                _ => {
+                    s.probing_since = Some(now);
+                    Availability::Probe
+                }
+            },
+        }
+    }
+
+    /// Whether the endpoint would be usable at `now`, without taking the probe.
+    pub fn is_cooling(&self, now: Instant) -> bool {
+        let s = self.lock();
+        match s.cooling_until {
+            None => false,
+            Some(until) => now < until || s.probing_since.is_some(),
+        }
+    }
+
+    /// A successful attempt: `latency` to the first token (or the whole answer).
+    pub fn on_success(&self, latency: Duration, policy: &HealthPolicy) {
+        let mut s = self.lock();
+        s.push(false);
+        s.successes += 1;
+        s.consecutive_failures = 0;
+        s.cooling_until = None;
+        s.last_cooldown = None;
+        s.probing_since = None;
+        let ms = latency.as_secs_f64() * 1000.0;
+        s.latency_ms = Some(ewma(s.latency_ms, ms, policy.ewma_alpha));
+    }
+
+    /// Output speed measured over a whole answer.
+    pub fn on_throughput(&self, tokens_per_second: f64, policy: &HealthPolicy) {
+        if tokens_per_second.is_finite() && tokens_per_second > 0.0 {
+            let mut s = self.lock();
+            s.throughput = Some(ewma(s.throughput, tokens_per_second, policy.ewma_alpha));
+        }
+    }
+
+    /// A failed attempt at `now`. `retry_after`: the upstream said when to come back (a 429
+    /// or 503 with `Retry-After`); the endpoint then cools for that long (capped) at once.
+    pub fn on_failure(&self, now: Instant, retry_after: Option<Duration>, policy: &HealthPolicy) {
+        let mut s = self.lock();
+        s.push(true);
+        s.failures += 1;
+        s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+        let was_probe = s.probing_since.take().is_some();
+        let cooldown = if let Some(wait) = retry_after {
+            Some(wait.min(policy.max_cooldown))
+        } else if was_probe {
+            let last = s.last_cooldown.unwrap_or(policy.cooldown);
+            Some((last * 2).min(policy.max_cooldown))
+        } else if s.consecutive_failures >= policy.failures_to_cool.max(1) && s.error_rate() >= 0.5
+        {
+            Some(policy.cooldown.min(policy.max_cooldown))
+        } else {
+            None
+        };
+        if let Some(d) = cooldown.filter(|d| !d.is_zero()) {
+            s.cooling_until = Some(now + d);
+            s.last_cooldown = Some(d);
+        }
+    }
+
+    /// A probe that ended without an outcome about the endpoint (the client left): lets the
+    /// next request probe.
+    pub fn release_probe(&self) {
+        self.lock().probing_since = None;
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
+        let s = self.lock();
+        HealthSnapshot {
+            latency: s.latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            throughput: s.throughput,
+            error_rate: s.error_rate(),
+            samples: s.samples,
+            cooling: s
+                .cooling_until
+                .is_some_and(|until| now < until || s.probing_since.is_some()),
+            totals: (s.successes, s.failures),
+        }
+    }
+}
+
+impl State {
+    fn push(&mut self, failed: bool) {
+        self.outcomes = (self.outcomes << 1) | u32::from(failed);
+        self.samples = (self.samples + 1).min(WINDOW);
+    }
+
+    fn error_rate(&self) -> f64 {
+        if self.samples == 0 {
+            return 0.0;
+        }
+        let mask = if self.samples >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.samples) - 1
+        };
+        f64::from((self.outcomes & mask).count_ones()) / f64::from(self.samples)
+    }
+}
+
+fn ewma(prev: Option<f64>, sample: f64, alpha: f64) -> f64 {
+    match prev {
+        Some(p) => p + alpha * (sample - p),
+        None => sample,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> HealthPolicy {
+        HealthPolicy {
+            failures_to_cool: 3,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(60),
+            ewma_alpha: 0.5,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cools_after_failures_in_a_row_then_probes_once() {
+        let h = EndpointHealth::new();
+        let p = policy();
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            h.on_failure(t0, None, &p);
+            assert_eq!(h.acquire(t0, &p), Availability::Ready);
+        }
+        h.on_failure(t0, None, &p);
+        assert_eq!(
+            h.acquire(t0, &p),
+            Availability::CoolingUntil(t0 + Duration::from_secs(10))
+        );
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(h.acquire(later, &p), Availability::Probe);
+        assert!(
+            !h.acquire(later, &p).is_usable(),
+            "one probe at a time while half-open"
+        );
+        // The probe fails: twice as long.
+        h.on_failure(later, None, &p);
+        assert_eq!(
+            h.acquire(later, &p),
+            Availability::CoolingUntil(later + Duration::from_secs(20))
+        );
+        let after = later + Duration::from_secs(20);
+        assert_eq!(h.acquire(after, &p), Availability::Probe);
+        h.on_success(Duration::from_millis(100), &p);
+        assert_eq!(h.acquire(after, &p), Availability::Ready);
+        assert!(!h.snapshot(after).cooling);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scattered_failures_never_cool() {
+        let h = EndpointHealth::new();
+        let p = policy();
+        let now = Instant::now();
+        // One failure in five, for a long time: never three in a row, never cooling.
+        for i in 0..1000 {
+            if i % 5 == 0 {
+                h.on_failure(now, None, &p);
+            } else {
+                h.on_success(Duration::from_millis(10), &p);
+            }
+            assert_eq!(h.acquire(now, &p), Availability::Ready);
+        }
+        let snap = h.snapshot(now);
+        assert!(
+            (snap.error_rate - 0.1875).abs() < 0.07,
+            "{}",
+            snap.error_rate
+        );
+        assert_eq!(snap.samples, 32);
+        assert_eq!(snap.totals, (800, 200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_cools_at_once_capped() {
+        let h = EndpointHealth::new();
+        let p = policy();
+        let now = Instant::now();
+        h.on_failure(now, Some(Duration::from_secs(7)), &p);
+        assert_eq!(
+            h.acquire(now, &p),
+            Availability::CoolingUntil(now + Duration::from_secs(7))
+        );
+        let h = EndpointHealth::new();
+        h.on_failure(now, Some(Duration::from_secs(3600)), &p);
+        assert_eq!(
+            h.acquire(now, &p),
+            Availability::CoolingUntil(now + Duration::from_secs(60))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_frees_the_slot() {
+        let h = EndpointHealth::new();
+        let p = policy();
+        let now = Instant::now();
+        h.on_failure(now, Some(Duration::from_secs(1)), &p);
+        let t = now + Duration::from_secs(1);
+        assert_eq!(h.acquire(t, &p), Availability::Probe);
+        h.release_probe();
+        assert_eq!(h.acquire(t, &p), Availability::Probe);
+        // Never reported: after a cool-down's length another caller may probe.
+        let t2 = t + Duration::from_secs(10);
+        assert_eq!(h.acquire(t2, &p), Availability::Probe);
+    }
+
+    #[test]
+    fn moving_averages() {
+        let h = EndpointHealth::new();
+        let p = policy();
+        h.on_success(Duration::from_millis(100), &p);
+        h.on_success(Duration::from_millis(200), &p);
+        h.on_throughput(50.0, &p);
+        h.on_throughput(f64::NAN, &p);
+        h.on_throughput(100.0, &p);
+        let s = h.snapshot(Instant::now());
+        assert_eq!(s.latency, Some(Duration::from_millis(150)));
+        assert_eq!(s.throughput, Some(75.0));
+    }
+}
