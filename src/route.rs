@@ -147,6 +147,8 @@ pub enum AttemptOutcome {
     Failed,
     /// It was not tried: cooling down, or its provider's request limit was spent.
     Skipped,
+    /// The client went away while it was in flight (before a stream's first event).
+    Cancelled,
 }
 
 /// One attempt at one target, as recorded by the fallback layer.

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -10,12 +11,16 @@ use super::Extra;
 ///
 /// `models`, `provider` and `route` are OpenRouter's routing controls: the gateway reads them
 /// and never forwards them to a provider (they are not serialised).
+///
+/// The conversation and the tools, the large parts of a request (base64 images, long
+/// histories, JSON schemas), are shared (`Arc`): the fallback layer clones the request for
+/// each attempt without copying them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// The model id the client asked for (a catalog id, an alias, or `<provider>/<model>`).
     pub model: String,
     /// The conversation.
-    pub messages: Vec<Message>,
+    pub messages: Arc<Vec<Message>>,
     /// Stream the answer as server-sent events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
@@ -42,7 +47,7 @@ pub struct ChatRequest {
     pub stop: Option<Stop>,
     /// Tools the model may call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Tool>>,
+    pub tools: Option<Arc<Vec<Tool>>>,
     /// Which tool the model must (or must not) call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,

@@ -222,16 +222,18 @@ where
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
         let mut walk = match Walk::new(svc, self.shared.clone(), req) {
-            Ok(w) => Box::new(w),
+            Ok(w) => w,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         Box::pin(async move {
             let served = walk.next().await?;
             let (mut parts, body) = served.response.into_parts();
-            parts.extensions.insert(walk.attempts.clone());
+            if let Some(a) = &walk.attempts {
+                parts.extensions.insert(a.clone());
+            }
             let body = if walk.streaming {
                 // Committed only when the first event that is not a comment arrives.
-                FallbackBody::watching(body, walk, served.started)
+                FallbackBody::watching(body, Box::new(walk), served.started)
             } else {
                 FallbackBody::plain(body)
             };
@@ -266,15 +268,18 @@ pub(crate) struct Walk<S, B> {
     /// 0: the first pass; then retry passes.
     pass: u32,
     next: usize,
-    attempts: Attempts,
+    /// Where attempts are recorded, when a layer outside asked for them.
+    attempts: Option<Attempts>,
     sent: usize,
     deadline: Option<Instant>,
     last_error: Option<Error>,
     earliest_cool_end: Option<Instant>,
-    slot: UsageSlot,
+    /// The deadline passed before an attempt could start.
+    out_of_time: bool,
+    slot: Option<UsageSlot>,
     streaming: bool,
     /// The target of the attempt in flight, and whether it is a half-open probe.
-    current: Option<(usize, bool)>,
+    current: Option<(usize, bool, Instant)>,
     _body: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -300,21 +305,23 @@ where
                     )),
                 },
             };
-        let attempts = match parts.extensions.get::<Attempts>() {
-            Some(a) => a.clone(),
-            None => {
-                let a = Attempts::new();
-                parts.extensions.insert(a.clone());
-                a
-            }
-        };
-        let slot = match parts.extensions.get::<UsageSlot>() {
-            Some(s) => s.clone(),
-            None => {
-                let s = UsageSlot::new();
-                parts.extensions.insert(s.clone());
-                s
-            }
+        // A layer outside that wants the attempts put a record here; the inner ones do not
+        // need it. The single-target form is rebuilt per attempt.
+        let attempts = parts.extensions.get::<Attempts>().cloned();
+        parts.extensions.remove::<Target>();
+        let streaming = body.is_stream();
+        // A stream's throughput is measured when its usage is final.
+        let slot = if streaming {
+            Some(match parts.extensions.get::<UsageSlot>() {
+                Some(s) => s.clone(),
+                None => {
+                    let s = UsageSlot::new();
+                    parts.extensions.insert(s.clone());
+                    s
+                }
+            })
+        } else {
+            None
         };
         shared.budget.deposit();
         Ok(Walk {
@@ -322,7 +329,7 @@ where
             deadline: shared.policy.deadline.map(|d| Instant::now() + d),
             state: vec![TargetState::default(); targets.len()],
             shared,
-            streaming: body.is_stream(),
+            streaming,
             parts,
             body,
             targets,
@@ -332,6 +339,7 @@ where
             sent: 0,
             last_error: None,
             earliest_cool_end: None,
+            out_of_time: false,
             slot,
             current: None,
             _body: std::marker::PhantomData,
@@ -350,8 +358,11 @@ where
         latency: Duration,
         error: Option<String>,
     ) {
+        let Some(attempts) = &self.attempts else {
+            return;
+        };
         let t = &self.targets[i];
-        self.attempts.push(Attempt {
+        attempts.push(Attempt {
             provider: t.provider.name_arc().clone(),
             model: t.public_model.clone(),
             upstream_model: t.upstream_model.clone(),
@@ -405,6 +416,7 @@ where
                     .deadline
                     .is_some_and(|deadline| Instant::now() + wait >= deadline)
                 {
+                    self.out_of_time = true;
                     continue;
                 }
                 // A retry of a target that failed draws on the budget; failing over is free.
@@ -417,6 +429,7 @@ where
                 }
             }
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.out_of_time = true;
                 break;
             }
             let now = Instant::now();
@@ -448,8 +461,8 @@ where
             }
             self.state[i].tries += 1;
             self.sent += 1;
-            self.current = Some((i, probe));
             let started = Instant::now();
+            self.current = Some((i, probe, started));
             match self.attempt(i).await {
                 Ok(response) => {
                     if !self.streaming {
@@ -477,8 +490,17 @@ where
             self.svc.ready().await?;
         }
         let fut = self.svc.call(req);
-        let Some(deadline) = self.deadline else {
-            return fut.await;
+        // The provider's own timeouts (connect, first byte) end the wait first unless the
+        // deadline is nearer: only then is a timer of our own needed.
+        let timeouts = self.targets[i].provider.timeouts();
+        let deadline = match self.deadline {
+            Some(d)
+                if d.saturating_duration_since(Instant::now())
+                    < timeouts.connect + timeouts.first_byte =>
+            {
+                d
+            }
+            _ => return fut.await,
         };
         match tokio::time::timeout_at(deadline, fut).await {
             Ok(r) => r,
@@ -518,14 +540,17 @@ where
     /// The stream of the attempt in flight produced its first event: it serves. Throughput
     /// is measured when the stream's usage is final.
     fn on_stream_served(&mut self, started: Instant) {
-        let Some((i, _)) = self.current else {
+        let Some((i, _, _)) = self.current else {
             return;
         };
         self.on_served(i, started, None);
         let health = self.targets[i].health.clone();
         let policy = self.shared.policy.health;
         let first = Instant::now();
-        self.slot.on_final(move |usage| {
+        let Some(slot) = &self.slot else {
+            return;
+        };
+        slot.on_final(move |usage| {
             let secs = first.elapsed().as_secs_f64();
             if let Some(u) = usage.filter(|u| u.completion_tokens > 0 && secs > 0.0) {
                 health.on_throughput(u.completion_tokens as f64 / secs, &policy);
@@ -535,7 +560,7 @@ where
 
     /// The attempt in flight failed with `e`. Returns whether the walk goes on.
     fn on_failed(&mut self, started: Instant, e: Error) -> bool {
-        let Some((i, probe)) = self.current.take() else {
+        let Some((i, probe, _)) = self.current.take() else {
             self.last_error = Some(e);
             return false;
         };
@@ -593,15 +618,14 @@ where
 
     /// The answer when no target served.
     fn final_error(&mut self) -> Error {
-        if let Some((_, true)) = self.current.take() {
-            // A probe that ended without an outcome.
-            for t in &self.targets {
-                t.health.release_probe();
-            }
-        }
         match self.last_error.take() {
             Some(e) if self.sent > 1 => e.with_should_retry(Some(false)),
             Some(e) => e,
+            None if self.out_of_time => Error::gateway_timeout(
+                "no answer within the request deadline",
+                ErrorSource::Gateway,
+                crate::error::Retry::Never,
+            ),
             None => {
                 // Nothing was sent: every target was cooling down or out of requests.
                 let wait = self
@@ -623,6 +647,30 @@ where
                 .with_source(ErrorSource::Gateway)
                 .with_retry_after(Some(wait.max(Duration::from_secs(1))))
             }
+        }
+    }
+}
+
+impl<S, B> Drop for Walk<S, B> {
+    fn drop(&mut self) {
+        // The client went away with an attempt in flight: record it, free its probe.
+        if let Some((i, probe, started)) = self.current.take() {
+            let t = &self.targets[i];
+            if probe {
+                t.health.release_probe();
+            }
+            let Some(attempts) = &self.attempts else {
+                return;
+            };
+            attempts.push(Attempt {
+                provider: t.provider.name_arc().clone(),
+                model: t.public_model.clone(),
+                upstream_model: t.upstream_model.clone(),
+                outcome: AttemptOutcome::Cancelled,
+                status: None,
+                latency: started.elapsed(),
+                error: Some("the client went away".into()),
+            });
         }
     }
 }

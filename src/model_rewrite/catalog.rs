@@ -212,12 +212,15 @@ impl Catalog {
                 ));
             }
         }
-        let mut ids: Vec<&str> = vec![req.model.as_str()];
-        for m in req.models.iter().flatten() {
-            if !ids.contains(&m.as_str()) {
-                ids.push(m);
-            }
-        }
+        // `model`, then each of `models` not named before.
+        let extra: &[String] = req.models.as_deref().unwrap_or_default();
+        let ids = std::iter::once(req.model.as_str()).chain(
+            extra
+                .iter()
+                .enumerate()
+                .filter(|(k, m)| **m != req.model && !extra[..*k].contains(m))
+                .map(|(_, m)| m.as_str()),
+        );
         let used = if prefs.require_parameters {
             used_parameters(req)
         } else {
@@ -225,7 +228,7 @@ impl Catalog {
         };
         let mut plan: Option<RoutePlan> = None;
         let mut removed = String::new();
-        for (n, id) in ids.iter().enumerate() {
+        for (n, id) in ids.enumerate() {
             let resolved = self.lookup(id).ok_or_else(|| {
                 let e = Error::unknown_model(id);
                 if n == 0 {
@@ -263,7 +266,7 @@ impl Catalog {
                         model: targets
                             .first()
                             .map(|t| t.public_model.clone())
-                            .unwrap_or_else(|| Arc::from(*id)),
+                            .unwrap_or_else(|| Arc::from(id)),
                         targets,
                     })
                 }
@@ -452,6 +455,7 @@ fn order_endpoints(
     removed: &mut String,
 ) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::with_capacity(model.endpoints.len());
+    let mut cooling: Vec<Target> = Vec::new();
     for e in &model.endpoints {
         let t = e.target(public);
         if free_only
@@ -461,21 +465,34 @@ fn order_endpoints(
             continue;
         }
         if keep(&t, e.supported_parameters.as_deref(), prefs, used, removed) {
-            targets.push(t);
+            // Endpoints cooling down go last (the fallback layer may still probe them).
+            if e.health.is_cooling(now) {
+                cooling.push(t);
+            } else {
+                targets.push(t);
+            }
         }
     }
-    // Cheapest first is the base order of every other (a stable sort keeps it for ties).
-    targets.sort_by(|a, b| total(a).total_cmp(&total(b)));
-    match prefs.sort {
-        Some(Sort::Price) | None => {}
-        Some(Sort::Throughput) => targets.sort_by(|a, b| {
-            let (ta, tb) = (throughput(a), throughput(b));
-            tb.total_cmp(&ta)
-        }),
-        Some(Sort::Latency) => targets.sort_by(|a, b| latency(a).total_cmp(&latency(b))),
+    let healthy = targets.len();
+    targets.append(&mut cooling);
+    // Healthy ones first, then the cooling ones, each part in its own order. Cheapest first
+    // is the base order of every other (a stable sort keeps it for ties).
+    let (first, rest) = targets.split_at_mut(healthy);
+    for part in [first, rest] {
+        if part.len() < 2 {
+            continue;
+        }
+        part.sort_by(|a, b| total(a).total_cmp(&total(b)));
+        match prefs.sort {
+            Some(Sort::Price) | None => {}
+            Some(Sort::Throughput) => {
+                part.sort_by_cached_key(|t| std::cmp::Reverse(OrdF64(throughput(t))))
+            }
+            Some(Sort::Latency) => part.sort_by_cached_key(|t| OrdF64(latency(t))),
+        }
     }
-    if prefs.balanced() && targets.len() > 1 {
-        balance(&mut targets);
+    if prefs.balanced() && healthy > 1 {
+        balance(&mut targets[..healthy]);
     }
     if let Some(order) = &prefs.order {
         // Listed providers first, in the listed order; the rest keep their order after them.
@@ -501,8 +518,6 @@ fn order_endpoints(
         }
         targets.truncate(1);
     }
-    // Endpoints cooling down go last (the fallback layer may still probe them).
-    targets.sort_by_key(|t| t.health.is_cooling(now));
     targets
 }
 
@@ -511,17 +526,36 @@ fn order_endpoints(
 fn balance(targets: &mut [Target]) {
     // Efraimidis–Spirakis: key = u^(1/w), highest first, is a weighted draw without
     // replacement; its logarithm ln(u)/w cannot underflow. With w = 1/price², 1/w = price².
-    let mut keyed: Vec<(f64, Target)> = targets
-        .iter()
-        .map(|t| {
-            let price = total(t).clamp(1e-6, 1e6);
-            let u = fastrand::f64().max(f64::MIN_POSITIVE);
-            (u.ln() * price * price, t.clone())
-        })
-        .collect();
-    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (slot, (_, t)) in targets.iter_mut().zip(keyed) {
-        *slot = t;
+    let key = |t: &Target| {
+        let price = total(t).clamp(1e-6, 1e6);
+        let u = fastrand::f64().max(f64::MIN_POSITIVE);
+        u.ln() * price * price
+    };
+    if let [a, b] = targets {
+        // The common case, without the key vector.
+        if key(b) > key(a) {
+            std::mem::swap(a, b);
+        }
+        return;
+    }
+    targets.sort_by_cached_key(|t| std::cmp::Reverse(OrdF64(key(t))));
+}
+
+/// An `f64` ordered by `total_cmp`.
+#[derive(PartialEq)]
+struct OrdF64(f64);
+
+impl Eq for OrdF64 {}
+
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 

@@ -187,6 +187,8 @@ mod tests {
         ));
         let req = Request::new(ChatRequest {
             model: model.into(),
+            // Cheapest first, not the default random balancing.
+            provider: Some(serde_json::json!({"sort": "price"})),
             ..Default::default()
         });
         svc.oneshot(req).await.map(Response::into_body)
