@@ -9,7 +9,9 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 use modelgate::provider::{Provider, ProviderKind};
-use modelgate::{Catalog, DecodeLayer, Dispatch, ModelRewriteLayer, StreamNormalizeLayer};
+use modelgate::{
+    Catalog, DecodeLayer, Dispatch, FallbackLayer, ModelRewriteLayer, StreamNormalizeLayer,
+};
 use tower::ServiceBuilder;
 
 #[tokio::main]
@@ -32,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let gateway = ServiceBuilder::new()
         .layer(DecodeLayer::new().max_body_bytes(8 << 20))
         .layer(ModelRewriteLayer::new(catalog.clone()))
+        .layer(FallbackLayer::new())
         .layer(StreamNormalizeLayer::new())
         .service(Dispatch::new(catalog.providers()));
 

@@ -7,15 +7,19 @@
 //! ## The onion
 //!
 //! ```text
-//! client ─▶ AuthLayer ─▶ RateLimitLayer ─▶ (decode) ─▶ ModelRewriteLayer ─▶ StreamNormalizeLayer ─▶ Dispatch ─▶ provider
+//! client ─▶ AuthLayer ─▶ RateLimitLayer ─▶ (decode) ─▶ ModelRewriteLayer ─▶ FallbackLayer
+//!                                                          per attempt │
+//!                              provider ◀─ Dispatch ◀─ StreamNormalizeLayer ◀─┘
 //! ```
 //!
 //! - [`auth`]: the caller's key (by SHA-256 digest) → [`auth::Principal`]; 401 / 403 answers.
 //! - [`rate_limit`]: per-key requests and tokens per minute / day; 429 with `Retry-After`.
 //! - [`decode`]: `Request<B>` → `Request<ChatRequest>` (size-limited, field-naming 400s), and
 //!   the one place typed errors become envelope responses; every answer has `X-Generation-Id`.
-//! - [`model_rewrite`]: `model` (aliases, catalog, `<provider>/<model>`) → [`RoutePlan`] and
-//!   the [`Target`] of the attempt.
+//! - [`model_rewrite`]: `model`, `models[]`, `provider{…}` and variants against the catalog →
+//!   [`RoutePlan`] (and the first [`Target`], for stacks without fallback).
+//! - [`fallback`]: walks the plan: fail-over, budgeted retries with backoff, cool-down of failing
+//!   endpoints ([`health`]), a stream failing before its first event moved on unnoticed.
 //! - [`stream_normalize`]: the provider's answer → the OpenAI shape, streams included.
 //! - [`dispatch`]: the typed request → the provider's HTTP request, on one pooled client.
 //!
@@ -111,6 +115,7 @@ pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;
 pub use crate::dispatch::Dispatch;
 pub use crate::error::Error;
+pub use crate::fallback::FallbackLayer;
 pub use crate::model_rewrite::{Catalog, ModelRewriteLayer};
 pub use crate::rate_limit::RateLimitLayer;
 pub use crate::route::{GenerationId, RoutePlan, Target};

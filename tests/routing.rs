@@ -442,3 +442,63 @@ async fn a_retry_after_over_the_longest_wait_is_passed_to_the_client() {
     assert_eq!(a.headers["retry-after"], "2");
     assert_eq!(s.a.count(), 1);
 }
+
+#[tokio::test]
+async fn an_anthropic_overload_right_after_message_start_fails_over_unnoticed() {
+    let s = setup("", "").await;
+    // Anthropic's pattern under load: a 200, `message_start`, then an `overloaded_error` event.
+    let anthropic = FakeProvider::start(|_r: &Received| {
+        let mut pieces = events_of(&fixture("anthropic/anthropic_error.sse"));
+        pieces.truncate(1);
+        pieces.push(Piece::Data(Bytes::from_static(
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        )));
+        Script::sse(pieces)
+    })
+    .await;
+    let toml = format!(
+        r#"
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "http://{}"
+api_key = "sk-ant-test"
+
+[[providers]]
+name = "b"
+kind = "openai"
+base_url = "{}"
+
+[[models]]
+id = "v/m"
+[[models.endpoints]]
+provider = "claude"
+model = "claude-x"
+prompt_price = 1.0
+completion_price = 1.0
+[[models.endpoints]]
+provider = "b"
+model = "text"
+prompt_price = 3.0
+completion_price = 3.0
+"#,
+        anthropic.addr,
+        s.b.base_url()
+    );
+    let gw = Gateway::start(&toml).await;
+    let body = json!({"model": "v/m", "stream": true, "provider": {"sort": "price"},
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let a = post(&s.client, &gw.url("/v1/chat/completions"), body.to_string()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let chunks = a.chunks();
+    assert!(chunks.iter().all(|c| c["provider"] == "b"), "{}", a.text());
+    assert_eq!(
+        chunks
+            .iter()
+            .filter(|c| c["choices"][0]["delta"]["role"] == "assistant")
+            .count(),
+        1,
+        "one role chunk: the failed attempt sent none"
+    );
+    assert_eq!((anthropic.count(), s.b.count()), (1, 1));
+}

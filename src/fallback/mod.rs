@@ -1,8 +1,9 @@
 //! [`FallbackLayer`]: walks the [`RoutePlan`] until a target answers.
 //!
-//! Sits between the routing (and metering) layers and [`StreamNormalizeLayer`]
-//! (crate::stream_normalize::StreamNormalizeLayer); the inner service runs once per attempt
-//! with that attempt's [`Target`] in the request extensions.
+//! Sits between the routing (and metering) layers and
+//! [`StreamNormalizeLayer`](crate::stream_normalize::StreamNormalizeLayer); the inner service
+//! runs once per attempt with that attempt's [`Target`] in the request extensions (and the
+//! client request's extensions, method and URI).
 //!
 //! - **First pass**: every target of the plan in order, without delay. A target whose
 //!   endpoint is cooling down ([`health`](crate::health)) or whose provider's
@@ -75,7 +76,7 @@ use crate::Error;
 pub struct FallbackPolicy {
     /// Attempts sent upstream per client request, at most (default 8).
     pub max_attempts: usize,
-    /// Extra attempts at one target after its first failure (default 2).
+    /// Extra attempts at one target after its first failure (default 3).
     pub retries_per_target: u32,
     /// The first backoff before a retry (default 100 ms); doubled per retry of a target, with
     /// jitter (a random wait between half and all of it).
@@ -96,7 +97,7 @@ impl Default for FallbackPolicy {
     fn default() -> Self {
         FallbackPolicy {
             max_attempts: 8,
-            retries_per_target: 2,
+            retries_per_target: 3,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             max_retry_wait: Duration::from_secs(10),

@@ -265,7 +265,10 @@ async fn a_models_list_moves_on_to_the_next_model_on_any_upstream_error() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_back_off_with_jitter_then_give_up_with_should_retry_false() {
-    let h = Harness::new(fast_policy());
+    let h = Harness::new(FallbackPolicy {
+        retries_per_target: 2,
+        ..fast_policy()
+    });
     h.script(
         "a",
         &[

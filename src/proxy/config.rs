@@ -64,7 +64,7 @@ pub struct FallbackConfig {
     /// Attempts sent upstream per request, at most (default 8).
     #[serde(default)]
     pub max_attempts: Option<usize>,
-    /// Extra attempts at one target after its first failure (default 2).
+    /// Extra attempts at one target after its first failure (default 3).
     #[serde(default)]
     pub retries_per_target: Option<u32>,
     /// First backoff before a retry (default 100), doubled per retry, with jitter.

@@ -1,7 +1,7 @@
 //! Anthropic Messages answers and streams in the OpenAI shape.
 //!
-//! - `message_start` gives the upstream id and model and opens the stream with
-//!   `{"role":"assistant","content":""}`;
+//! - `message_start` gives the upstream id and model; the stream opens with
+//!   `{"role":"assistant","content":""}` at the first block (or the end);
 //! - text deltas become `content`, thinking deltas `reasoning_content`; `input_json_delta`
 //!   fragments are forwarded as `arguments` fragments (empty ones dropped, `"{}"` for a tool
 //!   that got none), under a dense tool index (never Anthropic's block index);
@@ -214,6 +214,7 @@ impl AnthropicStream {
         // straight out. Anything else (or anything odd) takes the general path below.
         if let Some(literal) = raw_text_delta(data) {
             if literal != "\"\"" {
+                self.start(out);
                 self.stage
                     .emit_delta_raw("content", literal, self.head.created, out);
             }
@@ -237,7 +238,9 @@ impl AnthropicStream {
                 self.head.id = format!("chatcmpl-{}", msg["id"].as_str().unwrap_or_default());
                 self.head.model = msg["model"].as_str().unwrap_or_default().to_owned();
                 self.counts.update(&msg["usage"]);
-                self.start(out);
+                // The role chunk waits for the first block: a stream that fails right after
+                // `message_start` (Anthropic's overloaded_error) has sent nothing yet, so the
+                // fallback layer can still move to another provider unnoticed.
             }
             "content_block_start" => {
                 self.start(out);
@@ -400,6 +403,7 @@ impl AnthropicStream {
             _ => return false,
         };
         if !piece.is_empty() {
+            self.start(out);
             self.stage
                 .emit_delta_str(field, &piece, self.head.created, out);
         }
@@ -414,11 +418,12 @@ impl AnthropicStream {
                 content: Some(String::new()),
                 ..Default::default()
             };
-            self.send(role, out);
+            emit(&mut self.stage, &self.head, 0, role, None, out);
         }
     }
 
     fn send(&mut self, delta: crate::chat::Delta, out: &mut BytesMut) {
+        self.start(out);
         emit(&mut self.stage, &self.head, 0, delta, None, out);
     }
 }
