@@ -429,11 +429,11 @@ where
                     tokio::time::sleep(wait).await;
                 }
             }
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
                 self.out_of_time = true;
                 break;
             }
-            let now = Instant::now();
             let target = &self.targets[i];
             let availability = target.health.acquire(now, &self.policy().health);
             if let Availability::CoolingUntil(until) = availability {
@@ -462,9 +462,9 @@ where
             }
             self.state[i].tries += 1;
             self.sent += 1;
-            let started = Instant::now();
+            let started = now;
             self.current = Some((i, probe, started));
-            match self.attempt(i).await {
+            match self.attempt(i, now).await {
                 Ok(response) => {
                     if !self.streaming {
                         self.on_served(i, started, response.extensions().get::<Usage>());
@@ -482,7 +482,7 @@ where
     }
 
     /// Sends one attempt to target `i`, bounded by the deadline.
-    async fn attempt(&mut self, i: usize) -> Result<Response<B>, Error> {
+    async fn attempt(&mut self, i: usize, now: Instant) -> Result<Response<B>, Error> {
         let mut parts = self.parts.clone();
         parts.extensions.insert(self.targets[i].clone());
         let req = Request::from_parts(parts, self.body.clone());
@@ -496,8 +496,7 @@ where
         let timeouts = self.targets[i].provider.timeouts();
         let deadline = match self.deadline {
             Some(d)
-                if d.saturating_duration_since(Instant::now())
-                    < timeouts.connect + timeouts.first_byte =>
+                if d.saturating_duration_since(now) < timeouts.connect + timeouts.first_byte =>
             {
                 d
             }
