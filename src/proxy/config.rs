@@ -745,6 +745,45 @@ smart = "deepseek/chat"
     }
 
     #[test]
+    fn fallback_section_builds_its_policy_and_refuses_nonsense() {
+        let cfg = Config::from_toml(
+            "[fallback]\nmax_attempts = 3\nretries_per_target = 1\ndeadline_ms = 0\nmax_cooldown_ms = 0\nfailures_to_cool = 2\n",
+        )
+        .unwrap();
+        let layer = cfg.fallback.layer().unwrap();
+        let p = layer.current_policy();
+        assert_eq!((p.max_attempts, p.retries_per_target), (3, 1));
+        assert_eq!(p.deadline, None);
+        assert_eq!(p.health.max_cooldown, Duration::ZERO);
+        assert_eq!(p.health.failures_to_cool, 2);
+        assert_eq!(
+            Config::from_toml("")
+                .unwrap()
+                .fallback
+                .layer()
+                .unwrap()
+                .current_policy(),
+            &FallbackPolicy::default()
+        );
+        let bad = |t: &str| {
+            Config::from_toml(t)
+                .and_then(|c| c.fallback.layer().map(|_| ()))
+                .unwrap_err()
+                .0
+        };
+        assert!(bad("[fallback]\nmax_attempts = 0").contains("max_attempts"));
+        assert!(bad("[fallback]\nretry_budget_percent = -1.0").contains("retry_budget_percent"));
+        assert!(bad("[fallback]\nretries = 2").contains("unknown field"));
+        assert!(
+            Config::from_toml("[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"https://x\"\nrequests_per_minute = 0")
+                .and_then(|c| c.catalog(&no_env).map(|_| ()))
+                .unwrap_err()
+                .0
+                .contains("requests_per_minute")
+        );
+    }
+
+    #[test]
     fn embedded_default_enables_providers_by_key() {
         let env = |k: &str| (k == "GROQ_API_KEY").then(|| "gsk-test".to_owned());
         let cfg = Config::embedded_default(&env);
