@@ -38,6 +38,7 @@ fn catalog() -> Arc<Catalog> {
         name: "Mock".into(),
         context_length: None,
         endpoints,
+        hedge: None,
     })
     .unwrap();
     Arc::new(c)

@@ -77,6 +77,9 @@ pub struct HealthSnapshot {
     /// Moving average of the time to the first token (or to the whole answer when not
     /// streamed), if any request succeeded.
     pub latency: Option<Duration>,
+    /// An estimate of the 95th percentile of that time: the average plus twice the moving
+    /// average of the deviation from it.
+    pub latency_p95: Option<Duration>,
     /// Moving average of output tokens per second, if measured.
     pub throughput: Option<f64>,
     /// Share of the recent outcomes (up to 32) that failed; 0 with no outcome yet.
@@ -98,6 +101,7 @@ pub struct EndpointHealth {
 #[derive(Default)]
 struct State {
     latency_ms: Option<f64>,
+    latency_dev_ms: f64,
     throughput: Option<f64>,
     /// Bit i set: the i-th newest outcome failed.
     outcomes: u32,
@@ -170,6 +174,9 @@ impl EndpointHealth {
         s.last_cooldown = None;
         s.probing_since = None;
         let ms = latency.as_secs_f64() * 1000.0;
+        if let Some(mean) = s.latency_ms {
+            s.latency_dev_ms = ewma(Some(s.latency_dev_ms), (ms - mean).abs(), policy.ewma_alpha);
+        }
         s.latency_ms = Some(ewma(s.latency_ms, ms, policy.ewma_alpha));
     }
 
@@ -217,6 +224,9 @@ impl EndpointHealth {
         let s = self.lock();
         HealthSnapshot {
             latency: s.latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            latency_p95: s
+                .latency_ms
+                .map(|ms| Duration::from_secs_f64((ms + 2.0 * s.latency_dev_ms) / 1000.0)),
             throughput: s.throughput,
             error_rate: s.error_rate(),
             samples: s.samples,
@@ -368,6 +378,8 @@ mod tests {
         h.on_throughput(100.0, &p);
         let s = h.snapshot(Instant::now());
         assert_eq!(s.latency, Some(Duration::from_millis(150)));
+        // Deviation 100 ms × 0.5 = 50 ms: p95 ≈ 150 + 2 × 50.
+        assert_eq!(s.latency_p95, Some(Duration::from_millis(250)));
         assert_eq!(s.throughput, Some(75.0));
     }
 }

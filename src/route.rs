@@ -86,6 +86,18 @@ pub struct Target {
     pub max_output_tokens: Option<u32>,
     /// The endpoint's live health (shared by every request to it).
     pub health: Arc<EndpointHealth>,
+    /// Whether a slow answer from this target is hedged (the model's setting).
+    pub hedge: Option<Hedge>,
+}
+
+/// When the fallback layer starts the next target alongside a slow one (a model's setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hedge {
+    /// After this long without a first token.
+    After(std::time::Duration),
+    /// After the endpoint's measured 95th percentile time to first token (no hedge until it
+    /// has been measured).
+    MeasuredP95,
 }
 
 impl Target {
@@ -102,6 +114,7 @@ impl Target {
             pricing: None,
             max_output_tokens: None,
             health: Arc::default(),
+            hedge: None,
         }
     }
 

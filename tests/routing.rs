@@ -19,6 +19,16 @@ fn handler(r: &Received) -> Script {
             r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
         )
         .header("retry-after", "60"),
+        "late" => {
+            // Headers at once, then nothing for 5 s: a provider stuck before its first token.
+            let mut script = if r.body["stream"].as_bool().unwrap_or(false) {
+                Script::sse(events_of(&fixture("openai/openai_text.sse")))
+            } else {
+                Script::json(200, completion_json("late"))
+            };
+            script.body.insert(0, Piece::Pause(std::time::Duration::from_secs(5)));
+            script
+        }
         "cut-at-once" => Script::sse(vec![Piece::Pause(std::time::Duration::from_millis(5)), Piece::Cut]),
         "error-at-once" => Script::sse(vec![Piece::Data(Bytes::from_static(
             b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
@@ -501,4 +511,53 @@ completion_price = 3.0
         "one role chunk: the failed attempt sent none"
     );
     assert_eq!((anthropic.count(), s.b.count()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_model_with_hedging_races_a_stuck_provider() {
+    let s = setup(
+        "",
+        r#"
+[[models]]
+id = "v/h"
+hedge = 50
+[[models.endpoints]]
+provider = "a"
+model = "late"
+prompt_price = 1.0
+completion_price = 1.0
+[[models.endpoints]]
+provider = "b"
+model = "text"
+prompt_price = 3.0
+completion_price = 3.0
+"#,
+    )
+    .await;
+    for stream in [false, true] {
+        let t0 = std::time::Instant::now();
+        let a = s
+            .chat(json!({"model": "v/h", "stream": stream, "provider": {"sort": "price"}}))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(4),
+            "the hedge answered"
+        );
+        if stream {
+            let chunks = a.chunks();
+            assert!(chunks.iter().all(|c| c["provider"] == "b"));
+        } else {
+            assert_eq!(a.json()["provider"], "b");
+        }
+    }
+    assert_eq!((s.a.count(), s.b.count()), (2, 2));
+    // Bad hedge settings are refused at start-up.
+    let bad = modelgate::proxy::Config::from_toml(
+        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[[models]]\nid = \"m\"\nhedge = \"p99\"\n[[models.endpoints]]\nprovider = \"a\"\nmodel = \"x\"",
+    )
+    .unwrap()
+    .catalog(&|_: &str| None)
+    .unwrap_err();
+    assert!(bad.0.contains("p95"), "{}", bad.0);
 }

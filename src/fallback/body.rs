@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 use tokio::time::Instant;
 
-use super::Served;
+use super::{Served, ServedBody};
 use crate::error::BoxError;
 use crate::future::BoxFuture;
 use crate::Error;
@@ -50,6 +50,11 @@ enum State<B> {
     Resuming {
         next: Next<B>,
     },
+    /// A hedged stream read up to its first event elsewhere: that event, then the rest.
+    Committed {
+        body: Pin<Box<B>>,
+        first: Option<Bytes>,
+    },
     Failed {
         event: Option<Bytes>,
     },
@@ -61,6 +66,7 @@ impl<B> std::fmt::Debug for FallbackBody<B> {
             State::Streaming { walk: Some(_), .. } => "watching",
             State::Streaming { walk: None, .. } => "committed",
             State::Resuming { .. } => "failing over",
+            State::Committed { .. } => "committed",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("FallbackBody")
@@ -81,6 +87,13 @@ impl<B> FallbackBody<B> {
         }
     }
 
+    /// A stream already read up to its first event (a hedge race's winner).
+    pub(crate) fn committed(body: Pin<Box<B>>, first: Option<Bytes>) -> Self {
+        FallbackBody {
+            state: State::Committed { body, first },
+        }
+    }
+
     /// A stream that may still fail over until its first event.
     pub(crate) fn watching(body: B, walk: Box<dyn Resume<B>>, started: Instant) -> Self {
         FallbackBody {
@@ -94,7 +107,7 @@ impl<B> FallbackBody<B> {
 }
 
 /// What the first events of a frame say.
-enum FrameKind {
+pub(crate) enum FrameKind {
     /// Only comments (`: keepalive`).
     Comments,
     /// An error event before any other event.
@@ -103,7 +116,7 @@ enum FrameKind {
     Data,
 }
 
-fn classify(frame: &[u8]) -> FrameKind {
+pub(crate) fn classify(frame: &[u8]) -> FrameKind {
     for event in frame.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         if event.starts_with(b":") {
             continue;
@@ -181,15 +194,17 @@ where
                 StateProj::Resuming { next } => {
                     let (walk, result) = ready!(next.as_mut().poll(cx));
                     match result {
-                        Ok(served) => {
-                            let started = served.started;
-                            let body = served.response.into_body();
-                            this.state.set(State::Streaming {
+                        Ok(served) => match served.body {
+                            ServedBody::Fresh(body) => this.state.set(State::Streaming {
                                 body,
                                 walk: Some(walk),
-                                started,
-                            });
-                        }
+                                started: served.started,
+                            }),
+                            ServedBody::Committed(body, first) => {
+                                drop(walk);
+                                this.state.set(State::Committed { body, first });
+                            }
+                        },
                         Err(e) => {
                             drop(walk);
                             this.state.set(State::Failed {
@@ -201,6 +216,12 @@ where
                 }
                 StateProj::Failed { event } => {
                     return Poll::Ready(event.take().map(|e| Ok(Frame::data(e))));
+                }
+                StateProj::Committed { body, first } => {
+                    if let Some(first) = first.take() {
+                        return Poll::Ready(Some(Ok(Frame::data(first))));
+                    }
+                    return body.as_mut().poll_frame(cx);
                 }
             };
             let (error, walk, started) = failure;
@@ -214,6 +235,7 @@ where
             State::Streaming { body, .. } => body.is_end_stream(),
             State::Resuming { .. } => false,
             State::Failed { event } => event.is_none(),
+            State::Committed { body, first } => first.is_none() && body.is_end_stream(),
         }
     }
 

@@ -28,6 +28,10 @@
 //!   normalisation stamps them). Once the layer has retried or failed over and still fails,
 //!   the error carries `x-should-retry: false`. With every target cooling down, a 503 at once
 //!   with `Retry-After`.
+//! - **Hedging** (per model, [`Hedge`]): when an attempt has no first token (a stream's first
+//!   event, or the whole answer) after the model's delay (or the endpoint's measured p95), the
+//!   next usable target starts too; the first to answer wins, the other is cancelled. Both are
+//!   recorded. Only in the first pass.
 //! - **Record**: every attempt (target, outcome, status, latency, error) goes to the
 //!   [`Attempts`] in the request extensions (inserted when absent, and also put in the
 //!   response extensions), for the metering layer outside.
@@ -50,6 +54,7 @@ mod body;
 #[cfg(test)]
 mod tests;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,7 +73,7 @@ use crate::chat::{ChatRequest, Usage};
 use crate::error::{BoxError, ErrorSource};
 use crate::future::BoxFuture;
 use crate::health::{Availability, HealthPolicy};
-use crate::route::{Attempt, AttemptOutcome, Attempts, RoutePlan, Target, UsageSlot};
+use crate::route::{Attempt, AttemptOutcome, Attempts, Hedge, RoutePlan, Target, UsageSlot};
 use crate::Error;
 
 /// How the fallback layer retries, fails over and cools endpoints down.
@@ -228,15 +233,17 @@ where
         };
         Box::pin(async move {
             let served = walk.next().await?;
-            let (mut parts, body) = served.response.into_parts();
+            let mut parts = served.head;
             if let Some(a) = &walk.attempts {
                 parts.extensions.insert(a.clone());
             }
-            let body = if walk.streaming {
+            let body = match served.body {
+                ServedBody::Committed(boxed, first) => FallbackBody::committed(boxed, first),
                 // Committed only when the first event that is not a comment arrives.
-                FallbackBody::watching(body, Box::new(walk), served.started)
-            } else {
-                FallbackBody::plain(body)
+                ServedBody::Fresh(body) if walk.streaming => {
+                    FallbackBody::watching(body, Box::new(walk), served.started)
+                }
+                ServedBody::Fresh(body) => FallbackBody::plain(body),
             };
             Ok(Response::from_parts(parts, body))
         })
@@ -245,9 +252,40 @@ where
 
 /// An attempt that answered (for a stream: with its headers; the body decides the rest).
 pub(crate) struct Served<B> {
-    response: Response<B>,
+    head: http::response::Parts,
+    body: ServedBody<B>,
     started: Instant,
 }
+
+/// The body of an attempt that answered.
+pub(crate) enum ServedBody<B> {
+    /// As the inner service gave it.
+    Fresh(B),
+    /// A hedged stream already read up to its first event: boxed (it was polled in place),
+    /// that event to go out first. The stream is committed.
+    Committed(Pin<Box<B>>, Option<Bytes>),
+}
+
+impl<B> Served<B> {
+    fn fresh(response: Response<B>, started: Instant) -> Self {
+        let (head, body) = response.into_parts();
+        Served {
+            head,
+            body: ServedBody::Fresh(body),
+            started,
+        }
+    }
+}
+
+/// What one raced attempt produced.
+enum Won<B> {
+    /// A whole answer.
+    Whole(Response<B>),
+    /// A stream, read up to its first event.
+    Stream(http::response::Parts, Pin<Box<B>>, Option<Bytes>),
+}
+
+type Launched<B> = BoxFuture<'static, Result<Won<B>, Error>>;
 
 /// Per target: how many times it was tried, and whether another try may help.
 #[derive(Debug, Clone, Copy, Default)]
@@ -463,13 +501,20 @@ where
             self.state[i].tries += 1;
             self.sent += 1;
             let started = now;
+            if let Some(delay) = self.hedge_delay(i) {
+                match self.hedged(i, probe, started, delay).await {
+                    Ok(served) => return Ok(served),
+                    Err(go_on) if go_on => continue,
+                    Err(_) => break,
+                }
+            }
             self.current = Some((i, probe, started));
             match self.attempt(i, now).await {
                 Ok(response) => {
                     if !self.streaming {
                         self.on_served(i, started, response.extensions().get::<Usage>());
                     }
-                    return Ok(Served { response, started });
+                    return Ok(Served::fresh(response, started));
                 }
                 Err(e) => {
                     if !self.on_failed(started, e) {
@@ -543,6 +588,10 @@ where
         let Some((i, _, _)) = self.current else {
             return;
         };
+        self.on_stream_served_at(i, started);
+    }
+
+    fn on_stream_served_at(&mut self, i: usize, started: Instant) {
         self.on_served(i, started, None);
         let health = self.targets[i].health.clone();
         let policy = self.shared.policy.health;
@@ -564,6 +613,11 @@ where
             self.last_error = Some(e);
             return false;
         };
+        self.on_failed_at(i, probe, started, e)
+    }
+
+    /// Target `i` (a half-open probe or not) failed with `e`. Returns whether the walk goes on.
+    fn on_failed_at(&mut self, i: usize, probe: bool, started: Instant, e: Error) -> bool {
         let now = Instant::now();
         let latency = now.saturating_duration_since(started);
         self.record(
@@ -614,6 +668,199 @@ where
         };
         self.last_error = Some(e);
         go_on
+    }
+
+    /// The hedging delay for target `i`, if its model hedges and another target is left.
+    fn hedge_delay(&self, i: usize) -> Option<Duration> {
+        if self.pass > 0 || self.next >= self.targets.len() {
+            return None;
+        }
+        let t = &self.targets[i];
+        match t.hedge? {
+            Hedge::After(d) => Some(d),
+            Hedge::MeasuredP95 => t.health.snapshot(Instant::now()).latency_p95,
+        }
+    }
+
+    /// Starts an attempt at target `i` as a future of its own (for racing), answered once
+    /// its first event is in (streams) or its whole answer (otherwise).
+    fn launch(&mut self, i: usize) -> Launched<B> {
+        let mut parts = self.parts.clone();
+        parts.extensions.insert(self.targets[i].clone());
+        let req = Request::from_parts(parts, self.body.clone());
+        let mut svc = self.svc.clone();
+        let streaming = self.streaming;
+        Box::pin(async move {
+            svc.ready().await?;
+            let res = svc.call(req).await?;
+            if !streaming {
+                return Ok(Won::Whole(res));
+            }
+            let (parts, body) = res.into_parts();
+            let mut body = Box::pin(body);
+            loop {
+                match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                    None => return Ok(Won::Stream(parts, body, None)),
+                    Some(Err(e)) => {
+                        let e: BoxError = e.into();
+                        return Err(Error::bad_gateway(
+                            format!("the stream broke before its first event: {e}"),
+                            ErrorSource::Transport,
+                            crate::error::Retry::Retryable,
+                        ));
+                    }
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        match body::classify(&data) {
+                            // Nobody is listening yet: keep-alives are not needed.
+                            body::FrameKind::Comments => continue,
+                            body::FrameKind::Error(e) => return Err(e),
+                            body::FrameKind::Data => {
+                                return Ok(Won::Stream(parts, body, Some(data)))
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Target `i` with hedging: when it has not answered (its first event, for a stream)
+    /// after `delay`, the next usable target starts too; the first to answer wins and the
+    /// other is cancelled. `Err(go_on)` when both failed.
+    async fn hedged(
+        &mut self,
+        i: usize,
+        probe: bool,
+        started: Instant,
+        delay: Duration,
+    ) -> Result<Served<B>, bool> {
+        let mut first = self.launch(i);
+        let timer = tokio::time::sleep(delay);
+        tokio::pin!(timer);
+        tokio::select! {
+            biased;
+            r = &mut first => return self.settle(i, probe, started, r),
+            _ = &mut timer => {}
+        }
+        // The hedge: the next target that may be tried now.
+        let Some((j, probe_j)) = self.take_next_usable() else {
+            let r = first.await;
+            return self.settle(i, probe, started, r);
+        };
+        let hedge_started = Instant::now();
+        let mut second = self.launch(j);
+        let mut first_failed = false;
+        loop {
+            let (k, k_probe, k_started, r) = if first_failed {
+                let r = (&mut second).await;
+                (j, probe_j, hedge_started, r)
+            } else {
+                tokio::select! {
+                    r = &mut first => (i, probe, started, r),
+                    r = &mut second => (j, probe_j, hedge_started, r),
+                }
+            };
+            match r {
+                Ok(won) => {
+                    // The other one, unless it already failed, is dropped here: cancelled.
+                    let (o, o_probe, o_started) = if k == i {
+                        (j, probe_j, hedge_started)
+                    } else {
+                        (i, probe, started)
+                    };
+                    if k == i || !first_failed {
+                        if o_probe {
+                            self.targets[o].health.release_probe();
+                        }
+                        self.record(
+                            o,
+                            AttemptOutcome::Cancelled,
+                            None,
+                            o_started.elapsed(),
+                            Some("lost the hedge race".into()),
+                        );
+                    }
+                    return self.settle(k, k_probe, k_started, Ok(won));
+                }
+                Err(e) => {
+                    let go_on = self.on_failed_at(k, k_probe, k_started, e);
+                    if k == i {
+                        // The hedge may still answer.
+                        first_failed = true;
+                        continue;
+                    }
+                    if first_failed {
+                        return Err(go_on);
+                    }
+                    // The hedge failed first: the first one alone now.
+                    let r = first.await;
+                    return self.settle(i, probe, started, r);
+                }
+            }
+        }
+    }
+
+    /// The outcome of a raced attempt at target `i`.
+    fn settle(
+        &mut self,
+        i: usize,
+        probe: bool,
+        started: Instant,
+        r: Result<Won<B>, Error>,
+    ) -> Result<Served<B>, bool> {
+        match r {
+            Ok(Won::Whole(response)) => {
+                self.on_served(i, started, response.extensions().get::<Usage>());
+                Ok(Served::fresh(response, started))
+            }
+            Ok(Won::Stream(head, body, first)) => {
+                self.on_stream_served_at(i, started);
+                Ok(Served {
+                    head,
+                    body: ServedBody::Committed(body, first),
+                    started,
+                })
+            }
+            Err(e) => Err(self.on_failed_at(i, probe, started, e)),
+        }
+    }
+
+    /// The next target after the current position that may be tried now (taking its probe
+    /// and a request of its provider's allowance); the ones passed over are recorded.
+    fn take_next_usable(&mut self) -> Option<(usize, bool)> {
+        while self.next < self.targets.len() && self.sent < self.policy().max_attempts {
+            let j = self.next;
+            self.next += 1;
+            let now = Instant::now();
+            let t = &self.targets[j];
+            let availability = t.health.acquire(now, &self.shared.policy.health);
+            if let Availability::CoolingUntil(until) = availability {
+                self.earliest_cool_end =
+                    Some(self.earliest_cool_end.map_or(until, |e| e.min(until)));
+                self.record(
+                    j,
+                    AttemptOutcome::Skipped,
+                    None,
+                    Duration::ZERO,
+                    Some("cooling down after failures".into()),
+                );
+                continue;
+            }
+            let probe = availability == Availability::Probe;
+            if !t.provider.try_acquire() {
+                if probe {
+                    t.health.release_probe();
+                }
+                continue;
+            }
+            self.state[j].tries += 1;
+            self.sent += 1;
+            return Some((j, probe));
+        }
+        None
     }
 
     /// The answer when no target served.

@@ -41,10 +41,34 @@ fn frames(parts: &[&'static str]) -> Frames {
     )
 }
 
+/// A body that waits, then yields these frames.
+struct Slow {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    frames: Frames,
+}
+
+impl Body for Slow {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::ready!(std::future::Future::poll(self.sleep.as_mut(), cx));
+        Pin::new(&mut self.frames).poll_frame(cx)
+    }
+}
+
 /// What a scripted target does on one call.
 #[derive(Debug, Clone, Copy)]
 enum Act {
     Ok,
+    /// Answers after this many milliseconds.
+    Late(u64),
+    /// Fails with this status after this many milliseconds.
+    LateFail(u64, u16),
+    /// Streams only: headers at once, the first event after this many milliseconds.
+    SlowFirstEvent(u64),
     Status(u16, Option<u64>),
     Refused,
     StreamError(u16),
@@ -131,10 +155,31 @@ fn scripted(
                     "data: {\"error\":{\"code\":502,\"message\":\"cut\",\"type\":\"upstream_error\",\"param\":null}}\n\n",
                 ]))),
                 Act::Hang => std::future::pending().await,
+                Act::Late(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(Response::new(ok_body(stream)))
+                }
+                Act::LateFail(ms, status) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Err(upstream_error(&name, status, None))
+                }
+                Act::SlowFirstEvent(_) => unreachable!("handled by the hedging inner"),
             }
         });
         fut
     })
+}
+
+fn ok_body(stream: bool) -> Frames {
+    if stream {
+        frames(&[
+            ": keepalive\n\n",
+            "data: {\"id\":\"x\",\"choices\":[]}\n\n",
+            "data: [DONE]\n\n",
+        ])
+    } else {
+        frames(&["{\"served_by\":\"x\"}"])
+    }
 }
 
 fn request(targets: Vec<Target>, stream: bool) -> Request<ChatRequest> {
@@ -498,6 +543,201 @@ async fn a_failing_endpoint_cools_after_failures_in_a_row() {
     assert!(a.health.snapshot(Instant::now()).cooling);
 }
 
+/// Hedging: an inner whose bodies may hold back their first event.
+mod hedging {
+    use super::*;
+    use crate::route::Hedge;
+    use http_body_util::combinators::UnsyncBoxBody;
+
+    type AnyBody = UnsyncBoxBody<Bytes, Infallible>;
+
+    fn hedged(name: &str, after_ms: u64) -> Target {
+        let mut t = target(name, "m");
+        t.hedge = Some(Hedge::After(Duration::from_millis(after_ms)));
+        t
+    }
+
+    fn inner(
+        script: Script,
+        calls: Calls,
+    ) -> impl Service<
+        Request<ChatRequest>,
+        Response = Response<AnyBody>,
+        Error = Error,
+        Future = BoxFuture<'static, Result<Response<AnyBody>, Error>>,
+    > + Clone {
+        let plain = scripted(script.clone(), calls.clone());
+        service_fn(move |req: Request<ChatRequest>| {
+            let name = req
+                .extensions()
+                .get::<Target>()
+                .unwrap()
+                .provider
+                .name()
+                .to_owned();
+            let next = script
+                .lock()
+                .unwrap()
+                .get(&name)
+                .and_then(|q| q.front().copied());
+            let stream = req.body().is_stream();
+            let mut plain = plain.clone();
+            let fut: BoxFuture<'static, Result<Response<AnyBody>, Error>> = match next {
+                Some(Act::SlowFirstEvent(ms)) => {
+                    script.lock().unwrap().get_mut(&name).unwrap().pop_front();
+                    calls.lock().unwrap().push((name, Instant::now()));
+                    Box::pin(async move {
+                        let body = Slow {
+                            sleep: Box::pin(tokio::time::sleep(Duration::from_millis(ms))),
+                            frames: ok_body(stream),
+                        };
+                        Ok(Response::new(UnsyncBoxBody::new(body)))
+                    })
+                }
+                _ => Box::pin(async move {
+                    let res = plain.call(req).await?;
+                    Ok(res.map(UnsyncBoxBody::new))
+                }),
+            };
+            fut
+        })
+    }
+
+    async fn send(
+        h: &Harness,
+        req: Request<ChatRequest>,
+    ) -> Result<Response<FallbackBody<AnyBody>>, Error> {
+        h.layer
+            .layer(inner(h.script.clone(), h.calls.clone()))
+            .oneshot(req)
+            .await
+    }
+
+    async fn body_text(res: Response<FallbackBody<AnyBody>>) -> String {
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_is_hedged_and_the_first_to_answer_wins() {
+        let h = Harness::new(fast_policy());
+        h.script("a", &[Act::Late(5_000)]);
+        h.script("b", &[Act::Late(100)]);
+        let attempts = Attempts::new();
+        let mut req = request(vec![hedged("a", 1_000), hedged("b", 1_000)], false);
+        req.extensions_mut().insert(attempts.clone());
+        let t0 = Instant::now();
+        let res = send(&h, req).await.unwrap();
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_millis(1_100),
+            "hedge at 1 s, answer 100 ms later"
+        );
+        assert_eq!(body_text(res).await, "{\"served_by\":\"x\"}");
+        let rec: Vec<(String, AttemptOutcome)> = attempts
+            .to_vec()
+            .iter()
+            .map(|a| (a.provider.to_string(), a.outcome))
+            .collect();
+        assert_eq!(
+            rec,
+            [
+                ("a".to_owned(), AttemptOutcome::Cancelled),
+                ("b".to_owned(), AttemptOutcome::Served)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_answer_starts_no_hedge() {
+        let h = Harness::new(fast_policy());
+        h.script("a", &[Act::Late(200)]);
+        let res = send(
+            &h,
+            request(vec![hedged("a", 1_000), hedged("b", 1_000)], false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(h.called(), ["a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_hedged_on_its_first_event_not_its_headers() {
+        let h = Harness::new(fast_policy());
+        h.script("a", &[Act::SlowFirstEvent(5_000)]);
+        let t0 = Instant::now();
+        let res = send(
+            &h,
+            request(vec![hedged("a", 1_000), hedged("b", 1_000)], true),
+        )
+        .await
+        .unwrap();
+        let body = body_text(res).await;
+        assert_eq!(
+            body,
+            "data: {\"id\":\"x\",\"choices\":[]}\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(1),
+            "b answered at once"
+        );
+        assert_eq!(h.called(), ["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_hedge_fails_the_first_attempt_still_serves() {
+        let h = Harness::new(fast_policy());
+        h.script("a", &[Act::Late(3_000)]);
+        h.script("b", &[Act::Status(503, None)]);
+        let t0 = Instant::now();
+        let res = send(
+            &h,
+            request(vec![hedged("a", 1_000), hedged("b", 1_000)], false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(Instant::now() - t0, Duration::from_secs(3));
+        assert_eq!(h.called(), ["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_failing_goes_on_with_the_plan() {
+        let h = Harness::new(FallbackPolicy {
+            retries_per_target: 0,
+            ..fast_policy()
+        });
+        h.script("a", &[Act::LateFail(2_000, 500)]);
+        h.script("b", &[Act::Status(503, None)]);
+        let attempts = Attempts::new();
+        let mut req = request(
+            vec![hedged("a", 1_000), hedged("b", 1_000), target("c", "m")],
+            false,
+        );
+        req.extensions_mut().insert(attempts.clone());
+        let t0 = Instant::now();
+        let res = send(&h, req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(2),
+            "c right after a failed"
+        );
+        assert_eq!(h.called(), ["a", "b", "c"]);
+        let outcomes: Vec<AttemptOutcome> = attempts.to_vec().iter().map(|a| a.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                AttemptOutcome::Failed,
+                AttemptOutcome::Failed,
+                AttemptOutcome::Served
+            ]
+        );
+    }
+}
+
 mod property {
     use super::*;
     use proptest::prelude::*;
@@ -510,20 +750,23 @@ mod property {
             Just(Act::Status(400, None)),
             Just(Act::Refused),
             Just(Act::StreamError(529)),
+            Just(Act::Late(1_500)),
+            Just(Act::LateFail(1_500, 503)),
         ]
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
-        /// For any plan and any pattern of failures: no target is called more than the retry
-        /// policy allows, at most `max_attempts` calls go out, and the client gets exactly one
-        /// answer (a response, or an error).
+        /// For any plan and any pattern of failures and delays, hedged or not: no target is
+        /// called more than the retry policy allows, at most `max_attempts` calls go out, and
+        /// the client gets exactly one answer (a response, or an error).
         #[test]
         fn never_beyond_the_retry_policy_and_always_one_answer(
             n in 1usize..5,
             scripts in proptest::collection::vec(proptest::collection::vec(act(), 0..5), 5),
             stream in any::<bool>(),
             retries in 0u32..3,
+            hedge in any::<bool>(),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -536,7 +779,16 @@ mod property {
                 for (i, s) in scripts.iter().enumerate() {
                     h.script(names[i], s);
                 }
-                let targets: Vec<Target> = names[..n].iter().map(|p| target(p, "m")).collect();
+                let targets: Vec<Target> = names[..n]
+                    .iter()
+                    .map(|p| {
+                        let mut t = target(p, "m");
+                        if hedge {
+                            t.hedge = Some(crate::route::Hedge::After(Duration::from_secs(1)));
+                        }
+                        t
+                    })
+                    .collect();
                 let answer = h.send(request(targets, stream)).await;
                 match answer {
                     Ok(res) => {

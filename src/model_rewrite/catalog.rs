@@ -10,7 +10,7 @@ use crate::chat::ChatRequest;
 use crate::error::ErrorSource;
 use crate::health::EndpointHealth;
 use crate::provider::Provider;
-use crate::route::{Pricing, RoutePlan, Target};
+use crate::route::{Hedge, Pricing, RoutePlan, Target};
 use crate::Error;
 
 /// One endpoint of a model: a provider and the model name it knows, with prices.
@@ -48,7 +48,7 @@ impl Endpoint {
         }
     }
 
-    fn target(&self, public_model: &Arc<str>) -> Target {
+    fn target(&self, public_model: &Arc<str>, hedge: Option<Hedge>) -> Target {
         Target {
             provider: self.provider.clone(),
             upstream_model: self.model.clone(),
@@ -58,6 +58,7 @@ impl Endpoint {
                 .max_output_tokens
                 .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             health: self.health.clone(),
+            hedge,
         }
     }
 }
@@ -73,6 +74,8 @@ pub struct Model {
     pub context_length: Option<u64>,
     /// Where it can be served, in the order they were configured.
     pub endpoints: Vec<Endpoint>,
+    /// Hedging of slow answers (off: `None`).
+    pub hedge: Option<Hedge>,
 }
 
 /// Providers, models and aliases: what [`ModelRewriteLayer`](super::ModelRewriteLayer)
@@ -457,7 +460,7 @@ fn order_endpoints(
     let mut targets: Vec<Target> = Vec::with_capacity(model.endpoints.len());
     let mut cooling: Vec<Target> = Vec::new();
     for e in &model.endpoints {
-        let t = e.target(public);
+        let t = e.target(public, model.hedge);
         if free_only
             && (e.pricing.prompt_per_million > 0.0 || e.pricing.completion_per_million > 0.0)
         {
@@ -627,6 +630,7 @@ mod tests {
             name: "M".into(),
             context_length: None,
             endpoints: eps.clone(),
+            hedge: None,
         })
         .unwrap();
         c.add_model(Model {
@@ -634,6 +638,7 @@ mod tests {
             name: "Other".into(),
             context_length: None,
             endpoints: vec![eps[1].clone()],
+            hedge: None,
         })
         .unwrap();
         c.add_alias("smart", "v/m");
@@ -829,6 +834,7 @@ mod tests {
             name: "M".into(),
             context_length: None,
             endpoints: eps,
+            hedge: None,
         })
         .unwrap();
         let first_x = (0..3000).filter(|_| names(&c, json!({}))[0] == "x").count();

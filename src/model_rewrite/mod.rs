@@ -166,6 +166,7 @@ mod tests {
             name: "M".into(),
             context_length: Some(1000),
             endpoints: vec![ep(&a, 3.0), ep(&b, 1.0)],
+            hedge: None,
         })
         .unwrap();
         c.add_alias("cheap", "vendor/m");

@@ -13,7 +13,7 @@ use crate::fallback::{FallbackLayer, FallbackPolicy};
 use crate::health::HealthPolicy;
 use crate::model_rewrite::{Catalog, Endpoint, Model};
 use crate::provider::{Provider, ProviderKind, Timeouts};
-use crate::route::Pricing;
+use crate::route::{Hedge, Pricing};
 use crate::state::StateDb;
 
 /// The proxy's configuration (see the README's config reference).
@@ -355,6 +355,35 @@ pub struct ModelConfig {
     /// Endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// Hedging of slow answers: a delay in milliseconds, or `"p95"` (the endpoint's measured
+    /// 95th percentile time to first token). Absent: off.
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+}
+
+/// `hedge` of a `[[models]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum HedgeConfig {
+    /// Milliseconds without a first token.
+    Millis(u64),
+    /// `"p95"`.
+    Named(String),
+}
+
+impl HedgeConfig {
+    fn parse(&self, model: &str) -> Result<Hedge, ConfigError> {
+        match self {
+            HedgeConfig::Millis(0) => Err(ConfigError(format!(
+                "model `{model}`: hedge must be at least 1 ms (leave it out to turn hedging off)"
+            ))),
+            HedgeConfig::Millis(ms) => Ok(Hedge::After(Duration::from_millis(*ms))),
+            HedgeConfig::Named(s) if s == "p95" => Ok(Hedge::MeasuredP95),
+            HedgeConfig::Named(s) => Err(ConfigError(format!(
+                "model `{model}`: hedge must be a delay in milliseconds or \"p95\", not `{s}`"
+            ))),
+        }
+    }
 }
 
 /// One `[[models.endpoints]]` entry.
@@ -534,6 +563,7 @@ impl Config {
                     name: m.name.clone().unwrap_or_else(|| m.id.clone()),
                     context_length: m.context_length,
                     endpoints,
+                    hedge: m.hedge.as_ref().map(|h| h.parse(&m.id)).transpose()?,
                 })
                 .map_err(ConfigError)?;
         }

@@ -41,8 +41,8 @@ use tower::ServiceBuilder;
 use tower_service::Service;
 
 pub use self::config::{
-    Config, ConfigError, ConfigKey, EndpointConfig, FallbackConfig, KeyConfig, Keys, ModelConfig,
-    ProviderConfig, StateConfig, DEFAULT_STATE_DIR, WELL_KNOWN,
+    Config, ConfigError, ConfigKey, EndpointConfig, FallbackConfig, HedgeConfig, KeyConfig, Keys,
+    ModelConfig, ProviderConfig, StateConfig, DEFAULT_STATE_DIR, WELL_KNOWN,
 };
 use crate::auth::{refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;

@@ -50,6 +50,7 @@ pub(crate) fn render(catalog: &Catalog) -> Bytes {
                         "status": if h.cooling { "cooling" } else { "ok" },
                         "uptime": (h.samples > 0).then(|| ((1.0 - h.error_rate) * 1000.0).round() / 10.0),
                         "latency_ms": h.latency.map(|d| d.as_millis() as u64),
+                        "latency_p95_ms": h.latency_p95.map(|d| d.as_millis() as u64),
                         "throughput": h.throughput.map(|t| (t * 10.0).round() / 10.0),
                     })
                 })
