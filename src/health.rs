@@ -112,6 +112,8 @@ struct State {
     last_cooldown: Option<Duration>,
     /// A probe is in flight (half-open), started at this instant.
     probing_since: Option<Instant>,
+    /// The cool-down comes from an upstream 429 with `Retry-After`.
+    rate_limited: bool,
     successes: u64,
     failures: u64,
 }
@@ -173,6 +175,7 @@ impl EndpointHealth {
         s.cooling_until = None;
         s.last_cooldown = None;
         s.probing_since = None;
+        s.rate_limited = false;
         let ms = latency.as_secs_f64() * 1000.0;
         if let Some(mean) = s.latency_ms {
             s.latency_dev_ms = ewma(Some(s.latency_dev_ms), (ms - mean).abs(), policy.ewma_alpha);
@@ -191,6 +194,29 @@ impl EndpointHealth {
     /// A failed attempt at `now`. `retry_after`: the upstream said when to come back (a 429
     /// or 503 with `Retry-After`); the endpoint then cools for that long (capped) at once.
     pub fn on_failure(&self, now: Instant, retry_after: Option<Duration>, policy: &HealthPolicy) {
+        self.failed(now, retry_after, false, policy);
+    }
+
+    /// An upstream 429 that said when to come back: a failure that cools the endpoint for
+    /// that long (capped), remembered as a rate limit (see
+    /// [`is_rate_limited`](Self::is_rate_limited)).
+    pub fn on_rate_limited(&self, now: Instant, retry_after: Duration, policy: &HealthPolicy) {
+        self.failed(now, Some(retry_after), true, policy);
+    }
+
+    /// Whether the current cool-down comes from the upstream's rate limit (a 429 with
+    /// `Retry-After`) rather than from failures.
+    pub fn is_rate_limited(&self) -> bool {
+        self.lock().rate_limited
+    }
+
+    fn failed(
+        &self,
+        now: Instant,
+        retry_after: Option<Duration>,
+        rate_limited: bool,
+        policy: &HealthPolicy,
+    ) {
         let mut s = self.lock();
         s.push(true);
         s.failures += 1;
@@ -210,6 +236,7 @@ impl EndpointHealth {
         if let Some(d) = cooldown.filter(|d| !d.is_zero()) {
             s.cooling_until = Some(now + d);
             s.last_cooldown = Some(d);
+            s.rate_limited = rate_limited;
         }
     }
 

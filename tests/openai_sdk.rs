@@ -42,7 +42,9 @@ async fn run_script(python: &str, script: &str, base_url: String) {
 async fn official_openai_python_sdk() {
     let Some(python) = python() else { return };
     let fake = FakeProvider::start(standard).await;
-    let gw = Gateway::in_front_of(&fake, "").await;
+    // One attempt per request (the SDK's error classes are the point here); cool-downs stay
+    // on, so a second request to the rate-limited model meets the gateway's own 429.
+    let gw = Gateway::in_front_of(&fake, "[fallback]\nretries_per_target = 0\n").await;
     run_script(&python, "openai_compat.py", gw.url("/v1")).await;
 }
 

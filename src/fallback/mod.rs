@@ -313,6 +313,8 @@ pub(crate) struct Walk<S, B> {
     deadline: Option<Instant>,
     last_error: Option<Error>,
     earliest_cool_end: Option<Instant>,
+    /// A target was skipped for another reason than an upstream rate limit.
+    skipped_unhealthy: bool,
     /// The deadline passed before an attempt could start.
     out_of_time: bool,
     slot: Option<UsageSlot>,
@@ -378,6 +380,7 @@ where
             sent: 0,
             last_error: None,
             earliest_cool_end: None,
+            skipped_unhealthy: false,
             out_of_time: false,
             slot,
             current: None,
@@ -477,6 +480,7 @@ where
             if let Availability::CoolingUntil(until) = availability {
                 self.earliest_cool_end =
                     Some(self.earliest_cool_end.map_or(until, |e| e.min(until)));
+                self.skipped_unhealthy |= !target.health.is_rate_limited();
                 self.record(
                     i,
                     AttemptOutcome::Skipped,
@@ -491,6 +495,7 @@ where
                 if probe {
                     target.health.release_probe();
                 }
+                self.skipped_unhealthy = true;
                 let why = format!(
                     "provider `{}` has spent its requests_per_minute",
                     target.provider.name()
@@ -502,7 +507,8 @@ where
             self.sent += 1;
             let started = now;
             if let Some(delay) = self.hedge_delay(i) {
-                match self.hedged(i, probe, started, delay).await {
+                // Boxed: the race's state (two attempts, a timer) stays out of the common path's.
+                match Box::pin(self.hedged(i, probe, started, delay)).await {
                     Ok(served) => return Ok(served),
                     Err(go_on) if go_on => continue,
                     Err(_) => break,
@@ -547,7 +553,7 @@ where
             }
             _ => return fut.await,
         };
-        match tokio::time::timeout_at(deadline, fut).await {
+        match Box::pin(tokio::time::timeout_at(deadline, fut)).await {
             Ok(r) => r,
             Err(_) => {
                 let t = &self.targets[i];
@@ -631,13 +637,14 @@ where
         let retryable = e.is_retryable();
         if retryable {
             // A provider saying when to come back (429, 503): cool for that long.
-            let wait = e.retry_after().filter(|_| {
-                matches!(
-                    e.status(),
-                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                )
-            });
-            t.health.on_failure(now, wait, &self.shared.policy.health);
+            let policy = &self.shared.policy.health;
+            match (e.status(), e.retry_after()) {
+                (StatusCode::TOO_MANY_REQUESTS, Some(wait)) => {
+                    t.health.on_rate_limited(now, wait, policy)
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, wait) => t.health.on_failure(now, wait, policy),
+                _ => t.health.on_failure(now, None, policy),
+            }
             self.state[i].retry = true;
             self.state[i].retry_after = e.retry_after();
         } else if probe {
@@ -840,6 +847,7 @@ where
             if let Availability::CoolingUntil(until) = availability {
                 self.earliest_cool_end =
                     Some(self.earliest_cool_end.map_or(until, |e| e.min(until)));
+                self.skipped_unhealthy |= !t.health.is_rate_limited();
                 self.record(
                     j,
                     AttemptOutcome::Skipped,
@@ -854,6 +862,7 @@ where
                 if probe {
                     t.health.release_probe();
                 }
+                self.skipped_unhealthy = true;
                 continue;
             }
             self.state[j].tries += 1;
@@ -884,6 +893,16 @@ where
                     .first()
                     .map(|t| t.public_model.to_string())
                     .unwrap_or_default();
+                if !self.skipped_unhealthy && self.earliest_cool_end.is_some() {
+                    // Every provider asked us to wait: that is a rate limit, say so.
+                    return Error::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_exceeded",
+                        format!("every provider of `{model}` is rate limited: retry after the wait they asked for"),
+                    )
+                    .with_source(ErrorSource::Gateway)
+                    .with_retry_after(Some(wait.max(Duration::from_secs(1))));
+                }
                 Error::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",

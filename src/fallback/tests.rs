@@ -400,7 +400,7 @@ async fn an_endpoint_told_to_wait_cools_down_and_is_skipped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn every_endpoint_cooling_is_a_503_at_once_with_retry_after() {
+async fn every_endpoint_cooling_is_answered_at_once_with_retry_after() {
     let h = Harness::new(fast_policy());
     let a = target("a", "m");
     h.script("a", &[Act::Status(429, Some(20))]);
@@ -411,9 +411,36 @@ async fn every_endpoint_cooling_is_a_503_at_once_with_retry_after() {
     let t = Instant::now();
     let e = h.send(request(vec![a.clone()], false)).await.unwrap_err();
     assert_eq!(Instant::now(), t, "answered at once");
-    assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        e.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "every provider asked to wait: a rate limit"
+    );
     assert_eq!(e.retry_after(), Some(Duration::from_secs(15)));
     assert_eq!(h.called(), ["a"]);
+
+    // One endpoint failing, the other rate limited: 503.
+    let b = target("b", "m");
+    let h2 = Harness::new(FallbackPolicy {
+        retries_per_target: 0,
+        ..fast_policy()
+    });
+    h2.script("b", &[Act::Refused; 5]);
+    for _ in 0..5 {
+        let _ = h2.send(request(vec![b.clone()], false)).await;
+    }
+    let e = h2
+        .send(request(vec![a.clone(), b.clone()], false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("cooling down"));
+    assert!(e.retry_after().unwrap() >= Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]

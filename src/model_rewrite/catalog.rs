@@ -83,9 +83,8 @@ pub struct Model {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     providers: Vec<Arc<Provider>>,
-    /// The health of each provider's `<provider>/<model>` pass-through (one per provider, so
-    /// clients cannot grow it with made-up model names).
-    pass_through_health: Vec<Arc<EndpointHealth>>,
+    /// The health of each provider's `<provider>/<model>` pass-through models.
+    pass_through_health: Vec<Arc<PassThroughHealth>>,
     by_provider: HashMap<String, usize>,
     models: Vec<Model>,
     by_model: HashMap<String, usize>,
@@ -178,11 +177,12 @@ impl Catalog {
         &self.models
     }
 
-    /// The health of a provider's `<provider>/<model>` pass-through.
-    pub fn pass_through_health(&self, provider: &str) -> Option<&Arc<EndpointHealth>> {
+    /// The health of a `<provider>/<model>` pass-through model (tracked for up to 1,024
+    /// models per provider; beyond that, models nobody is using are forgotten).
+    pub fn pass_through_health(&self, provider: &str, model: &str) -> Option<Arc<EndpointHealth>> {
         self.by_provider
             .get(provider)
-            .map(|&i| &self.pass_through_health[i])
+            .map(|&i| self.pass_through_health[i].get(model))
     }
 
     /// Resolves a requested model id into a plan with no preferences: aliases first, then the
@@ -343,8 +343,38 @@ impl Catalog {
         }
         let i = *self.by_provider.get(provider)?;
         let mut t = Target::new(self.providers[i].clone(), model, id);
-        t.health = self.pass_through_health[i].clone();
+        t.health = self.pass_through_health[i].get(model);
         Some(t)
+    }
+}
+
+/// Pass-through models tracked per provider, at most.
+const PASS_THROUGH_TRACKED: usize = 1024;
+
+/// The health of one provider's pass-through models, by upstream model name. Bounded: clients
+/// choose the names, so past [`PASS_THROUGH_TRACKED`] the entries no request holds and that
+/// are not cooling down are dropped; if all are in use, a new model goes untracked.
+#[derive(Debug, Default)]
+struct PassThroughHealth {
+    by_model: std::sync::Mutex<HashMap<Box<str>, Arc<EndpointHealth>>>,
+}
+
+impl PassThroughHealth {
+    fn get(&self, model: &str) -> Arc<EndpointHealth> {
+        let mut map = self.by_model.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = map.get(model) {
+            return h.clone();
+        }
+        if map.len() >= PASS_THROUGH_TRACKED {
+            let now = Instant::now();
+            map.retain(|_, h| Arc::strong_count(h) > 1 || h.is_cooling(now));
+            if map.len() >= PASS_THROUGH_TRACKED {
+                return Arc::default();
+            }
+        }
+        let h = Arc::new(EndpointHealth::new());
+        map.insert(model.into(), h.clone());
+        h
     }
 }
 
@@ -807,6 +837,35 @@ mod tests {
         ] {
             assert!(m.contains(part), "{part} missing from: {m}");
         }
+    }
+
+    #[test]
+    fn pass_through_health_is_per_model_and_bounded() {
+        let c = catalog();
+        let a1 = c.pass_through_health("a", "one").unwrap();
+        assert!(Arc::ptr_eq(
+            &a1,
+            &c.pass_through_health("a", "one").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &a1,
+            &c.pass_through_health("a", "two").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &a1,
+            &c.pass_through_health("b", "one").unwrap()
+        ));
+        // A flood of made-up names: the entries nobody holds are forgotten.
+        for i in 0..5_000 {
+            c.pass_through_health("a", &format!("m{i}"));
+        }
+        let tracked = c.pass_through_health[0].by_model.lock().unwrap().len();
+        assert!(tracked <= PASS_THROUGH_TRACKED, "{tracked}");
+        // The one still held survives the sweeps.
+        assert!(Arc::ptr_eq(
+            &a1,
+            &c.pass_through_health("a", "one").unwrap()
+        ));
     }
 
     #[test]
