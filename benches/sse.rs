@@ -27,6 +27,7 @@ fn ctx() -> StreamContext {
         provider: Arc::from("provider"),
         include_usage: true,
         created: 0,
+        pricing: None,
     }
 }
 

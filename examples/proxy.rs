@@ -85,7 +85,16 @@ async fn main() -> ExitCode {
             "listening on http://{addr} (client keys required)"
         );
     }
-    match serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await {
+    let recorder = proxy.recorder().clone();
+    let served = serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await;
+    // Every usage record of the requests that ran is written before the process exits.
+    match tokio::time::timeout(std::time::Duration::from_secs(30), recorder.flush()).await {
+        Ok(()) => tracing::info!(stats = ?recorder.stats(), "usage records written"),
+        Err(_) => {
+            tracing::error!(stats = ?recorder.stats(), "usage records still queued after 30 s")
+        }
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }

@@ -109,6 +109,7 @@ pub mod route;
 pub mod sse;
 pub mod state;
 pub mod stream_normalize;
+pub mod usage;
 
 pub use crate::auth::AuthLayer;
 pub use crate::chat::ChatRequest;
@@ -120,3 +121,4 @@ pub use crate::model_rewrite::{Catalog, ModelRewriteLayer};
 pub use crate::rate_limit::RateLimitLayer;
 pub use crate::route::{GenerationId, RoutePlan, Target};
 pub use crate::stream_normalize::StreamNormalizeLayer;
+pub use crate::usage::UsageLayer;

@@ -15,9 +15,17 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::auth::KeyRecord;
+use crate::future::BoxFuture;
+use crate::usage::{KeySpend, SinkError, UsageRecord, UsageSink};
 
 /// Runtime keys: id → the JSON of a [`KeyRecord`].
 const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("keys");
+
+/// Generation records: `gen-…` id → the JSON of a [`UsageRecord`].
+const GENERATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("generations");
+
+/// Spend: key id → the JSON of a [`KeySpend`].
+const SPEND: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spend");
 
 /// The database file's name inside the state directory.
 pub const FILE_NAME: &str = "modelgate.redb";
@@ -70,6 +78,8 @@ impl StateDb {
         // Creates the tables and proves the file writable now, not at the first API call.
         this.write(|tx| {
             tx.open_table(KEYS)?;
+            tx.open_table(GENERATIONS)?;
+            tx.open_table(SPEND)?;
             Ok(())
         })
         .map_err(|e| {
@@ -141,6 +151,143 @@ impl StateDb {
         self.write(|tx| {
             tx.open_table(KEYS)?.remove(id)?;
             Ok(())
+        })
+    }
+}
+
+impl StateDb {
+    /// Every key's spend. An unreadable row is an error, never skipped: a key whose spend
+    /// silently vanished would get its whole limit again.
+    pub fn load_spend(&self) -> Result<Vec<(String, KeySpend)>, StateError> {
+        let fail = |e: redb::Error| {
+            StateError(format!(
+                "cannot read the state database {}: {e}",
+                self.path.display()
+            ))
+        };
+        let tx = self.db.begin_read().map_err(|e| fail(e.into()))?;
+        let table = tx.open_table(SPEND).map_err(|e| fail(e.into()))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| fail(e.into()))? {
+            let (id, value) = row.map_err(|e| fail(e.into()))?;
+            let spend: KeySpend = serde_json::from_slice(value.value()).map_err(|e| {
+                StateError(format!(
+                    "the state database {} holds an unreadable spend record `{}`: {e}",
+                    self.path.display(),
+                    id.value()
+                ))
+            })?;
+            out.push((id.value().to_owned(), spend));
+        }
+        Ok(out)
+    }
+
+    /// Stores a batch of records and adds their cost to each key's spend, in one durable
+    /// transaction. A record already stored (a batch offered again after a failure) is
+    /// neither stored twice nor charged twice.
+    pub fn put_records(&self, batch: &[UsageRecord]) -> Result<(), StateError> {
+        let mut encoded = Vec::with_capacity(batch.len());
+        for r in batch {
+            let json = serde_json::to_vec(r)
+                .map_err(|e| StateError(format!("cannot encode a usage record: {e}")))?;
+            encoded.push(json);
+        }
+        self.write(|tx| {
+            let mut generations = tx.open_table(GENERATIONS)?;
+            let mut spend = tx.open_table(SPEND)?;
+            let mut changed: std::collections::HashMap<&str, KeySpend> = Default::default();
+            for (r, json) in batch.iter().zip(&encoded) {
+                if generations.get(r.id.as_str())?.is_some() {
+                    continue;
+                }
+                generations.insert(r.id.as_str(), json.as_slice())?;
+                let (Some(key), Some(cost)) = (&r.key_id, r.cost) else {
+                    continue;
+                };
+                if !(cost.is_finite() && cost > 0.0) {
+                    continue;
+                }
+                let entry = match changed.entry(key.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let old = match spend.get(key.as_str())? {
+                            Some(row) => serde_json::from_slice(row.value()).map_err(|e| {
+                                redb::Error::Corrupted(format!(
+                                    "the spend record of `{key}` is unreadable: {e}"
+                                ))
+                            })?,
+                            None => KeySpend::default(),
+                        };
+                        v.insert(old)
+                    }
+                };
+                entry.add(cost, r.created_at);
+            }
+            for (key, s) in changed {
+                let json = serde_json::to_vec(&s)
+                    .map_err(|e| redb::Error::Corrupted(format!("cannot encode spend: {e}")))?;
+                spend.insert(key, json.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The record of generation `id`.
+    pub fn get_record(&self, id: &str) -> Result<Option<UsageRecord>, StateError> {
+        let fail = |e: redb::Error| {
+            StateError(format!(
+                "cannot read the state database {}: {e}",
+                self.path.display()
+            ))
+        };
+        let tx = self.db.begin_read().map_err(|e| fail(e.into()))?;
+        let table = tx.open_table(GENERATIONS).map_err(|e| fail(e.into()))?;
+        let Some(row) = table.get(id).map_err(|e| fail(e.into()))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(row.value())
+            .map(Some)
+            .map_err(|e| StateError(format!("the usage record `{id}` is unreadable: {e}")))
+    }
+}
+
+#[cfg(test)]
+impl StateDb {
+    /// Every stored record.
+    pub(crate) fn all_records(&self) -> Vec<UsageRecord> {
+        let tx = self.db.begin_read().unwrap();
+        let table = tx.open_table(GENERATIONS).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| serde_json::from_slice(row.unwrap().1.value()).unwrap())
+            .collect()
+    }
+}
+
+/// The default sink: records and spend in the state database, so both survive a restart.
+impl UsageSink for StateDb {
+    fn name(&self) -> &str {
+        "state"
+    }
+
+    fn write(&self, batch: Arc<[UsageRecord]>) -> BoxFuture<'_, Result<(), SinkError>> {
+        let db = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db.put_records(&batch))
+                .await
+                .map_err(|e| SinkError(e.to_string()))?
+                .map_err(|e| SinkError(e.0))
+        })
+    }
+
+    fn generation(&self, id: String) -> BoxFuture<'_, Result<Option<UsageRecord>, SinkError>> {
+        let db = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db.get_record(&id))
+                .await
+                .map_err(|e| SinkError(e.to_string()))?
+                .map_err(|e| SinkError(e.0))
         })
     }
 }

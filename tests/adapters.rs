@@ -110,7 +110,9 @@ async fn anthropic_non_streaming_round_trip_with_thinking_signature() {
     assert_eq!(
         j["usage"],
         json!({"prompt_tokens":35,"completion_tokens":7,"total_tokens":42,
-               "prompt_tokens_details":{"cached_tokens":20,"cache_write_tokens":5}})
+               "prompt_tokens_details":{"cached_tokens":20,"cache_write_tokens":5},
+               // 35 × $1/M + 7 × $2/M, at the endpoint's prices.
+               "cost": 0.000049})
     );
 
     // The next turn sends the assistant message back as the client got it: the thinking block
@@ -253,7 +255,9 @@ async fn gemini_answers_streams_and_tool_round_trip() {
     assert_eq!(
         j["usage"],
         json!({"prompt_tokens":9,"completion_tokens":7,"total_tokens":16,
-               "prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}})
+               "prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3},
+               // 9 × $1/M + 7 × $2/M, at the endpoint's prices.
+               "cost": 0.000023})
     );
 
     let a = post(

@@ -32,6 +32,7 @@ fn ctx() -> StreamContext {
         provider: Arc::from("up"),
         include_usage: true,
         created: 0,
+        pricing: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub fn check(kind: ProviderKind, data: &[u8]) {
             provider: Arc::from("p"),
             include_usage: data.first().is_some_and(|b| b & 1 == 1),
             created: 0,
+            pricing: None,
         },
     );
     let mut decoder = SseDecoder::new();

@@ -412,6 +412,7 @@ where
             status,
             latency,
             error,
+            pricing: t.pricing,
         });
     }
 
@@ -936,6 +937,7 @@ impl<S, B> Drop for Walk<S, B> {
                 status: None,
                 latency: started.elapsed(),
                 error: Some("the client went away".into()),
+                pricing: t.pricing,
             });
         }
     }

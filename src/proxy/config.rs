@@ -54,7 +54,30 @@ pub struct Config {
     /// `[fallback]`: retries, fail-over and cool-down.
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// `[usage]`: metering, the record queue and its sinks.
+    #[serde(default)]
+    pub usage: UsageConfig,
 }
+
+/// `[usage]`: how the proxy meters. Records and spend always go to the state store; every key
+/// is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Places in the record queue (default 16384): records waiting for the writer plus
+    /// requests in flight.
+    pub queue_capacity: Option<usize>,
+    /// How long a request waits for a place when the queue is full before a 503 (default 5000).
+    pub max_queue_wait_ms: Option<u64>,
+    /// Also append every record to this JSON Lines file (export).
+    pub jsonl_path: Option<PathBuf>,
+    /// Refuse (402) a request whose `max_tokens` the key could not pay for (default false).
+    #[serde(default)]
+    pub refuse_unaffordable: bool,
+}
+
+/// The default size of the record queue.
+pub const DEFAULT_USAGE_QUEUE: usize = 16_384;
 
 /// `[fallback]`: how the proxy retries, fails over and cools endpoints down. Every key is
 /// optional; the defaults are [`FallbackPolicy::default`] and [`HealthPolicy::default`].
@@ -509,6 +532,7 @@ impl Config {
             state: None,
             keys: Vec::new(),
             fallback: FallbackConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 
@@ -580,6 +604,8 @@ impl Config {
 pub struct Keys {
     /// Configured keys, the admin key and the keys made through the API.
     pub store: LocalKeyStore,
+    /// The state database the keys were loaded from (also the default usage sink).
+    pub db: StateDb,
     /// Whether `/v1/keys` is enabled (an admin key is configured).
     pub management: bool,
     /// No key at all: every request is let through (loopback only).
@@ -605,7 +631,7 @@ impl Config {
             ));
         }
         let db = StateDb::open(&self.state_dir()).map_err(|e| ConfigError(e.0))?;
-        let mut store = LocalKeyStore::open(db).map_err(|e| ConfigError(e.0))?;
+        let mut store = LocalKeyStore::open(db.clone()).map_err(|e| ConfigError(e.0))?;
         for k in &self.keys {
             store
                 .add(k.record()?)
@@ -639,6 +665,7 @@ impl Config {
         }
         Ok(Keys {
             store,
+            db,
             management,
             anonymous,
         })

@@ -7,8 +7,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Map, Value};
 
 use super::config::{parse_limit_reset, parse_rfc3339};
-use crate::auth::{now_unix, KeyPatch, KeyRecord, KeyStore, NewKey, Principal};
+use crate::auth::{now_unix, KeyPatch, KeyRecord, KeyStore, LimitReset, NewKey, Principal};
 use crate::error::BoxError;
+use crate::usage::KeySpend;
 use crate::Error;
 
 /// Largest management request body.
@@ -53,8 +54,11 @@ fn ok(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     res
 }
 
-/// `GET /v1/key`: the calling key.
-pub(crate) fn key_info(p: &Principal) -> Response<Full<Bytes>> {
+/// `GET /v1/key`: the calling key, with its spend (USD) in all and in the current UTC day,
+/// week and month.
+pub(crate) fn key_info(p: &Principal, spend: &KeySpend) -> Response<Full<Bytes>> {
+    let now = now_unix();
+    let in_window = spend.spent(p.limit_reset, now);
     ok(
         StatusCode::OK,
         &json!({"data": {
@@ -62,9 +66,11 @@ pub(crate) fn key_info(p: &Principal) -> Response<Full<Bytes>> {
             "label": p.label,
             "limit": p.limit,
             "limit_reset": p.limit_reset,
-            // Spend is not metered yet: unknown, not zero.
-            "usage": null,
-            "limit_remaining": null,
+            "usage": spend.total,
+            "usage_daily": spend.spent(Some(LimitReset::Daily), now),
+            "usage_weekly": spend.spent(Some(LimitReset::Weekly), now),
+            "usage_monthly": spend.spent(Some(LimitReset::Monthly), now),
+            "limit_remaining": p.limit.map(|l| (l - in_window).max(0.0)),
             "expires_at": p.expires_at.map_or(Value::Null, time_text),
             "rate_limit": {
                 "requests_per_minute": p.rate_limits.requests_per_minute,

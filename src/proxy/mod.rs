@@ -42,7 +42,8 @@ use tower_service::Service;
 
 pub use self::config::{
     Config, ConfigError, ConfigKey, EndpointConfig, FallbackConfig, HedgeConfig, KeyConfig, Keys,
-    ModelConfig, ProviderConfig, StateConfig, DEFAULT_STATE_DIR, WELL_KNOWN,
+    ModelConfig, ProviderConfig, StateConfig, UsageConfig, DEFAULT_STATE_DIR, DEFAULT_USAGE_QUEUE,
+    WELL_KNOWN,
 };
 use crate::auth::{refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;
@@ -55,10 +56,11 @@ use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
 use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::route::GenerationId;
 use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
+use crate::usage::{JsonLinesSink, Meter, Recorder, SpendLedger, UsageLayer, UsageSink};
 use crate::Error;
 
 /// The gateway stack behind authentication and rate limits.
-pub type GatewayStack = Decode<ModelRewrite<Fallback<StreamNormalize<Dispatch>>>>;
+pub type GatewayStack = Decode<ModelRewrite<Meter<Fallback<StreamNormalize<Dispatch>>>>>;
 
 /// What the proxy serves on `POST /v1/chat/completions`.
 pub type ChatStack = Auth<RateLimit<GatewayStack>>;
@@ -81,6 +83,7 @@ pub struct Proxy {
     admin_auth: Option<AuthLayer>,
     keys: Arc<dyn KeyStore>,
     catalog: Arc<Catalog>,
+    recorder: Recorder,
     anonymous: bool,
 }
 
@@ -96,7 +99,8 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     /// Builds the proxy from a configuration; provider and admin keys are read through `env`.
-    /// Opens the state store (`[state] dir`).
+    /// Opens the state store (`[state] dir`) and starts the usage writer (so it must be called
+    /// inside a Tokio runtime).
     pub fn from_config(
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
@@ -105,6 +109,25 @@ impl Proxy {
         let keys = config.keys(env)?;
         let store: Arc<dyn KeyStore> = Arc::new(keys.store);
         let dispatch = Dispatch::new(catalog.providers());
+        let ledger = Arc::new(SpendLedger::with(
+            keys.db.load_spend().map_err(|e| ConfigError(e.0))?,
+        ));
+        let mut sinks: Vec<Arc<dyn UsageSink>> = vec![Arc::new(keys.db.clone())];
+        if let Some(path) = &config.usage.jsonl_path {
+            sinks
+                .push(Arc::new(JsonLinesSink::open(path).map_err(|e| {
+                    ConfigError(format!("[usage] jsonl_path: {e}"))
+                })?));
+        }
+        let recorder = Recorder::start(
+            sinks,
+            ledger,
+            config.usage.queue_capacity.unwrap_or(DEFAULT_USAGE_QUEUE),
+        )
+        .map_err(|e| ConfigError(e.0))?
+        .max_wait(Duration::from_millis(
+            config.usage.max_queue_wait_ms.unwrap_or(5_000),
+        ));
         let key_auth = AuthLayer::new(store.clone()).allow_anonymous(keys.anonymous);
         let chat = ServiceBuilder::new()
             .layer(key_auth.clone())
@@ -117,6 +140,10 @@ impl Proxy {
                 ),
             )
             .layer(ModelRewriteLayer::new(catalog.clone()))
+            .layer(
+                UsageLayer::new(recorder.clone())
+                    .refuse_unaffordable(config.usage.refuse_unaffordable),
+            )
             .layer(config.fallback.layer()?)
             .layer(StreamNormalizeLayer::new().keepalive_interval(config.keepalive_interval()))
             .service(dispatch);
@@ -128,6 +155,7 @@ impl Proxy {
                 .then(|| AuthLayer::new(store.clone()).management()),
             keys: store,
             catalog,
+            recorder,
             anonymous: keys.anonymous,
         })
     }
@@ -140,6 +168,12 @@ impl Proxy {
     /// Whether the proxy runs without keys (every request let through; loopback only).
     pub fn is_anonymous(&self) -> bool {
         self.anonymous
+    }
+
+    /// The usage recorder: [`Recorder::flush`] it after [`serve`] returns, so every record is
+    /// written before the process exits.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// Whether the key management API is on (an admin key is configured).
@@ -197,9 +231,23 @@ where
             "/v1/key" => {
                 if method == Method::GET {
                     let auth = self.key_auth.clone();
+                    let ledger = self.recorder.ledger().clone();
                     return ProxyFuture::other(async move {
                         match auth.authenticate(req.headers()).await {
-                            Ok(p) => keys::key_info(&p),
+                            Ok(p) => keys::key_info(&p, &ledger.get(&p.id)),
+                            Err(e) => refusal(&e),
+                        }
+                    });
+                }
+                Route::WrongMethod("GET")
+            }
+            "/v1/generation" => {
+                if method == Method::GET {
+                    let auth = self.key_auth.clone();
+                    let recorder = self.recorder.clone();
+                    return ProxyFuture::other(async move {
+                        match auth.authenticate(req.headers()).await {
+                            Ok(p) => generation(&recorder, &p, req.uri().query()).await,
                             Err(e) => refusal(&e),
                         }
                     });
@@ -264,6 +312,51 @@ where
             .into_response(),
         };
         ProxyFuture::ready(res)
+    }
+}
+
+/// `GET /v1/generation?id=gen-…`: the record of one of the calling key's requests.
+async fn generation(
+    recorder: &Recorder,
+    principal: &crate::auth::Principal,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let id = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("id="))
+        .unwrap_or("");
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Error::invalid_request("give the generation id as `?id=gen-…`", Some("id".into()))
+            .into_response();
+    }
+    let not_found = || {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            format!("no generation `{id}` for this key"),
+        )
+        .into_response()
+    };
+    match recorder.generation(id).await {
+        // Another key's record is as unknown as a missing one.
+        Ok(Some(r)) if r.key_id.as_deref() == Some(principal.id.as_str()) => {
+            let body = serde_json::json!({ "data": r }).to_string();
+            let mut res = Response::new(Full::new(Bytes::from(body)));
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res
+        }
+        Ok(_) => not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "generation lookup failed");
+            Error::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "the usage store cannot be read right now",
+            )
+            .into_response()
+        }
     }
 }
 

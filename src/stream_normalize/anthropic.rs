@@ -191,6 +191,11 @@ impl AnthropicStream {
         self.stage.error()
     }
 
+    /// The last finish reason seen (OpenAI's names).
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.stage.finish_reason()
+    }
+
     /// The upstream body ended: without `message_stop` that is a truncated answer.
     pub fn on_end(&mut self, out: &mut BytesMut) {
         self.stage.on_end(out);
@@ -530,6 +535,7 @@ mod tests {
             provider: "p".into(),
             include_usage: true,
             created: 0,
+            pricing: None,
         };
         let run = |events: &[&str]| {
             let mut s = AnthropicStream::new(ctx());

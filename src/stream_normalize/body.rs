@@ -11,7 +11,7 @@ use tokio::time::Sleep;
 
 use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
-use crate::route::UsageSlot;
+use crate::route::{StreamEnd, UsageSlot};
 use crate::sse::{self, SseDecoder};
 use crate::Error;
 
@@ -97,6 +97,9 @@ pub struct SseStream<B> {
     out: BytesMut,
     done: bool,
     slot: Option<UsageSlot>,
+    /// Upstream events that produced output (metering's estimate when no usage comes).
+    events: u64,
+    first_event_at: Option<tokio::time::Instant>,
 }
 
 #[pinned_drop]
@@ -105,9 +108,17 @@ impl<B> PinnedDrop for SseStream<B> {
         let this = self.project();
         // End of stream, failure or a client that went away: the usage seen so far is final.
         if let Some(slot) = this.slot.take() {
-            if let Some(usage) = this.state.usage() {
-                slot.record(usage.clone());
-            }
+            let end = this.state.is_finished().then(|| match this.state.error() {
+                Some(e) => StreamEnd::Failed(e.message().to_owned()),
+                None => StreamEnd::Done,
+            });
+            slot.report_stream(
+                this.state.usage(),
+                this.state.finish_reason(),
+                *this.events,
+                *this.first_event_at,
+                end,
+            );
         }
     }
 }
@@ -136,6 +147,8 @@ impl<B> SseStream<B> {
             out: BytesMut::new(),
             done: false,
             slot: None,
+            events: 0,
+            first_event_at: None,
         }
     }
 
@@ -177,7 +190,14 @@ where
                     this.keepalive.set(None);
                     this.decoder.feed(&data);
                     while let Some(ev) = this.decoder.next_event() {
+                        let before = this.out.len();
                         this.state.on_event(&ev, this.out);
+                        if this.out.len() > before {
+                            *this.events += 1;
+                        }
+                    }
+                    if this.first_event_at.is_none() && !this.out.is_empty() {
+                        *this.first_event_at = Some(tokio::time::Instant::now());
                     }
                     if this.state.is_finished() {
                         *this.done = true;

@@ -117,6 +117,11 @@ impl GeminiStream {
         self.stage.error()
     }
 
+    /// The last finish reason seen (OpenAI's names).
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.stage.finish_reason()
+    }
+
     /// The upstream body ended: the normal end once a finish reason was seen.
     pub fn on_end(&mut self, out: &mut BytesMut) {
         if self.finished && !self.is_finished() {

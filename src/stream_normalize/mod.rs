@@ -59,7 +59,7 @@ use self::raw::{ObjectWriter, RawObject};
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::provider::ProviderKind;
-use crate::route::{GenerationId, Target, UsageSlot};
+use crate::route::{GenerationId, PriceAnswers, Pricing, Target, UsageSlot};
 use crate::sse::SseEvent;
 use crate::Error;
 
@@ -79,6 +79,9 @@ pub struct StreamContext {
     pub include_usage: bool,
     /// `created` for chunks the gateway writes itself.
     pub created: u64,
+    /// When set, the usage gets its `cost` from these prices (see
+    /// [`PriceAnswers`](crate::route::PriceAnswers)).
+    pub pricing: Option<Pricing>,
 }
 
 /// The per-stream state of one upstream dialect: bytes in, OpenAI chunks out.
@@ -153,6 +156,15 @@ impl Translator {
             Translator::OpenAi(s) => s.error(),
             Translator::Anthropic(s) => s.error(),
             Translator::Gemini(s) => s.error(),
+        }
+    }
+
+    /// The last finish reason seen.
+    pub fn finish_reason(&self) -> Option<&str> {
+        match self {
+            Translator::OpenAi(s) => s.finish_reason(),
+            Translator::Anthropic(s) => s.finish_reason(),
+            Translator::Gemini(s) => s.finish_reason(),
         }
     }
 }
@@ -247,6 +259,9 @@ where
             provider: target.provider.name_arc().clone(),
             include_usage: req.body().wants_stream_usage(),
             created: 0,
+            pricing: target
+                .pricing
+                .filter(|_| req.extensions().get::<PriceAnswers>().is_some()),
         };
         if streaming {
             req.body_mut()
@@ -293,7 +308,18 @@ where
             let bytes = read_body(body, config.max_response_bytes, &ctx.provider).await?;
             if streaming {
                 // The provider ignored `stream: true` and answered with JSON: replay it as a stream.
-                let completion = parse_completion(&bytes, &ctx, kind)?;
+                let mut completion = parse_completion(&bytes, &ctx, kind)?;
+                if let Some(p) = ctx.pricing {
+                    completion.usage = completion.usage.take().map(|u| p.price(u));
+                }
+                if let Some(slot) = &slot {
+                    slot.record_finish_reason(
+                        completion
+                            .choices
+                            .first()
+                            .and_then(|c| c.finish_reason.as_deref()),
+                    );
+                }
                 let mut state = OpenAiStream::new(ctx);
                 let mut buf = bytes::BytesMut::new();
                 if let (Some(slot), Some(usage)) = (&slot, &completion.usage) {
@@ -304,19 +330,29 @@ where
                 set_sse_headers(out.headers_mut());
                 return Ok(out);
             }
-            let (json, usage) = match kind {
+            let (json, usage, finish_reason) = match kind {
                 ProviderKind::Anthropic | ProviderKind::Gemini => {
                     let mut c = parse_completion(&bytes, &ctx, kind)?;
+                    if let Some(p) = ctx.pricing {
+                        c.usage = c.usage.take().map(|u| p.price(u));
+                    }
                     c.id = ctx.id.as_str().to_owned();
                     c.model = ctx.model.to_string();
                     c.provider = Some(ctx.provider.to_string());
                     let json = serde_json::to_vec(&c).map_err(|e| {
                         Error::internal(format!("cannot serialise the answer: {e}"))
                     })?;
-                    (Bytes::from(json), c.usage)
+                    let reason = c.choices.first().and_then(|c| c.finish_reason.clone());
+                    (Bytes::from(json), c.usage, reason)
                 }
-                _ => render_completion(&bytes, &ctx)?,
+                _ => {
+                    let r = render_completion(&bytes, &ctx)?;
+                    (r.json, r.usage, r.finish_reason)
+                }
             };
+            if let Some(slot) = &slot {
+                slot.record_finish_reason(finish_reason.as_deref());
+            }
             if let Some(usage) = usage {
                 if let Some(slot) = &slot {
                     slot.record(usage.clone());
@@ -431,10 +467,7 @@ fn parse_completion(
 ///
 /// An answer that is not a JSON object with a `choices` array is a 502; an answer that holds
 /// an `error` object is that error.
-pub fn render_completion(
-    bytes: &[u8],
-    ctx: &StreamContext,
-) -> Result<(Bytes, Option<Usage>), Error> {
+pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, Error> {
     let garbage = |why: String| unusable_answer(ctx, bytes, why);
     // Validating UTF-8 once up front is cheaper than per string inside the parser.
     let text = std::str::from_utf8(bytes)
@@ -449,13 +482,30 @@ pub fn render_completion(
             "the provider's answer has no `choices` array".into(),
         ));
     }
-    let usage = match obj.get("usage").filter(|u| u.get() != "null") {
+    let mut usage = match obj.get("usage").filter(|u| u.get() != "null") {
         Some(u) => Some(
             serde_json::from_str::<Usage>(u.get())
                 .map_err(|e| garbage(format!("the provider's `usage` is malformed ({e})")))?,
         ),
         None => None,
     };
+    // Priced: the usage is written again, with the gateway's `cost`.
+    let priced = match (ctx.pricing, usage.take()) {
+        (Some(p), Some(u)) => {
+            let u = p.price(u);
+            let json = serde_json::to_string(&u)
+                .map_err(|e| Error::internal(format!("cannot serialise the usage: {e}")))?;
+            usage = Some(u);
+            Some(json)
+        }
+        (_, u) => {
+            usage = u;
+            None
+        }
+    };
+    let finish_reason = obj
+        .get("choices")
+        .and_then(|c| first_finish_reason(c.get()));
     let mut out = Vec::with_capacity(bytes.len() + 96);
     let mut w = ObjectWriter::begin(&mut out);
     let (mut wrote_id, mut wrote_model) = (false, false);
@@ -471,6 +521,9 @@ pub fn render_completion(
                 wrote_model = true;
             }
             "provider" => {}
+            "usage" if priced.is_some() => {
+                w.raw_field("usage", priced.as_deref().unwrap_or("null"))
+            }
             _ => w.raw(k, v),
         }
     }
@@ -482,7 +535,33 @@ pub fn render_completion(
         w.str_field("provider", &ctx.provider);
     }
     w.end();
-    Ok((Bytes::from(out), usage))
+    Ok(Rendered {
+        json: Bytes::from(out),
+        usage,
+        finish_reason,
+    })
+}
+
+/// A non-streamed OpenAI-dialect answer, rewritten by [`render_completion`].
+#[derive(Debug)]
+pub struct Rendered {
+    /// The answer the client gets.
+    pub json: Bytes,
+    /// The usage it reported (priced when asked).
+    pub usage: Option<Usage>,
+    /// The first choice's finish reason.
+    pub finish_reason: Option<String>,
+}
+
+/// The first `"finish_reason":"…"` of a `choices` array's JSON text, without parsing it all.
+fn first_finish_reason(choices: &str) -> Option<String> {
+    const KEY: &[u8] = b"\"finish_reason\":";
+    let at = memchr::memmem::find(choices.as_bytes(), KEY)? + KEY.len();
+    let rest = choices[at..].trim_start();
+    let mut de = serde_json::Deserializer::from_str(rest);
+    <Option<String> as serde::Deserialize>::deserialize(&mut de)
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -155,7 +155,15 @@ impl OpenAiStream {
 
     /// Replaces the usage reported so far (translated dialects report it their own way).
     pub(crate) fn set_usage(&mut self, usage: Usage) {
-        self.usage = Some(usage);
+        self.usage = Some(self.priced(usage));
+    }
+
+    /// `usage` with the gateway's `cost` when the stream is priced.
+    fn priced(&self, usage: Usage) -> Usage {
+        match self.ctx.pricing {
+            Some(p) => p.price(usage),
+            None => usage,
+        }
     }
 
     /// The provider's name, for error messages.
@@ -306,7 +314,7 @@ impl OpenAiStream {
         }
         if let Some(u) = obj.get("usage").filter(|u| u.get() != "null") {
             match serde_json::from_str::<Usage>(u.get()) {
-                Ok(u) => self.usage = Some(u),
+                Ok(u) => self.usage = Some(self.priced(u)),
                 Err(e) => return self.malformed(format_args!("usage: {e}"), data, out),
             }
         }
@@ -512,7 +520,7 @@ impl OpenAiStream {
     /// `stream: true` and answered with JSON.
     pub fn replay_completion(&mut self, completion: ChatCompletion, out: &mut BytesMut) {
         self.ctx.created = completion.created;
-        self.usage = completion.usage.clone();
+        self.usage = completion.usage.clone().map(|u| self.priced(u));
         for choice in completion.choices {
             let msg = choice.message;
             let tool_calls = msg.tool_calls.map(|calls| {
@@ -583,6 +591,7 @@ mod tests {
             provider: Arc::from("prov"),
             include_usage,
             created: 0,
+            pricing: None,
         }
     }
 

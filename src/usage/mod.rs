@@ -1,0 +1,472 @@
+//! [`UsageLayer`]: credit limits, cost, and one generation record per client request.
+//!
+//! Sits outside [`FallbackLayer`](crate::fallback::FallbackLayer), once per client request
+//! (the proxy's order: decode → model rewrite → **usage** → fallback → stream normalisation →
+//! dispatch).
+//!
+//! - **Before**: a key whose spend has reached its `limit` in the current window
+//!   (`limit_reset`: daily, weekly from Monday, monthly, UTC; none: all time) gets a 402 in the
+//!   envelope. With [`refuse_unaffordable`](UsageLayer::refuse_unaffordable), a request whose
+//!   `max_tokens` (or `max_completion_tokens`) could not be paid at the first target's prices
+//!   is refused up front too. Then the request takes a place in the [`Recorder`]'s bounded
+//!   queue (waiting a bounded time when it is full; 503 after that, before anything was spent).
+//! - **Down the stack**: it puts [`Attempts`], a [`UsageSlot`] and
+//!   [`PriceAnswers`] in the request extensions: the fallback layer records every attempt,
+//!   stream normalisation reports the provider's usage and writes `usage.cost` (from the
+//!   prices of the endpoint that actually served) into the answer, or into the stream's usage
+//!   chunk.
+//! - **After**, however the request ends (a whole answer, a stream's `[DONE]` or error event,
+//!   an error answer, or the client going away, mid-stream or before the answer): one
+//!   [`UsageRecord`] with tokens (prompt, completion, cached, reasoning), cost, latency, time
+//!   to first token, finish reason, every attempt and the attribution headers goes to the
+//!   queue, and the key's spend grows by the cost. An answer that failed with no completion
+//!   tokens costs nothing. A stream the client left before the provider reported usage is
+//!   recorded `cancelled`, with the gateway's own count of what was streamed marked
+//!   `estimated`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use modelgate::usage::{MemorySink, Recorder, SpendLedger, UsageLayer};
+//!
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! # rt.block_on(async {
+//! let sink = Arc::new(MemorySink::new());
+//! let recorder = Recorder::start(vec![sink.clone()], Arc::new(SpendLedger::new()), 16_384).unwrap();
+//! let layer = UsageLayer::new(recorder.clone());
+//! // Stack it between ModelRewriteLayer and FallbackLayer; at shutdown:
+//! recorder.flush().await;
+//! # let _ = layer;
+//! # });
+//! ```
+
+mod ledger;
+mod record;
+mod sink;
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::ledger::{window_start, KeySpend, SpendLedger, Window};
+use self::record::millis;
+pub use self::record::{AttemptRecord, UsageRecord};
+pub use self::sink::{JsonLinesSink, MemorySink, Recorder, RecorderStats, SinkError, UsageSink};
+use self::sink::{Msg, Permit};
+use crate::auth::{LimitReset, Principal};
+use crate::chat::{ChatRequest, Message};
+use crate::future::BoxFuture;
+use crate::route::{
+    AttemptOutcome, Attempts, GenerationId, PriceAnswers, Pricing, RoutePlan, SlotReport,
+    StreamEnd, Target, UsageSlot,
+};
+use crate::Error;
+
+/// A wall clock in Unix seconds (replaceable in tests).
+pub type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_clock() -> i64 {
+    crate::route::unix_now() as i64
+}
+
+/// Builds [`Meter`]; see the [module docs](self).
+#[derive(Clone)]
+pub struct UsageLayer {
+    recorder: Recorder,
+    refuse_unaffordable: bool,
+    clock: WallClock,
+}
+
+impl std::fmt::Debug for UsageLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageLayer")
+            .field("recorder", &self.recorder)
+            .field("refuse_unaffordable", &self.refuse_unaffordable)
+            .finish()
+    }
+}
+
+impl UsageLayer {
+    /// Meters into `recorder` (whose ledger the credit check reads).
+    pub fn new(recorder: Recorder) -> Self {
+        UsageLayer {
+            recorder,
+            refuse_unaffordable: false,
+            clock: Arc::new(system_clock),
+        }
+    }
+
+    /// Also refuse (402) a request whose `max_tokens` could not be paid from what is left of
+    /// the key's limit, at the first target's prices (default off).
+    pub fn refuse_unaffordable(mut self, on: bool) -> Self {
+        self.refuse_unaffordable = on;
+        self
+    }
+
+    /// The wall clock the credit windows are read with (Unix seconds).
+    pub fn clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+impl<S> Layer<S> for UsageLayer {
+    type Service = Meter<S>;
+    fn layer(&self, inner: S) -> Meter<S> {
+        Meter {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Meters each request; see the [module docs](self).
+#[derive(Clone)]
+pub struct Meter<S> {
+    inner: S,
+    layer: UsageLayer,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Meter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+fn window_name(reset: Option<LimitReset>) -> &'static str {
+    match reset {
+        None => "",
+        Some(LimitReset::Daily) => " today (UTC)",
+        Some(LimitReset::Weekly) => " this week (UTC, from Monday)",
+        Some(LimitReset::Monthly) => " this month (UTC)",
+    }
+}
+
+/// The 402 of a key whose limit is spent, or that cannot afford `max_tokens`.
+fn credit_check(
+    layer: &UsageLayer,
+    req: &Request<ChatRequest>,
+    principal: &Principal,
+    now: i64,
+) -> Result<(), Error> {
+    let Some(limit) = principal.limit else {
+        return Ok(());
+    };
+    let spent = layer
+        .recorder
+        .ledger()
+        .spent(&principal.id, principal.limit_reset, now);
+    let window = window_name(principal.limit_reset);
+    if spent >= limit {
+        return Err(Error::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            format!(
+                "key `{}` has spent its credit limit: ${spent:.6} of ${limit}{window}",
+                principal.name
+            ),
+        ));
+    }
+    if !layer.refuse_unaffordable {
+        return Ok(());
+    }
+    let body = req.body();
+    let Some(max) = body.max_completion_tokens.or(body.max_tokens) else {
+        return Ok(());
+    };
+    let pricing = req
+        .extensions()
+        .get::<RoutePlan>()
+        .and_then(|p| p.targets.first())
+        .or_else(|| req.extensions().get::<Target>())
+        .and_then(|t| t.pricing);
+    if let Some(p) = pricing {
+        let worst = p.cost(0, u64::from(max));
+        if spent + worst > limit {
+            return Err(Error::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                format!(
+                    "key `{}` cannot afford max_tokens = {max} (up to ${worst:.6}): ${:.6} of its ${limit} limit is left{window}",
+                    principal.name,
+                    limit - spent
+                ),
+            )
+            .with_param(Some("max_tokens".into())));
+        }
+    }
+    Ok(())
+}
+
+/// Who served: provider, public model, upstream model, prices.
+type Served = (Arc<str>, Arc<str>, Arc<str>, Option<Pricing>);
+
+/// What the response future saw, for the record made when the slot's last clone goes.
+#[derive(Default)]
+struct Answer {
+    status: Option<u16>,
+    error: Option<String>,
+    answered_at: Option<tokio::time::Instant>,
+}
+
+/// The part of the record known when the request arrives.
+struct Pending {
+    permit: Permit,
+    ledger: Arc<SpendLedger>,
+    answer: Arc<Mutex<Answer>>,
+    attempts: Attempts,
+    started: tokio::time::Instant,
+    /// The target when there is no fallback layer to record attempts.
+    target: Option<Served>,
+    /// The prompt, for an estimate when the provider never reports usage.
+    messages: Arc<Vec<Message>>,
+    record: UsageRecord,
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(512).collect())
+}
+
+impl Pending {
+    fn finish(self, report: &SlotReport) {
+        let Pending {
+            permit,
+            ledger,
+            answer,
+            attempts,
+            started,
+            target,
+            messages,
+            mut record,
+        } = self;
+        let answer = std::mem::take(&mut *answer.lock().unwrap_or_else(|e| e.into_inner()));
+        let attempts = attempts.to_vec();
+        record.attempts = attempts.iter().map(AttemptRecord::from).collect();
+        let served = attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome == AttemptOutcome::Served)
+            .map(|a| {
+                (
+                    a.provider.clone(),
+                    a.model.clone(),
+                    a.upstream_model.clone(),
+                    a.pricing,
+                )
+            })
+            .or_else(|| {
+                // No fallback layer: the one target, when it answered.
+                target.filter(|_| attempts.is_empty() && answer.status == Some(200))
+            });
+        let mut pricing = None;
+        if let Some((provider, model, upstream, p)) = served {
+            record.provider = Some(provider.to_string());
+            record.model = model.to_string();
+            record.upstream_model = Some(upstream.to_string());
+            pricing = p;
+        }
+        record.status = answer.status;
+        record.cancelled = match answer.status {
+            None => true,
+            Some(s) => s == 200 && record.streamed && report.stream_end.is_none(),
+        };
+        record.error = answer.error.or_else(|| match &report.stream_end {
+            Some(StreamEnd::Failed(m)) => Some(m.clone()),
+            _ => None,
+        });
+        record.finish_reason = report.finish_reason.as_deref().map(str::to_owned);
+        match &report.usage {
+            Some(u) => {
+                record.prompt_tokens = u.prompt_tokens;
+                record.completion_tokens = u.completion_tokens;
+                record.cached_tokens = u
+                    .prompt_tokens_details
+                    .as_ref()
+                    .and_then(|d| d.cached_tokens)
+                    .unwrap_or(0);
+                record.reasoning_tokens = u
+                    .completion_tokens_details
+                    .as_ref()
+                    .and_then(|d| d.reasoning_tokens)
+                    .unwrap_or(0);
+            }
+            None if report.events > 0 => {
+                // The provider never reported usage (the client left, or the stream broke):
+                // the gateway's count. About a token per streamed event; the prompt at about
+                // four bytes per token of its JSON.
+                record.estimated = true;
+                record.completion_tokens = report.events;
+                record.prompt_tokens =
+                    serde_json::to_vec(&*messages).map_or(0, |v| v.len() as u64 / 4);
+            }
+            None => {}
+        }
+        let failed = record.error.is_some() || answer.status.is_some_and(|s| s != 200);
+        record.cost = pricing.map(|p| {
+            if failed && record.completion_tokens == 0 {
+                0.0
+            } else {
+                p.cost(record.prompt_tokens, record.completion_tokens)
+            }
+        });
+        let end = tokio::time::Instant::now();
+        record.latency_ms = millis(end - started);
+        record.time_to_first_token_ms = report
+            .first_event_at
+            .or(answer.answered_at.filter(|_| !record.streamed))
+            .map(|t| millis(t - started));
+        if let (Some(key), Some(cost)) = (&record.key_id, record.cost) {
+            ledger.add(key, cost, record.created_at);
+        }
+        permit.send(Msg::Record(Box::new(record)));
+    }
+}
+
+impl<S, B> Service<Request<ChatRequest>> for Meter<S>
+where
+    S: Service<Request<ChatRequest>, Response = Response<B>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Response<B>, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ChatRequest>) -> Self::Future {
+        let now = (self.layer.clock)();
+        let principal = req.extensions().get::<Principal>().cloned();
+        if let Some(p) = &principal {
+            if let Err(e) = credit_check(&self.layer, &req, p, now) {
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        }
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let recorder = self.layer.recorder.clone();
+        match recorder.try_reserve() {
+            Some(permit) => Box::pin(metered(inner, req, permit, recorder, principal, now)),
+            None => Box::pin(async move {
+                let permit = recorder.reserve().await?;
+                metered(inner, req, permit, recorder, principal, now).await
+            }),
+        }
+    }
+}
+
+async fn metered<S, B>(
+    mut inner: S,
+    mut req: Request<ChatRequest>,
+    permit: Permit,
+    recorder: Recorder,
+    principal: Option<Principal>,
+    now: i64,
+) -> Result<Response<B>, Error>
+where
+    S: Service<Request<ChatRequest>, Response = Response<B>, Error = Error>,
+{
+    let started = tokio::time::Instant::now();
+    let id = match req.extensions().get::<GenerationId>() {
+        Some(id) => id.clone(),
+        None => {
+            let id = GenerationId::new();
+            req.extensions_mut().insert(id.clone());
+            id
+        }
+    };
+    let attempts = Attempts::new();
+    let slot = match req.extensions().get::<UsageSlot>() {
+        Some(s) => s.clone(),
+        None => {
+            let s = UsageSlot::new();
+            req.extensions_mut().insert(s.clone());
+            s
+        }
+    };
+    req.extensions_mut().insert(attempts.clone());
+    req.extensions_mut().insert(PriceAnswers);
+    let target = req.extensions().get::<Target>().map(|t| {
+        (
+            t.provider.name_arc().clone(),
+            t.public_model.clone(),
+            t.upstream_model.clone(),
+            t.pricing,
+        )
+    });
+    let body = req.body();
+    let model = req
+        .extensions()
+        .get::<RoutePlan>()
+        .map(|p| p.model.to_string())
+        .unwrap_or_else(|| body.model.clone());
+    let record = UsageRecord {
+        id: id.as_str().to_owned(),
+        created_at: now,
+        key_id: principal.as_ref().map(|p| p.id.clone()),
+        requested_model: body.model.clone(),
+        model,
+        provider: None,
+        upstream_model: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cached_tokens: 0,
+        reasoning_tokens: 0,
+        cost: None,
+        estimated: false,
+        streamed: body.is_stream(),
+        status: None,
+        error: None,
+        finish_reason: None,
+        cancelled: false,
+        latency_ms: 0,
+        time_to_first_token_ms: None,
+        attempts: Vec::new(),
+        referer: header(req.headers(), "http-referer"),
+        title: header(req.headers(), "x-title"),
+        user: body.user.clone(),
+    };
+    let answer = Arc::new(Mutex::new(Answer::default()));
+    let pending = Pending {
+        permit,
+        ledger: recorder.ledger().clone(),
+        answer: answer.clone(),
+        attempts,
+        started,
+        target,
+        messages: body.messages.clone(),
+        record,
+    };
+    slot.on_report(move |report| pending.finish(report));
+    let res = inner.call(req).await;
+    {
+        let mut a = answer.lock().unwrap_or_else(|e| e.into_inner());
+        a.answered_at = Some(tokio::time::Instant::now());
+        match &res {
+            Ok(r) => a.status = Some(r.status().as_u16()),
+            Err(e) => {
+                a.status = Some(e.status().as_u16());
+                a.error = Some(e.message().to_owned());
+            }
+        }
+    }
+    // The record is made when the last clone of the slot goes: now for a whole answer, at
+    // the stream's end (or the client leaving) for a stream.
+    drop(slot);
+    res
+}
+
+#[cfg(test)]
+mod tests;
