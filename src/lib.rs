@@ -102,6 +102,7 @@ pub mod fallback;
 pub mod future;
 pub mod health;
 pub mod model_rewrite;
+pub mod observe;
 pub mod provider;
 pub mod proxy;
 pub mod rate_limit;

@@ -477,3 +477,90 @@ completion_price = 15.0
     let spent = k["data"]["usage"].as_f64().unwrap();
     assert!((spent - total).abs() < 1e-9, "{spent} vs {total}");
 }
+
+/// The value of the first sample of `metric` whose labels include every one of `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_cost_and_the_queue() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::in_front_of(&fake, &keys(None)).await;
+    let c = client();
+    for stream in [false, true, false] {
+        let a = post(
+            &c,
+            &gw.url("/v1/chat/completions"),
+            chat("vendor/fake-model", stream, false),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let failed = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("fake/fail-500", false, false),
+    )
+    .await;
+    assert_eq!(failed.status.as_u16(), 502);
+    // A lookup flushes the queue, so the written count is final.
+    let _ = record(&gw, &c, &id_of(&failed), KEY).await;
+
+    let m = get(&c, &gw.url("/metrics"), KEY).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(m.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = m.text();
+    let model = r#"model="vendor/fake-model""#;
+    let at_least = |metric: &str, labels: &[&str], n: f64| {
+        let v = sample(&text, metric, labels)
+            .unwrap_or_else(|| panic!("no {metric} {labels:?} in\n{text}"));
+        assert!(v >= n, "{metric} {labels:?} = {v} < {n}");
+    };
+    at_least(
+        "modelgate_requests_total",
+        &[model, r#"provider="fake""#, r#"status="200""#],
+        3.0,
+    );
+    at_least(
+        "modelgate_requests_total",
+        &[r#"model="passthrough""#, r#"status="502""#],
+        1.0,
+    );
+    at_least("modelgate_tokens_total", &[model, r#"kind="prompt""#], 54.0);
+    at_least(
+        "modelgate_tokens_total",
+        &[model, r#"kind="completion""#],
+        33.0,
+    );
+    at_least("modelgate_cost_usd_total", &[model], 3.0 * COST - 1e-12);
+    at_least("modelgate_request_duration_seconds_count", &[model], 3.0);
+    at_least("modelgate_time_to_first_token_seconds_count", &[model], 3.0);
+    at_least("modelgate_overhead_seconds_count", &[], 4.0);
+    at_least(
+        "modelgate_upstream_attempts_total",
+        &[r#"outcome="served""#],
+        3.0,
+    );
+    at_least(
+        "modelgate_upstream_attempts_total",
+        &[r#"outcome="failed""#],
+        1.0,
+    );
+    at_least("modelgate_usage_records_written_total", &[], 4.0);
+    at_least("modelgate_usage_queue_capacity", &[], 16_384.0);
+    assert!(sample(&text, "modelgate_requests_in_flight", &[]).is_some());
+    assert!(sample(&text, "modelgate_usage_queue_depth", &[]).is_some());
+    assert!(
+        !text.contains(KEY) && !text.contains(PROVIDER_KEY),
+        "no key in metrics"
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! Routes: `POST /v1/chat/completions` (auth, rate limits, then the gateway stack),
 //! `GET /v1/models` (the catalog, OpenRouter-shaped), `GET /v1/key` (the calling key),
-//! `/v1/keys[/{id}]` (key management with the admin key), `GET /health`. Everything else is a
+//! `/v1/keys[/{id}]` (key management with the admin key), `GET /v1/generation?id=` (one of
+//! the calling key's records), `GET /metrics` (Prometheus text), `GET /health`. Everything else is a
 //! 404 (or 405) in the envelope. Every answer carries `X-Generation-Id`.
 //!
 //! ```no_run
@@ -85,6 +86,8 @@ pub struct Proxy {
     catalog: Arc<Catalog>,
     recorder: Recorder,
     anonymous: bool,
+    /// Ends the metrics upkeep task when the last clone goes.
+    _alive: Arc<()>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -109,6 +112,19 @@ impl Proxy {
         let keys = config.keys(env)?;
         let store: Arc<dyn KeyStore> = Arc::new(keys.store);
         let dispatch = Dispatch::new(catalog.providers());
+        let alive = Arc::new(());
+        if let Some(handle) = crate::observe::prometheus() {
+            // Histogram samples are folded in at each scrape, and every few seconds without
+            // one, so memory stays flat when nobody scrapes.
+            let alive = Arc::downgrade(&alive);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                while alive.strong_count() > 0 {
+                    tick.tick().await;
+                    handle.run_upkeep();
+                }
+            });
+        }
         let ledger = Arc::new(SpendLedger::with(
             keys.db.load_spend().map_err(|e| ConfigError(e.0))?,
         ));
@@ -157,6 +173,7 @@ impl Proxy {
             catalog,
             recorder,
             anonymous: keys.anonymous,
+            _alive: alive,
         })
     }
 
@@ -220,6 +237,21 @@ where
                 } else {
                     Route::WrongMethod("GET")
                 }
+            }
+            "/metrics" => {
+                if method == Method::GET || method == Method::HEAD {
+                    let text = match crate::observe::prometheus() {
+                        Some(h) => crate::observe::render(h, self.recorder.stats()),
+                        None => String::new(),
+                    };
+                    let mut res = Response::new(Full::new(Bytes::from(text)));
+                    res.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    return ProxyFuture::ready(res);
+                }
+                Route::WrongMethod("GET")
             }
             "/health" | "/healthz" => {
                 if method == Method::GET || method == Method::HEAD {

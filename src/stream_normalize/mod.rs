@@ -80,7 +80,7 @@ pub struct StreamContext {
     /// `created` for chunks the gateway writes itself.
     pub created: u64,
     /// When set, the usage gets its `cost` from these prices (see
-    /// [`PriceAnswers`](crate::route::PriceAnswers)).
+    /// [`PriceAnswers`]).
     pub pricing: Option<Pricing>,
 }
 

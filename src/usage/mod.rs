@@ -225,6 +225,8 @@ struct Pending {
     target: Option<Served>,
     /// The prompt, for an estimate when the provider never reports usage.
     messages: Arc<Vec<Message>>,
+    /// The `model` label of the metrics (bounded: pass-throughs share one).
+    metric_model: Arc<str>,
     record: UsageRecord,
 }
 
@@ -244,6 +246,7 @@ impl Pending {
             started,
             target,
             messages,
+            metric_model,
             mut record,
         } = self;
         let answer = std::mem::take(&mut *answer.lock().unwrap_or_else(|e| e.into_inner()));
@@ -325,6 +328,27 @@ impl Pending {
         if let (Some(key), Some(cost)) = (&record.key_id, record.cost) {
             ledger.add(key, cost, record.created_at);
         }
+        // The gateway's own time: to the answer, less the time spent in upstream attempts.
+        let overhead = answer.answered_at.map(|t| {
+            let upstream: std::time::Duration = attempts
+                .iter()
+                .filter(|a| a.outcome != AttemptOutcome::Skipped)
+                .map(|a| a.latency)
+                .sum();
+            (t - started).saturating_sub(upstream)
+        });
+        crate::observe::request_ended(&record, &metric_model, overhead);
+        tracing::debug!(
+            generation_id = %record.id,
+            model = %record.model,
+            provider = record.provider.as_deref().unwrap_or("none"),
+            status = record.status.unwrap_or(0),
+            cancelled = record.cancelled,
+            prompt_tokens = record.prompt_tokens,
+            completion_tokens = record.completion_tokens,
+            cost = record.cost.unwrap_or(0.0),
+            "request metered"
+        );
         permit.send(Msg::Record(Box::new(record)));
     }
 }
@@ -407,11 +431,23 @@ where
         )
     });
     let body = req.body();
-    let model = req
-        .extensions()
-        .get::<RoutePlan>()
-        .map(|p| p.model.to_string())
-        .unwrap_or_else(|| body.model.clone());
+    let plan = req.extensions().get::<RoutePlan>();
+    let model = plan.map_or_else(|| body.model.clone(), |p| p.model.to_string());
+    let priced = match plan {
+        Some(p) => p.targets.iter().any(|t| t.pricing.is_some()),
+        None => target.as_ref().is_some_and(|t| t.3.is_some()),
+    };
+    let metric_model: Arc<str> = if priced {
+        Arc::from(model.as_str())
+    } else {
+        Arc::from("passthrough")
+    };
+    let span = tracing::debug_span!(
+        "request",
+        generation_id = %id,
+        model = %model,
+        provider = tracing::field::Empty,
+    );
     let record = UsageRecord {
         id: id.as_str().to_owned(),
         created_at: now,
@@ -447,10 +483,22 @@ where
         started,
         target,
         messages: body.messages.clone(),
+        metric_model,
         record,
     };
+    crate::observe::request_started();
     slot.on_report(move |report| pending.finish(report));
-    let res = inner.call(req).await;
+    let res = {
+        use tracing::Instrument;
+        let attempts = req.extensions().get::<Attempts>().cloned();
+        let res = inner.call(req).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            if let Some(last) = attempts.and_then(|a| a.to_vec().pop()) {
+                span.record("provider", &*last.provider);
+            }
+        }
+        res
+    };
     {
         let mut a = answer.lock().unwrap_or_else(|e| e.into_inner());
         a.answered_at = Some(tokio::time::Instant::now());
