@@ -9,8 +9,10 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 use modelgate::provider::{Provider, ProviderKind};
+use modelgate::usage::{JsonLinesSink, Recorder, SpendLedger};
 use modelgate::{
     Catalog, DecodeLayer, Dispatch, FallbackLayer, ModelRewriteLayer, StreamNormalizeLayer,
+    UsageLayer,
 };
 use tower::ServiceBuilder;
 
@@ -30,10 +32,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let catalog = Arc::new(catalog);
 
-    // The gateway onion: decode → model rewrite → stream normalisation → dispatch.
+    // Usage records (tokens, cost, attempts) appended to a JSON Lines file.
+    let sink = Arc::new(JsonLinesSink::open(std::path::Path::new(
+        "llm-usage.jsonl",
+    ))?);
+    let recorder = Recorder::start(vec![sink], Arc::new(SpendLedger::new()), 4096)?;
+
+    // The gateway onion: decode → model rewrite → usage → fallback → stream normalisation →
+    // dispatch.
     let gateway = ServiceBuilder::new()
         .layer(DecodeLayer::new().max_body_bytes(8 << 20))
         .layer(ModelRewriteLayer::new(catalog.clone()))
+        .layer(UsageLayer::new(recorder.clone()))
         .layer(FallbackLayer::new())
         .layer(StreamNormalizeLayer::new())
         .service(Dispatch::new(catalog.providers()));
@@ -51,6 +61,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    // Every record written before exit.
+    recorder.flush().await;
     Ok(())
 }

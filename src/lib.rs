@@ -7,9 +7,9 @@
 //! ## The onion
 //!
 //! ```text
-//! client ─▶ AuthLayer ─▶ RateLimitLayer ─▶ (decode) ─▶ ModelRewriteLayer ─▶ FallbackLayer
-//!                                                          per attempt │
-//!                              provider ◀─ Dispatch ◀─ StreamNormalizeLayer ◀─┘
+//! client ─▶ AuthLayer ─▶ RateLimitLayer ─▶ (decode) ─▶ ModelRewriteLayer ─▶ UsageLayer ─▶ FallbackLayer
+//!                                                                         per attempt │
+//!                                             provider ◀─ Dispatch ◀─ StreamNormalizeLayer ◀─┘
 //! ```
 //!
 //! - [`auth`]: the caller's key (by SHA-256 digest) → [`auth::Principal`]; 401 / 403 answers.
@@ -18,6 +18,9 @@
 //!   the one place typed errors become envelope responses; every answer has `X-Generation-Id`.
 //! - [`model_rewrite`]: `model`, `models[]`, `provider{…}` and variants against the catalog →
 //!   [`RoutePlan`] (and the first [`Target`], for stacks without fallback).
+//! - [`usage`]: credit limits (402), cost from the serving endpoint's prices, one
+//!   [`usage::UsageRecord`] per request through a bounded queue to [`usage::UsageSink`]s;
+//!   [`observe`]: the Prometheus metrics it emits.
 //! - [`fallback`]: walks the plan: fail-over, budgeted retries with backoff, cool-down of failing
 //!   endpoints ([`health`]), a stream failing before its first event moved on unnoticed.
 //! - [`stream_normalize`]: the provider's answer → the OpenAI shape, streams included.
