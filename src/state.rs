@@ -27,6 +27,9 @@ const GENERATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("gene
 /// Spend: key id → the JSON of a [`KeySpend`].
 const SPEND: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spend");
 
+/// The state database's page cache.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// The database file's name inside the state directory.
 pub const FILE_NAME: &str = "modelgate.redb";
 
@@ -47,6 +50,10 @@ impl std::error::Error for StateError {}
 pub struct StateDb {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    /// How long usage records are kept (seconds); `None`: forever.
+    retention: Option<i64>,
+    /// When records were last pruned (Unix seconds).
+    pruned_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl fmt::Debug for StateDb {
@@ -65,15 +72,22 @@ impl StateDb {
             ))
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| {
-            StateError(format!(
-                "cannot open the state database {}: {e}",
-                path.display()
-            ))
-        })?;
+        // redb's default page cache is 1 GiB; ours is small, so memory stays flat as the
+        // database grows (reads of old records are rare: lookups by id).
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| {
+                StateError(format!(
+                    "cannot open the state database {}: {e}",
+                    path.display()
+                ))
+            })?;
         let this = StateDb {
             db: Arc::new(db),
             path: Arc::new(path),
+            retention: None,
+            pruned_at: Arc::default(),
         };
         // Creates the tables and proves the file writable now, not at the first API call.
         this.write(|tx| {
@@ -89,6 +103,13 @@ impl StateDb {
             ))
         })?;
         Ok(this)
+    }
+
+    /// As a usage sink: keep records `days` days (pruned at most hourly as records are
+    /// written); `None` keeps them forever. Spend is never pruned.
+    pub fn with_record_retention(mut self, days: Option<u32>) -> Self {
+        self.retention = days.map(|d| i64::from(d) * 86_400);
+        self
     }
 
     /// The database file.
@@ -232,6 +253,45 @@ impl StateDb {
         })
     }
 
+    /// Deletes the records made before `before` (Unix seconds); returns how many. Ids are
+    /// `gen-<unix seconds>-…` with ten-digit seconds (until the year 2286), so their order is
+    /// their age.
+    pub fn prune_records(&self, before: i64) -> Result<u64, StateError> {
+        let cutoff = format!("gen-{:010}", before.max(0));
+        let mut removed = 0;
+        self.write(|tx| {
+            let mut t = tx.open_table(GENERATIONS)?;
+            t.retain_in("gen-0000000000"..cutoff.as_str(), |_, _| {
+                removed += 1;
+                false
+            })?;
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Prunes records past the retention, at most once an hour; a failure is logged (the
+    /// records stay, nothing is lost).
+    fn prune_if_due(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(keep) = self.retention else { return };
+        let now = crate::route::unix_now() as i64;
+        let last = self.pruned_at.load(Ordering::Relaxed);
+        if now - last < 3_600
+            || self
+                .pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        match self.prune_records(now - keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "pruned usage records past their retention"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune usage records"),
+        }
+    }
+
     /// The record of generation `id`.
     pub fn get_record(&self, id: &str) -> Result<Option<UsageRecord>, StateError> {
         let fail = |e: redb::Error| {
@@ -274,10 +334,14 @@ impl UsageSink for StateDb {
     fn write(&self, batch: Arc<[UsageRecord]>) -> BoxFuture<'_, Result<(), SinkError>> {
         let db = self.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || db.put_records(&batch))
-                .await
-                .map_err(|e| SinkError(e.to_string()))?
-                .map_err(|e| SinkError(e.0))
+            tokio::task::spawn_blocking(move || {
+                db.put_records(&batch)?;
+                db.prune_if_due();
+                Ok::<_, StateError>(())
+            })
+            .await
+            .map_err(|e| SinkError(e.to_string()))?
+            .map_err(|e| SinkError(e.0))
         })
     }
 
@@ -295,6 +359,50 @@ impl UsageSink for StateDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, key: &str, cost: f64, at: i64) -> UsageRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "created_at": at, "key_id": key, "requested_model": "m", "model": "m",
+            "provider": "p", "upstream_model": "u", "prompt_tokens": 1, "completion_tokens": 1,
+            "cached_tokens": 0, "reasoning_tokens": 0, "cost": cost, "estimated": false,
+            "streamed": false, "status": 200, "error": null, "finish_reason": "stop",
+            "cancelled": false, "latency_ms": 1, "time_to_first_token_ms": 1, "attempts": [],
+            "referer": null, "title": null, "user": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn records_are_stored_once_charged_once_and_pruned_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let batch = [
+            record("gen-0000000100-a", "k", 0.25, 100),
+            record("gen-0000000200-b", "k", 0.5, 200),
+            record("gen-1796212800-c", "k", 1.0, 1_796_212_800),
+        ];
+        db.put_records(&batch).unwrap();
+        db.put_records(&batch).unwrap();
+        let spend = db.load_spend().unwrap();
+        assert_eq!(spend.len(), 1);
+        assert_eq!(
+            spend[0].1.total, 1.75,
+            "a batch offered twice is charged once"
+        );
+        assert_eq!(db.prune_records(200).unwrap(), 1);
+        assert_eq!(db.get_record("gen-0000000100-a").unwrap(), None);
+        assert_eq!(
+            db.get_record("gen-0000000200-b").unwrap().unwrap().cost,
+            Some(0.5)
+        );
+        assert_eq!(db.prune_records(1_796_212_801).unwrap(), 2);
+        assert!(db.all_records().is_empty());
+        assert_eq!(
+            db.load_spend().unwrap()[0].1.total,
+            1.75,
+            "spend is never pruned"
+        );
+    }
 
     #[test]
     fn keys_survive_a_reopen_and_garbage_is_a_clear_error() {

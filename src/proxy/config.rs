@@ -74,6 +74,8 @@ pub struct UsageConfig {
     /// Refuse (402) a request whose `max_tokens` the key could not pay for (default false).
     #[serde(default)]
     pub refuse_unaffordable: bool,
+    /// Days the state store keeps generation records (default 30; 0 keeps them forever).
+    pub retention_days: Option<u32>,
 }
 
 /// The default size of the record queue.

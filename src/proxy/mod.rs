@@ -128,7 +128,13 @@ impl Proxy {
         let ledger = Arc::new(SpendLedger::with(
             keys.db.load_spend().map_err(|e| ConfigError(e.0))?,
         ));
-        let mut sinks: Vec<Arc<dyn UsageSink>> = vec![Arc::new(keys.db.clone())];
+        let retention = match config.usage.retention_days {
+            None => Some(30),
+            Some(0) => None,
+            days => days,
+        };
+        let mut sinks: Vec<Arc<dyn UsageSink>> =
+            vec![Arc::new(keys.db.clone().with_record_retention(retention))];
         if let Some(path) = &config.usage.jsonl_path {
             sinks
                 .push(Arc::new(JsonLinesSink::open(path).map_err(|e| {
