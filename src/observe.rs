@@ -24,10 +24,12 @@
 //! `modelgate_usage_queue_refused_total`, `modelgate_usage_records_written_total`,
 //! `modelgate_usage_sink_failures_total`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::usage::{RecorderStats, UsageRecord};
@@ -49,46 +51,169 @@ pub const ATTEMPTS: &str = "modelgate_upstream_attempts_total";
 /// Requests between arrival at the usage layer and their record.
 pub const IN_FLIGHT: &str = "modelgate_requests_in_flight";
 
+/// Metric handles, registered once per label set (a registry lookup with labels costs more
+/// than the whole rest of the metering): the recorder installed when a label set is first
+/// seen gets its metrics, so install it before the first request.
+struct Cache<T>(RwLock<HashMap<u64, Vec<Labelled<T>>>>);
+
+/// A value and the two label values it was registered for.
+type Labelled<T> = (Box<str>, Box<str>, T);
+
+impl<T> Cache<T> {
+    fn new() -> Self {
+        Cache(RwLock::new(HashMap::new()))
+    }
+
+    fn with<R>(&self, a: &str, b: &str, make: impl FnOnce() -> T, f: impl FnOnce(&T) -> R) -> R {
+        let key = {
+            let mut h = std::hash::DefaultHasher::new();
+            (a, b).hash(&mut h);
+            h.finish()
+        };
+        {
+            let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, t)) = map
+                .get(&key)
+                .and_then(|v| v.iter().find(|(x, y, _)| &**x == a && &**y == b))
+            {
+                return f(t);
+            }
+        }
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let chain = map.entry(key).or_default();
+        let at = match chain.iter().position(|(x, y, _)| &**x == a && &**y == b) {
+            Some(i) => i,
+            None => {
+                chain.push((a.into(), b.into(), make()));
+                chain.len() - 1
+            }
+        };
+        f(&chain[at].2)
+    }
+}
+
+/// The metrics of one (model, provider).
+struct ModelMetrics {
+    tokens: [Counter; 4],
+    cost: Gauge,
+    duration: Histogram,
+    ttft: Histogram,
+}
+
+fn statics() -> &'static Statics {
+    static S: OnceLock<Statics> = OnceLock::new();
+    S.get_or_init(|| Statics {
+        in_flight: gauge!(IN_FLIGHT),
+        overhead: histogram!(OVERHEAD),
+        models: Cache::new(),
+        requests: Cache::new(),
+        attempts: Cache::new(),
+    })
+}
+
+struct Statics {
+    in_flight: Gauge,
+    overhead: Histogram,
+    models: Cache<ModelMetrics>,
+    /// (model, provider) → counters by status.
+    requests: Cache<RwLock<Vec<(String, Counter)>>>,
+    attempts: Cache<Counter>,
+}
+
 /// One request began.
 pub(crate) fn request_started() {
-    gauge!(IN_FLIGHT).increment(1.0);
+    statics().in_flight.increment(1.0);
 }
 
 /// One request ended with this record.
 pub(crate) fn request_ended(r: &UsageRecord, model: &str, overhead: Option<Duration>) {
-    gauge!(IN_FLIGHT).decrement(1.0);
-    let provider = r.provider.clone().unwrap_or_else(|| "none".into());
-    let status = match (r.cancelled, r.status) {
-        (true, _) | (false, None) => "cancelled".to_owned(),
-        (false, Some(s)) => s.to_string(),
-    };
-    let model = model.to_owned();
-    counter!(REQUESTS, "model" => model.clone(), "provider" => provider.clone(), "status" => status)
-        .increment(1);
-    for (kind, n) in [
-        ("prompt", r.prompt_tokens),
-        ("completion", r.completion_tokens),
-        ("cached", r.cached_tokens),
-        ("reasoning", r.reasoning_tokens),
-    ] {
-        if n > 0 {
-            counter!(TOKENS, "model" => model.clone(), "provider" => provider.clone(), "kind" => kind)
-                .increment(n);
+    let s = statics();
+    s.in_flight.decrement(1.0);
+    let provider = r.provider.as_deref().unwrap_or("none");
+    let mut code = [0u8; 8];
+    let status: &str = match (r.cancelled, r.status) {
+        (true, _) | (false, None) => "cancelled",
+        (false, Some(n)) => {
+            use std::io::Write;
+            let mut w = &mut code[..];
+            let _ = write!(w, "{n}");
+            let len = 8 - w.len();
+            std::str::from_utf8(&code[..len]).unwrap_or("other")
         }
-    }
-    if let Some(cost) = r.cost.filter(|c| *c > 0.0) {
-        gauge!(COST, "model" => model.clone(), "provider" => provider).increment(cost);
-    }
-    histogram!(DURATION, "model" => model.clone()).record(r.latency_ms as f64 / 1e3);
-    if let Some(t) = r.time_to_first_token_ms {
-        histogram!(TTFT, "model" => model).record(t as f64 / 1e3);
-    }
+    };
+    s.requests.with(
+        model,
+        provider,
+        || RwLock::new(Vec::new()),
+        |by_status| {
+            let found = by_status
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(st, _)| st == status)
+                .map(|(_, c)| c.clone());
+            let counter = found.unwrap_or_else(|| {
+                let c = counter!(REQUESTS, "model" => model.to_owned(), "provider" => provider.to_owned(), "status" => status.to_owned());
+                by_status
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((status.to_owned(), c.clone()));
+                c
+            });
+            counter.increment(1);
+        },
+    );
+    s.models.with(
+        model,
+        provider,
+        || {
+            let m = model.to_owned();
+            let p = provider.to_owned();
+            let tokens = |kind: &'static str| {
+                counter!(TOKENS, "model" => m.clone(), "provider" => p.clone(), "kind" => kind)
+            };
+            ModelMetrics {
+                tokens: [
+                    tokens("prompt"),
+                    tokens("completion"),
+                    tokens("cached"),
+                    tokens("reasoning"),
+                ],
+                cost: gauge!(COST, "model" => m.clone(), "provider" => p.clone()),
+                duration: histogram!(DURATION, "model" => m.clone()),
+                ttft: histogram!(TTFT, "model" => m),
+            }
+        },
+        |m| {
+            for (c, n) in m.tokens.iter().zip([
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.cached_tokens,
+                r.reasoning_tokens,
+            ]) {
+                if n > 0 {
+                    c.increment(n);
+                }
+            }
+            if let Some(cost) = r.cost.filter(|c| *c > 0.0) {
+                m.cost.increment(cost);
+            }
+            m.duration.record(r.latency_ms as f64 / 1e3);
+            if let Some(t) = r.time_to_first_token_ms {
+                m.ttft.record(t as f64 / 1e3);
+            }
+        },
+    );
     if let Some(o) = overhead {
-        histogram!(OVERHEAD).record(o.as_secs_f64());
+        s.overhead.record(o.as_secs_f64());
     }
     for a in &r.attempts {
-        counter!(ATTEMPTS, "provider" => a.provider.clone(), "outcome" => a.outcome.clone())
-            .increment(1);
+        s.attempts.with(
+            &a.provider,
+            &a.outcome,
+            || counter!(ATTEMPTS, "provider" => a.provider.clone(), "outcome" => a.outcome.clone()),
+            |c| c.increment(1),
+        );
     }
 }
 

@@ -53,7 +53,9 @@ use tower_service::Service;
 pub use self::ledger::{window_start, KeySpend, SpendLedger, Window};
 use self::record::millis;
 pub use self::record::{AttemptRecord, UsageRecord};
-pub use self::sink::{JsonLinesSink, MemorySink, Recorder, RecorderStats, SinkError, UsageSink};
+pub use self::sink::{
+    JsonLinesSink, MemorySink, Recorder, RecorderStats, SinkError, UsageSink, DEFAULT_LINGER,
+};
 use self::sink::{Msg, Permit};
 use crate::auth::{LimitReset, Principal};
 use crate::chat::{ChatRequest, Message};

@@ -97,6 +97,9 @@ pub struct Recorder {
     max_wait: Duration,
 }
 
+/// How long the writer lets a batch fill before it writes it (unless a flush is waiting).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
+
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recorder")
@@ -114,11 +117,25 @@ const BATCH: usize = 512;
 
 impl Recorder {
     /// A recorder with a queue of `capacity` places writing to `sinks`, its writer spawned on
-    /// the current Tokio runtime. Errors outside a runtime.
+    /// the current Tokio runtime; batches fill for up to [`DEFAULT_LINGER`]. Errors outside a
+    /// runtime.
     pub fn start(
         sinks: Vec<Arc<dyn UsageSink>>,
         ledger: Arc<SpendLedger>,
         capacity: usize,
+    ) -> Result<Self, SinkError> {
+        Self::start_with_linger(sinks, ledger, capacity, DEFAULT_LINGER)
+    }
+
+    /// As [`start`](Self::start), with the writer letting each batch fill for up to `linger`
+    /// (a durable write per batch is what costs: fewer, larger batches cost much less per
+    /// record). A [`flush`](Self::flush) writes at once. Records wait in memory meanwhile, as
+    /// they do in the queue.
+    pub fn start_with_linger(
+        sinks: Vec<Arc<dyn UsageSink>>,
+        ledger: Arc<SpendLedger>,
+        capacity: usize,
+        linger: Duration,
     ) -> Result<Self, SinkError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             SinkError("the usage recorder must be started inside a Tokio runtime".into())
@@ -126,7 +143,7 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let sinks: Arc<[Arc<dyn UsageSink>]> = sinks.into();
         let counters = Arc::new(Counters::default());
-        handle.spawn(writer(rx, sinks.clone(), counters.clone()));
+        handle.spawn(writer(rx, sinks.clone(), counters.clone(), linger));
         Ok(Recorder {
             tx,
             ledger,
@@ -218,9 +235,23 @@ async fn writer(
     mut rx: mpsc::Receiver<Msg>,
     sinks: Arc<[Arc<dyn UsageSink>]>,
     counters: Arc<Counters>,
+    linger: Duration,
 ) {
     let mut msgs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut msgs, BATCH).await > 0 {
+        // Let the batch fill, unless somebody waits for a flush.
+        let deadline = tokio::time::Instant::now() + linger;
+        while !linger.is_zero()
+            && msgs.len() < BATCH
+            && !msgs.iter().any(|m| matches!(m, Msg::Flush(_)))
+        {
+            let room = BATCH - msgs.len();
+            let more = rx.recv_many(&mut msgs, room);
+            match tokio::time::timeout_at(deadline, more).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         let mut records = Vec::with_capacity(msgs.len());
         let mut flushes = Vec::new();
         for m in msgs.drain(..) {

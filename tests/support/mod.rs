@@ -314,7 +314,19 @@ impl Gateway {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let proxy = Proxy::from_config(&config, &env).expect("test config builds");
+        // A gateway stopped just before on the same state directory lets go of it when its
+        // usage writer ends: wait for that (bounded).
+        let mut proxy = Proxy::from_config(&config, &env);
+        for _ in 0..200 {
+            match &proxy {
+                Err(e) if e.0.contains("already open") => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    proxy = Proxy::from_config(&config, &env);
+                }
+                _ => break,
+            }
+        }
+        let proxy = proxy.expect("test config builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
