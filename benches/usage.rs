@@ -1,0 +1,124 @@
+//! Metering: what the usage layer adds per request over an inner service that answers at
+//! once, and what storing a record costs in the state database (per record, in batches of
+//! 512 as the writer makes them). `cargo bench --bench usage`.
+
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use http::{Request, Response};
+use modelgate::auth::{KeyRecord, Principal};
+use modelgate::chat::Usage;
+use modelgate::future::BoxFuture;
+use modelgate::provider::{Provider, ProviderKind};
+use modelgate::route::{Pricing, Target, UsageSlot};
+use modelgate::state::StateDb;
+use modelgate::usage::{Recorder, SinkError, SpendLedger, UsageLayer, UsageRecord, UsageSink};
+use modelgate::{ChatRequest, Error};
+use tower::{service_fn, Layer, Service};
+
+/// Takes records and drops them.
+struct Null;
+
+impl UsageSink for Null {
+    fn name(&self) -> &str {
+        "null"
+    }
+    fn write(&self, batch: Arc<[UsageRecord]>) -> BoxFuture<'_, Result<(), SinkError>> {
+        black_box(batch);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+fn request(principal: &Principal, target: &Target) -> Request<ChatRequest> {
+    let body: ChatRequest = serde_json::from_str(
+        r#"{"model":"mock-model","messages":[{"role":"user","content":"ping"}],"max_tokens":16}"#,
+    )
+    .unwrap();
+    let mut req = Request::new(body);
+    req.extensions_mut().insert(modelgate::GenerationId::new());
+    req.extensions_mut().insert(principal.clone());
+    req.extensions_mut().insert(target.clone());
+    req
+}
+
+fn usage() -> Usage {
+    Usage {
+        prompt_tokens: 18,
+        completion_tokens: 11,
+        total_tokens: 29,
+        ..Usage::default()
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let provider = Arc::new(
+        Provider::builder("mock", ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+            .build()
+            .unwrap(),
+    );
+    let mut target = Target::new(provider, "mock-model", "mock-model");
+    target.pricing = Some(Pricing {
+        prompt_per_million: 1.0,
+        completion_per_million: 2.0,
+    });
+    let mut record = KeyRecord::from_config("bench", "sk-mg-bench-0123456789");
+    record.limit = Some(1e9);
+    let principal = Principal::new(record);
+    // The inner service reports usage as stream normalisation does, and answers at once.
+    let inner = service_fn(|req: Request<ChatRequest>| async move {
+        if let Some(slot) = req.extensions().get::<UsageSlot>() {
+            slot.record(usage());
+        }
+        Ok::<_, Error>(Response::new(()))
+    });
+
+    let mut g = c.benchmark_group("usage");
+    g.bench_function("inner_only", |b| {
+        let mut svc = inner;
+        b.iter(|| rt.block_on(svc.call(request(&principal, &target))).unwrap())
+    });
+    g.bench_function("usage_layer", |b| {
+        let recorder =
+            Recorder::start(vec![Arc::new(Null)], Arc::new(SpendLedger::new()), 16_384).unwrap();
+        let mut svc = UsageLayer::new(recorder).layer(inner);
+        b.iter(|| rt.block_on(svc.call(request(&principal, &target))).unwrap())
+    });
+
+    // Records as the writer stores them.
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let template: UsageRecord = {
+        let sink = Arc::new(modelgate::usage::MemorySink::new());
+        let recorder =
+            Recorder::start(vec![sink.clone()], Arc::new(SpendLedger::new()), 16).unwrap();
+        let mut svc = UsageLayer::new(recorder.clone()).layer(inner);
+        rt.block_on(svc.call(request(&principal, &target))).unwrap();
+        rt.block_on(recorder.flush());
+        sink.records().remove(0)
+    };
+    let mut n = 0u64;
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("state_db_put_512_records", |b| {
+        b.iter(|| {
+            let batch: Vec<UsageRecord> = (0..512)
+                .map(|_| {
+                    n += 1;
+                    let mut r = template.clone();
+                    r.id = format!("gen-1796212800-{n:020}");
+                    r
+                })
+                .collect();
+            db.put_records(&batch).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(metering, benches);
+criterion_main!(metering);
