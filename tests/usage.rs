@@ -192,9 +192,11 @@ async fn a_spent_limit_is_a_402_and_spend_survives_a_restart() {
     let c = client();
     let (addr, stop) = start(&config).await;
     let url = format!("http://{addr}/v1/chat/completions");
+    let mut first = None;
     for i in 0..3 {
         let a = post(&c, &url, chat("vendor/fake-model", false, false)).await;
         assert_eq!(a.status, StatusCode::OK, "request {i}: {}", a.text());
+        first.get_or_insert_with(|| id_of(&a));
     }
     let refused = post(&c, &url, chat("vendor/fake-model", false, false)).await;
     assert_eq!(
@@ -238,6 +240,11 @@ async fn a_spent_limit_is_a_402_and_spend_survives_a_restart() {
     let k = get(&c, &format!("http://{addr}/v1/key"), KEY).await.json();
     assert!((k["data"]["usage"].as_f64().unwrap() - 3.0 * COST).abs() < 1e-15);
     assert_eq!(k["data"]["limit_remaining"].as_f64(), Some(0.0));
+    // And so are the records.
+    let id = first.unwrap();
+    let r = get(&c, &format!("http://{addr}/v1/generation?id={id}"), KEY).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["data"]["cost"].as_f64(), Some(COST));
 }
 
 /// Sends a streaming request and drops the response after its first frame.
