@@ -95,6 +95,8 @@ pub struct Recorder {
     sinks: Arc<[Arc<dyn UsageSink>]>,
     counters: Arc<Counters>,
     max_wait: Duration,
+    /// Wakes the writer out of its linger when a flush is waiting.
+    flushing: Arc<tokio::sync::Notify>,
 }
 
 /// How long the writer lets a batch fill before it writes it (unless a flush is waiting).
@@ -143,13 +145,21 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let sinks: Arc<[Arc<dyn UsageSink>]> = sinks.into();
         let counters = Arc::new(Counters::default());
-        handle.spawn(writer(rx, sinks.clone(), counters.clone(), linger));
+        let flushing = Arc::new(tokio::sync::Notify::new());
+        handle.spawn(writer(
+            rx,
+            sinks.clone(),
+            counters.clone(),
+            linger,
+            flushing.clone(),
+        ));
         Ok(Recorder {
             tx,
             ledger,
             sinks,
             counters,
             max_wait: Duration::from_secs(5),
+            flushing,
         })
     }
 
@@ -214,6 +224,7 @@ impl Recorder {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            self.flushing.notify_one();
             let _ = wait.await;
         }
     }
@@ -236,20 +247,25 @@ async fn writer(
     sinks: Arc<[Arc<dyn UsageSink>]>,
     counters: Arc<Counters>,
     linger: Duration,
+    flushing: Arc<tokio::sync::Notify>,
 ) {
     let mut msgs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut msgs, BATCH).await > 0 {
-        // Let the batch fill, unless somebody waits for a flush.
-        let deadline = tokio::time::Instant::now() + linger;
-        while !linger.is_zero()
+        // Let the batch fill: sleep through the linger (one wake-up per batch, not one per
+        // record), unless a flush is waiting or comes; then take what is there.
+        if !linger.is_zero()
             && msgs.len() < BATCH
             && !msgs.iter().any(|m| matches!(m, Msg::Flush(_)))
         {
-            let room = BATCH - msgs.len();
-            let more = rx.recv_many(&mut msgs, room);
-            match tokio::time::timeout_at(deadline, more).await {
-                Ok(n) if n > 0 => {}
-                _ => break,
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                () = flushing.notified() => {}
+            }
+            while msgs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
             }
         }
         let mut records = Vec::with_capacity(msgs.len());
