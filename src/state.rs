@@ -216,10 +216,13 @@ impl StateDb {
             let mut spend = tx.open_table(SPEND)?;
             let mut changed: std::collections::HashMap<&str, KeySpend> = Default::default();
             for (r, json) in batch.iter().zip(&encoded) {
-                if generations.get(r.id.as_str())?.is_some() {
+                // Already there (a batch offered again): the same record, not charged again.
+                if generations
+                    .insert(r.id.as_str(), json.as_slice())?
+                    .is_some()
+                {
                     continue;
                 }
-                generations.insert(r.id.as_str(), json.as_slice())?;
                 let (Some(key), Some(cost)) = (&r.key_id, r.cost) else {
                     continue;
                 };

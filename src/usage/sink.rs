@@ -230,9 +230,11 @@ impl Recorder {
     }
 
     /// The record of generation `id` from the first sink that has it, after a flush (so a
-    /// request that just ended is found).
+    /// request that just ended is found; the flush waits at most 5 s).
     pub async fn generation(&self, id: &str) -> Result<Option<UsageRecord>, SinkError> {
-        self.flush().await;
+        // Bounded: a sink that keeps failing must not hang the lookup (what is stored is
+        // still found).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.flush()).await;
         for sink in self.sinks.iter() {
             if let Some(r) = sink.generation(id.to_owned()).await? {
                 return Ok(Some(r));
