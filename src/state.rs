@@ -133,25 +133,41 @@ impl StateDb {
     /// Every runtime key. A record that does not parse is an error, never skipped: a key
     /// silently missing could be a key silently unlimited or silently re-enabled.
     pub(crate) fn load_keys(&self) -> Result<Vec<KeyRecord>, StateError> {
-        let fail = |e: redb::Error| {
-            StateError(format!(
-                "cannot read the state database {}: {e}",
-                self.path.display()
-            ))
-        };
-        let tx = self.db.begin_read().map_err(|e| fail(e.into()))?;
-        let table = tx.open_table(KEYS).map_err(|e| fail(e.into()))?;
+        Ok(self
+            .load_json(KEYS, "key record")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// A read failure of the database, as the error says it.
+    fn read_error(&self, e: impl Into<redb::Error>) -> StateError {
+        StateError(format!(
+            "cannot read the state database {}: {}",
+            self.path.display(),
+            e.into()
+        ))
+    }
+
+    /// Every row of a table of JSON values. A row that does not parse is an error naming it.
+    fn load_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<'_, &str, &[u8]>,
+        what: &str,
+    ) -> Result<Vec<(String, T)>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.read_error(e))?;
+        let table = tx.open_table(table).map_err(|e| self.read_error(e))?;
         let mut out = Vec::new();
-        for row in table.iter().map_err(|e| fail(e.into()))? {
-            let (id, value) = row.map_err(|e| fail(e.into()))?;
-            let record: KeyRecord = serde_json::from_slice(value.value()).map_err(|e| {
+        for row in table.iter().map_err(|e| self.read_error(e))? {
+            let (id, value) = row.map_err(|e| self.read_error(e))?;
+            let v = serde_json::from_slice(value.value()).map_err(|e| {
                 StateError(format!(
-                    "the state database {} holds an unreadable key record `{}`: {e}",
+                    "the state database {} holds an unreadable {what} `{}`: {e}",
                     self.path.display(),
                     id.value()
                 ))
             })?;
-            out.push(record);
+            out.push((id.value().to_owned(), v));
         }
         Ok(out)
     }
@@ -180,27 +196,7 @@ impl StateDb {
     /// Every key's spend. An unreadable row is an error, never skipped: a key whose spend
     /// silently vanished would get its whole limit again.
     pub fn load_spend(&self) -> Result<Vec<(String, KeySpend)>, StateError> {
-        let fail = |e: redb::Error| {
-            StateError(format!(
-                "cannot read the state database {}: {e}",
-                self.path.display()
-            ))
-        };
-        let tx = self.db.begin_read().map_err(|e| fail(e.into()))?;
-        let table = tx.open_table(SPEND).map_err(|e| fail(e.into()))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| fail(e.into()))? {
-            let (id, value) = row.map_err(|e| fail(e.into()))?;
-            let spend: KeySpend = serde_json::from_slice(value.value()).map_err(|e| {
-                StateError(format!(
-                    "the state database {} holds an unreadable spend record `{}`: {e}",
-                    self.path.display(),
-                    id.value()
-                ))
-            })?;
-            out.push((id.value().to_owned(), spend));
-        }
-        Ok(out)
+        self.load_json(SPEND, "spend record")
     }
 
     /// Stores a batch of records and adds their cost to each key's spend, in one durable
@@ -295,15 +291,9 @@ impl StateDb {
 
     /// The record of generation `id`.
     pub fn get_record(&self, id: &str) -> Result<Option<UsageRecord>, StateError> {
-        let fail = |e: redb::Error| {
-            StateError(format!(
-                "cannot read the state database {}: {e}",
-                self.path.display()
-            ))
-        };
-        let tx = self.db.begin_read().map_err(|e| fail(e.into()))?;
-        let table = tx.open_table(GENERATIONS).map_err(|e| fail(e.into()))?;
-        let Some(row) = table.get(id).map_err(|e| fail(e.into()))? else {
+        let tx = self.db.begin_read().map_err(|e| self.read_error(e))?;
+        let table = tx.open_table(GENERATIONS).map_err(|e| self.read_error(e))?;
+        let Some(row) = table.get(id).map_err(|e| self.read_error(e))? else {
             return Ok(None);
         };
         decode_record(row.value())
