@@ -227,8 +227,9 @@ struct Pending {
     target: Option<Served>,
     /// The prompt, for an estimate when the provider never reports usage.
     messages: Arc<Vec<Message>>,
-    /// The `model` label of the metrics (bounded: pass-throughs share one).
-    metric_model: Arc<str>,
+    /// Whether the model is priced in the catalog: its metrics are labelled with its id;
+    /// pass-throughs share one label (their names are the client's, so unbounded).
+    catalog_model: bool,
     record: UsageRecord,
 }
 
@@ -248,7 +249,7 @@ impl Pending {
             started,
             target,
             messages,
-            metric_model,
+            catalog_model,
             mut record,
         } = self;
         let answer = std::mem::take(&mut *answer.lock().unwrap_or_else(|e| e.into_inner()));
@@ -339,7 +340,13 @@ impl Pending {
                 .sum();
             (t - started).saturating_sub(upstream)
         });
-        crate::observe::request_ended(&record, &metric_model, overhead);
+        // A `models[]` fallback may have been served by a pass-through: unpriced, unbounded.
+        let metric_model = if catalog_model && (pricing.is_some() || record.provider.is_none()) {
+            record.model.as_str()
+        } else {
+            "passthrough"
+        };
+        crate::observe::request_ended(&record, metric_model, overhead);
         tracing::debug!(
             generation_id = %record.id,
             model = %record.model,
@@ -414,6 +421,7 @@ where
         }
     };
     let attempts = Attempts::new();
+    let span_attempts = attempts.clone();
     let slot = match req.extensions().get::<UsageSlot>() {
         Some(s) => s.clone(),
         None => {
@@ -435,14 +443,9 @@ where
     let body = req.body();
     let plan = req.extensions().get::<RoutePlan>();
     let model = plan.map_or_else(|| body.model.clone(), |p| p.model.to_string());
-    let priced = match plan {
+    let catalog_model = match plan {
         Some(p) => p.targets.iter().any(|t| t.pricing.is_some()),
         None => target.as_ref().is_some_and(|t| t.3.is_some()),
-    };
-    let metric_model: Arc<str> = if priced {
-        Arc::from(model.as_str())
-    } else {
-        Arc::from("passthrough")
     };
     let span = tracing::debug_span!(
         "request",
@@ -485,17 +488,16 @@ where
         started,
         target,
         messages: body.messages.clone(),
-        metric_model,
+        catalog_model,
         record,
     };
     crate::observe::request_started();
     slot.on_report(move |report| pending.finish(report));
     let res = {
         use tracing::Instrument;
-        let attempts = req.extensions().get::<Attempts>().cloned();
         let res = inner.call(req).instrument(span.clone()).await;
         if !span.is_disabled() {
-            if let Some(last) = attempts.and_then(|a| a.to_vec().pop()) {
+            if let Some(last) = span_attempts.to_vec().pop() {
                 span.record("provider", &*last.provider);
             }
         }
