@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use modelgate::proxy::{serve, Config, Proxy};
 use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
@@ -143,55 +142,19 @@ async fn cost_reaches_the_answer_the_stream_and_the_generation_record() {
     assert_eq!(d["data"]["prompt_tokens"], 18);
 }
 
-fn proxy_config(fake: &FakeProvider, extra: &str, dir: &std::path::Path) -> Config {
-    let toml = standard_config(
-        fake,
-        &format!("{extra}\n[state]\ndir = {:?}\n", dir.display().to_string()),
-    );
-    Config::from_toml(&toml).unwrap()
-}
-
-/// Starts the proxy on `config`, waiting (bounded) for an earlier instance to let go of the
-/// state directory.
-async fn start(config: &Config) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let env = |_: &str| None;
-    let mut proxy = Proxy::from_config(config, &env);
-    for _ in 0..200 {
-        if proxy.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        proxy = Proxy::from_config(config, &env);
-    }
-    let proxy = proxy.unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let recorder = proxy.recorder().clone();
-        let _ = serve(
-            listener,
-            proxy,
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(5),
-        )
-        .await;
-        recorder.flush().await;
-    });
-    (addr, stop)
-}
-
 #[tokio::test]
 async fn a_spent_limit_is_a_402_and_spend_survives_a_restart() {
     let fake = FakeProvider::start(standard).await;
     let dir = tempfile::tempdir().unwrap();
     // Three answers fit under the limit (the third starts below it); the fourth does not.
-    let config = proxy_config(&fake, &keys(Some(3.0 * COST - 1e-9)), dir.path());
+    let extra = format!(
+        "{}\n[state]\ndir = {:?}\n",
+        keys(Some(3.0 * COST - 1e-9)),
+        dir.path().display().to_string()
+    );
     let c = client();
-    let (addr, stop) = start(&config).await;
-    let url = format!("http://{addr}/v1/chat/completions");
+    let mut gw = Gateway::in_front_of(&fake, &extra).await;
+    let url = gw.url("/v1/chat/completions");
     let mut first = None;
     for i in 0..3 {
         let a = post(&c, &url, chat("vendor/fake-model", false, false)).await;
@@ -225,11 +188,12 @@ async fn a_spent_limit_is_a_402_and_spend_survives_a_restart() {
         ))))
         .unwrap();
     assert_eq!(send(&c, other).await.status, StatusCode::OK);
-    let _ = stop.send(());
+    gw.shutdown().await.unwrap().unwrap();
 
-    // Restarted on the same state directory: the spend is still there.
-    let (addr, _stop) = start(&config).await;
-    let url = format!("http://{addr}/v1/chat/completions");
+    // Restarted on the same state directory (once the first writer has written everything
+    // and let go of it): the spend is still there.
+    let gw = Gateway::in_front_of(&fake, &extra).await;
+    let url = gw.url("/v1/chat/completions");
     let again = post(&c, &url, chat("vendor/fake-model", false, false)).await;
     assert_eq!(
         again.status,
@@ -237,12 +201,12 @@ async fn a_spent_limit_is_a_402_and_spend_survives_a_restart() {
         "{}",
         again.text()
     );
-    let k = get(&c, &format!("http://{addr}/v1/key"), KEY).await.json();
+    let k = get(&c, &gw.url("/v1/key"), KEY).await.json();
     assert!((k["data"]["usage"].as_f64().unwrap() - 3.0 * COST).abs() < 1e-15);
     assert_eq!(k["data"]["limit_remaining"].as_f64(), Some(0.0));
     // And so are the records.
     let id = first.unwrap();
-    let r = get(&c, &format!("http://{addr}/v1/generation?id={id}"), KEY).await;
+    let r = record(&gw, &c, &id, KEY).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["data"]["cost"].as_f64(), Some(COST));
 }
