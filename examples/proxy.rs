@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
         },
         None => Config::embedded_default(&env),
     };
-    let proxy = match Proxy::from_config(&config, &env) {
+    let proxy = match Proxy::from_config(&config, &env).await {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string()),
     };

@@ -109,6 +109,8 @@ pub mod observe;
 pub mod provider;
 pub mod proxy;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod route;
 pub mod sse;
 pub mod state;

@@ -444,33 +444,38 @@ async fn unauthenticated_only_on_loopback_and_management_off_without_an_admin_ke
     assert_envelope(&a, StatusCode::NOT_FOUND, "admin_key_env");
 
     let dir = tempfile::tempdir().unwrap();
-    let open = |extra: &str| {
+    let open = async |extra: &str| {
         let toml = format!(
             "listen = \"0.0.0.0:8080\"\n{extra}\n{}\n[state]\ndir = \"{}\"\n",
             standard_config(&fake, ""),
             dir.path().display()
         );
         let env = |_: &str| None;
-        Proxy::from_config(&Config::from_toml(&toml).unwrap(), &env).map(|_| ())
+        Proxy::from_config(&Config::from_toml(&toml).unwrap(), &env)
+            .await
+            .map(|_| ())
     };
-    let err = open("").unwrap_err();
+    let err = open("").await.unwrap_err();
     assert!(
         err.0.contains("refusing to listen on 0.0.0.0:8080"),
         "{err}"
     );
-    open(&format!("[[keys]]\nname = \"a\"\nkey = \"{CLIENT_KEY}\"")).expect("with keys it starts");
+    open(&format!("[[keys]]\nname = \"a\"\nkey = \"{CLIENT_KEY}\""))
+        .await
+        .expect("with keys it starts");
 }
 
 #[tokio::test]
 async fn an_unusable_state_dir_or_bad_key_config_is_a_clear_startup_error() {
     let fake = FakeProvider::start(standard).await;
-    let build = |toml: String, vars: &'static [(&'static str, &'static str)]| {
+    let build = async |toml: String, vars: &'static [(&'static str, &'static str)]| {
         let env = move |k: &str| {
             vars.iter()
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         };
         Proxy::from_config(&Config::from_toml(&toml).unwrap(), &env)
+            .await
             .map(|_| ())
             .unwrap_err()
             .0
@@ -485,7 +490,8 @@ async fn an_unusable_state_dir_or_bad_key_config_is_a_clear_startup_error() {
             file.display()
         ),
         &[],
-    );
+    )
+    .await;
     assert!(err.contains("cannot create the state dir"), "{err}");
 
     let corrupt = dir.path().join("corrupt");
@@ -498,27 +504,28 @@ async fn an_unusable_state_dir_or_bad_key_config_is_a_clear_startup_error() {
             corrupt.display()
         ),
         &[],
-    );
+    )
+    .await;
     assert!(err.contains("cannot open the state database"), "{err}");
 
     let state = format!("\n[state]\ndir = \"{}\"", dir.path().join("ok").display());
     let with = |extra: &str| format!("{}{state}", standard_config(&fake, extra));
-    let err = build(with("admin_key_env = \"UNSET_ADMIN\""), &[]);
+    let err = build(with("admin_key_env = \"UNSET_ADMIN\""), &[]).await;
     assert!(err.contains("UNSET_ADMIN"), "{err}");
-    let err = build(with("admin_key_env = \"SHORT\""), &[("SHORT", "abc")]);
+    let err = build(with("admin_key_env = \"SHORT\""), &[("SHORT", "abc")]).await;
     assert!(err.contains("too short"), "{err}");
     assert!(!err.contains("abc"), "the admin key is not echoed");
-    let err = build(with("[[keys]]\nname = \"a\"\nkey = \"short\""), &[]);
+    let err = build(with("[[keys]]\nname = \"a\"\nkey = \"short\""), &[]).await;
     assert!(
         err.contains("too short") && !err.contains("\"short\""),
         "{err}"
     );
-    let err = build(with("[[keys]]\nname = \"a\""), &[]);
+    let err = build(with("[[keys]]\nname = \"a\""), &[]).await;
     assert!(err.contains("key_sha256"), "{err}");
     let twice = format!(
         "[[keys]]\nname = \"a\"\nkey = \"{CLIENT_KEY}\"\n[[keys]]\nname = \"b\"\nkey = \"{CLIENT_KEY}\""
     );
-    let err = build(with(&twice), &[]);
+    let err = build(with(&twice), &[]).await;
     assert!(
         err.contains("same key") && !err.contains(CLIENT_KEY),
         "{err}"

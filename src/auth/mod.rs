@@ -38,7 +38,7 @@
 //! # });
 //! ```
 
-mod store;
+pub(crate) mod store;
 
 use std::fmt;
 use std::sync::Arc;
@@ -411,7 +411,7 @@ impl fmt::Display for StoreError {
                 "this key is defined in the configuration file; change it there and restart",
             ),
             StoreError::Invalid(m) => f.write_str(m),
-            StoreError::Unavailable(m) => write!(f, "the key store is unavailable: {m}"),
+            StoreError::Unavailable(m) => write!(f, "the state store is unavailable: {m}"),
         }
     }
 }

@@ -23,14 +23,15 @@ pub struct LocalKeyStore {
     writes: tokio::sync::Mutex<()>,
 }
 
-#[derive(Default)]
-struct Index {
-    by_digest: HashMap<KeyDigest, Principal>,
-    by_id: BTreeMap<String, Principal>,
+/// Keys by digest (lookups) and by id (the API).
+#[derive(Default, Clone)]
+pub(crate) struct Index {
+    pub(crate) by_digest: HashMap<KeyDigest, Principal>,
+    pub(crate) by_id: BTreeMap<String, Principal>,
 }
 
 impl Index {
-    fn insert(&mut self, p: Principal) {
+    pub(crate) fn insert(&mut self, p: Principal) {
         if let Some(old) = self.by_id.insert(p.id.clone(), p.clone()) {
             self.by_digest.remove(&old.digest);
         }
@@ -104,6 +105,12 @@ impl LocalKeyStore {
             .any(|p| p.role == KeyRole::Inference)
     }
 
+    /// The keys held (for a shared store that adds its own).
+    #[cfg(feature = "redis")]
+    pub(crate) fn into_index(self) -> Index {
+        self.index.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -143,7 +150,7 @@ impl LocalKeyStore {
 }
 
 /// `name` is 1 to 128 printable characters.
-fn check_name(name: &str) -> Result<(), StoreError> {
+pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
     if name.trim().is_empty()
         || name.chars().count() > MAX_NAME
         || name.chars().any(char::is_control)
@@ -155,7 +162,7 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_limit(limit: Option<f64>) -> Result<(), StoreError> {
+pub(crate) fn check_limit(limit: Option<f64>) -> Result<(), StoreError> {
     match limit {
         Some(l) if !(l.is_finite() && l >= 0.0) => Err(StoreError::Invalid(
             "`limit` must be a non-negative number of USD".into(),
@@ -164,7 +171,7 @@ fn check_limit(limit: Option<f64>) -> Result<(), StoreError> {
     }
 }
 
-fn check_rates(r: &super::RateLimits) -> Result<(), StoreError> {
+pub(crate) fn check_rates(r: &super::RateLimits) -> Result<(), StoreError> {
     for (name, v) in [
         ("requests_per_minute", r.requests_per_minute),
         ("requests_per_day", r.requests_per_day),
@@ -189,12 +196,52 @@ fn fresh_key() -> Result<String, StoreError> {
     Ok(format!("sk-mg-{}", hex(&bytes)))
 }
 
-fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     let mut id = String::from("key_");
     for _ in 0..16 {
         id.push(char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'));
     }
     id
+}
+
+/// The record of a new inference key (its input checked) and its plaintext (shown once),
+/// under `id`.
+pub(crate) fn new_record(key: NewKey, id: String) -> Result<(KeyRecord, String), StoreError> {
+    check_name(&key.name)?;
+    check_limit(key.limit)?;
+    check_rates(&key.rate_limits)?;
+    let plaintext = fresh_key()?;
+    let record = KeyRecord {
+        id,
+        name: key.name,
+        label: label_of(&plaintext),
+        digest: KeyDigest::of(&plaintext),
+        role: KeyRole::Inference,
+        source: KeySource::Api,
+        disabled: false,
+        created_at: now_unix(),
+        expires_at: key.expires_at,
+        limit: key.limit,
+        limit_reset: key.limit_reset,
+        rate_limits: key.rate_limits,
+        models: key.models,
+    };
+    Ok((record, plaintext))
+}
+
+/// `patch` applied to the API-made key `current` (configured keys are read-only), checked.
+pub(crate) fn patched(current: &Principal, patch: KeyPatch) -> Result<KeyRecord, StoreError> {
+    if current.source == KeySource::Config {
+        return Err(StoreError::ReadOnly);
+    }
+    if let Some(name) = &patch.name {
+        check_name(name)?;
+    }
+    check_limit(patch.limit.flatten())?;
+    let mut record = KeyRecord::clone(current.record());
+    patch.apply(&mut record);
+    check_rates(&record.rate_limits)?;
+    Ok(record)
 }
 
 impl KeyStore for LocalKeyStore {
@@ -205,30 +252,12 @@ impl KeyStore for LocalKeyStore {
 
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
         Box::pin(async move {
-            check_name(&key.name)?;
-            check_limit(key.limit)?;
-            check_rates(&key.rate_limits)?;
-            let plaintext = fresh_key()?;
             let _guard = self.writes.lock().await;
             let mut id = fresh_id();
             while self.read().by_id.contains_key(&id) {
                 id = fresh_id();
             }
-            let record = KeyRecord {
-                id,
-                name: key.name,
-                label: label_of(&plaintext),
-                digest: KeyDigest::of(&plaintext),
-                role: KeyRole::Inference,
-                source: KeySource::Api,
-                disabled: false,
-                created_at: now_unix(),
-                expires_at: key.expires_at,
-                limit: key.limit,
-                limit_reset: key.limit_reset,
-                rate_limits: key.rate_limits,
-                models: key.models,
-            };
+            let (record, plaintext) = new_record(key, id)?;
             let p = self.persist(record).await?;
             Ok((p, plaintext))
         })
@@ -258,14 +287,8 @@ impl KeyStore for LocalKeyStore {
 
     fn update(&self, id: String, patch: KeyPatch) -> BoxFuture<'_, Result<Principal, StoreError>> {
         Box::pin(async move {
-            if let Some(name) = &patch.name {
-                check_name(name)?;
-            }
-            check_limit(patch.limit.flatten())?;
             let _guard = self.writes.lock().await;
-            let mut record = KeyRecord::clone(self.runtime_key(&id)?.record());
-            patch.apply(&mut record);
-            check_rates(&record.rate_limits)?;
+            let record = patched(&self.runtime_key(&id)?, patch)?;
             self.persist(record).await
         })
     }

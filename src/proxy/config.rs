@@ -168,9 +168,25 @@ pub struct StateConfig {
     /// The embedded store's directory (default `./modelgate-state`).
     #[serde(default)]
     pub dir: Option<PathBuf>,
-    /// A shared Redis (not in this version yet: refused at start-up).
+    /// A Redis shared by several proxies (needs the `redis` cargo feature): rate limits, keys,
+    /// spend and generation records then live there.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// Prefix of the keys the gateway writes in Redis (default `modelgate:`).
+    #[serde(default)]
+    pub redis_prefix: Option<String>,
+    /// Redis connection and reply timeout, in milliseconds (default 1000).
+    #[serde(default)]
+    pub redis_timeout_ms: Option<u64>,
+    /// How long key snapshots and spend reads from Redis are trusted, in milliseconds
+    /// (default 500): a key disabled on one instance is refused by every other within about
+    /// twice this.
+    #[serde(default)]
+    pub redis_cache_ms: Option<u64>,
+    /// What keeps working on this instance's own state when Redis is lost: any of
+    /// `"rate_limits"`, `"keys"`, `"spend"` (default none: each fails closed, with 503s).
+    #[serde(default)]
+    pub redis_fail_open: Vec<String>,
 }
 
 /// The default `[state] dir`.
@@ -627,13 +643,78 @@ impl Config {
     /// `admin_key_env` through `env`) and those made through the API. Refuses an unusable
     /// state directory, and an unauthenticated gateway on a non-loopback address.
     pub fn keys(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Keys, ConfigError> {
-        if self.state.as_ref().is_some_and(|s| s.redis_url.is_some()) {
+        if self.redis_url().is_some() {
             return Err(ConfigError(
-                "`[state] redis_url` (a Redis shared by several proxies) is not in this version yet; remove it to use the embedded store".into(),
+                "`[state] redis_url` is set: the keys live in Redis (the proxy connects to it)"
+                    .into(),
             ));
         }
         let db = StateDb::open(&self.state_dir()).map_err(|e| ConfigError(e.0))?;
         let mut store = LocalKeyStore::open(db.clone()).map_err(|e| ConfigError(e.0))?;
+        let management = self.add_configured_keys(&mut store, env)?;
+        let anonymous = !management && !store.has_inference_keys();
+        self.check_anonymous(anonymous)?;
+        Ok(Keys {
+            store,
+            db,
+            management,
+            anonymous,
+        })
+    }
+
+    /// `[state] redis_url`, if set.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.state.as_ref().and_then(|s| s.redis_url.as_deref())
+    }
+
+    /// The Redis options of `[state]` (`None` without `redis_url`).
+    #[cfg(feature = "redis")]
+    pub fn redis_options(&self) -> Result<Option<crate::redis::RedisOptions>, ConfigError> {
+        use crate::redis::{Concern, RedisOptions};
+        let Some(state) = &self.state else {
+            return Ok(None);
+        };
+        let Some(url) = &state.redis_url else {
+            return Ok(None);
+        };
+        let mut o = RedisOptions::new(url.clone());
+        if let Some(p) = &state.redis_prefix {
+            o.prefix = p.clone();
+        }
+        if let Some(ms) = state.redis_timeout_ms {
+            if ms == 0 {
+                return Err(ConfigError(
+                    "[state] redis_timeout_ms must be at least 1".into(),
+                ));
+            }
+            o.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = state.redis_cache_ms {
+            o.cache = Duration::from_millis(ms);
+        }
+        for c in &state.redis_fail_open {
+            let concern = match c.as_str() {
+                "rate_limits" => Concern::RateLimits,
+                "keys" => Concern::Keys,
+                "spend" => Concern::Spend,
+                other => {
+                    return Err(ConfigError(format!(
+                        "[state] redis_fail_open: unknown `{other}` (use \"rate_limits\", \"keys\" or \"spend\")"
+                    )))
+                }
+            };
+            o.fail_open.push(concern);
+        }
+        Ok(Some(o))
+    }
+
+    /// The configured keys and the admin key, added to `store`; says whether key management
+    /// is on (an admin key is configured).
+    pub fn add_configured_keys(
+        &self,
+        store: &mut LocalKeyStore,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<bool, ConfigError> {
         for k in &self.keys {
             store
                 .add(k.record()?)
@@ -658,19 +739,18 @@ impl Config {
             })?;
             management = true;
         }
-        let anonymous = !management && !store.has_inference_keys();
+        Ok(management)
+    }
+
+    /// Refuses an unauthenticated gateway (`anonymous`) on a non-loopback address.
+    pub fn check_anonymous(&self, anonymous: bool) -> Result<(), ConfigError> {
         if anonymous && !self.listen.ip().is_loopback() {
             return Err(ConfigError(format!(
                 "refusing to listen on {} without client keys: add `[[keys]]` (or `admin_key_env` to create keys), or listen on a loopback address",
                 self.listen
             )));
         }
-        Ok(Keys {
-            store,
-            db,
-            management,
-            anonymous,
-        })
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let env = |k: &str| std::env::var(k).ok();
 //! let config = Config::embedded_default(&env);
-//! let proxy = Proxy::from_config(&config, &env)?;
+//! let proxy = Proxy::from_config(&config, &env).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
 //! serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await?;
 //! # Ok(()) }
@@ -57,7 +57,9 @@ use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
 use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::route::GenerationId;
 use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
-use crate::usage::{JsonLinesSink, Meter, Recorder, SpendLedger, UsageLayer, UsageSink};
+use crate::usage::{
+    JsonLinesSink, Meter, Recorder, SpendLedger, SpendStore, UsageLayer, UsageSink,
+};
 use crate::Error;
 
 /// The gateway stack behind authentication and rate limits.
@@ -73,6 +75,62 @@ pub type ChatBody = GatewayBody<
 
 /// The body of every proxy answer.
 pub type ProxyBody = GatewayBody<ChatBody>;
+
+/// Where keys, rate limits and spend live: this process, or a shared Redis.
+struct SharedState {
+    keys: Arc<dyn KeyStore>,
+    rate_limits: RateLimitLayer,
+    spend: Arc<dyn SpendStore>,
+    management: bool,
+    anonymous: bool,
+}
+
+/// The state of `[state] redis_url`: connects (an unreachable Redis is an error) and adds
+/// the Redis usage sink to `sinks`.
+#[cfg(feature = "redis")]
+async fn redis_state(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    retention_days: Option<u32>,
+    sinks: &mut Vec<Arc<dyn UsageSink>>,
+) -> Result<SharedState, ConfigError> {
+    let Some(options) = config.redis_options()? else {
+        return Err(ConfigError("[state] redis_url is not set".into()));
+    };
+    let redis = crate::redis::RedisState::connect(options)
+        .await
+        .map_err(|e| ConfigError(e.0))?;
+    let mut configured = crate::auth::LocalKeyStore::in_memory();
+    let management = config.add_configured_keys(&mut configured, env)?;
+    let keys = redis
+        .key_store(configured)
+        .await
+        .map_err(|e| ConfigError(e.0))?;
+    let anonymous = !management && !keys.has_inference_keys();
+    config.check_anonymous(anonymous)?;
+    let usage =
+        Arc::new(redis.usage(retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400))));
+    sinks.push(usage.clone());
+    Ok(SharedState {
+        keys,
+        rate_limits: RateLimitLayer::new(Arc::new(redis.rate_limits())),
+        spend: usage,
+        management,
+        anonymous,
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_state(
+    _config: &Config,
+    _env: &dyn Fn(&str) -> Option<String>,
+    _retention_days: Option<u32>,
+    _sinks: &mut Vec<Arc<dyn UsageSink>>,
+) -> Result<SharedState, ConfigError> {
+    Err(ConfigError(
+        "`[state] redis_url` needs the `redis` cargo feature: build with `--features redis` (or remove redis_url to use the embedded store)".into(),
+    ))
+}
 
 /// The proxy's service: routes in front of the gateway stack. Cheap to clone.
 #[derive(Clone)]
@@ -102,15 +160,37 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     /// Builds the proxy from a configuration; provider and admin keys are read through `env`.
-    /// Opens the state store (`[state] dir`) and starts the usage writer (so it must be called
-    /// inside a Tokio runtime).
-    pub fn from_config(
+    /// Opens the state store (`[state] dir`, or the Redis of `[state] redis_url`, which must
+    /// answer) and starts the usage writer (so it must be called inside a Tokio runtime).
+    pub async fn from_config(
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let catalog = Arc::new(config.catalog(env)?);
-        let keys = config.keys(env)?;
-        let store: Arc<dyn KeyStore> = Arc::new(keys.store);
+        let retention = match config.usage.retention_days {
+            None => Some(30),
+            Some(0) => None,
+            days => days,
+        };
+        let mut sinks: Vec<Arc<dyn UsageSink>> = Vec::new();
+        let state = match config.redis_url() {
+            None => {
+                let keys = config.keys(env)?;
+                let ledger = Arc::new(SpendLedger::with(
+                    keys.db.load_spend().map_err(|e| ConfigError(e.0))?,
+                ));
+                sinks.push(Arc::new(keys.db.clone().with_record_retention(retention)));
+                SharedState {
+                    keys: Arc::new(keys.store),
+                    rate_limits: RateLimitLayer::in_memory(),
+                    spend: ledger,
+                    management: keys.management,
+                    anonymous: keys.anonymous,
+                }
+            }
+            Some(_) => redis_state(config, env, retention, &mut sinks).await?,
+        };
+        let store = state.keys;
         let dispatch = Dispatch::new(catalog.providers());
         let alive = Arc::new(());
         if let Some(handle) = crate::observe::prometheus() {
@@ -125,16 +205,6 @@ impl Proxy {
                 }
             });
         }
-        let ledger = Arc::new(SpendLedger::with(
-            keys.db.load_spend().map_err(|e| ConfigError(e.0))?,
-        ));
-        let retention = match config.usage.retention_days {
-            None => Some(30),
-            Some(0) => None,
-            days => days,
-        };
-        let mut sinks: Vec<Arc<dyn UsageSink>> =
-            vec![Arc::new(keys.db.clone().with_record_retention(retention))];
         if let Some(path) = &config.usage.jsonl_path {
             sinks
                 .push(Arc::new(JsonLinesSink::open(path).map_err(|e| {
@@ -143,17 +213,17 @@ impl Proxy {
         }
         let recorder = Recorder::start(
             sinks,
-            ledger,
+            state.spend,
             config.usage.queue_capacity.unwrap_or(DEFAULT_USAGE_QUEUE),
         )
         .map_err(|e| ConfigError(e.0))?
         .max_wait(Duration::from_millis(
             config.usage.max_queue_wait_ms.unwrap_or(5_000),
         ));
-        let key_auth = AuthLayer::new(store.clone()).allow_anonymous(keys.anonymous);
+        let key_auth = AuthLayer::new(store.clone()).allow_anonymous(state.anonymous);
         let chat = ServiceBuilder::new()
             .layer(key_auth.clone())
-            .layer(RateLimitLayer::in_memory())
+            .layer(state.rate_limits)
             .layer(
                 DecodeLayer::new().max_body_bytes(
                     config
@@ -172,13 +242,13 @@ impl Proxy {
         Ok(Proxy {
             chat,
             key_auth,
-            admin_auth: keys
+            admin_auth: state
                 .management
                 .then(|| AuthLayer::new(store.clone()).management()),
             keys: store,
             catalog,
             recorder,
-            anonymous: keys.anonymous,
+            anonymous: state.anonymous,
             _alive: alive,
         })
     }
@@ -272,7 +342,10 @@ where
                     let ledger = self.recorder.ledger().clone();
                     return ProxyFuture::other(async move {
                         match auth.authenticate(req.headers()).await {
-                            Ok(p) => keys::key_info(&p, &ledger.get(&p.id)),
+                            Ok(p) => match ledger.fetch(&p.id).await {
+                                Ok(spend) => keys::key_info(&p, &spend),
+                                Err(e) => e.to_error().into_response(),
+                            },
                             Err(e) => refusal(&e),
                         }
                     });

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::LimitReset;
+use crate::auth::{LimitReset, StoreError};
+use crate::future::BoxFuture;
 
 const DAY: i64 = 86_400;
 
@@ -91,6 +92,22 @@ impl KeySpend {
     }
 }
 
+/// Where the credit check reads each key's spend, and where the cost of each record is added.
+///
+/// The in-process [`SpendLedger`] answers at once; a shared store (Redis, behind the `redis`
+/// feature) answers from a short-lived cache and fetches when it has nothing fresh.
+pub trait SpendStore: Send + Sync + 'static {
+    /// Adds `usd` spent by `key` at `at` (Unix seconds), as a record is made. Must not block:
+    /// it runs where a response ends.
+    fn add(&self, key: &str, usd: f64, at: i64);
+
+    /// `key`'s spend, when it is at hand without waiting (`None`: ask [`fetch`](Self::fetch)).
+    fn cached(&self, key: &str) -> Option<KeySpend>;
+
+    /// `key`'s spend, fetched if need be.
+    fn fetch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeySpend, StoreError>>;
+}
+
 /// Every key's spend, in memory: what the credit check reads. Filled from the state store at
 /// start-up and kept current as records are made (the store is updated by the sink writer
 /// with the same arithmetic, so both agree once the queue is drained).
@@ -140,6 +157,20 @@ impl SpendLedger {
     /// `key`'s whole spend record.
     pub fn get(&self, key: &str) -> KeySpend {
         self.lock().get(key).copied().unwrap_or_default()
+    }
+}
+
+impl SpendStore for SpendLedger {
+    fn add(&self, key: &str, usd: f64, at: i64) {
+        SpendLedger::add(self, key, usd, at);
+    }
+
+    fn cached(&self, key: &str) -> Option<KeySpend> {
+        Some(self.get(key))
+    }
+
+    fn fetch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeySpend, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.get(key))))
     }
 }
 

@@ -50,7 +50,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::ledger::{window_start, KeySpend, SpendLedger, Window};
+pub use self::ledger::{window_start, KeySpend, SpendLedger, SpendStore, Window};
 use self::record::millis;
 pub use self::record::{AttemptRecord, UsageRecord};
 pub use self::sink::{
@@ -151,18 +151,16 @@ fn window_name(reset: Option<LimitReset>) -> &'static str {
 
 /// The 402 of a key whose limit is spent, or that cannot afford `max_tokens`.
 fn credit_check(
-    layer: &UsageLayer,
+    refuse_unaffordable: bool,
     req: &Request<ChatRequest>,
     principal: &Principal,
+    spend: &KeySpend,
     now: i64,
 ) -> Result<(), Error> {
     let Some(limit) = principal.limit else {
         return Ok(());
     };
-    let spent = layer
-        .recorder
-        .ledger()
-        .spent(&principal.id, principal.limit_reset, now);
+    let spent = spend.spent(principal.limit_reset, now);
     let window = window_name(principal.limit_reset);
     if spent >= limit {
         return Err(Error::new(
@@ -174,7 +172,7 @@ fn credit_check(
             ),
         ));
     }
-    if !layer.refuse_unaffordable {
+    if !refuse_unaffordable {
         return Ok(());
     }
     let body = req.body();
@@ -219,7 +217,7 @@ struct Answer {
 /// The part of the record known when the request arrives.
 struct Pending {
     permit: Permit,
-    ledger: Arc<SpendLedger>,
+    ledger: Arc<dyn SpendStore>,
     answer: Arc<Mutex<Answer>>,
     attempts: Attempts,
     started: tokio::time::Instant,
@@ -382,14 +380,36 @@ where
     fn call(&mut self, req: Request<ChatRequest>) -> Self::Future {
         let now = (self.layer.clock)();
         let principal = req.extensions().get::<Principal>().cloned();
-        if let Some(p) = &principal {
-            if let Err(e) = credit_check(&self.layer, &req, p, now) {
-                return Box::pin(std::future::ready(Err(e)));
+        let refuse = self.layer.refuse_unaffordable;
+        let mut fetch = false;
+        if let Some(p) = principal.as_ref().filter(|p| p.limit.is_some()) {
+            match self.layer.recorder.ledger().cached(&p.id) {
+                Some(spend) => {
+                    if let Err(e) = credit_check(refuse, &req, p, &spend, now) {
+                        return Box::pin(std::future::ready(Err(e)));
+                    }
+                }
+                // A shared store with nothing fresh at hand: fetch before going on.
+                None => fetch = true,
             }
         }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let recorder = self.layer.recorder.clone();
+        if fetch {
+            return Box::pin(async move {
+                if let Some(p) = &principal {
+                    let spend = recorder
+                        .ledger()
+                        .fetch(&p.id)
+                        .await
+                        .map_err(|e| e.to_error())?;
+                    credit_check(refuse, &req, p, &spend, now)?;
+                }
+                let permit = recorder.reserve().await?;
+                metered(inner, req, permit, recorder, principal, now).await
+            });
+        }
         match recorder.try_reserve() {
             Some(permit) => Box::pin(metered(inner, req, permit, recorder, principal, now)),
             None => Box::pin(async move {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::ledger::SpendLedger;
+use super::ledger::SpendStore;
 use super::record::UsageRecord;
 use crate::future::BoxFuture;
 
@@ -91,7 +91,7 @@ pub struct RecorderStats {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Msg>,
-    ledger: Arc<SpendLedger>,
+    ledger: Arc<dyn SpendStore>,
     sinks: Arc<[Arc<dyn UsageSink>]>,
     counters: Arc<Counters>,
     max_wait: Duration,
@@ -123,7 +123,7 @@ impl Recorder {
     /// runtime.
     pub fn start(
         sinks: Vec<Arc<dyn UsageSink>>,
-        ledger: Arc<SpendLedger>,
+        ledger: Arc<dyn SpendStore>,
         capacity: usize,
     ) -> Result<Self, SinkError> {
         Self::start_with_linger(sinks, ledger, capacity, DEFAULT_LINGER)
@@ -135,7 +135,7 @@ impl Recorder {
     /// they do in the queue.
     pub fn start_with_linger(
         sinks: Vec<Arc<dyn UsageSink>>,
-        ledger: Arc<SpendLedger>,
+        ledger: Arc<dyn SpendStore>,
         capacity: usize,
         linger: Duration,
     ) -> Result<Self, SinkError> {
@@ -169,8 +169,8 @@ impl Recorder {
         self
     }
 
-    /// The spend ledger the credit check reads.
-    pub fn ledger(&self) -> &Arc<SpendLedger> {
+    /// The spend store the credit check reads.
+    pub fn ledger(&self) -> &Arc<dyn SpendStore> {
         &self.ledger
     }
 

@@ -157,7 +157,14 @@ async fn a_whole_answer_is_recorded_once_with_exact_cost() {
     assert_eq!(r.title.as_deref(), Some("My App"));
     assert_eq!(r.user.as_deref(), Some("u-42"));
     assert!(r.time_to_first_token_ms.is_some());
-    assert_eq!(s.recorder.ledger().spent("cfg_app", None, 0), 0.0105);
+    assert_eq!(
+        s.recorder
+            .ledger()
+            .cached("cfg_app")
+            .unwrap()
+            .spent(None, 0),
+        0.0105
+    );
     assert_eq!(s.recorder.stats().written, 1);
     assert_eq!(s.recorder.stats().queued, 0, "the place was given back");
 }
@@ -275,7 +282,14 @@ async fn a_failed_answer_costs_nothing_and_is_recorded() {
     assert_eq!(r.provider, None, "nobody served");
     assert_eq!(r.cost, None, "no served endpoint, no price");
     assert_eq!(r.attempts[0].outcome, "failed");
-    assert_eq!(s.recorder.ledger().spent("cfg_app", None, 0), 0.0);
+    assert_eq!(
+        s.recorder
+            .ledger()
+            .cached("cfg_app")
+            .unwrap()
+            .spent(None, 0),
+        0.0
+    );
 }
 
 /// A response whose body holds the slot, as a stream's body does.

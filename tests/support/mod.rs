@@ -285,6 +285,8 @@ pub fn completion_json(model: &str) -> String {
 /// The proxy, serving on 127.0.0.1:0.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The proxy's usage recorder, until shutdown (it holds the state store open).
+    recorder: Option<modelgate::usage::Recorder>,
     /// The state directory when the test gave none (removed when the gateway is dropped).
     pub state: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -305,7 +307,7 @@ impl Gateway {
             let dir = tempfile::tempdir().unwrap();
             config.state = Some(modelgate::proxy::StateConfig {
                 dir: Some(dir.path().to_owned()),
-                redis_url: None,
+                ..Default::default()
             });
             state = Some(dir);
         }
@@ -316,17 +318,18 @@ impl Gateway {
         let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         // A gateway stopped just before on the same state directory lets go of it when its
         // usage writer ends: wait for that (bounded).
-        let mut proxy = Proxy::from_config(&config, &env);
+        let mut proxy = Proxy::from_config(&config, &env).await;
         for _ in 0..200 {
             match &proxy {
                 Err(e) if e.0.contains("already open") => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    proxy = Proxy::from_config(&config, &env);
+                    proxy = Proxy::from_config(&config, &env).await;
                 }
                 _ => break,
             }
         }
         let proxy = proxy.expect("test config builds");
+        let recorder = proxy.recorder().clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -340,6 +343,7 @@ impl Gateway {
         ));
         Gateway {
             addr,
+            recorder: Some(recorder),
             state,
             stop: Some(stop),
             task: Some(task),
@@ -348,6 +352,7 @@ impl Gateway {
 
     /// Signals shutdown; the returned handle completes when `serve` returns.
     pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        self.recorder = None;
         let _ = self.stop.take().expect("shut down once").send(());
         self.task.take().expect("shut down once")
     }
@@ -356,6 +361,14 @@ impl Gateway {
     /// (upstream `text`) and an alias `smart`.
     pub async fn in_front_of(fake: &FakeProvider, extra: &str) -> Self {
         Self::start(&standard_config(fake, extra)).await
+    }
+
+    /// Waits until every usage record so far is written.
+    #[allow(dead_code)] // not every test binary flushes
+    pub async fn flush(&self) {
+        if let Some(r) = &self.recorder {
+            r.flush().await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

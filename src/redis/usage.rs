@@ -1,0 +1,259 @@
+//! Spend and generation records on Redis.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+
+use super::{Concern, RedisState};
+use crate::auth::{LimitReset, StoreError};
+use crate::future::BoxFuture;
+use crate::usage::{window_start, KeySpend, SinkError, SpendStore, UsageRecord, UsageSink, Window};
+
+/// Stores a batch of records and adds their cost to their keys' spend, each record once.
+///
+/// ARGV: prefix, retention in seconds (0: for ever), then per record: id, key id (or ``),
+/// cost in USD (or ``), the day, week and month window starts, the record's JSON. Returns
+/// how many records were new.
+const WRITE: &str = r"
+local p = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local stored = 0
+local function window(h, f, start, usd)
+  local cur = redis.call('HGET', h, f .. '_start')
+  if (not cur) or tonumber(start) > tonumber(cur) then
+    redis.call('HSET', h, f .. '_start', start, f, usd)
+  elseif tonumber(start) == tonumber(cur) then
+    redis.call('HINCRBYFLOAT', h, f, usd)
+  end
+end
+for i = 3, #ARGV, 7 do
+  local id, key, usd = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local ok
+  if ttl > 0 then
+    ok = redis.call('SET', p .. 'gen:' .. id, ARGV[i + 6], 'NX', 'EX', ttl)
+  else
+    ok = redis.call('SET', p .. 'gen:' .. id, ARGV[i + 6], 'NX')
+  end
+  if ok then
+    stored = stored + 1
+    if key ~= '' and usd ~= '' then
+      local h = p .. 'spend:{' .. key .. '}'
+      redis.call('HINCRBYFLOAT', h, 'total', usd)
+      window(h, 'd', ARGV[i + 3], usd)
+      window(h, 'w', ARGV[i + 4], usd)
+      window(h, 'm', ARGV[i + 5], usd)
+    end
+  end
+end
+return stored
+";
+
+/// The spend hash's fields, in [`KeySpend`] order.
+const FIELDS: [&str; 7] = ["total", "d_start", "d", "w_start", "w", "m_start", "m"];
+
+/// Cached spend entries kept before stale ones are swept.
+const MAX_CACHED: usize = 65_536;
+
+/// Per-key spend and generation records shared through Redis; see the [module docs](super).
+///
+/// Both a [`SpendStore`] (what the credit check reads) and the [`UsageSink`] the usage writer
+/// fills: a record's cost is *pending* from the moment it is made until its batch is in
+/// Redis, and counts in this instance's reads meanwhile, so a key cannot outspend its limit
+/// by racing the writer.
+pub struct RedisUsage {
+    state: RedisState,
+    retention: Option<Duration>,
+    write: Script,
+    spend: Mutex<Spend>,
+}
+
+#[derive(Default)]
+struct Spend {
+    /// What Redis said, and when.
+    remote: HashMap<String, (KeySpend, Instant)>,
+    /// Costs made here and not yet in Redis: (USD, Unix seconds).
+    pending: HashMap<String, Vec<(f64, i64)>>,
+    /// Bumped by every write, so a read that started before it is not cached after it.
+    epoch: u64,
+}
+
+impl Spend {
+    /// `remote` plus what is pending for `key`.
+    fn with_pending(&self, key: &str, remote: KeySpend) -> KeySpend {
+        let mut s = remote;
+        for &(usd, at) in self.pending.get(key).map_or(&[][..], Vec::as_slice) {
+            s.add(usd, at);
+        }
+        s
+    }
+}
+
+impl fmt::Debug for RedisUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisUsage")
+            .field("state", &self.state)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+fn charged(usd: f64) -> bool {
+    usd.is_finite() && usd > 0.0
+}
+
+impl RedisUsage {
+    pub(super) fn new(state: RedisState, retention: Option<Duration>) -> Self {
+        RedisUsage {
+            state,
+            retention,
+            write: Script::new(WRITE),
+            spend: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spend> {
+        self.spend.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spend_key(&self, key: &str) -> String {
+        self.state.key(format_args!("spend:{{{key}}}"))
+    }
+
+    async fn read(&self, key: &str) -> Result<KeySpend, redis::RedisError> {
+        let v: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.spend_key(key))
+            .arg(&FIELDS[..])
+            .query_async(&mut self.state.conn())
+            .await?;
+        let num = |i: usize| {
+            v.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|s| s.parse::<f64>().ok())
+        };
+        let window = |i: usize| Window {
+            start: num(i).unwrap_or(0.0) as i64,
+            usd: num(i + 1).unwrap_or(0.0),
+        };
+        Ok(KeySpend {
+            total: num(0).unwrap_or(0.0),
+            daily: window(1),
+            weekly: window(3),
+            monthly: window(5),
+        })
+    }
+}
+
+impl SpendStore for RedisUsage {
+    fn add(&self, key: &str, usd: f64, at: i64) {
+        if charged(usd) {
+            self.lock()
+                .pending
+                .entry(key.to_owned())
+                .or_default()
+                .push((usd, at));
+        }
+    }
+
+    fn cached(&self, key: &str) -> Option<KeySpend> {
+        let ttl = self.state.options().cache;
+        let spend = self.lock();
+        let (remote, at) = spend.remote.get(key)?;
+        (at.elapsed() < ttl).then(|| spend.with_pending(key, *remote))
+    }
+
+    fn fetch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeySpend, StoreError>> {
+        Box::pin(async move {
+            let epoch = self.lock().epoch;
+            match self.read(key).await {
+                Ok(remote) => {
+                    self.state.fine(Concern::Spend);
+                    let mut spend = self.lock();
+                    if spend.epoch == epoch {
+                        if spend.remote.len() >= MAX_CACHED {
+                            let ttl = self.state.options().cache;
+                            spend.remote.retain(|_, (_, at)| at.elapsed() < ttl);
+                        }
+                        spend
+                            .remote
+                            .insert(key.to_owned(), (remote, Instant::now()));
+                    }
+                    Ok(spend.with_pending(key, remote))
+                }
+                Err(e) => {
+                    if self.state.lost(Concern::Spend, &e) {
+                        let spend = self.lock();
+                        let last = spend.remote.get(key).map(|r| r.0).unwrap_or_default();
+                        Ok(spend.with_pending(key, last))
+                    } else {
+                        Err(self.state.unavailable(Concern::Spend, &e))
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl UsageSink for RedisUsage {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn write(&self, batch: Arc<[UsageRecord]>) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let mut inv = self.write.prepare_invoke();
+            inv.arg(&self.state.options().prefix)
+                .arg(self.retention.map_or(0, |d| d.as_secs().max(1)));
+            for r in batch.iter() {
+                let json = serde_json::to_string(r)
+                    .map_err(|e| SinkError(format!("a record could not be encoded: {e}")))?;
+                let cost = r.cost.filter(|c| charged(*c));
+                inv.arg(&r.id)
+                    .arg(r.key_id.as_deref().unwrap_or(""))
+                    .arg(cost.map(|c| c.to_string()).unwrap_or_default())
+                    .arg(window_start(LimitReset::Daily, r.created_at))
+                    .arg(window_start(LimitReset::Weekly, r.created_at))
+                    .arg(window_start(LimitReset::Monthly, r.created_at))
+                    .arg(json);
+            }
+            inv.invoke_async::<i64>(&mut self.state.conn())
+                .await
+                .map_err(|e| SinkError(format!("Redis did not take the batch: {e}")))?;
+            // In Redis now: no longer pending, and cached reads of these keys are stale.
+            let mut spend = self.lock();
+            spend.epoch += 1;
+            for r in batch.iter() {
+                let (Some(key), Some(cost)) = (&r.key_id, r.cost.filter(|c| charged(*c))) else {
+                    continue;
+                };
+                spend.remote.remove(key.as_str());
+                if let Some(list) = spend.pending.get_mut(key.as_str()) {
+                    if let Some(i) = list.iter().position(|&p| p == (cost, r.created_at)) {
+                        list.swap_remove(i);
+                    }
+                    if list.is_empty() {
+                        spend.pending.remove(key.as_str());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn generation(&self, id: String) -> BoxFuture<'_, Result<Option<UsageRecord>, SinkError>> {
+        Box::pin(async move {
+            let key = self.state.key(format_args!("gen:{id}"));
+            let json: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut self.state.conn())
+                .await
+                .map_err(|e| SinkError(format!("Redis did not answer: {e}")))?;
+            json.map(|j| serde_json::from_str(&j))
+                .transpose()
+                .map_err(|e| SinkError(format!("stored record `{id}` is unreadable: {e}")))
+        })
+    }
+}

@@ -1,0 +1,535 @@
+//! A fleet on Redis: two proxies on one real `redis-server` share rate limits, keys, spend
+//! and generation records; Redis killed mid-run and restarted; Redis unreachable at start.
+//!
+//! Each test starts its own `redis-server` (from `MODELGATE_REDIS_SERVER`, else `PATH`) on a
+//! free loopback port. Without one the tests are skipped, except under CI (`CI` set), where
+//! they fail: `scripts/test.sh` installs it.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use modelgate::auth::RateLimits;
+use modelgate::proxy::{Config, Proxy};
+use modelgate::rate_limit::RateLimitStore;
+use modelgate::redis::{RedisOptions, RedisState};
+use support::*;
+
+const ADMIN: &str = "sk-mg-admin-fleet-0123456789";
+
+/// 18 prompt tokens at $3/M and 11 completion tokens at $15/M (the fake's usage).
+const COST: f64 = (18.0 * 3.0 + 11.0 * 15.0) / 1e6;
+
+/// A `redis-server` of this test's own.
+struct RedisServer {
+    bin: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` (skip) outside CI when there is no `redis-server`.
+    fn start() -> Option<Self> {
+        let bin = std::env::var("MODELGATE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let found = Command::new(&bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server (`{bin}`) is missing under CI: scripts/test.sh installs it"
+            );
+            eprintln!(
+                "skipped: no redis-server (set MODELGATE_REDIS_SERVER or install redis-server)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            bin,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process (with an append-only file, so a restart keeps the data) and waits
+    /// until it answers PING.
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut buf = [0u8; 64];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn fleet_config(fake: &FakeProvider, redis: &RedisServer, state: &str) -> String {
+    standard_config(
+        fake,
+        &format!(
+            "admin_key_env = \"MG_ADMIN\"\n[state]\nredis_url = \"{}\"\nredis_cache_ms = 100\n{state}\n",
+            redis.url()
+        ),
+    )
+}
+
+async fn gateway(fake: &FakeProvider, redis: &RedisServer, state: &str) -> Gateway {
+    Gateway::start_with_env(&fleet_config(fake, redis, state), &[("MG_ADMIN", ADMIN)]).await
+}
+
+async fn call(
+    c: &HttpClient,
+    method: Method,
+    url: &str,
+    key: &str,
+    body: Option<String>,
+) -> Answer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {key}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map(Bytes::from).unwrap_or_default();
+    send(c, req.body(Full::new(body)).unwrap()).await
+}
+
+async fn chat_on(c: &HttpClient, gw: &Gateway, key: &str) -> Answer {
+    let body = chat("vendor/fake-model", false, false);
+    call(
+        c,
+        Method::POST,
+        &gw.url("/v1/chat/completions"),
+        key,
+        Some(body),
+    )
+    .await
+}
+
+/// Creates a key through `gw`'s management API: (id, plaintext).
+async fn create_key(c: &HttpClient, gw: &Gateway, spec: serde_json::Value) -> (String, String) {
+    let a = call(
+        c,
+        Method::POST,
+        &gw.url("/v1/keys"),
+        ADMIN,
+        Some(spec.to_string()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let v = a.json();
+    (
+        v["data"]["id"].as_str().unwrap().to_owned(),
+        v["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn remaining_requests(a: &Answer) -> u32 {
+    a.headers["x-ratelimit-remaining-requests"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_keys_limits_spend_and_records() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let a = gateway(&fake, &redis, "").await;
+    let b = gateway(&fake, &redis, "").await;
+    let c = client();
+
+    // A key made on A works on B at once.
+    let (limited_id, limited) = create_key(
+        &c,
+        &a,
+        serde_json::json!({"name": "limited", "requests_per_minute": 4}),
+    )
+    .await;
+    // Rate limit shared exactly: 4 per minute across both instances, whatever the order.
+    let mut remaining = Vec::new();
+    for gw in [&b, &a, &b, &a] {
+        let r = chat_on(&c, gw, &limited).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        remaining.push(remaining_requests(&r));
+    }
+    assert_eq!(remaining, [3, 2, 1, 0]);
+    for gw in [&b, &a] {
+        let r = chat_on(&c, gw, &limited).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+        let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=15).contains(&wait), "retry-after {wait}");
+    }
+
+    // Spend shared: a limit of 1.5 requests' cost; one request on A, one on B, then both
+    // refuse.
+    let (spend_id, spender) = create_key(
+        &c,
+        &b,
+        serde_json::json!({"name": "spender", "limit": COST * 1.5}),
+    )
+    .await;
+    let first = chat_on(&c, &a, &spender).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    a.flush().await;
+    let second = chat_on(&c, &b, &spender).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    b.flush().await;
+    for gw in [&a, &b] {
+        let r = chat_on(&c, gw, &spender).await;
+        assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED, "{}", r.text());
+        assert_eq!(
+            r.json()["error"]["type"],
+            "insufficient_credits",
+            "{}",
+            r.text()
+        );
+    }
+    let info = call(&c, Method::GET, &a.url("/v1/key"), &spender, None).await;
+    let usage = info.json()["data"]["usage"].as_f64().unwrap();
+    assert!((usage - 2.0 * COST).abs() < 1e-12, "usage {usage}");
+
+    // Each serves the other's generation records, to the key that made them only.
+    let id = first.headers["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let url = b.url(&format!("/v1/generation?id={id}"));
+    let rec = call(&c, Method::GET, &url, &spender, None).await;
+    assert_eq!(rec.status, StatusCode::OK, "{}", rec.text());
+    let rec = rec.json();
+    assert_eq!(rec["data"]["key_id"], spend_id.as_str());
+    assert!((rec["data"]["cost"].as_f64().unwrap() - COST).abs() < 1e-15);
+    assert_eq!(rec["data"]["prompt_tokens"], 18);
+    let other = call(&c, Method::GET, &url, &limited, None).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+
+    // Both list both keys.
+    for gw in [&a, &b] {
+        let list = call(&c, Method::GET, &gw.url("/v1/keys"), ADMIN, None).await;
+        let ids: Vec<String> = list.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            ids.contains(&limited_id) && ids.contains(&spend_id),
+            "{ids:?}"
+        );
+    }
+
+    // Disabling a key on B takes effect on A within a second.
+    let (_, fresh) = create_key(&c, &a, serde_json::json!({"name": "fresh"})).await;
+    assert_eq!(chat_on(&c, &a, &fresh).await.status, StatusCode::OK);
+    let list = call(&c, Method::GET, &b.url("/v1/keys"), ADMIN, None).await;
+    let fresh_id = list.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "fresh")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = serde_json::json!({"disabled": true}).to_string();
+    let url = b.url(&format!("/v1/keys/{fresh_id}"));
+    let r = call(&c, Method::PATCH, &url, ADMIN, Some(patch)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let disabled_at = Instant::now();
+    loop {
+        let r = chat_on(&c, &a, &fresh).await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            disabled_at.elapsed() < Duration::from_secs(1),
+            "still served a second after it was disabled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Deleted on A: gone on B (a lookup of an unknown key asks Redis at once).
+    let url = a.url(&format!("/v1/keys/{fresh_id}"));
+    let r = call(&c, Method::DELETE, &url, ADMIN, None).await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let r = call(
+        &c,
+        Method::GET,
+        &b.url(&format!("/v1/keys/{fresh_id}")),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_fails_closed_with_503s_and_service_resumes_when_it_is_back() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let gw = gateway(&fake, &redis, "").await;
+    let c = client();
+    let (_, key) = create_key(
+        &c,
+        &gw,
+        serde_json::json!({"name": "app", "requests_per_minute": 1000, "limit": 1.0}),
+    )
+    .await;
+    let before = chat_on(&c, &gw, &key).await;
+    assert_eq!(before.status, StatusCode::OK);
+    gw.flush().await;
+
+    redis.kill();
+    let r = chat_on(&c, &gw, &key).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("Redis"), "{msg}");
+    assert_eq!(fake.count(), 1, "nothing went upstream unchecked");
+    // Key management needs Redis too.
+    let r = call(&c, Method::GET, &gw.url("/v1/keys"), ADMIN, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = call(&c, Method::GET, &gw.url("/metrics"), ADMIN, None)
+        .await
+        .text();
+    assert!(
+        metrics.contains("modelgate_redis_errors_total{concern=\"rate_limits\"}"),
+        "{metrics}"
+    );
+
+    // Back (with its data): served again without a restart; the record and the spend of the
+    // request before the outage are there.
+    redis.spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let r = chat_on(&c, &gw, &key).await;
+        if r.status == StatusCode::OK {
+            break r;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        assert!(Instant::now() < deadline, "never recovered: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    gw.flush().await;
+    for a in [&before, &after] {
+        let id = a.headers["x-generation-id"].to_str().unwrap();
+        let url = gw.url(&format!("/v1/generation?id={id}"));
+        let rec = call(&c, Method::GET, &url, &key, None).await;
+        assert_eq!(rec.status, StatusCode::OK, "{}", rec.text());
+    }
+    let info = call(&c, Method::GET, &gw.url("/v1/key"), &key, None).await;
+    let usage = info.json()["data"]["usage"].as_f64().unwrap();
+    assert!((usage - 2.0 * COST).abs() < 1e-12, "usage {usage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_open_uses_local_limits_and_loses_no_record() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let open = "redis_fail_open = [\"rate_limits\", \"keys\", \"spend\"]";
+    let gw = gateway(&fake, &redis, open).await;
+    let c = client();
+    let (_, key) = create_key(
+        &c,
+        &gw,
+        serde_json::json!({"name": "app", "requests_per_minute": 3, "limit": 1.0}),
+    )
+    .await;
+    assert_eq!(chat_on(&c, &gw, &key).await.status, StatusCode::OK);
+    gw.flush().await;
+
+    redis.kill();
+    // Served from this instance's own state: its own limiter (fresh, so 3 more), never
+    // unlimited.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = chat_on(&c, &gw, &key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        ids.push(r.headers["x-generation-id"].to_str().unwrap().to_owned());
+    }
+    let r = chat_on(&c, &gw, &key).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    let metrics = call(&c, Method::GET, &gw.url("/metrics"), ADMIN, None)
+        .await
+        .text();
+    assert!(
+        metrics.contains("modelgate_redis_fail_open_total{concern=\"rate_limits\"}"),
+        "{metrics}"
+    );
+
+    // The records made meanwhile wait in the queue and land once Redis is back; another
+    // instance then serves them, and the spend counts all four requests.
+    redis.spawn();
+    tokio::time::timeout(Duration::from_secs(30), gw.flush())
+        .await
+        .expect("the queued records are written once Redis is back");
+    let other = gateway(&fake, &redis, "").await;
+    for id in &ids {
+        let url = other.url(&format!("/v1/generation?id={id}"));
+        let rec = call(&c, Method::GET, &url, &key, None).await;
+        assert_eq!(rec.status, StatusCode::OK, "{}", rec.text());
+    }
+    let info = call(&c, Method::GET, &other.url("/v1/key"), &key, None).await;
+    let usage = info.json()["data"]["usage"].as_f64().unwrap();
+    assert!((usage - 4.0 * COST).abs() < 1e-12, "usage {usage}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_startup_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fake = FakeProvider::start(standard).await;
+    let toml = standard_config(
+        &fake,
+        &format!(
+            "[state]\nredis_url = \"redis://:hunter2@127.0.0.1:{port}\"\nredis_timeout_ms = 300\n"
+        ),
+    );
+    let env = |_: &str| None;
+    let err = Proxy::from_config(&Config::from_toml(&toml).unwrap(), &env)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .0;
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let bad = standard_config(
+        &fake,
+        "[state]\nredis_url = \"redis://x\"\nredis_fail_open = [\"records\"]\n",
+    );
+    let err = Proxy::from_config(&Config::from_toml(&bad).unwrap(), &env)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .0;
+    assert!(
+        err.contains("redis_fail_open") && err.contains("records"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn token_limits_are_reserved_and_settled_in_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let state = RedisState::connect(RedisOptions::new(redis.url()))
+        .await
+        .unwrap();
+    let limits = Arc::new(state.rate_limits());
+    let tpm = RateLimits {
+        tokens_per_minute: Some(100),
+        ..RateLimits::default()
+    };
+    let d = limits.acquire("k", &tpm, 60).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.tokens.unwrap().remaining, 40);
+    assert!(d.requests.is_none());
+    // 60 more do not fit.
+    let d = limits.acquire("k", &tpm, 60).await.unwrap();
+    assert!(!d.allowed);
+    let wait = d.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_secs(11) && wait <= Duration::from_secs(12),
+        "{wait:?}"
+    );
+    // Only 10 were used: 50 come back (in the background), and then 80 fit.
+    limits.reconcile("k", &tpm, 60, 10);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = limits
+            .acquire(
+                "k",
+                &RateLimits {
+                    tokens_per_minute: Some(100),
+                    ..RateLimits::default()
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        if d.tokens.unwrap().remaining >= 89 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reconciliation never landed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let d = limits.acquire("k", &tpm, 80).await.unwrap();
+    assert!(d.allowed, "{d:?}");
+    // Another key is untouched.
+    let d = limits.acquire("other", &tpm, 100).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.tokens.unwrap().remaining, 0);
+}
