@@ -533,3 +533,97 @@ async fn token_limits_are_reserved_and_settled_in_redis() {
     assert!(d.allowed);
     assert_eq!(d.tokens.unwrap().remaining, 0);
 }
+
+fn record(id: &str, key: &str, cost: f64, at: i64) -> modelgate::usage::UsageRecord {
+    modelgate::usage::UsageRecord {
+        id: id.into(),
+        created_at: at,
+        key_id: Some(key.into()),
+        requested_model: "m".into(),
+        model: "m".into(),
+        provider: Some("p".into()),
+        upstream_model: Some("u".into()),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        cached_tokens: 0,
+        reasoning_tokens: 0,
+        cost: Some(cost),
+        estimated: false,
+        streamed: false,
+        status: Some(200),
+        error: None,
+        finish_reason: Some("stop".into()),
+        cancelled: false,
+        latency_ms: 1,
+        time_to_first_token_ms: None,
+        attempts: Vec::new(),
+        referer: None,
+        title: None,
+        user: None,
+    }
+}
+
+#[tokio::test]
+async fn spend_counts_each_record_once_per_window_and_pending_costs_count_at_once() {
+    use modelgate::auth::LimitReset;
+    use modelgate::usage::{SpendStore, UsageSink};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut opts = RedisOptions::new(redis.url());
+    opts.cache = Duration::from_secs(3600);
+    let state = RedisState::connect(opts).await.unwrap();
+    let usage = state.usage(Some(Duration::from_secs(86_400)));
+    // Monday 2026-11-30 23:00 UTC, and an hour later (Tuesday 1 December).
+    let mon = 1_796_079_600;
+    let tue = mon + 3_600;
+    // Made here: counted at once, before the writer got to it.
+    for (at, usd) in [(mon, 0.25), (mon, 0.5), (tue, 1.0)] {
+        usage.add("k", usd, at);
+    }
+    let s = usage.fetch("k").await.unwrap();
+    assert_eq!(s.spent(None, tue), 1.75);
+    assert_eq!(s.spent(Some(LimitReset::Daily), tue), 1.0);
+    assert_eq!(s.spent(Some(LimitReset::Weekly), tue), 1.75);
+    assert_eq!(s.spent(Some(LimitReset::Monthly), tue), 1.0);
+    let batch: Arc<[_]> = vec![
+        record("gen-1", "k", 0.25, mon),
+        record("gen-2", "k", 0.5, mon),
+        record("gen-3", "k", 1.0, tue),
+        record("gen-4", "other", 2.0, tue),
+    ]
+    .into();
+    usage.write(batch.clone()).await.unwrap();
+    // A batch offered again (as after a failed reply) is not counted twice.
+    usage.write(batch).await.unwrap();
+    assert!(
+        usage.cached("k").is_none(),
+        "a write makes cached spend stale"
+    );
+    for s in [usage.fetch("k").await.unwrap(), {
+        // Another instance sees the same.
+        let other = RedisState::connect(RedisOptions::new(redis.url()))
+            .await
+            .unwrap();
+        other.usage(None).fetch("k").await.unwrap()
+    }] {
+        assert!((s.spent(None, tue) - 1.75).abs() < 1e-12, "{s:?}");
+        assert!(
+            (s.spent(Some(LimitReset::Daily), tue) - 1.0).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert!(
+            (s.spent(Some(LimitReset::Weekly), tue) - 1.75).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert!(
+            (s.spent(Some(LimitReset::Monthly), tue) - 1.0).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert_eq!(s.spent(Some(LimitReset::Daily), tue + 86_400), 0.0);
+    }
+    assert!((usage.fetch("other").await.unwrap().total - 2.0).abs() < 1e-12);
+    let r = usage.generation("gen-3".into()).await.unwrap().unwrap();
+    assert_eq!(r, record("gen-3", "k", 1.0, tue));
+    assert!(usage.generation("gen-none".into()).await.unwrap().is_none());
+}

@@ -15,12 +15,35 @@ use crate::usage::{window_start, KeySpend, SinkError, SpendStore, UsageRecord, U
 /// Stores a batch of records and adds their cost to their keys' spend, each record once.
 ///
 /// ARGV: prefix, retention in seconds (0: for ever), then per record: id, key id (or ``),
-/// cost in USD (or ``), the day, week and month window starts, the record's JSON. Returns
-/// how many records were new.
+/// cost in USD (or ``), the day, week and month window starts, the record's JSON. The cost
+/// of the records that were new is summed per key and window, then added (one set of
+/// updates per key, not per record). Returns how many records were new.
 const WRITE: &str = r"
 local p = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local stored = 0
+local sums, order = {}, {}
+for i = 3, #ARGV, 7 do
+  local ok
+  if ttl > 0 then
+    ok = redis.call('SET', p .. 'gen:' .. ARGV[i], ARGV[i + 6], 'NX', 'EX', ttl)
+  else
+    ok = redis.call('SET', p .. 'gen:' .. ARGV[i], ARGV[i + 6], 'NX')
+  end
+  if ok then
+    stored = stored + 1
+    if ARGV[i + 1] ~= '' and ARGV[i + 2] ~= '' then
+      local g = ARGV[i + 1] .. '|' .. ARGV[i + 3] .. '|' .. ARGV[i + 4] .. '|' .. ARGV[i + 5]
+      local s = sums[g]
+      if s then
+        s[5] = s[5] + tonumber(ARGV[i + 2])
+      else
+        sums[g] = {ARGV[i + 1], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 2])}
+        order[#order + 1] = g
+      end
+    end
+  end
+end
 local function window(h, f, start, usd)
   local cur = redis.call('HGET', h, f .. '_start')
   if (not cur) or tonumber(start) > tonumber(cur) then
@@ -29,24 +52,14 @@ local function window(h, f, start, usd)
     redis.call('HINCRBYFLOAT', h, f, usd)
   end
 end
-for i = 3, #ARGV, 7 do
-  local id, key, usd = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local ok
-  if ttl > 0 then
-    ok = redis.call('SET', p .. 'gen:' .. id, ARGV[i + 6], 'NX', 'EX', ttl)
-  else
-    ok = redis.call('SET', p .. 'gen:' .. id, ARGV[i + 6], 'NX')
-  end
-  if ok then
-    stored = stored + 1
-    if key ~= '' and usd ~= '' then
-      local h = p .. 'spend:{' .. key .. '}'
-      redis.call('HINCRBYFLOAT', h, 'total', usd)
-      window(h, 'd', ARGV[i + 3], usd)
-      window(h, 'w', ARGV[i + 4], usd)
-      window(h, 'm', ARGV[i + 5], usd)
-    end
-  end
+for _, g in ipairs(order) do
+  local s = sums[g]
+  local h = p .. 'spend:{' .. s[1] .. '}'
+  local usd = string.format('%.17g', s[5])
+  redis.call('HINCRBYFLOAT', h, 'total', usd)
+  window(h, 'd', s[2], usd)
+  window(h, 'w', s[3], usd)
+  window(h, 'm', s[4], usd)
 end
 return stored
 ";
