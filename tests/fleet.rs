@@ -109,6 +109,15 @@ impl RedisServer {
         }
     }
 
+    /// Sends `sig` (`STOP`, `CONT`) to the server.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {pid}");
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -386,6 +395,40 @@ async fn redis_lost_fails_closed_with_503s_and_service_resumes_when_it_is_back()
     let info = call(&c, Method::GET, &gw.url("/v1/key"), &key, None).await;
     let usage = info.json()["data"]["usage"].as_f64().unwrap();
     assert!((usage - 2.0 * COST).abs() < 1e-12, "usage {usage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_one_timeout_not_one_per_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let gw = gateway(&fake, &redis, "redis_timeout_ms = 300").await;
+    let c = client();
+    let (_, key) = create_key(
+        &c,
+        &gw,
+        serde_json::json!({"name": "app", "requests_per_minute": 1000}),
+    )
+    .await;
+    assert_eq!(chat_on(&c, &gw, &key).await.status, StatusCode::OK);
+
+    // Frozen, not gone: connections stay open and nothing answers.
+    redis.signal("STOP");
+    let started = Instant::now();
+    for _ in 0..10 {
+        let r = chat_on(&c, &gw, &key).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    }
+    let took = started.elapsed();
+    redis.signal("CONT");
+    // Ten requests waiting 300 ms each would take 3 s.
+    assert!(took < Duration::from_millis(2_000), "{took:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while chat_on(&c, &gw, &key).await.status != StatusCode::OK {
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use redis::Script;
 
@@ -39,7 +40,9 @@ pub struct RedisKeyStore {
     snapshot: RwLock<Arc<Index>>,
     /// The version the snapshot holds; held while syncing, so syncs do not pile up.
     version: tokio::sync::Mutex<Option<i64>>,
-    synced_at: Mutex<Instant>,
+    /// When the last sync that went through started ([`RedisState::now_ms`]): the snapshot
+    /// holds every change made before then.
+    synced_at: AtomicU64,
     replace: Script,
 }
 
@@ -66,7 +69,7 @@ impl RedisKeyStore {
             snapshot: RwLock::new(Arc::new(configured.clone())),
             configured,
             version: tokio::sync::Mutex::new(None),
-            synced_at: Mutex::new(Instant::now()),
+            synced_at: AtomicU64::new(0),
             replace: Script::new(REPLACE),
         });
         store
@@ -105,16 +108,19 @@ impl RedisKeyStore {
     fn fresh(&self) -> bool {
         let o = self.state.options();
         let within = (o.cache * 2 + o.timeout).max(Duration::from_secs(1));
-        self.synced_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            < within
+        self.state.now_ms() - self.synced_at.load(Ordering::Relaxed) < within.as_millis() as u64
     }
 
-    /// Checks the shared version; reloads every shared key when it moved.
+    /// Checks the shared version; reloads every shared key when it moved. A sync that
+    /// went through while this one waited for its turn is as good.
     async fn sync(&self) -> Result<(), redis::RedisError> {
+        let asked = self.state.now_ms();
         let mut known = self.version.lock().await;
+        // (Strictly later: a sync started in the same millisecond may have read before.)
+        if self.synced_at.load(Ordering::Relaxed) > asked {
+            return Ok(());
+        }
+        let started = self.state.now_ms();
         let mut conn = self.state.conn();
         let version: Option<i64> = redis::cmd("GET")
             .arg(self.version_key())
@@ -146,7 +152,7 @@ impl RedisKeyStore {
             *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
             *known = version;
         }
-        *self.synced_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.synced_at.store(started, Ordering::Relaxed);
         self.state.fine(Concern::Keys);
         Ok(())
     }
@@ -190,7 +196,20 @@ impl KeyStore for RedisKeyStore {
             }
         }
         // Unknown here (maybe made on another instance a moment ago), or a snapshot too old
-        // to trust: ask Redis.
+        // to trust: ask Redis (unless it failed moments ago).
+        match self.state.resting(Concern::Keys) {
+            Some(true) => {
+                let found = self.snap().by_digest.get(&digest).cloned();
+                return Box::pin(std::future::ready(Ok(found)));
+            }
+            Some(false) => {
+                let e = self
+                    .state
+                    .unavailable(Concern::Keys, &"it failed moments ago");
+                return Box::pin(std::future::ready(Err(e)));
+            }
+            None => {}
+        }
         Box::pin(async move {
             match self.sync().await {
                 Ok(()) => Ok(self.snap().by_digest.get(&digest).cloned()),

@@ -150,6 +150,15 @@ impl RateLimitStore for RedisRateLimits {
         tokens: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(async move {
+            match self.state.resting(Concern::RateLimits) {
+                Some(true) => return self.local.acquire(key, limits, tokens).await,
+                Some(false) => {
+                    return Err(self
+                        .state
+                        .unavailable(Concern::RateLimits, &"it failed moments ago"))
+                }
+                None => {}
+            }
             let mut inv = self.acquire.prepare_invoke();
             for k in self.keys(key) {
                 inv.key(k);
@@ -189,6 +198,12 @@ impl RateLimitStore for RedisRateLimits {
         };
         if u64::from(reserved) == used {
             return;
+        }
+        match self.state.resting(Concern::RateLimits) {
+            Some(true) => return self.local.reconcile(key, limits, reserved, used),
+            // Nowhere to settle it: the reservation stands.
+            Some(false) => return,
+            None => {}
         }
         // In the background: this runs where a response body ends.
         let state = self.state.clone();

@@ -38,7 +38,7 @@ mod limits;
 mod usage;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,8 @@ pub fn redact(url: &str) -> String {
 #[derive(Default)]
 struct Health {
     down: AtomicBool,
+    /// When the last call failed ([`RedisState::now_ms`]; 0: not since the last success).
+    failed_at: AtomicU64,
     last_log: Mutex<Option<Instant>>,
 }
 
@@ -132,6 +134,7 @@ struct Inner {
     conn: ConnectionManager,
     opts: RedisOptions,
     health: [Health; 3],
+    epoch: Instant,
 }
 
 impl fmt::Debug for RedisState {
@@ -179,6 +182,7 @@ impl RedisState {
                 conn,
                 opts,
                 health: Default::default(),
+                epoch: Instant::now(),
             }),
         })
     }
@@ -201,6 +205,34 @@ impl RedisState {
         self.inner.opts.fail_open.contains(&c)
     }
 
+    /// Milliseconds since the connection was made (at least 1).
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether the last call for `c` failed so recently that this one should not go to Redis
+    /// (a Redis that hangs then costs one timeout per pause, not one per request); when it is,
+    /// `Some(fail open)`, counted as a failure served by the fallback or refused.
+    fn resting(&self, c: Concern) -> Option<bool> {
+        let failed = self.inner.health[c.index()]
+            .failed_at
+            .load(Ordering::Relaxed);
+        let pause = self
+            .inner
+            .opts
+            .cache
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        if failed == 0 || self.now_ms() - failed >= pause.as_millis() as u64 {
+            return None;
+        }
+        let open = self.fails_open(c);
+        if open {
+            metrics::counter!("modelgate_redis_fail_open_total", "concern" => c.name())
+                .increment(1);
+        }
+        Some(open)
+    }
+
     /// Notes a failed call for `c`: counts it, logs (at most every 10 s), and says whether
     /// to fall back to local state (fail open) rather than refuse.
     fn lost(&self, c: Concern, e: &dyn fmt::Display) -> bool {
@@ -212,6 +244,7 @@ impl RedisState {
         }
         let h = &self.inner.health[c.index()];
         h.down.store(true, Ordering::Relaxed);
+        h.failed_at.store(self.now_ms(), Ordering::Relaxed);
         let mut last = h.last_log.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             *last = Some(Instant::now());
@@ -236,6 +269,7 @@ impl RedisState {
     fn fine(&self, c: Concern) {
         let h = &self.inner.health[c.index()];
         if h.down.load(Ordering::Relaxed) && h.down.swap(false, Ordering::Relaxed) {
+            h.failed_at.store(0, Ordering::Relaxed);
             *h.last_log.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tracing::warn!(concern = c.name(), "Redis is reachable again");
         }

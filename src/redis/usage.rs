@@ -180,6 +180,20 @@ impl SpendStore for RedisUsage {
 
     fn fetch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeySpend, StoreError>> {
         Box::pin(async move {
+            let last_known = || {
+                let spend = self.lock();
+                let last = spend.remote.get(key).map(|r| r.0).unwrap_or_default();
+                spend.with_pending(key, last)
+            };
+            match self.state.resting(Concern::Spend) {
+                Some(true) => return Ok(last_known()),
+                Some(false) => {
+                    return Err(self
+                        .state
+                        .unavailable(Concern::Spend, &"it failed moments ago"))
+                }
+                None => {}
+            }
             let epoch = self.lock().epoch;
             match self.read(key).await {
                 Ok(remote) => {
@@ -198,9 +212,7 @@ impl SpendStore for RedisUsage {
                 }
                 Err(e) => {
                     if self.state.lost(Concern::Spend, &e) {
-                        let spend = self.lock();
-                        let last = spend.remote.get(key).map(|r| r.0).unwrap_or_default();
-                        Ok(spend.with_pending(key, last))
+                        Ok(last_known())
                     } else {
                         Err(self.state.unavailable(Concern::Spend, &e))
                     }
