@@ -79,9 +79,13 @@ async fn main() -> ExitCode {
     if proxy.is_anonymous() {
         tracing::info!("listening on http://{addr} (no keys: unauthenticated, loopback only)");
     } else {
+        let state = match config.redis_url() {
+            Some(_) => "the shared Redis ([state] redis_url)".to_owned(),
+            None => config.state_dir().display().to_string(),
+        };
         tracing::info!(
             management = proxy.has_management(),
-            state_dir = %config.state_dir().display(),
+            state = %state,
             "listening on http://{addr} (client keys required)"
         );
     }

@@ -307,7 +307,7 @@ impl StateDb {
 /// the metering's cost). A new format gets a new byte; old ones stay readable.
 const RECORD_POSTCARD_V1: u8 = 1;
 
-fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
+pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
     let mut out = Vec::with_capacity(256);
     out.push(RECORD_POSTCARD_V1);
     postcard::to_io(r, &mut out)
@@ -315,7 +315,7 @@ fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
     Ok(out)
 }
 
-fn decode_record(bytes: &[u8]) -> Result<UsageRecord, String> {
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<UsageRecord, String> {
     match bytes.split_first() {
         Some((&RECORD_POSTCARD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
         Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| e.to_string()),

@@ -10,12 +10,14 @@ use redis::Script;
 use super::{Concern, RedisState};
 use crate::auth::{LimitReset, StoreError};
 use crate::future::BoxFuture;
+use crate::state::{decode_record, encode_record};
 use crate::usage::{window_start, KeySpend, SinkError, SpendStore, UsageRecord, UsageSink, Window};
 
 /// Stores a batch of records and adds their cost to their keys' spend, each record once.
 ///
 /// ARGV: prefix, retention in seconds (0: for ever), then per record: id, key id (or ``),
-/// cost in USD (or ``), the day, week and month window starts, the record's JSON. The cost
+/// cost in USD (or ``), the day, week and month window starts, the stored record (the state
+/// store's compact form: a format byte, then postcard). The cost
 /// of the records that were new is summed per key and window, then added (one set of
 /// updates per key, not per record). Returns how many records were new.
 const WRITE: &str = r"
@@ -233,8 +235,7 @@ impl UsageSink for RedisUsage {
             inv.arg(&self.state.options().prefix)
                 .arg(self.retention.map_or(0, |d| d.as_secs().max(1)));
             for r in batch.iter() {
-                let json = serde_json::to_string(r)
-                    .map_err(|e| SinkError(format!("a record could not be encoded: {e}")))?;
+                let stored = encode_record(r).map_err(|e| SinkError(e.0))?;
                 let cost = r.cost.filter(|c| charged(*c));
                 inv.arg(&r.id)
                     .arg(r.key_id.as_deref().unwrap_or(""))
@@ -242,7 +243,7 @@ impl UsageSink for RedisUsage {
                     .arg(window_start(LimitReset::Daily, r.created_at))
                     .arg(window_start(LimitReset::Weekly, r.created_at))
                     .arg(window_start(LimitReset::Monthly, r.created_at))
-                    .arg(json);
+                    .arg(stored);
             }
             inv.invoke_async::<i64>(&mut self.state.conn())
                 .await
@@ -271,12 +272,13 @@ impl UsageSink for RedisUsage {
     fn generation(&self, id: String) -> BoxFuture<'_, Result<Option<UsageRecord>, SinkError>> {
         Box::pin(async move {
             let key = self.state.key(format_args!("gen:{id}"));
-            let json: Option<String> = redis::cmd("GET")
+            let stored: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(key)
                 .query_async(&mut self.state.conn())
                 .await
                 .map_err(|e| SinkError(format!("Redis did not answer: {e}")))?;
-            json.map(|j| serde_json::from_str(&j))
+            stored
+                .map(|b| decode_record(&b))
                 .transpose()
                 .map_err(|e| SinkError(format!("stored record `{id}` is unreadable: {e}")))
         })
