@@ -485,6 +485,52 @@ async fn failing_open_uses_local_limits_and_loses_no_record() {
     assert!((usage - 4.0 * COST).abs() < 1e-12, "usage {usage}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_redis_never_took_are_spilled_at_shutdown_and_written_at_the_next_start() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!(
+        "dir = \"{}\"\nredis_fail_open = [\"rate_limits\", \"keys\", \"spend\"]",
+        dir.path().display()
+    );
+    let mut gw = gateway(&fake, &redis, &state).await;
+    let c = client();
+    let (_, key) = create_key(&c, &gw, serde_json::json!({"name": "app"})).await;
+    redis.kill();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = chat_on(&c, &gw, &key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        ids.push(r.headers["x-generation-id"].to_str().unwrap().to_owned());
+    }
+    // Shutdown with Redis still down: after the wait, the queue goes to the spill file.
+    assert!(gw.close_recorder(Duration::from_millis(300)).await);
+    let _ = gw.shutdown().await;
+    let spill = dir.path().join(modelgate::proxy::SPILL_FILE);
+    let text = std::fs::read_to_string(&spill).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for id in &ids {
+        assert!(text.contains(id.as_str()));
+    }
+    drop(gw);
+
+    // The next start writes them to Redis and removes the file.
+    redis.spawn();
+    let next = gateway(&fake, &redis, &state).await;
+    assert!(!spill.exists());
+    for id in &ids {
+        let url = next.url(&format!("/v1/generation?id={id}"));
+        let rec = call(&c, Method::GET, &url, &key, None).await;
+        assert_eq!(rec.status, StatusCode::OK, "{}", rec.text());
+    }
+    let info = call(&c, Method::GET, &next.url("/v1/key"), &key, None).await;
+    let usage = info.json()["data"]["usage"].as_f64().unwrap();
+    assert!((usage - 2.0 * COST).abs() < 1e-12, "usage {usage}");
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_is_a_startup_error_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -58,7 +58,7 @@ use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::route::GenerationId;
 use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
 use crate::usage::{
-    JsonLinesSink, Meter, Recorder, SpendLedger, SpendStore, UsageLayer, UsageSink,
+    replay_spill, JsonLinesSink, Meter, Recorder, SpendLedger, SpendStore, UsageLayer, UsageSink,
 };
 use crate::Error;
 
@@ -75,6 +75,10 @@ pub type ChatBody = GatewayBody<
 
 /// The body of every proxy answer.
 pub type ProxyBody = GatewayBody<ChatBody>;
+
+/// The file under `[state] dir` holding the usage records a failing sink had not taken when
+/// the proxy shut down; they are written at the next start.
+pub const SPILL_FILE: &str = "usage-spill.jsonl";
 
 /// Where keys, rate limits and spend live: this process, or a shared Redis.
 struct SharedState {
@@ -211,6 +215,11 @@ impl Proxy {
                     ConfigError(format!("[usage] jsonl_path: {e}"))
                 })?));
         }
+        // Records a failing sink had not taken at the last shutdown.
+        let spill = config.state_dir().join(SPILL_FILE);
+        replay_spill(&spill, &sinks)
+            .await
+            .map_err(|e| ConfigError(e.0))?;
         let recorder = Recorder::start(
             sinks,
             state.spend,
@@ -219,7 +228,8 @@ impl Proxy {
         .map_err(|e| ConfigError(e.0))?
         .max_wait(Duration::from_millis(
             config.usage.max_queue_wait_ms.unwrap_or(5_000),
-        ));
+        ))
+        .spill_to(spill);
         let key_auth = AuthLayer::new(store.clone()).allow_anonymous(state.anonymous);
         let chat = ServiceBuilder::new()
             .layer(key_auth.clone())
@@ -263,8 +273,8 @@ impl Proxy {
         self.anonymous
     }
 
-    /// The usage recorder: [`Recorder::flush`] it after [`serve`] returns, so every record is
-    /// written before the process exits.
+    /// The usage recorder: [`Recorder::close`] it after [`serve`] returns, so every record is
+    /// written (or spilled to `[state] dir`, for the next start) before the process exits.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
     }

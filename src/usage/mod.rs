@@ -54,7 +54,8 @@ pub use self::ledger::{window_start, KeySpend, SpendLedger, SpendStore, Window};
 use self::record::millis;
 pub use self::record::{AttemptRecord, UsageRecord};
 pub use self::sink::{
-    JsonLinesSink, MemorySink, Recorder, RecorderStats, SinkError, UsageSink, DEFAULT_LINGER,
+    replay_spill, JsonLinesSink, MemorySink, Recorder, RecorderStats, SinkError, UsageSink,
+    DEFAULT_LINGER,
 };
 use self::sink::{Msg, Permit};
 use crate::auth::{LimitReset, Principal};

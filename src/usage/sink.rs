@@ -60,6 +60,7 @@ struct Counters {
     refused: AtomicU64,
     written: AtomicU64,
     write_failures: AtomicU64,
+    spilled: AtomicU64,
 }
 
 /// What the [`Recorder`] has done so far.
@@ -77,6 +78,8 @@ pub struct RecorderStats {
     pub written: u64,
     /// Failed batch writes (each retried).
     pub write_failures: u64,
+    /// Records written to the spill file at shutdown, because a sink would not take them.
+    pub spilled: u64,
 }
 
 /// The bounded queue between the request path and the sinks, with its background writer.
@@ -97,6 +100,15 @@ pub struct Recorder {
     max_wait: Duration,
     /// Wakes the writer out of its linger when a flush is waiting.
     flushing: Arc<tokio::sync::Notify>,
+    closing: Arc<Closing>,
+}
+
+/// Shutdown's hand to the writer: once `on`, a batch a sink refuses goes to the spill file.
+#[derive(Default)]
+struct Closing {
+    on: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+    spill: Mutex<Option<PathBuf>>,
 }
 
 /// How long the writer lets a batch fill before it writes it (unless a flush is waiting).
@@ -146,12 +158,14 @@ impl Recorder {
         let sinks: Arc<[Arc<dyn UsageSink>]> = sinks.into();
         let counters = Arc::new(Counters::default());
         let flushing = Arc::new(tokio::sync::Notify::new());
+        let closing = Arc::new(Closing::default());
         handle.spawn(writer(
             rx,
             sinks.clone(),
             counters.clone(),
             linger,
             flushing.clone(),
+            closing.clone(),
         ));
         Ok(Recorder {
             tx,
@@ -160,7 +174,37 @@ impl Recorder {
             counters,
             max_wait: Duration::from_secs(5),
             flushing,
+            closing,
         })
+    }
+
+    /// Where [`close`](Self::close) puts the records a failing sink has not taken (JSON
+    /// Lines, created when first needed); [`replay_spill`] writes them at the next start.
+    pub fn spill_to(self, path: impl Into<PathBuf>) -> Self {
+        *self.closing.spill.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.into());
+        self
+    }
+
+    /// Shutdown: waits up to `wait` for every queued record to be written. If a sink is
+    /// still failing then, and a [spill file](Self::spill_to) is set, the writer stops
+    /// retrying and appends what is left (the batch in hand and the rest of the queue) to
+    /// it, waiting up to `wait` again. Returns whether every record went somewhere durable.
+    pub async fn close(&self, wait: Duration) -> bool {
+        if tokio::time::timeout(wait, self.flush()).await.is_ok() {
+            return true;
+        }
+        if self
+            .closing
+            .spill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return false;
+        }
+        self.closing.on.store(true, Ordering::Relaxed);
+        self.closing.wake.notify_one();
+        tokio::time::timeout(wait, self.flush()).await.is_ok()
     }
 
     /// How long a request waits for a place in a full queue before it is refused (default 5 s).
@@ -184,6 +228,7 @@ impl Recorder {
             refused: self.counters.refused.load(Ordering::Relaxed),
             written: self.counters.written.load(Ordering::Relaxed),
             write_failures: self.counters.write_failures.load(Ordering::Relaxed),
+            spilled: self.counters.spilled.load(Ordering::Relaxed),
         }
     }
 
@@ -250,8 +295,11 @@ async fn writer(
     counters: Arc<Counters>,
     linger: Duration,
     flushing: Arc<tokio::sync::Notify>,
+    closing: Arc<Closing>,
 ) {
     let mut msgs = Vec::with_capacity(BATCH);
+    // Set once a batch was spilled at shutdown: the rest goes straight to the spill file.
+    let mut spilling = false;
     while rx.recv_many(&mut msgs, BATCH).await > 0 {
         // Let the batch fill: sleep through the linger (one wake-up per batch, not one per
         // record), unless a flush is waiting or comes; then take what is there.
@@ -280,28 +328,120 @@ async fn writer(
         }
         if !records.is_empty() {
             let batch: Arc<[UsageRecord]> = records.into();
-            for sink in sinks.iter() {
+            let mut spilled = spilling && spill(&closing, &batch, &counters).await;
+            'sinks: for sink in sinks.iter().filter(|_| !spilled) {
                 let mut pause = Duration::from_millis(50);
                 while let Err(e) = sink.write(batch.clone()).await {
                     counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                    if closing.on.load(Ordering::Relaxed)
+                        && spill(&closing, &batch, &counters).await
+                    {
+                        spilling = true;
+                        spilled = true;
+                        break 'sinks;
+                    }
                     tracing::error!(
                         sink = sink.name(),
                         error = %e,
                         records = batch.len(),
                         "usage sink failed; retrying the batch"
                     );
-                    tokio::time::sleep(pause).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = closing.wake.notified() => {}
+                    }
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
-            counters
-                .written
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if !spilled {
+                counters
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
         }
         for done in flushes {
             let _ = done.send(());
         }
     }
+}
+
+/// Appends `batch` to the spill file; whether it is there now.
+async fn spill(closing: &Closing, batch: &Arc<[UsageRecord]>, counters: &Counters) -> bool {
+    let Some(path) = closing
+        .spill
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    else {
+        return false;
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let written = match JsonLinesSink::open(&path) {
+        Ok(file) => file.write(batch.clone()).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => {
+            counters
+                .spilled
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                path = %path.display(),
+                records = batch.len(),
+                "shutting down with a usage sink failing: records spilled, to be written at the next start"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot spill usage records");
+            false
+        }
+    }
+}
+
+/// Writes the records of a spill file (see [`Recorder::spill_to`]) to every sink, then
+/// removes it; how many there were. A missing file is none. Records are keyed by id, so the
+/// state stores take each once; a JSON Lines export may see a record twice.
+pub async fn replay_spill(path: &Path, sinks: &[Arc<dyn UsageSink>]) -> Result<usize, SinkError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(SinkError(format!("cannot read {}: {e}", path.display()))),
+    };
+    let mut records = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        match serde_json::from_str::<UsageRecord>(line) {
+            Ok(r) => records.push(r),
+            // A line cut by a crash while spilling: the rest is still worth having.
+            Err(e) => {
+                tracing::error!(path = %path.display(), line = n + 1, error = %e, "unreadable spilled record skipped")
+            }
+        }
+    }
+    for chunk in records.chunks(BATCH) {
+        let batch: Arc<[UsageRecord]> = chunk.to_vec().into();
+        for sink in sinks {
+            sink.write(batch.clone()).await.map_err(|e| {
+                SinkError(format!(
+                    "cannot write the spilled records of {} to {}: {e}",
+                    path.display(),
+                    sink.name()
+                ))
+            })?;
+        }
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| SinkError(format!("cannot remove {}: {e}", path.display())))?;
+    if !records.is_empty() {
+        tracing::warn!(path = %path.display(), records = records.len(), "spilled usage records written");
+    }
+    Ok(records.len())
 }
 
 /// Appends each record as one JSON line to a file (for export), synced per batch.

@@ -490,6 +490,54 @@ async fn a_failing_sink_is_retried_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn at_shutdown_what_a_failing_sink_has_not_taken_is_spilled_then_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("state").join("spill.jsonl");
+    let down = Arc::new(Flaky {
+        fail: AtomicUsize::new(usize::MAX),
+        inner: MemorySink::new(),
+    });
+    let recorder = Recorder::start(vec![down.clone()], Arc::new(SpendLedger::new()), 64)
+        .unwrap()
+        .spill_to(&spill);
+    let mut svc = UsageLayer::new(recorder.clone()).layer(answering(Some(usage(1, 1))));
+    let p = key(None, None);
+    for _ in 0..5 {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(request(false, &p))
+            .await
+            .unwrap();
+    }
+    assert!(recorder.close(Duration::from_millis(200)).await);
+    let stats = recorder.stats();
+    assert_eq!((stats.spilled, stats.written), (5, 0));
+    assert!(down.inner.records().is_empty());
+
+    // The next start writes them to the sinks and removes the file.
+    let back = Arc::new(MemorySink::new());
+    let sinks: Vec<Arc<dyn UsageSink>> = vec![back.clone()];
+    assert_eq!(replay_spill(&spill, &sinks).await.unwrap(), 5);
+    let mut ids: Vec<_> = back.records().iter().map(|r| r.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    assert!(!spill.exists());
+    assert_eq!(replay_spill(&spill, &sinks).await.unwrap(), 0);
+
+    // Without a spill file, close says the records went nowhere.
+    let recorder = Recorder::start(vec![down], Arc::new(SpendLedger::new()), 64).unwrap();
+    let mut svc = UsageLayer::new(recorder.clone()).layer(answering(Some(usage(1, 1))));
+    svc.ready()
+        .await
+        .unwrap()
+        .call(request(false, &p))
+        .await
+        .unwrap();
+    assert!(!recorder.close(Duration::from_millis(100)).await);
+}
+
+#[tokio::test]
 async fn the_state_store_keeps_records_and_spend_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let p = key(Some(1.0), Some(LimitReset::Monthly));

@@ -303,12 +303,9 @@ impl Gateway {
     pub async fn start_with_env(toml: &str, vars: &[(&str, &str)]) -> Self {
         let mut config = Config::from_toml(toml).expect("test config parses");
         let mut state = None;
-        if config.state.is_none() {
+        if config.state.as_ref().is_none_or(|s| s.dir.is_none()) {
             let dir = tempfile::tempdir().unwrap();
-            config.state = Some(modelgate::proxy::StateConfig {
-                dir: Some(dir.path().to_owned()),
-                ..Default::default()
-            });
+            config.state.get_or_insert_with(Default::default).dir = Some(dir.path().to_owned());
             state = Some(dir);
         }
         let vars: Vec<(String, String)> = vars
@@ -361,6 +358,15 @@ impl Gateway {
     /// (upstream `text`) and an alias `smart`.
     pub async fn in_front_of(fake: &FakeProvider, extra: &str) -> Self {
         Self::start(&standard_config(fake, extra)).await
+    }
+
+    /// Shuts the usage writer down as the bundled proxy does: see `Recorder::close`.
+    #[allow(dead_code)] // not every test binary closes
+    pub async fn close_recorder(&self, wait: Duration) -> bool {
+        match &self.recorder {
+            Some(r) => r.close(wait).await,
+            None => true,
+        }
     }
 
     /// Waits until every usage record so far is written.
