@@ -77,7 +77,8 @@ const MAX_CACHED: usize = 65_536;
 /// Both a [`SpendStore`] (what the credit check reads) and the [`UsageSink`] the usage writer
 /// fills: a record's cost is *pending* from the moment it is made until its batch is in
 /// Redis, and counts in this instance's reads meanwhile, so a key cannot outspend its limit
-/// by racing the writer.
+/// by racing the writer. Give the same instance to the [`Recorder`](crate::usage::Recorder)
+/// as its spend store *and* as a sink: the sink's writes are what retire pending costs.
 pub struct RedisUsage {
     state: RedisState,
     retention: Option<Duration>,
