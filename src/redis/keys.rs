@@ -38,8 +38,9 @@ pub struct RedisKeyStore {
     state: RedisState,
     configured: Index,
     snapshot: RwLock<Arc<Index>>,
-    /// The version the snapshot holds; held while syncing, so syncs do not pile up.
-    version: tokio::sync::Mutex<Option<i64>>,
+    /// The version the snapshot holds (`None`: nothing loaded yet; `Some(None)`: no key
+    /// was ever made); held while syncing, so syncs do not pile up.
+    version: tokio::sync::Mutex<Option<Option<i64>>>,
     /// When the last sync that went through started ([`RedisState::now_ms`]): the snapshot
     /// holds every change made before then.
     synced_at: AtomicU64,
@@ -126,7 +127,7 @@ impl RedisKeyStore {
             .arg(self.version_key())
             .query_async(&mut conn)
             .await?;
-        if version.is_none() || version != *known {
+        if *known != Some(version) {
             let all: HashMap<String, String> = redis::cmd("HGETALL")
                 .arg(self.hash())
                 .query_async(&mut conn)
@@ -150,7 +151,7 @@ impl RedisKeyStore {
                 }
             }
             *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
-            *known = version;
+            *known = Some(version);
         }
         self.synced_at.store(started, Ordering::Relaxed);
         self.state.fine(Concern::Keys);

@@ -43,7 +43,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::Deserialize;
 
 pub use self::keys::RedisKeyStore;
 pub use self::limits::RedisRateLimits;
@@ -51,8 +50,7 @@ pub use self::usage::RedisUsage;
 use crate::state::StateError;
 
 /// What shared state a Redis failure touches; each fails closed or open on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Concern {
     /// Per-key rate limits.
     RateLimits,
