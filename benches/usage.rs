@@ -102,15 +102,14 @@ fn benches(c: &mut Criterion) {
         rt.block_on(recorder.flush());
         sink.records().remove(0)
     };
-    let mut n = 0u64;
     g.throughput(Throughput::Elements(512));
     g.bench_function("state_db_put_512_records", |b| {
         b.iter(|| {
             let batch: Vec<UsageRecord> = (0..512)
                 .map(|_| {
-                    n += 1;
                     let mut r = template.clone();
-                    r.id = format!("gen-1796212800-{n:020}");
+                    // Real ids: their order (time) decides how many pages an insert dirties.
+                    r.id = modelgate::route::GenerationId::new().as_str().to_owned();
                     r
                 })
                 .collect();
