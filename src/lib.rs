@@ -117,6 +117,10 @@ pub mod state;
 pub mod stream_normalize;
 pub mod usage;
 
+/// A `HashMap` with foldhash's fast hasher (seeded per process): the maps the request path
+/// reads on every request, where SipHash cost more than the lookups' own work.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use crate::auth::AuthLayer;
 pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;

@@ -24,8 +24,7 @@
 //! `modelgate_usage_queue_refused_total`, `modelgate_usage_records_written_total`,
 //! `modelgate_usage_sink_failures_total`.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
@@ -54,24 +53,27 @@ pub const IN_FLIGHT: &str = "modelgate_requests_in_flight";
 /// Metric handles, registered once per label set (a registry lookup with labels costs more
 /// than the whole rest of the metering): the recorder installed when a label set is first
 /// seen gets its metrics, so install it before the first request.
-struct Cache<T>(RwLock<HashMap<u64, Vec<Labelled<T>>>>);
+struct Cache<T> {
+    /// Hashes the label pair once; the map is keyed by that hash.
+    hasher: foldhash::fast::RandomState,
+    by_hash: RwLock<crate::FastMap<u64, Vec<Labelled<T>>>>,
+}
 
 /// A value and the two label values it was registered for.
 type Labelled<T> = (Box<str>, Box<str>, T);
 
 impl<T> Cache<T> {
     fn new() -> Self {
-        Cache(RwLock::new(HashMap::new()))
+        Cache {
+            hasher: Default::default(),
+            by_hash: Default::default(),
+        }
     }
 
     fn with<R>(&self, a: &str, b: &str, make: impl FnOnce() -> T, f: impl FnOnce(&T) -> R) -> R {
-        let key = {
-            let mut h = std::hash::DefaultHasher::new();
-            (a, b).hash(&mut h);
-            h.finish()
-        };
+        let key = self.hasher.hash_one((a, b));
         {
-            let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+            let map = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
             if let Some((_, _, t)) = map
                 .get(&key)
                 .and_then(|v| v.iter().find(|(x, y, _)| &**x == a && &**y == b))
@@ -79,7 +81,7 @@ impl<T> Cache<T> {
                 return f(t);
             }
         }
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
         let chain = map.entry(key).or_default();
         let at = match chain.iter().position(|(x, y, _)| &**x == a && &**y == b) {
             Some(i) => i,

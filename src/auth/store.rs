@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::RwLock;
 
@@ -26,7 +26,7 @@ pub struct LocalKeyStore {
 /// Keys by digest (lookups) and by id (the API).
 #[derive(Default, Clone)]
 pub(crate) struct Index {
-    pub(crate) by_digest: HashMap<KeyDigest, Principal>,
+    pub(crate) by_digest: crate::FastMap<KeyDigest, Principal>,
     pub(crate) by_id: BTreeMap<String, Principal>,
 }
 

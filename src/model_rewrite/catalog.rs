@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -85,10 +84,10 @@ pub struct Catalog {
     providers: Vec<Arc<Provider>>,
     /// The health of each provider's `<provider>/<model>` pass-through models.
     pass_through_health: Vec<Arc<PassThroughHealth>>,
-    by_provider: HashMap<String, usize>,
+    by_provider: crate::FastMap<String, usize>,
     models: Vec<Model>,
-    by_model: HashMap<String, usize>,
-    aliases: HashMap<String, String>,
+    by_model: crate::FastMap<String, usize>,
+    aliases: crate::FastMap<String, String>,
 }
 
 impl Catalog {
@@ -356,7 +355,7 @@ const PASS_THROUGH_TRACKED: usize = 1024;
 /// are not cooling down are dropped; if all are in use, a new model goes untracked.
 #[derive(Debug, Default)]
 struct PassThroughHealth {
-    by_model: std::sync::Mutex<HashMap<Box<str>, Arc<EndpointHealth>>>,
+    by_model: std::sync::Mutex<crate::FastMap<Box<str>, Arc<EndpointHealth>>>,
 }
 
 impl PassThroughHealth {

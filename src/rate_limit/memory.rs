@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,8 +43,8 @@ const SWEEP_EVERY: u64 = 4096;
 pub struct MemoryRateLimits<C: Clock = QuantaClock> {
     clock: C,
     start: C::Instant,
-    minute: RwLock<HashMap<u32, Arc<Limiter<C>>>>,
-    day: RwLock<HashMap<u32, Arc<Limiter<C>>>>,
+    minute: RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>,
+    day: RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>,
     /// Key → theoretical arrival time of its token bucket, in nanoseconds since `start`.
     tokens: DashMap<u64, u64>,
     decisions: AtomicU64,
@@ -87,7 +86,7 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
 
     /// How many (key, limit) states are held now: what the sweep bounds.
     pub fn tracked(&self) -> usize {
-        let limiters = |m: &RwLock<HashMap<u32, Arc<Limiter<C>>>>| -> usize {
+        let limiters = |m: &RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>| -> usize {
             m.read()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
@@ -118,7 +117,7 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
 
     fn limiter(
         &self,
-        map: &RwLock<HashMap<u32, Arc<Limiter<C>>>>,
+        map: &RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>,
         limit: u32,
         period: Duration,
     ) -> Arc<Limiter<C>> {
@@ -142,7 +141,7 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
     /// One request against one window: the window after it, or the wait before it may go.
     fn take_request(
         &self,
-        map: &RwLock<HashMap<u32, Arc<Limiter<C>>>>,
+        map: &RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>,
         key: u64,
         limit: u32,
         period: Duration,

@@ -1,6 +1,5 @@
 //! Spend per key and per credit window (UTC days, weeks from Monday, calendar months).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -113,7 +112,7 @@ pub trait SpendStore: Send + Sync + 'static {
 /// with the same arithmetic, so both agree once the queue is drained).
 #[derive(Debug, Default)]
 pub struct SpendLedger {
-    keys: Mutex<HashMap<String, KeySpend>>,
+    keys: Mutex<crate::FastMap<String, KeySpend>>,
 }
 
 impl SpendLedger {
@@ -129,7 +128,7 @@ impl SpendLedger {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeySpend>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::FastMap<String, KeySpend>> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
