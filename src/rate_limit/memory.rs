@@ -14,14 +14,17 @@ use super::{Decision, RateLimitStore, Window};
 use crate::auth::{RateLimits, StoreError};
 use crate::future::BoxFuture;
 
-type Limiter<C> = RateLimiter<u64, DashMapStateStore<u64>, C, StateInformationMiddleware>;
+/// The hasher of the state maps and of key ids: foldhash, seeded once per process.
+type Hasher = foldhash::fast::RandomState;
+
+type Limiter<C> = RateLimiter<u64, DashMapStateStore<u64, Hasher>, C, StateInformationMiddleware>;
 
 /// The state key of a key id: its 64-bit hash (no allocation per decision). Key ids are made
 /// by the gateway or its operator, not by clients; two ids colliding among a million has a
 /// probability near 3e-8, and would only make them share a limit.
-fn slot_of(key: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+fn slot_of(seed: &Hasher, key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    seed.hash_one(key)
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -46,7 +49,9 @@ pub struct MemoryRateLimits<C: Clock = QuantaClock> {
     minute: RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>,
     day: RwLock<crate::FastMap<u32, Arc<Limiter<C>>>>,
     /// Key → theoretical arrival time of its token bucket, in nanoseconds since `start`.
-    tokens: DashMap<u64, u64>,
+    tokens: DashMap<u64, u64, Hasher>,
+    /// Hashes key ids into state keys.
+    seed: Hasher,
     decisions: AtomicU64,
 }
 
@@ -79,7 +84,8 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
             clock,
             minute: RwLock::default(),
             day: RwLock::default(),
-            tokens: DashMap::new(),
+            tokens: DashMap::default(),
+            seed: Hasher::default(),
             decisions: AtomicU64::new(0),
         }
     }
@@ -202,7 +208,7 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
         if self.decisions.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
         }
-        let key = slot_of(key);
+        let key = slot_of(&self.seed, key);
         let mut decision = Decision {
             allowed: true,
             ..Decision::default()
@@ -268,7 +274,7 @@ where
         let per_token = token_interval(per_minute);
         let now = self.now_ns();
         let reserved = u64::from(reserved.min(per_minute));
-        let mut tat = self.tokens.entry(slot_of(key)).or_insert(now);
+        let mut tat = self.tokens.entry(slot_of(&self.seed, key)).or_insert(now);
         if used >= reserved {
             // Debt: the key waits for what it used beyond the estimate.
             let extra = (used - reserved).saturating_mul(per_token);

@@ -212,4 +212,7 @@ fn resets_are_written_like_openai_does() {
     assert_eq!(format_reset(Duration::from_millis(1001)), "2s");
     assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
     assert_eq!(format_reset(Duration::from_secs(3723)), "1h2m3s");
+    assert_eq!(format_reset(Duration::from_secs(3600)), "1h0m0s");
+    assert_eq!(format_reset(Duration::ZERO), "0ms");
+    assert_eq!(format_reset(Duration::MAX), "5124095576030431h0m15s");
 }
