@@ -281,18 +281,7 @@ impl ResetText {
     }
 
     fn number(&mut self, n: u64, unit: &[u8]) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut n = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
+        self.push(crate::itoa_u64(n, &mut [0u8; 20]).as_bytes());
         self.push(unit);
     }
 

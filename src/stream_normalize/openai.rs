@@ -106,20 +106,6 @@ fn fix_tool_calls(state: &mut ChoiceState, calls: &mut [ToolCallDelta], id: &Gen
     }
 }
 
-/// Formats a `u64` without allocating.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
 impl OpenAiStream {
     /// A new stream for this request.
     pub fn new(ctx: StreamContext) -> Self {
@@ -258,7 +244,7 @@ impl OpenAiStream {
             h.extend_from_slice(b"data: {\"id\":");
             h.extend_from_slice(self.json.id.as_bytes());
             h.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-            h.extend_from_slice(itoa_u64(self.ctx.created, &mut [0u8; 20]).as_bytes());
+            h.extend_from_slice(crate::itoa_u64(self.ctx.created, &mut [0u8; 20]).as_bytes());
             h.extend_from_slice(b",\"model\":");
             h.extend_from_slice(self.json.model.as_bytes());
             h.extend_from_slice(b",\"provider\":");
@@ -343,7 +329,7 @@ impl OpenAiStream {
                 // one, else now.
                 "created" => {
                     let created = self.created();
-                    w.raw_field("created", itoa_u64(created, &mut [0u8; 20]))
+                    w.raw_field("created", crate::itoa_u64(created, &mut [0u8; 20]))
                 }
                 "model" => {
                     w.raw_field("model", &self.json.model);
@@ -415,7 +401,7 @@ impl OpenAiStream {
             }
         };
         let mut w = ObjectWriter::begin(out);
-        w.raw_field("index", itoa_u64(index.into(), &mut [0u8; 20]));
+        w.raw_field("index", crate::itoa_u64(index.into(), &mut [0u8; 20]));
         let empty = RawObject::default();
         let delta = choice.delta.as_ref().unwrap_or(&empty);
         let out = w.key(&std::borrow::Cow::Borrowed("delta"));
@@ -744,15 +730,5 @@ mod tests {
         );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
-    }
-}
-
-#[cfg(test)]
-mod itoa_tests {
-    #[test]
-    fn formats_integers() {
-        for n in [0u64, 7, 10, 12345, u32::MAX.into(), u64::MAX] {
-            assert_eq!(super::itoa_u64(n, &mut [0u8; 20]), n.to_string());
-        }
     }
 }
