@@ -266,7 +266,7 @@ pub fn format_reset(d: Duration) -> String {
     String::from_utf8_lossy(buf.as_bytes()).into_owned()
 }
 
-/// The text of a reset delay, on the stack: at most `5124095576030431h0m0s` (22 bytes).
+/// The text of a reset delay, on the stack: at most 23 bytes (`5124095576030431h59m59s`).
 #[derive(Default)]
 struct ResetText {
     buf: [u8; 32],
@@ -290,6 +290,7 @@ impl ResetText {
     }
 }
 
+/// Writes [`format_reset`]'s text into `out`.
 fn write_reset(d: Duration, out: &mut ResetText) {
     if d < Duration::from_secs(1) {
         return out.number(d.as_nanos().div_ceil(1_000_000) as u64, b"ms");
