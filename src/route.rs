@@ -27,13 +27,13 @@ const ID_ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk
 impl GenerationId {
     /// A fresh id: made now, random in its last 16 characters.
     pub fn new() -> Self {
-        use std::fmt::Write;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let mut id = String::with_capacity(35);
         id.push_str("gen-");
-        let _ = write!(id, "{}-", now.as_secs());
+        id.push_str(crate::itoa_u64(now.as_secs(), &mut [0u8; 20]));
+        id.push('-');
         id.extend(sortable_micros(now.subsec_micros()).map(char::from));
         for _ in 0..16 {
             id.push(ID_ALPHABET[fastrand::usize(..ID_ALPHABET.len())] as char);
