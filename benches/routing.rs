@@ -44,6 +44,8 @@ fn catalog() -> Arc<Catalog> {
     Arc::new(c)
 }
 
+// Not inlined: under callgrind its call count is the number of iterations.
+#[inline(never)]
 fn request() -> Request<ChatRequest> {
     let body: ChatRequest = serde_json::from_str(
         r#"{"model":"mock-model","messages":[{"role":"user","content":"ping"}],"max_tokens":16}"#,

@@ -1,0 +1,214 @@
+//! The spine alone, served by hyper: decode, model rewrite, stream normalisation and dispatch to
+//! one OpenAI-compatible upstream. No keys, no rate limits, no metering: the smallest gateway
+//! the crate makes, and what the benchmarks measure as "the spine" against the bare hyper
+//! proxy. With `--endpoints N` (N > 1) the model gets N endpoints on that upstream and the
+//! fallback layer walks them: the spine plus routing.
+//!
+//! `cargo run --release --example spine -- [--listen ADDR] [--upstream URL] [--model ID
+//! [--upstream-model NAME] [--endpoints N]]`
+//!
+//! Defaults: `127.0.0.1:8080`, a local Ollama (`http://127.0.0.1:11434/v1`), and no catalog
+//! model (any `upstream/<model>` is passed through). `--model ID` also serves `ID` itself, sent
+//! upstream as `NAME` (default `ID`). `UPSTREAM_API_KEY`, when set, is the upstream's bearer
+//! key. Without keys the gateway is open to whoever reaches it, so it only listens on a
+//! loopback address.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use modelgate::model_rewrite::{Endpoint, Model};
+use modelgate::provider::{Provider, ProviderKind};
+use modelgate::route::Pricing;
+use modelgate::{
+    Catalog, DecodeLayer, Dispatch, FallbackLayer, ModelRewriteLayer, StreamNormalizeLayer,
+};
+use tower::{Service, ServiceBuilder};
+
+const USAGE: &str = "usage: spine [--listen ADDR] [--upstream URL] [--model ID \
+[--upstream-model NAME] [--endpoints N]]\n\n\
+Serves the gateway's spine (decode, model rewrite, stream normalisation, dispatch) in front of\n\
+one OpenAI-compatible upstream, provider name `upstream`. With --endpoints N > 1, model ID has\n\
+N endpoints there (providers upstream, upstream-2, ...) and the fallback layer walks them.\n\
+Loopback addresses only: no keys.";
+
+struct Args {
+    listen: SocketAddr,
+    upstream: String,
+    model: Option<String>,
+    upstream_model: Option<String>,
+    endpoints: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        upstream: "http://127.0.0.1:11434/v1".into(),
+        model: None,
+        upstream_model: None,
+        endpoints: 1,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => {
+                let v = value()?;
+                a.listen = v
+                    .parse()
+                    .map_err(|e| format!("--listen `{v}` is not an address: {e}"))?;
+            }
+            "--upstream" => a.upstream = value()?,
+            "--model" => a.model = Some(value()?),
+            "--upstream-model" => a.upstream_model = Some(value()?),
+            "--endpoints" => {
+                let v = value()?;
+                a.endpoints = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=16).contains(n))
+                    .ok_or_else(|| format!("--endpoints `{v}`: a number from 1 to 16"))?;
+            }
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
+    }
+    if a.model.is_none() && (a.upstream_model.is_some() || a.endpoints > 1) {
+        return Err("--upstream-model and --endpoints need --model".into());
+    }
+    if !a.listen.ip().is_loopback() {
+        return Err(format!(
+            "{} is not a loopback address: the spine has no keys, so it only serves this machine \
+             (run the proxy, with [[keys]], to serve others)",
+            a.listen
+        ));
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("spine: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spine: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let key = std::env::var("UPSTREAM_API_KEY").ok();
+    let mut providers = Vec::new();
+    for n in 1..=args.endpoints {
+        let name = if n == 1 {
+            "upstream".to_owned()
+        } else {
+            format!("upstream-{n}")
+        };
+        providers.push(Arc::new(
+            Provider::builder(&name, ProviderKind::OpenAi, &args.upstream)
+                .api_key(key.clone())
+                .build()?,
+        ));
+    }
+    let mut catalog = Catalog::new();
+    for p in &providers {
+        catalog.add_provider(p.clone())?;
+    }
+    if let Some(id) = &args.model {
+        let upstream_model = args.upstream_model.as_deref().unwrap_or(id);
+        catalog.add_model(Model {
+            id: Arc::from(id.as_str()),
+            name: id.clone(),
+            context_length: None,
+            endpoints: providers
+                .iter()
+                .map(|p| {
+                    // Nothing is metered here: prices only order the endpoints.
+                    let free = Pricing {
+                        prompt_per_million: 0.0,
+                        completion_per_million: 0.0,
+                    };
+                    Endpoint::new(p.clone(), upstream_model, free)
+                })
+                .collect(),
+            hedge: None,
+        })?;
+    }
+    let catalog = Arc::new(catalog);
+    let dispatch = Dispatch::new(&providers);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!(
+        "spine: listening on http://{} → {} ({} endpoint{})",
+        listener.local_addr()?,
+        args.upstream,
+        args.endpoints,
+        if args.endpoints == 1 {
+            ""
+        } else {
+            "s, fallback"
+        }
+    );
+    if args.endpoints == 1 {
+        let gateway = ServiceBuilder::new()
+            .layer(DecodeLayer::new())
+            .layer(ModelRewriteLayer::new(catalog))
+            .layer(StreamNormalizeLayer::new())
+            .service(dispatch);
+        serve(listener, gateway).await
+    } else {
+        let gateway = ServiceBuilder::new()
+            .layer(DecodeLayer::new())
+            .layer(ModelRewriteLayer::new(catalog))
+            .layer(FallbackLayer::new())
+            .layer(StreamNormalizeLayer::new())
+            .service(dispatch);
+        serve(listener, gateway).await
+    }
+}
+
+/// Serves `gateway` on `listener`, HTTP/1.1 and HTTP/2, until Ctrl-C.
+async fn serve<S, B>(
+    listener: tokio::net::TcpListener,
+    gateway: S,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let server = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = server
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(gateway.clone()))
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
