@@ -121,20 +121,6 @@ pub mod usage;
 /// reads on every request, where SipHash cost more than the lookups' own work.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Formats a `u64` into `buf` without allocating.
-pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
 pub use crate::auth::AuthLayer;
 pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;
@@ -146,13 +132,3 @@ pub use crate::rate_limit::RateLimitLayer;
 pub use crate::route::{GenerationId, RoutePlan, Target};
 pub use crate::stream_normalize::StreamNormalizeLayer;
 pub use crate::usage::UsageLayer;
-
-#[cfg(test)]
-mod itoa_tests {
-    #[test]
-    fn formats_integers() {
-        for n in [0u64, 7, 10, 12345, u32::MAX.into(), u64::MAX] {
-            assert_eq!(super::itoa_u64(n, &mut [0u8; 20]), n.to_string());
-        }
-    }
-}

@@ -32,7 +32,7 @@ impl GenerationId {
             .unwrap_or_default();
         let mut id = String::with_capacity(35);
         id.push_str("gen-");
-        id.push_str(crate::itoa_u64(now.as_secs(), &mut [0u8; 20]));
+        id.push_str(itoa::Buffer::new().format(now.as_secs()));
         id.push('-');
         id.extend(sortable_micros(now.subsec_micros()).map(char::from));
         for _ in 0..16 {

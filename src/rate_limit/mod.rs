@@ -227,7 +227,8 @@ where
     }
 }
 
-const NAMES: [[HeaderName; 3]; 2] = [
+// A `static`: a `const` would build (and drop) the six names at every use.
+static NAMES: [[HeaderName; 3]; 2] = [
     [
         HeaderName::from_static("x-ratelimit-limit-requests"),
         HeaderName::from_static("x-ratelimit-remaining-requests"),
@@ -281,7 +282,7 @@ impl ResetText {
     }
 
     fn number(&mut self, n: u64, unit: &[u8]) {
-        self.push(crate::itoa_u64(n, &mut [0u8; 20]).as_bytes());
+        self.push(itoa::Buffer::new().format(n).as_bytes());
         self.push(unit);
     }
 

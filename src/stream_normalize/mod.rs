@@ -472,7 +472,7 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
     // Validating UTF-8 once up front is cheaper than per string inside the parser.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| garbage(format!("the provider's answer is not UTF-8 ({e})")))?;
-    let obj: RawObject<'_> = serde_json::from_str(text)
+    let obj = RawObject::parse(text)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     if obj.get("error").is_some_and(|e| e.get() != "null") {
         return Err(error_in_answer(ctx, bytes));

@@ -244,7 +244,7 @@ impl OpenAiStream {
             h.extend_from_slice(b"data: {\"id\":");
             h.extend_from_slice(self.json.id.as_bytes());
             h.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-            h.extend_from_slice(crate::itoa_u64(self.ctx.created, &mut [0u8; 20]).as_bytes());
+            h.extend_from_slice(itoa::Buffer::new().format(self.ctx.created).as_bytes());
             h.extend_from_slice(b",\"model\":");
             h.extend_from_slice(self.json.model.as_bytes());
             h.extend_from_slice(b",\"provider\":");
@@ -276,7 +276,7 @@ impl OpenAiStream {
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
     /// the provider wrote it (see `raw`).
     pub(crate) fn on_json(&mut self, data: &str, out: &mut BytesMut) {
-        let obj: ChunkView<'_> = match serde_json::from_str(data) {
+        let obj = match ChunkView::parse(data) {
             Ok(o) => o,
             Err(e) => return self.malformed(e, data, out),
         };
@@ -329,7 +329,7 @@ impl OpenAiStream {
                 // one, else now.
                 "created" => {
                     let created = self.created();
-                    w.raw_field("created", crate::itoa_u64(created, &mut [0u8; 20]))
+                    w.raw_field("created", itoa::Buffer::new().format(created))
                 }
                 "model" => {
                     w.raw_field("model", &self.json.model);
@@ -401,7 +401,7 @@ impl OpenAiStream {
             }
         };
         let mut w = ObjectWriter::begin(out);
-        w.raw_field("index", crate::itoa_u64(index.into(), &mut [0u8; 20]));
+        w.raw_field("index", itoa::Buffer::new().format(u64::from(index)));
         let empty = RawObject::default();
         let delta = choice.delta.as_ref().unwrap_or(&empty);
         let out = w.key(&std::borrow::Cow::Borrowed("delta"));
