@@ -44,14 +44,16 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Splits `text`, which must be one JSON object, validating all of it.
     pub(crate) fn parse(text: &'a str) -> Result<Self, JsonError> {
-        Scanner::new(text).document(|sc| {
-            let mut entries = Vec::with_capacity(8);
-            sc.object(|sc, k| {
-                entries.push((k, sc.raw_value()?));
-                Ok(())
-            })?;
-            Ok(RawObject { entries })
-        })
+        Scanner::new(text).document(Self::scan)
+    }
+
+    fn scan(sc: &mut Scanner<'a>) -> Result<Self, JsonError> {
+        let mut entries = Vec::with_capacity(8);
+        sc.object(|sc, k| {
+            entries.push((k, sc.raw_value()?));
+            Ok(())
+        })?;
+        Ok(RawObject { entries })
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Raw<'a>> {
@@ -119,14 +121,7 @@ impl<'a> ChoiceView<'a> {
         };
         sc.object(|sc, k| {
             if k == "delta" {
-                view.delta = sc.nullable(|sc| {
-                    let mut entries = Vec::with_capacity(4);
-                    sc.object(|sc, k| {
-                        entries.push((k, sc.raw_value()?));
-                        Ok(())
-                    })?;
-                    Ok(RawObject { entries })
-                })?;
+                view.delta = sc.nullable(RawObject::scan)?;
             } else {
                 view.entries.push((k, sc.raw_value()?));
             }
@@ -228,74 +223,74 @@ impl<'a> Scanner<'a> {
         keys: bool,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Scan<()>,
     ) -> Scan<()> {
-        self.eat(b'{', "expected a JSON object")?;
-        self.enter()?;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return self.err("expected a string key");
-            }
-            let start = self.i;
-            let escaped = self.string()?;
-            let key = if !keys {
-                Cow::Borrowed("")
-            } else if escaped {
-                match serde_json::from_str::<String>(&self.text[start..self.i]) {
-                    Ok(k) => Cow::Owned(k),
-                    Err(_) => return self.err("invalid escape in a key"),
+        self.items(
+            [b'{', b'}'],
+            "expected a JSON object",
+            "expected `,` or `}`",
+            |sc| {
+                if sc.peek() != Some(b'"') {
+                    return sc.err("expected a string key");
                 }
-            } else {
-                Cow::Borrowed(&self.text[start + 1..self.i - 1])
-            };
-            self.ws();
-            self.eat(b':', "expected `:`")?;
-            self.ws();
-            member(self, key)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return self.err("expected `,` or `}`"),
-            }
-        }
+                let start = sc.i;
+                let escaped = sc.string()?;
+                let key = if !keys {
+                    Cow::Borrowed("")
+                } else if escaped {
+                    match serde_json::from_str::<String>(&sc.text[start..sc.i]) {
+                        Ok(k) => Cow::Owned(k),
+                        Err(_) => return sc.err("invalid escape in a key"),
+                    }
+                } else {
+                    Cow::Borrowed(&sc.text[start + 1..sc.i - 1])
+                };
+                sc.ws();
+                sc.eat(b':', "expected `:`")?;
+                sc.ws();
+                member(sc, key)
+            },
+        )
     }
 
     /// An array; `element` is called at each element and must read it.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
-        self.eat(b'[', "expected a JSON array")?;
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        self.items(
+            [b'[', b']'],
+            "expected a JSON array",
+            "expected `,` or `]`",
+            element,
+        )
+    }
+
+    /// `open`, then items read by `item` and separated by commas, then `close`.
+    fn items(
+        &mut self,
+        [open, close]: [u8; 2],
+        not_open: &'static str,
+        no_separator: &'static str,
+        mut item: impl FnMut(&mut Self) -> Scan<()>,
+    ) -> Scan<()> {
+        self.eat(open, not_open)?;
         self.enter()?;
         self.ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.i += 1;
             self.depth -= 1;
             return Ok(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             self.ws();
             match self.peek() {
                 Some(b',') => {
                     self.i += 1;
                     self.ws();
                 }
-                Some(b']') => {
+                Some(c) if c == close => {
                     self.i += 1;
                     self.depth -= 1;
                     return Ok(());
                 }
-                _ => return self.err("expected `,` or `]`"),
+                _ => return self.err(no_separator),
             }
         }
     }
