@@ -76,7 +76,10 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|n| (1..=16).contains(n))
                     .ok_or_else(|| format!("--endpoints `{v}`: a number from 1 to 16"))?;
             }
-            "--help" | "-h" => return Err(USAGE.into()),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
         }
     }
