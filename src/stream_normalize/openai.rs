@@ -362,6 +362,16 @@ impl OpenAiStream {
             w.raw_field("usage", "null");
         }
         w.end();
+        // A pretty-printed event (a multi-line `data:`) has line breaks between its tokens,
+        // and copied values keep them; one would end the client's `data:` line. Outside
+        // strings (which cannot hold a raw one) they are whitespace, so they become spaces.
+        if memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some() {
+            for b in &mut buf[b"data: ".len()..] {
+                if let b'\n' | b'\r' = *b {
+                    *b = b' ';
+                }
+            }
+        }
         buf.extend_from_slice(b"\n\n");
         match failure {
             None => out.put_slice(&buf),
@@ -605,6 +615,34 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn pretty_printed_events_become_one_line_events() {
+        // Multi-line `data:` (valid SSE) joins into JSON with newlines between its tokens.
+        let event = "{\n \"id\" :\r\n \"x\",\n \"choices\": [ {\"index\":0,\n\
+                     \"delta\": {\"content\" :\n\"a\\nb\"},\n \"logprobs\": {\"content\": [1,\n 2]},\n\
+                     \"finish_reason\"\n:\nnull} ],\n \"x\": {\"y\":\r[]}\n}";
+        let mut s = OpenAiStream::new(ctx(false));
+        let mut out = BytesMut::new();
+        s.on_event(
+            &SseEvent {
+                data: event.to_owned(),
+                ..Default::default()
+            },
+            &mut out,
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        let data = text
+            .strip_suffix("\n\n")
+            .unwrap()
+            .strip_prefix("data: ")
+            .unwrap();
+        assert!(!data.contains(['\n', '\r']), "{text:?}");
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["choices"][0]["delta"]["content"], "a\nb");
+        assert_eq!(v["choices"][0]["logprobs"]["content"][1], 2);
+        assert_eq!(v["x"]["y"], serde_json::json!([]));
     }
 
     #[test]
