@@ -55,7 +55,7 @@ pub use self::anthropic::AnthropicStream;
 pub use self::body::{ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
 pub use self::openai::OpenAiStream;
-use self::raw::{ObjectWriter, RawObject};
+use self::raw::{key, ObjectWriter, RawObject};
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::provider::ProviderKind;
@@ -474,15 +474,27 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
         .map_err(|e| garbage(format!("the provider's answer is not UTF-8 ({e})")))?;
     let obj = RawObject::parse(text)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
-    if obj.get("error").is_some_and(|e| e.get() != "null") {
+    let obj = obj.members();
+    // The members read (the first of each name), in one pass.
+    let (mut error, mut choices, mut usage) = (None, None, None);
+    for m in obj.iter() {
+        let slot = match m.key().as_ref() {
+            "error" => &mut error,
+            "choices" => &mut choices,
+            "usage" => &mut usage,
+            _ => continue,
+        };
+        slot.get_or_insert(m.value());
+    }
+    if error.is_some_and(|e| e.get() != "null") {
         return Err(error_in_answer(ctx, bytes));
     }
-    if !obj.get("choices").is_some_and(|c| c.get().starts_with('[')) {
+    let Some(choices) = choices.filter(|c| c.get().starts_with('[')) else {
         return Err(garbage(
             "the provider's answer has no `choices` array".into(),
         ));
-    }
-    let mut usage = match obj.get("usage").filter(|u| u.get() != "null") {
+    };
+    let mut usage = match usage.filter(|u| u.get() != "null") {
         Some(u) => Some(
             serde_json::from_str::<Usage>(u.get())
                 .map_err(|e| garbage(format!("the provider's `usage` is malformed ({e})")))?,
@@ -503,36 +515,34 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
             None
         }
     };
-    let finish_reason = obj
-        .get("choices")
-        .and_then(|c| first_finish_reason(c.get()));
+    let finish_reason = first_finish_reason(choices.get());
     let mut out = Vec::with_capacity(bytes.len() + 96);
     let mut w = ObjectWriter::begin(&mut out);
     let (mut wrote_id, mut wrote_model) = (false, false);
-    for (k, v) in &obj.entries {
-        match k.as_ref() {
+    for m in obj.iter() {
+        match m.key().as_ref() {
             "id" => {
-                w.str_field("id", ctx.id.as_str());
+                w.str_field(key!("id"), ctx.id.as_str());
                 wrote_id = true;
             }
             "model" => {
-                w.str_field("model", &ctx.model);
-                w.str_field("provider", &ctx.provider);
+                w.str_field(key!("model"), &ctx.model);
+                w.str_field(key!("provider"), &ctx.provider);
                 wrote_model = true;
             }
             "provider" => {}
             "usage" if priced.is_some() => {
-                w.raw_field("usage", priced.as_deref().unwrap_or("null"))
+                w.raw_field(key!("usage"), priced.as_deref().unwrap_or("null"))
             }
-            _ => w.raw(k, v),
+            _ => w.member(&m),
         }
     }
     if !wrote_id {
-        w.str_field("id", ctx.id.as_str());
+        w.str_field(key!("id"), ctx.id.as_str());
     }
     if !wrote_model {
-        w.str_field("model", &ctx.model);
-        w.str_field("provider", &ctx.provider);
+        w.str_field(key!("model"), &ctx.model);
+        w.str_field(key!("provider"), &ctx.provider);
     }
     w.end();
     Ok(Rendered {

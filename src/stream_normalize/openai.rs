@@ -3,7 +3,9 @@
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 
-use super::raw::{write_str, ChoiceView, ChunkView, ObjectWriter, RawObject};
+use super::raw::{
+    key, write_str, ChoiceView, ChunkScratch, ChunkView, Member, Members, ObjectWriter,
+};
 use crate::chat::{
     ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage,
     UsageField,
@@ -48,11 +50,21 @@ pub struct OpenAiStream {
     finish_reason: Option<String>,
     error: Option<Error>,
     scratch: Vec<u8>,
+    /// What chunks are read into, reused.
+    view: ChunkScratch,
     json: Stamp,
     /// The bytes before and after choice 0's delta of a translated chunk (built once).
     delta_head: Vec<u8>,
     delta_tail: Vec<u8>,
     literal: Vec<u8>,
+}
+
+/// Why a chunk ends the stream.
+enum Failure {
+    /// The provider sent an error.
+    Upstream(Error),
+    /// The chunk is not what the dialect allows (why).
+    Malformed(String),
 }
 
 /// The stream's `id`, `model` and `provider`, JSON-quoted once for every chunk.
@@ -118,6 +130,7 @@ impl OpenAiStream {
             finish_reason: None,
             error: None,
             scratch: Vec::new(),
+            view: ChunkScratch::default(),
             delta_head: Vec::new(),
             delta_tail: Vec::new(),
             literal: Vec::new(),
@@ -276,96 +289,97 @@ impl OpenAiStream {
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
     /// the provider wrote it (see `raw`).
     pub(crate) fn on_json(&mut self, data: &str, out: &mut BytesMut) {
-        let obj = match ChunkView::parse(data) {
+        let mut view = std::mem::take(&mut self.view);
+        self.on_json_with(data, &mut view, out);
+        self.view = view;
+    }
+
+    fn on_json_with(&mut self, data: &str, scratch: &mut ChunkScratch, out: &mut BytesMut) {
+        let obj = match ChunkView::parse(data, scratch) {
             Ok(o) => o,
             Err(e) => return self.malformed(e, data, out),
         };
-        if let Some(error) = obj.get("error") {
-            let status = serde_json::from_str::<serde_json::Value>(error.get())
-                .ok()
-                .and_then(|e| e.get("code").and_then(|c| c.as_u64()))
-                .and_then(|c| u16::try_from(c).ok())
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .filter(|s| s.is_client_error() || s.is_server_error())
-                .unwrap_or(StatusCode::BAD_GATEWAY);
-            let err = Error::from_upstream(
-                status,
-                &http::HeaderMap::new(),
-                data.as_bytes(),
-                &self.ctx.provider,
-                None,
-            );
-            self.fail(err, out);
-            return;
-        }
-        if let Some(u) = obj.get("usage").filter(|u| u.get() != "null") {
-            match serde_json::from_str::<Usage>(u.get()) {
-                Ok(u) => self.usage = Some(self.priced(u)),
-                Err(e) => return self.malformed(format_args!("usage: {e}"), data, out),
+        let Some(choices) = obj.choices().filter(|c| c.len() > 0) else {
+            // The usage chunk (re-sent at the end when asked for), an error, or an
+            // annotation-only chunk such as Azure's leading prompt-filter chunk: nothing else
+            // in it is for the client.
+            for m in obj.members().iter() {
+                if let Err(failure) = self.read_member(&m, data) {
+                    return self.fail_with(failure, data, out);
+                }
             }
-        }
-        let choices = obj.choices.as_deref().unwrap_or_default();
-        if choices.is_empty() {
-            // The usage chunk (re-sent at the end when asked for) or an annotation-only chunk
-            // such as Azure's leading prompt-filter chunk: nothing a client can use.
             return;
-        }
-        if self.ctx.created == 0 {
-            if let Some(c) = obj.get("created").and_then(|c| c.get().parse::<u64>().ok()) {
-                self.ctx.created = c;
-            }
-        }
+        };
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(b"data: ");
         let mut failure = None;
         let mut w = ObjectWriter::begin(&mut buf);
         let mut wrote_model = false;
-        for (k, v) in &obj.entries {
-            match k.as_ref() {
-                "id" => w.raw_field("id", &self.json.id),
-                "object" => w.raw_field("object", "\"chat.completion.chunk\""),
+        let mut choices = Some(choices);
+        for m in obj.members().iter() {
+            match m.key().as_ref() {
+                "id" => w.raw_field(key!("id"), &self.json.id),
+                "object" => w.raw_field(key!("object"), "\"chat.completion.chunk\""),
                 // An integer, always (typed clients declare it so): the upstream's when it is
                 // one, else now.
                 "created" => {
+                    if self.ctx.created == 0 {
+                        if let Ok(c) = m.value().get().parse::<u64>() {
+                            self.ctx.created = c;
+                        }
+                    }
                     let created = self.created();
-                    w.raw_field("created", itoa::Buffer::new().format(created))
+                    w.raw_field(key!("created"), itoa::Buffer::new().format(created))
                 }
                 "model" => {
-                    w.raw_field("model", &self.json.model);
-                    w.raw_field("provider", &self.json.provider);
+                    w.raw_field(key!("model"), &self.json.model);
+                    w.raw_field(key!("provider"), &self.json.provider);
                     wrote_model = true;
                 }
-                "provider" | "usage" => {}
+                "provider" => {}
+                "usage" | "error" => {
+                    if let Err(e) = self.read_member(&m, data) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                // Only one (a repeated one is refused when read).
                 "choices" => {
-                    let list = w.key(k);
+                    let Some(choices) = choices.take() else {
+                        continue;
+                    };
+                    let list = w.field(key!("choices"));
                     list.push(b'[');
-                    for (i, choice) in choices.iter().enumerate() {
+                    for (i, choice) in choices.enumerate() {
                         if i > 0 {
                             list.push(b',');
                         }
-                        if let Err(e) = self.write_choice(choice, i, list) {
-                            failure = Some(e);
+                        if let Err(e) = self.write_choice(&choice, i, list) {
+                            failure = Some(Failure::Malformed(e));
                             break;
                         }
                     }
                     list.push(b']');
+                    if failure.is_some() {
+                        break;
+                    }
                 }
-                _ => w.raw(k, v),
+                _ => w.member(&m),
             }
         }
         if !wrote_model {
-            w.raw_field("model", &self.json.model);
-            w.raw_field("provider", &self.json.provider);
+            w.raw_field(key!("model"), &self.json.model);
+            w.raw_field(key!("provider"), &self.json.provider);
         }
         if self.ctx.include_usage {
-            w.raw_field("usage", "null");
+            w.raw_field(key!("usage"), "null");
         }
         w.end();
         // A pretty-printed event (a multi-line `data:`) has line breaks between its tokens,
-        // and copied values keep them; one would end the client's `data:` line. Outside
+        // and copied members keep them; one would end the client's `data:` line. Outside
         // strings (which cannot hold a raw one) they are whitespace, so they become spaces.
-        if memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some() {
+        if obj.has_line_breaks() {
             for b in &mut buf[b"data: ".len()..] {
                 if let b'\n' | b'\r' = *b {
                     *b = b' ';
@@ -375,9 +389,49 @@ impl OpenAiStream {
         buf.extend_from_slice(b"\n\n");
         match failure {
             None => out.put_slice(&buf),
-            Some(e) => self.malformed(e, data, out),
+            Some(failure) => self.fail_with(failure, data, out),
         }
         self.scratch = buf;
+    }
+
+    /// Reads a member that is not written as it is: an upstream `error` ends the stream, a
+    /// `usage` is kept (priced) for the end. Both are dropped from the chunk.
+    fn read_member(&mut self, m: &Member<'_>, data: &str) -> Result<(), Failure> {
+        match m.key().as_ref() {
+            "error" => {
+                let status = serde_json::from_str::<serde_json::Value>(m.value().get())
+                    .ok()
+                    .and_then(|e| e.get("code").and_then(|c| c.as_u64()))
+                    .and_then(|c| u16::try_from(c).ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .filter(|s| s.is_client_error() || s.is_server_error())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                Err(Failure::Upstream(Error::from_upstream(
+                    status,
+                    &http::HeaderMap::new(),
+                    data.as_bytes(),
+                    &self.ctx.provider,
+                    None,
+                )))
+            }
+            "usage" if m.value().get() != "null" => {
+                match serde_json::from_str::<Usage>(m.value().get()) {
+                    Ok(u) => {
+                        self.usage = Some(self.priced(u));
+                        Ok(())
+                    }
+                    Err(e) => Err(Failure::Malformed(format!("usage: {e}"))),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn fail_with(&mut self, failure: Failure, data: &str, out: &mut BytesMut) {
+        match failure {
+            Failure::Upstream(err) => self.fail(err, out),
+            Failure::Malformed(why) => self.malformed(why, data, out),
+        }
     }
 
     fn created(&mut self) -> u64 {
@@ -393,7 +447,7 @@ impl OpenAiStream {
         position: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let index = match choice.get("index") {
+        let index = match choice.members.get("index") {
             Some(r) => r
                 .get()
                 .parse::<u32>()
@@ -411,21 +465,20 @@ impl OpenAiStream {
             }
         };
         let mut w = ObjectWriter::begin(out);
-        w.raw_field("index", itoa::Buffer::new().format(u64::from(index)));
-        let empty = RawObject::default();
-        let delta = choice.delta.as_ref().unwrap_or(&empty);
-        let out = w.key(&std::borrow::Cow::Borrowed("delta"));
-        self.write_delta(pos, delta, out)?;
-        for (k, v) in &choice.entries {
-            match k.as_ref() {
+        w.raw_field(key!("index"), itoa::Buffer::new().format(u64::from(index)));
+        self.write_delta(pos, choice.delta, w.field(key!("delta")))?;
+        for m in choice.members.iter() {
+            match m.key().as_ref() {
                 "index" => {}
                 "finish_reason" => {
-                    if let Ok(Some(reason)) = serde_json::from_str::<Option<String>>(v.get()) {
+                    if let Ok(Some(reason)) =
+                        serde_json::from_str::<Option<String>>(m.value().get())
+                    {
                         self.finish_reason = Some(reason);
                     }
-                    w.raw(k, v);
+                    w.member(&m);
                 }
-                _ => w.raw(k, v),
+                _ => w.member(&m),
             }
         }
         w.end();
@@ -435,7 +488,7 @@ impl OpenAiStream {
     fn write_delta(
         &mut self,
         pos: usize,
-        delta: &RawObject<'_>,
+        delta: Option<Members<'_>>,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
         let id = &self.ctx.id;
@@ -443,21 +496,24 @@ impl OpenAiStream {
         let mut w = ObjectWriter::begin(out);
         if !state.role_sent {
             state.role_sent = true;
-            match delta.get("role").filter(|r| r.get() != "null") {
-                Some(role) => w.raw_field("role", role.get()),
-                None => w.str_field("role", "assistant"),
+            match delta
+                .and_then(|d| d.get("role"))
+                .filter(|r| r.get() != "null")
+            {
+                Some(role) => w.raw_field(key!("role"), role.get()),
+                None => w.raw_field(key!("role"), "\"assistant\""),
             }
         }
-        for (k, v) in &delta.entries {
-            match k.as_ref() {
+        for m in delta.iter().flat_map(|d| d.iter()) {
+            match m.key().as_ref() {
                 "role" => {}
-                "tool_calls" if v.get() != "null" => {
-                    let mut calls: Vec<ToolCallDelta> =
-                        serde_json::from_str(v.get()).map_err(|e| format!("tool_calls: {e}"))?;
+                "tool_calls" if m.value().get() != "null" => {
+                    let mut calls: Vec<ToolCallDelta> = serde_json::from_str(m.value().get())
+                        .map_err(|e| format!("tool_calls: {e}"))?;
                     fix_tool_calls(state, &mut calls, id);
-                    w.json_field("tool_calls", &calls);
+                    w.json_field(key!("tool_calls"), &calls);
                 }
-                _ => w.raw(k, v),
+                _ => w.member(&m),
             }
         }
         w.end();

@@ -4,15 +4,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
-
 /// The text of one JSON value, validated, without the whitespace around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raw<'a>(&'a str);
 
 impl<'a> Raw<'a> {
-    /// `null`, for entries whose content lives elsewhere in a view.
-    const NULL: Raw<'static> = Raw("null");
-
     pub(crate) fn get(&self) -> &'a str {
         self.0
     }
@@ -33,110 +29,275 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
-type Entries<'a> = Vec<(Cow<'a, str>, Raw<'a>)>;
+/// One member of an object as the provider wrote it: `"key": value`, from the key's opening
+/// quote to the end of the value. A member that is kept is copied in one piece, escapes and
+/// all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member<'a> {
+    text: &'a str,
+    /// The key's length, quotes included.
+    key_len: usize,
+    /// Where the value starts in `text`.
+    value_at: usize,
+    /// The key has escapes (rare): it is compared decoded.
+    escaped: bool,
+}
 
-/// A JSON object as its keys and the raw text of their values, in order.
-#[derive(Debug, Default)]
+impl<'a> Member<'a> {
+    /// The key, decoded.
+    #[inline]
+    pub(crate) fn key(&self) -> Cow<'a, str> {
+        if self.escaped {
+            Cow::Owned(decode_key(&self.text[..self.key_len]))
+        } else {
+            Cow::Borrowed(&self.text[1..self.key_len - 1])
+        }
+    }
+
+    /// Whether the key (decoded) is `key`.
+    #[inline(always)]
+    pub(crate) fn is(&self, key: &str) -> bool {
+        key_is(&self.text[..self.key_len], self.escaped, key)
+    }
+
+    /// The value.
+    pub(crate) fn value(&self) -> Raw<'a> {
+        Raw(&self.text[self.value_at..])
+    }
+}
+
+/// Whether a key as written (quotes included) is `key` once decoded. Inlined, so that the
+/// comparison with a literal is a few instructions.
+#[inline(always)]
+fn key_is(quoted: &str, escaped: bool, key: &str) -> bool {
+    if escaped {
+        decode_key(quoted) == key
+    } else {
+        quoted.len() == key.len() + 2 && &quoted[1..quoted.len() - 1] == key
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn key_decodes(quoted: &str) -> bool {
+    serde_json::from_str::<String>(quoted).is_ok()
+}
+
+/// A key with escapes (rare), decoded. They were checked when it was scanned.
+#[cold]
+#[inline(never)]
+fn decode_key(quoted: &str) -> String {
+    serde_json::from_str(quoted).unwrap_or_default()
+}
+
+/// Where a [`Member`] is in the text that was scanned: no borrow, so the lists of them are
+/// kept and reused from one text to the next.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    at: usize,
+    end: usize,
+    key_len: usize,
+    value_at: usize,
+    escaped: bool,
+}
+
+/// Some members of one object of a scanned text, in order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Members<'a> {
+    text: &'a str,
+    spans: &'a [Span],
+}
+
+impl<'a> Members<'a> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = Member<'a>> {
+        self.spans.iter().map(move |s| Member {
+            text: &self.text[s.at..s.end],
+            key_len: s.key_len,
+            value_at: s.value_at,
+            escaped: s.escaped,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn get(self, key: &str) -> Option<Raw<'a>> {
+        self.iter().find(|m| m.is(key)).map(|m| m.value())
+    }
+}
+
+/// A JSON object as its members, in order.
+#[derive(Debug)]
 pub(crate) struct RawObject<'a> {
-    pub(crate) entries: Entries<'a>,
+    text: &'a str,
+    spans: Vec<Span>,
 }
 
 impl<'a> RawObject<'a> {
     /// Splits `text`, which must be one JSON object, validating all of it.
     pub(crate) fn parse(text: &'a str) -> Result<Self, JsonError> {
-        Scanner::new(text).document(Self::scan)
+        let mut spans = Vec::with_capacity(8);
+        Scanner::new(text).document(|sc| sc.members(&mut spans))?;
+        Ok(RawObject { text, spans })
     }
 
-    fn scan(sc: &mut Scanner<'a>) -> Result<Self, JsonError> {
-        let mut entries = Vec::with_capacity(8);
-        sc.object(|sc, k| {
-            entries.push((k, sc.raw_value()?));
-            Ok(())
-        })?;
-        Ok(RawObject { entries })
-    }
-
-    pub(crate) fn get(&self, key: &str) -> Option<Raw<'a>> {
-        find(&self.entries, key)
+    pub(crate) fn members(&self) -> Members<'_> {
+        Members {
+            text: self.text,
+            spans: &self.spans,
+        }
     }
 }
 
-/// A stream chunk read in one pass: top-level fields raw, except `choices`, whose objects are
-/// read with their `delta` split into raw fields too.
+/// The lists a [`ChunkView`] is read into, kept by a stream from one chunk to the next so
+/// that reading one allocates nothing.
 #[derive(Debug, Default)]
-pub(crate) struct ChunkView<'a> {
-    pub(crate) entries: Entries<'a>,
-    /// `Some` when the chunk has a `choices` array; the entry for it stays in `entries`.
-    pub(crate) choices: Option<Vec<ChoiceView<'a>>>,
+pub(crate) struct ChunkScratch {
+    top: Vec<Span>,
+    /// Every choice's members but `delta`, choice after choice.
+    choice_members: Vec<Span>,
+    /// Every choice's `delta` members, choice after choice.
+    delta_members: Vec<Span>,
+    choices: Vec<ChoiceSpans>,
 }
 
-/// One choice of a [`ChunkView`].
-#[derive(Debug, Default)]
-pub(crate) struct ChoiceView<'a> {
-    pub(crate) entries: Entries<'a>,
-    /// The `delta`, split into fields (`None`: absent or null).
-    pub(crate) delta: Option<RawObject<'a>>,
-}
-
-impl<'a> ChunkView<'a> {
-    /// Splits `text`, which must be one JSON object, validating all of it.
-    pub(crate) fn parse(text: &'a str) -> Result<Self, JsonError> {
-        Scanner::new(text).document(|sc| {
-            let mut view = ChunkView {
-                entries: Vec::with_capacity(8),
-                choices: None,
-            };
-            sc.object(|sc, k| {
-                if k == "choices" {
-                    if let Some(choices) = sc.nullable(|sc| {
-                        let mut list = Vec::with_capacity(1);
-                        sc.array(|sc| {
-                            list.push(ChoiceView::scan(sc)?);
-                            Ok(())
-                        })?;
-                        Ok(list)
-                    })? {
-                        view.choices = Some(choices);
-                        view.entries.push((k, Raw::NULL));
-                    }
-                } else {
-                    view.entries.push((k, sc.raw_value()?));
-                }
-                Ok(())
-            })?;
-            Ok(view)
-        })
-    }
-
-    pub(crate) fn get(&self, key: &str) -> Option<Raw<'a>> {
-        find(&self.entries, key)
-    }
-}
-
-impl<'a> ChoiceView<'a> {
-    fn scan(sc: &mut Scanner<'a>) -> Result<Self, JsonError> {
-        let mut view = ChoiceView {
-            entries: Vec::with_capacity(4),
-            delta: None,
-        };
-        sc.object(|sc, k| {
-            if k == "delta" {
-                view.delta = sc.nullable(RawObject::scan)?;
+impl ChunkScratch {
+    /// One choice: its members but `delta` and the members of its `delta` are kept apart.
+    fn choice(&mut self, sc: &mut Scanner<'_>) -> Scan<()> {
+        let from = self.choice_members.len();
+        let mut delta = None;
+        sc.object(|sc, head| {
+            if head.is("delta") {
+                let from = self.delta_members.len();
+                delta = sc
+                    .nullable(|sc| sc.members(&mut self.delta_members))?
+                    .map(|()| from..self.delta_members.len());
             } else {
-                view.entries.push((k, sc.raw_value()?));
+                let span = sc.value_span(head)?;
+                self.choice_members.push(span);
             }
             Ok(())
         })?;
-        Ok(view)
-    }
-
-    pub(crate) fn get(&self, key: &str) -> Option<Raw<'a>> {
-        find(&self.entries, key)
+        self.choices.push(ChoiceSpans {
+            members: from..self.choice_members.len(),
+            delta,
+        });
+        Ok(())
     }
 }
 
-fn find<'a>(entries: &Entries<'a>, key: &str) -> Option<Raw<'a>> {
-    entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+#[derive(Debug, Clone)]
+struct ChoiceSpans {
+    members: std::ops::Range<usize>,
+    /// `None`: no `delta`, or `null`.
+    delta: Option<std::ops::Range<usize>>,
+}
+
+/// A stream chunk read in one pass: top-level members raw, and `choices` read further, with
+/// each choice's `delta` split into members too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkView<'a> {
+    text: &'a str,
+    scratch: &'a ChunkScratch,
+    /// The chunk has a `choices` array (maybe empty).
+    has_choices: bool,
+    /// Some whitespace in the text is a line break.
+    line_breaks: bool,
+}
+
+/// One choice of a [`ChunkView`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChoiceView<'a> {
+    /// Its members but `delta`.
+    pub(crate) members: Members<'a>,
+    /// The `delta`, split into members (`None`: absent or null).
+    pub(crate) delta: Option<Members<'a>>,
+}
+
+impl<'a> ChunkView<'a> {
+    /// Splits `text`, which must be one JSON object, validating all of it, into `scratch`.
+    pub(crate) fn parse(text: &'a str, scratch: &'a mut ChunkScratch) -> Result<Self, JsonError> {
+        scratch.top.clear();
+        scratch.choice_members.clear();
+        scratch.delta_members.clear();
+        scratch.choices.clear();
+        let (mut has_choices, mut seen) = (false, false);
+        let mut sc = Scanner::new(text);
+        sc.document(|sc| {
+            sc.object(|sc, head| {
+                if !head.is("choices") {
+                    let span = sc.value_span(head)?;
+                    scratch.top.push(span);
+                    return Ok(());
+                }
+                // Which of two a client would read is anyone's guess: neither.
+                if std::mem::replace(&mut seen, true) {
+                    return sc.err("a repeated `choices`");
+                }
+                let at = sc.i;
+                if sc
+                    .nullable(|sc| sc.array(|sc| scratch.choice(sc)))?
+                    .is_some()
+                {
+                    has_choices = true;
+                    scratch.top.push(sc.span(head, at));
+                }
+                Ok(())
+            })
+        })?;
+        Ok(ChunkView {
+            text,
+            scratch,
+            has_choices,
+            line_breaks: sc.line_breaks,
+        })
+    }
+
+    /// The top-level members, `choices` included (when it is not `null`).
+    pub(crate) fn members(&self) -> Members<'a> {
+        Members {
+            text: self.text,
+            spans: &self.scratch.top,
+        }
+    }
+
+    /// Whether some whitespace between its tokens is a line break (a pretty-printed text):
+    /// its members, copied, would hold one.
+    pub(crate) fn has_line_breaks(&self) -> bool {
+        self.line_breaks
+    }
+
+    /// The choices, when the chunk has a `choices` array.
+    pub(crate) fn choices(&self) -> Option<impl ExactSizeIterator<Item = ChoiceView<'a>> + '_> {
+        let (text, s) = (self.text, self.scratch);
+        self.has_choices.then(|| {
+            s.choices.iter().map(move |c| ChoiceView {
+                members: Members {
+                    text,
+                    spans: &s.choice_members[c.members.clone()],
+                },
+                delta: c.delta.clone().map(|d| Members {
+                    text,
+                    spans: &s.delta_members[d],
+                }),
+            })
+        })
+    }
+}
+
+/// A member's key as the scanner found it, before its value is read.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    /// The key, quotes included.
+    quoted: &'a str,
+    /// Where the key starts in the text.
+    at: usize,
+    escaped: bool,
+}
+
+impl Head<'_> {
+    #[inline(always)]
+    fn is(&self, key: &str) -> bool {
+        key_is(self.quoted, self.escaped, key)
+    }
 }
 
 /// Nesting deeper than this is refused (serde_json's limit too), so a hostile text cannot
@@ -153,6 +314,8 @@ struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
     depth: u32,
+    /// A line break was seen between tokens.
+    line_breaks: bool,
 }
 
 type Scan<T> = Result<T, JsonError>;
@@ -164,6 +327,7 @@ impl<'a> Scanner<'a> {
             b: text.as_bytes(),
             i: 0,
             depth: 0,
+            line_breaks: false,
         }
     }
 
@@ -172,9 +336,9 @@ impl<'a> Scanner<'a> {
     }
 
     /// One value read by `f`, with nothing but whitespace around it.
-    fn document<T>(mut self, f: impl FnOnce(&mut Self) -> Scan<T>) -> Scan<T> {
+    fn document<T>(&mut self, f: impl FnOnce(&mut Self) -> Scan<T>) -> Scan<T> {
         self.ws();
-        let v = f(&mut self)?;
+        let v = f(self)?;
         self.ws();
         if self.i != self.b.len() {
             return self.err("trailing characters");
@@ -187,7 +351,8 @@ impl<'a> Scanner<'a> {
     }
 
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+        while let Some(c @ (b' ' | b'\n' | b'\r' | b'\t')) = self.peek() {
+            self.line_breaks |= c == b'\n' || c == b'\r';
             self.i += 1;
         }
     }
@@ -208,12 +373,12 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// An object; `member` is called at each value with its key (unescaped) and must read it.
-    fn object(&mut self, member: impl FnMut(&mut Self, Cow<'a, str>) -> Scan<()>) -> Scan<()> {
+    /// An object; `member` is called at each member with its key and must read the value.
+    fn object(&mut self, member: impl FnMut(&mut Self, Head<'a>) -> Scan<()>) -> Scan<()> {
         self.object_with(true, member)
     }
 
-    /// An object whose keys nobody reads: they are checked, not unescaped.
+    /// An object whose keys nobody reads: their escapes are checked, not decoded.
     fn skip_object(&mut self) -> Scan<()> {
         self.object_with(false, |sc, _| sc.value())
     }
@@ -221,7 +386,7 @@ impl<'a> Scanner<'a> {
     fn object_with(
         &mut self,
         keys: bool,
-        mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Scan<()>,
+        mut member: impl FnMut(&mut Self, Head<'a>) -> Scan<()>,
     ) -> Scan<()> {
         self.items(
             [b'{', b'}'],
@@ -231,24 +396,53 @@ impl<'a> Scanner<'a> {
                 if sc.peek() != Some(b'"') {
                     return sc.err("expected a string key");
                 }
-                let start = sc.i;
+                let at = sc.i;
                 let escaped = sc.string()?;
-                let key = if !keys {
-                    Cow::Borrowed("")
-                } else if escaped {
-                    match serde_json::from_str::<String>(&sc.text[start..sc.i]) {
-                        Ok(k) => Cow::Owned(k),
-                        Err(_) => return sc.err("invalid escape in a key"),
-                    }
-                } else {
-                    Cow::Borrowed(&sc.text[start + 1..sc.i - 1])
-                };
+                let quoted = &sc.text[at..sc.i];
+                // A key that is read must decode (an unpaired surrogate does not).
+                if keys && escaped && !key_decodes(quoted) {
+                    return sc.err("invalid escape in a key");
+                }
                 sc.ws();
                 sc.eat(b':', "expected `:`")?;
                 sc.ws();
-                member(sc, key)
+                member(
+                    sc,
+                    Head {
+                        quoted,
+                        at,
+                        escaped,
+                    },
+                )
             },
         )
+    }
+
+    /// The span of the member that starts with `head` and whose value, which starts at
+    /// `value_at`, was just read.
+    fn span(&self, head: Head<'a>, value_at: usize) -> Span {
+        Span {
+            at: head.at,
+            end: self.i,
+            key_len: head.quoted.len(),
+            value_at: value_at - head.at,
+            escaped: head.escaped,
+        }
+    }
+
+    /// The value of the member that starts with `head`, read; the member's span.
+    fn value_span(&mut self, head: Head<'a>) -> Scan<Span> {
+        let at = self.i;
+        self.value()?;
+        Ok(self.span(head, at))
+    }
+
+    /// An object, its members' spans pushed onto `spans`.
+    fn members(&mut self, spans: &mut Vec<Span>) -> Scan<()> {
+        self.object(|sc, head| {
+            spans.push(sc.value_span(head)?);
+            Ok(())
+        })
     }
 
     /// An array; `element` is called at each element and must read it.
@@ -302,13 +496,6 @@ impl<'a> Scanner<'a> {
             return Ok(None);
         }
         f(self).map(Some)
-    }
-
-    /// Any value, as its text.
-    fn raw_value(&mut self) -> Scan<Raw<'a>> {
-        let start = self.i;
-        self.value()?;
-        Ok(Raw(&self.text[start..self.i]))
     }
 
     fn value(&mut self) -> Scan<()> {
@@ -435,7 +622,20 @@ fn special_bytes(word: u64) -> u64 {
     control | quote | backslash
 }
 
-/// Writes JSON objects field by field into a byte buffer.
+/// A key for [`ObjectWriter`], as the text `,"key":` (the comma is left out before the first
+/// member), so that writing it is one copy. Made by [`key!`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key(pub(crate) &'static str);
+
+/// The [`Key`] for a literal: `key!("id")`.
+macro_rules! key {
+    ($k:literal) => {
+        $crate::stream_normalize::raw::Key(concat!(",\"", $k, "\":"))
+    };
+}
+pub(crate) use key;
+
+/// Writes JSON objects member by member into a byte buffer.
 pub(crate) struct ObjectWriter<'o> {
     out: &'o mut Vec<u8>,
     first: bool,
@@ -447,55 +647,37 @@ impl<'o> ObjectWriter<'o> {
         ObjectWriter { out, first: true }
     }
 
-    // The `Cow` variant is the point: a borrowed key had no escapes and is copied as it is.
-    #[allow(clippy::ptr_arg)]
-    pub(crate) fn key(&mut self, key: &Cow<'_, str>) -> &mut Vec<u8> {
-        self.sep();
-        match key {
-            // Borrowed from the provider's text: it had no escapes, so it is valid as it is.
-            Cow::Borrowed(k) => {
-                self.out.push(b'"');
-                self.out.extend_from_slice(k.as_bytes());
-                self.out.push(b'"');
-            }
-            Cow::Owned(k) => write_str(self.out, k),
-        }
-        self.out.push(b':');
+    /// Writes `key` and returns the buffer, for the caller to write its value.
+    pub(crate) fn field(&mut self, key: Key) -> &mut Vec<u8> {
+        let text = if std::mem::take(&mut self.first) {
+            &key.0[1..]
+        } else {
+            key.0
+        };
+        self.out.extend_from_slice(text.as_bytes());
         self.out
     }
 
-    #[allow(clippy::ptr_arg)]
-    pub(crate) fn raw(&mut self, key: &Cow<'_, str>, value: &Raw<'_>) {
-        self.key(key).extend_from_slice(value.get().as_bytes());
-    }
-
-    pub(crate) fn str_field(&mut self, key: &'static str, value: &str) {
-        self.key(&Cow::Borrowed(key));
-        write_str(self.out, value);
-    }
-
-    /// A field whose value is already JSON text (a pre-escaped string, `null`, a number).
-    pub(crate) fn raw_field(&mut self, key: &'static str, raw: &str) {
-        self.key(&Cow::Borrowed(key))
-            .extend_from_slice(raw.as_bytes());
-    }
-
-    pub(crate) fn json_field<T: serde::Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) {
-        let out = self.key(&Cow::Borrowed(key));
-        // Serialising our own values into memory cannot fail.
-        let _ = serde_json::to_writer(out, value);
-    }
-
-    fn sep(&mut self) {
-        if self.first {
-            self.first = false;
-        } else {
+    /// A member copied as the provider wrote it.
+    pub(crate) fn member(&mut self, member: &Member<'_>) {
+        if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
+        self.out.extend_from_slice(member.text.as_bytes());
+    }
+
+    pub(crate) fn str_field(&mut self, key: Key, value: &str) {
+        write_str(self.field(key), value);
+    }
+
+    /// A member whose value is already JSON text (a pre-escaped string, `null`, a number).
+    pub(crate) fn raw_field(&mut self, key: Key, raw: &str) {
+        self.field(key).extend_from_slice(raw.as_bytes());
+    }
+
+    pub(crate) fn json_field<T: serde::Serialize + ?Sized>(&mut self, key: Key, value: &T) {
+        // Serialising our own values into memory cannot fail.
+        let _ = serde_json::to_writer(self.field(key), value);
     }
 
     pub(crate) fn end(self) {
@@ -515,20 +697,39 @@ mod tests {
     fn splice_keeps_order_escapes_and_raw_values() {
         let text = r#"{"id":"x","we\"ird":1.50,"nested":{"a":[1, 2]},"model":"m"}"#;
         let obj = RawObject::parse(text).unwrap();
-        assert!(matches!(obj.entries[1].0, Cow::Owned(_)));
+        let members: Vec<Member<'_>> = obj.members().iter().collect();
+        assert!(matches!(members[1].key(), Cow::Owned(_)));
         let mut out = Vec::new();
         let mut w = ObjectWriter::begin(&mut out);
-        for (k, v) in &obj.entries {
-            match k.as_ref() {
-                "id" => w.str_field("id", "gen-1"),
-                _ => w.raw(k, v),
+        for m in &members {
+            match m.key().as_ref() {
+                "id" => w.str_field(key!("id"), "gen-1"),
+                _ => w.member(m),
             }
         }
+        w.raw_field(key!("n"), "1");
         w.end();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            r#"{"id":"gen-1","we\"ird":1.50,"nested":{"a":[1, 2]},"model":"m"}"#
+            r#"{"id":"gen-1","we\"ird":1.50,"nested":{"a":[1, 2]},"model":"m","n":1}"#
         );
+        // The first member, written by key or copied, has no comma before it.
+        for first_copied in [false, true] {
+            let mut out = Vec::new();
+            let mut w = ObjectWriter::begin(&mut out);
+            if first_copied {
+                w.member(&members[3]);
+            }
+            w.str_field(key!("id"), "x");
+            w.member(&members[3]);
+            w.end();
+            let expected = if first_copied {
+                r#"{"model":"m","id":"x","model":"m"}"#
+            } else {
+                r#"{"id":"x","model":"m"}"#
+            };
+            assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        }
         assert!(RawObject::parse("[1]").is_err());
     }
 
@@ -667,22 +868,31 @@ mod tests {
     fn values_come_back_as_written_and_keys_unescaped() {
         let text = r#"{ "id" : "x" , "n":-1.5e3,"a\u0062":[1, {"c":null}] ,"s":"q\"\\"}"#;
         let obj = RawObject::parse(text).unwrap();
-        let got: Vec<(&str, &str)> = obj
-            .entries
+        let members: Vec<Member<'_>> = obj.members().iter().collect();
+        let got: Vec<(String, &str, &str)> = members
             .iter()
-            .map(|(k, v)| (k.as_ref(), v.get()))
+            .map(|m| (m.key().into_owned(), m.value().get(), m.text))
             .collect();
         assert_eq!(
             got,
             [
-                ("id", "\"x\""),
-                ("n", "-1.5e3"),
-                ("ab", r#"[1, {"c":null}]"#),
-                ("s", r#""q\"\\""#)
+                ("id".into(), "\"x\"", r#""id" : "x""#),
+                ("n".into(), "-1.5e3", r#""n":-1.5e3"#),
+                (
+                    "ab".into(),
+                    r#"[1, {"c":null}]"#,
+                    r#""a\u0062":[1, {"c":null}]"#
+                ),
+                ("s".into(), r#""q\"\\""#, r#""s":"q\"\\""#)
             ]
         );
-        assert!(matches!(obj.entries[0].0, Cow::Borrowed(_)));
-        assert!(matches!(obj.entries[2].0, Cow::Owned(_)));
+        assert!(matches!(members[0].key(), Cow::Borrowed(_)));
+        assert!(matches!(members[2].key(), Cow::Owned(_)));
+        // Keys compare decoded, and whole.
+        assert!(members[2].is("ab") && !members[2].is("a\\u0062"));
+        let obj = obj.members();
+        assert_eq!(obj.get("ab").unwrap().get(), r#"[1, {"c":null}]"#);
+        assert!(obj.get("i").is_none() && obj.get("idx").is_none() && obj.get("").is_none());
         // Nested keys are not read, so one with an unpaired surrogate passes (as with serde_json);
         // a top-level one must decode.
         assert!(RawObject::parse(r#"{"a":{"\uD800":1}}"#).is_ok());
@@ -691,36 +901,48 @@ mod tests {
 
     #[test]
     fn chunk_views_split_choices_and_deltas() {
-        let text = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"logprobs":null},{"index":1,"delta":null}],"x":1}"#;
-        let v = ChunkView::parse(text).unwrap();
-        assert_eq!(
-            v.get("choices"),
-            Some(Raw::NULL),
-            "kept in place, content in `choices`"
-        );
-        let choices = v.choices.as_deref().unwrap();
-        assert_eq!(choices.len(), 2);
-        assert_eq!(
-            choices[0]
-                .delta
-                .as_ref()
+        let mut scratch = ChunkScratch::default();
+        let text = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"logprobs":null},{"index":1,"delta":null},{"delta":{}}],"x":1}"#;
+        let v = ChunkView::parse(text, &mut scratch).unwrap();
+        assert!(
+            v.members()
+                .get("choices")
                 .unwrap()
-                .get("content")
-                .unwrap()
-                .get(),
-            "\"hi\""
+                .get()
+                .starts_with(r#"[{"index":0,"#),
+            "kept in place, read into `choices` too"
         );
-        assert_eq!(choices[0].get("logprobs").unwrap().get(), "null");
+        let choices: Vec<ChoiceView<'_>> = v.choices().unwrap().collect();
+        assert_eq!(choices.len(), 3);
+        let delta = choices[0].delta.unwrap();
+        assert_eq!(delta.get("content").unwrap().get(), "\"hi\"");
+        assert_eq!(delta.iter().count(), 1);
+        assert_eq!(choices[0].members.get("logprobs").unwrap().get(), "null");
+        assert!(choices[0].members.get("delta").is_none());
         assert!(choices[1].delta.is_none());
-        assert_eq!(v.get("x").unwrap().get(), "1");
-        // `choices: null` is no choices and no entry; a choice that is not an object, or a
-        // delta that is not one, is an error.
-        let v = ChunkView::parse(r#"{"choices":null,"usage":{}}"#).unwrap();
-        assert!(v.choices.is_none() && v.get("choices").is_none());
-        assert!(ChunkView::parse(r#"{"choices":[1]}"#).is_err());
-        assert!(ChunkView::parse(r#"{"choices":{}}"#).is_err());
-        assert!(ChunkView::parse(r#"{"choices":[{"delta":"x"}]}"#).is_err());
-        assert!(ChunkView::parse(r#"{"choices":[{"delta":{"a":01}}]}"#).is_err());
+        assert_eq!(choices[1].members.get("index").unwrap().get(), "1");
+        assert_eq!(choices[2].delta.unwrap().iter().count(), 0);
+        assert_eq!(choices[2].members.iter().count(), 0);
+        assert_eq!(v.members().get("x").unwrap().get(), "1");
+        // The scratch is reused: a second chunk sees only its own members.
+        let v = ChunkView::parse(r#"{"choices":[],"usage":{}}"#, &mut scratch).unwrap();
+        assert_eq!(v.choices().unwrap().count(), 0);
+        assert_eq!(v.members().iter().count(), 2);
+        // `choices: null` is no choices and no member; a choice that is not an object, a
+        // delta that is not one, or a second `choices` is an error.
+        let v = ChunkView::parse(r#"{"choices":null,"usage":{}}"#, &mut scratch).unwrap();
+        assert!(v.choices().is_none() && v.members().get("choices").is_none());
+        assert_eq!(v.members().iter().count(), 1);
+        for bad in [
+            r#"{"choices":[1]}"#,
+            r#"{"choices":{}}"#,
+            r#"{"choices":[{"delta":"x"}]}"#,
+            r#"{"choices":[{"delta":{"a":01}}]}"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":null,"choices":[]}"#,
+        ] {
+            assert!(ChunkView::parse(bad, &mut scratch).is_err(), "{bad}");
+        }
     }
 
     #[test]
