@@ -11,30 +11,26 @@ use modelgate::stream_normalize::{StreamContext, Translator};
 use modelgate::GenerationId;
 
 pub fn check(kind: ProviderKind, data: &[u8]) {
-    let mut state = Translator::new(
-        kind,
-        StreamContext {
-            id: GenerationId::new(),
-            model: Arc::from("m"),
-            provider: Arc::from("p"),
-            include_usage: data.first().is_some_and(|b| b & 1 == 1),
-            created: 0,
-            pricing: None,
-        },
-    );
-    let mut decoder = SseDecoder::new();
-    let mut out = BytesMut::new();
-    for piece in data.chunks(7) {
-        decoder.feed(piece);
-        while let Some(ev) = decoder.next_event() {
-            state.on_event(&ev, &mut out);
-        }
+    let flags = data.first().copied().unwrap_or_default();
+    let ctx = StreamContext {
+        id: GenerationId::new(),
+        model: Arc::from("m"),
+        provider: Arc::from("p"),
+        include_usage: flags & 1 == 1,
+        // Taken from the upstream (or the clock) when 0.
+        created: if flags & 2 == 2 { 0 } else { 1_767_225_600 },
+        pricing: None,
+    };
+    let out = translate(kind, &ctx, data, true);
+    // Chunks translated like an earlier one of the same shape read as if each was read in
+    // full. (With the clock in play two runs could straddle a second.)
+    if ctx.created != 0 {
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&translate(kind, &ctx, data, false)),
+            "the short way and the full reading disagree"
+        );
     }
-    decoder.finish();
-    while let Some(ev) = decoder.next_event() {
-        state.on_event(&ev, &mut out);
-    }
-    state.on_end(&mut out);
     let text = std::str::from_utf8(&out).expect("UTF-8 out");
     assert!(text.ends_with("\n\n"));
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
@@ -57,4 +53,27 @@ pub fn check(kind: ProviderKind, data: &[u8]) {
         }
     }
     assert_eq!(terminal, 1);
+}
+
+fn translate(kind: ProviderKind, ctx: &StreamContext, data: &[u8], shapes: bool) -> BytesMut {
+    // The same generated ids (Gemini's tool calls) in both runs.
+    fastrand::seed(7);
+    let mut state = Translator::new(kind, ctx.clone());
+    if !shapes {
+        state.read_every_chunk_in_full();
+    }
+    let mut decoder = SseDecoder::new();
+    let mut out = BytesMut::new();
+    for piece in data.chunks(7) {
+        decoder.feed(piece);
+        while let Some(ev) = decoder.next_event() {
+            state.on_event(&ev, &mut out);
+        }
+    }
+    decoder.finish();
+    while let Some(ev) = decoder.next_event() {
+        state.on_event(&ev, &mut out);
+    }
+    state.on_end(&mut out);
+    out
 }

@@ -147,7 +147,7 @@ enum Block {
 /// rules are in the `stream_normalize` module source, `anthropic.rs`).
 #[derive(Debug)]
 pub struct AnthropicStream {
-    stage: OpenAiStream,
+    pub(super) stage: OpenAiStream,
     head: ChunkHead,
     started: bool,
     blocks: HashMap<u64, Block>,

@@ -79,7 +79,7 @@ fn usage(meta: &Value) -> Option<Usage> {
 /// out (the rules are in the `stream_normalize` module source, `gemini.rs`).
 #[derive(Debug)]
 pub struct GeminiStream {
-    stage: OpenAiStream,
+    pub(super) stage: OpenAiStream,
     head: ChunkHead,
     started: bool,
     /// Per candidate: tool calls sent so far.

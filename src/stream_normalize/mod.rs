@@ -114,6 +114,17 @@ impl Translator {
         }
     }
 
+    /// Every chunk is read in full, none translated like an earlier one of the same shape.
+    /// The output is the same either way: this exists to test that it is.
+    #[doc(hidden)]
+    pub fn read_every_chunk_in_full(&mut self) {
+        match self {
+            Translator::OpenAi(s) => s.read_every_chunk_in_full(),
+            Translator::Anthropic(s) => s.stage.read_every_chunk_in_full(),
+            Translator::Gemini(s) => s.stage.read_every_chunk_in_full(),
+        }
+    }
+
     /// The upstream body ended.
     pub fn on_end(&mut self, out: &mut BytesMut) {
         match self {
@@ -534,7 +545,9 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
             "usage" if priced.is_some() => {
                 w.raw_field(key!("usage"), priced.as_deref().unwrap_or("null"))
             }
-            _ => w.member(&m),
+            _ => {
+                w.member(&m);
+            }
         }
     }
     if !wrote_id {

@@ -1,10 +1,12 @@
 //! The OpenAI dialect: per-stream state that turns upstream chunks into the gateway's chunks.
 
+use std::ops::Range;
+
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 
 use super::raw::{
-    key, write_str, ChoiceView, ChunkScratch, ChunkView, Member, Members, ObjectWriter,
+    self, key, write_str, ChoiceView, ChunkScratch, ChunkView, Member, Members, ObjectWriter,
 };
 use crate::chat::{
     ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage,
@@ -41,6 +43,10 @@ struct ChoiceState {
 ///   chunk (`choices: []`) before `[DONE]`, otherwise it is not sent;
 /// - `[DONE]` ends the stream; an upstream error event, a malformed event, a body failure or an
 ///   end without `[DONE]` becomes exactly one error event, and nothing follows it.
+///
+/// Most chunks of a stream differ from the one before only in their text: once one such chunk
+/// is read in full, the ones with its shape are translated by swapping the strings (see
+/// `Shape`), with the same output byte for byte.
 #[derive(Debug)]
 pub struct OpenAiStream {
     ctx: StreamContext,
@@ -52,6 +58,11 @@ pub struct OpenAiStream {
     scratch: Vec<u8>,
     /// What chunks are read into, reused.
     view: ChunkScratch,
+    /// The last chunk read in full that later ones may be translated like.
+    shape: Shape,
+    /// Whether chunks may be translated like a shape (off only to test that it changes
+    /// nothing).
+    shapes: bool,
     json: Stamp,
     /// The bytes before and after choice 0's delta of a translated chunk (built once).
     delta_head: Vec<u8>,
@@ -65,6 +76,112 @@ enum Failure {
     Upstream(Error),
     /// The chunk is not what the dialect allows (why).
     Malformed(String),
+}
+
+/// A chunk read in full, kept to translate later chunks that differ from it only inside the
+/// string values copied as they are (a delta's text, an `obfuscation` pad). Such a chunk reads
+/// the same, member for member (a JSON string delimits itself), and a chunk is a shape only
+/// when reading it changed no state of the stream (no role to send, no new choice, no finish
+/// reason, usage, error or tool call) and its translation used none that could change. So its
+/// translation is the shape's with those strings swapped, as the full path would write it.
+#[derive(Debug, Default)]
+struct Shape {
+    /// `input` and `output` hold a shape.
+    ready: bool,
+    /// The chunk's text.
+    input: Vec<u8>,
+    /// Its translation: the whole event.
+    output: Vec<u8>,
+    /// The copied strings: where each is in `input` and in `output`, in output order.
+    holes: Vec<(Range<usize>, Range<usize>)>,
+    /// The holes in input order (indexes into `holes`).
+    by_input: Vec<usize>,
+    /// While a chunk is read in full: whether it can still become the shape.
+    recording: bool,
+    /// Its holes so far (`holes` stays the shape's until it is replaced).
+    pending: Vec<(Range<usize>, Range<usize>)>,
+    /// Matching: where each hole's string is in the new chunk.
+    found: Vec<Range<usize>>,
+}
+
+impl Shape {
+    /// Translates `data` like the shape, if it has its shape.
+    fn translate(&mut self, data: &str, out: &mut BytesMut) -> bool {
+        if !self.ready {
+            return false;
+        }
+        let d = data.as_bytes();
+        self.found.clear();
+        self.found.resize(self.holes.len(), 0..0);
+        let (mut i, mut j) = (0, 0);
+        for &h in &self.by_input {
+            let hole = &self.holes[h].0;
+            let fixed = &self.input[i..hole.start];
+            if d.get(j..j + fixed.len()) != Some(fixed) {
+                return false;
+            }
+            j += fixed.len();
+            let Some(end) = raw::string_end(data, j) else {
+                return false;
+            };
+            self.found[h] = j..end;
+            (i, j) = (hole.end, end);
+        }
+        if d.get(j..) != Some(&self.input[i..]) {
+            return false;
+        }
+        let mut k = 0;
+        out.reserve((self.output.len() + d.len()).saturating_sub(self.input.len()));
+        for ((_, hole), found) in self.holes.iter().zip(&self.found) {
+            out.put_slice(&self.output[k..hole.start]);
+            out.put_slice(&d[found.clone()]);
+            k = hole.end;
+        }
+        out.put_slice(&self.output[k..]);
+        true
+    }
+
+    /// A chunk is about to be read in full; it may become the shape if `eligible`.
+    fn record(&mut self, eligible: bool) {
+        self.recording = eligible;
+        self.pending.clear();
+    }
+
+    /// The chunk being read changed some state: it cannot be a shape.
+    fn ineligible(&mut self) {
+        self.recording = false;
+    }
+
+    /// Member `m` was copied as it is, at `at` in the translation.
+    fn copied(&mut self, m: &Member<'_>, at: usize) {
+        if !self.recording {
+            return;
+        }
+        if m.value().get().starts_with('"') {
+            let (place, value_at) = m.place();
+            let len = place.len() - value_at;
+            let input = place.start + value_at..place.end;
+            self.pending
+                .push((input, at + value_at..at + value_at + len));
+        }
+    }
+
+    /// The chunk `data`, translated as `output`, was read in full.
+    fn recorded(&mut self, data: &str, output: &[u8]) {
+        if !std::mem::take(&mut self.recording) {
+            return;
+        }
+        self.input.clear();
+        self.input.extend_from_slice(data.as_bytes());
+        self.output.clear();
+        self.output.extend_from_slice(output);
+        std::mem::swap(&mut self.holes, &mut self.pending);
+        self.by_input.clear();
+        self.by_input.extend(0..self.holes.len());
+        let holes = &self.holes;
+        self.by_input.sort_unstable_by_key(|&h| holes[h].0.start);
+        self.ready = true;
+    }
 }
 
 /// The stream's `id`, `model` and `provider`, JSON-quoted once for every chunk.
@@ -131,6 +248,8 @@ impl OpenAiStream {
             error: None,
             scratch: Vec::new(),
             view: ChunkScratch::default(),
+            shape: Shape::default(),
+            shapes: true,
             delta_head: Vec::new(),
             delta_tail: Vec::new(),
             literal: Vec::new(),
@@ -173,6 +292,12 @@ impl OpenAiStream {
     /// The error that ended the stream, if one did.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+
+    /// See [`Translator::read_every_chunk_in_full`](super::Translator::read_every_chunk_in_full).
+    #[doc(hidden)]
+    pub fn read_every_chunk_in_full(&mut self) {
+        self.shapes = false;
     }
 
     /// Handles one upstream event, appending what the client should see to `out`.
@@ -289,6 +414,9 @@ impl OpenAiStream {
     /// One upstream chunk: the fields the gateway owns are rewritten, the rest is copied as
     /// the provider wrote it (see `raw`).
     pub(crate) fn on_json(&mut self, data: &str, out: &mut BytesMut) {
+        if self.shape.translate(data, out) {
+            return;
+        }
         let mut view = std::mem::take(&mut self.view);
         self.on_json_with(data, &mut view, out);
         self.view = view;
@@ -299,6 +427,14 @@ impl OpenAiStream {
             Ok(o) => o,
             Err(e) => return self.malformed(e, data, out),
         };
+        // A chunk whose translation depends on its text alone may become the shape: one
+        // choice already seen, and (checked below as it is written) no state it changes.
+        self.shape.record(
+            self.shapes
+                && self.ctx.created != 0
+                && !obj.has_line_breaks()
+                && obj.choices().is_some_and(|c| c.len() == 1),
+        );
         let Some(choices) = obj.choices().filter(|c| c.len() > 0) else {
             // The usage chunk (re-sent at the end when asked for), an error, or an
             // annotation-only chunk such as Azure's leading prompt-filter chunk: nothing else
@@ -339,6 +475,9 @@ impl OpenAiStream {
                 }
                 "provider" => {}
                 "usage" | "error" => {
+                    if m.value().get() != "null" {
+                        self.shape.ineligible();
+                    }
                     if let Err(e) = self.read_member(&m, data) {
                         failure = Some(e);
                         break;
@@ -365,7 +504,10 @@ impl OpenAiStream {
                         break;
                     }
                 }
-                _ => w.member(&m),
+                _ => {
+                    let at = w.member(&m);
+                    self.shape.copied(&m, at);
+                }
             }
         }
         if !wrote_model {
@@ -388,7 +530,10 @@ impl OpenAiStream {
         }
         buf.extend_from_slice(b"\n\n");
         match failure {
-            None => out.put_slice(&buf),
+            None => {
+                out.put_slice(&buf);
+                self.shape.recorded(data, &buf);
+            }
             Some(failure) => self.fail_with(failure, data, out),
         }
         self.scratch = buf;
@@ -398,7 +543,7 @@ impl OpenAiStream {
     /// `usage` is kept (priced) for the end. Both are dropped from the chunk.
     fn read_member(&mut self, m: &Member<'_>, data: &str) -> Result<(), Failure> {
         match m.key().as_ref() {
-            "error" => {
+            "error" if m.value().get() != "null" => {
                 let status = serde_json::from_str::<serde_json::Value>(m.value().get())
                     .ok()
                     .and_then(|e| e.get("code").and_then(|c| c.as_u64()))
@@ -457,6 +602,7 @@ impl OpenAiStream {
         let pos = match self.choices.iter().position(|c| c.index == index) {
             Some(p) => p,
             None => {
+                self.shape.ineligible();
                 self.choices.push(ChoiceState {
                     index,
                     ..Default::default()
@@ -475,10 +621,14 @@ impl OpenAiStream {
                         serde_json::from_str::<Option<String>>(m.value().get())
                     {
                         self.finish_reason = Some(reason);
+                        self.shape.ineligible();
                     }
                     w.member(&m);
                 }
-                _ => w.member(&m),
+                _ => {
+                    let at = w.member(&m);
+                    self.shape.copied(&m, at);
+                }
             }
         }
         w.end();
@@ -493,9 +643,11 @@ impl OpenAiStream {
     ) -> Result<(), String> {
         let id = &self.ctx.id;
         let state = &mut self.choices[pos];
+        let shape = &mut self.shape;
         let mut w = ObjectWriter::begin(out);
         if !state.role_sent {
             state.role_sent = true;
+            shape.ineligible();
             match delta
                 .and_then(|d| d.get("role"))
                 .filter(|r| r.get() != "null")
@@ -512,8 +664,12 @@ impl OpenAiStream {
                         .map_err(|e| format!("tool_calls: {e}"))?;
                     fix_tool_calls(state, &mut calls, id);
                     w.json_field(key!("tool_calls"), &calls);
+                    shape.ineligible();
                 }
-                _ => w.member(&m),
+                _ => {
+                    let at = w.member(&m);
+                    shape.copied(&m, at);
+                }
             }
         }
         w.end();
@@ -671,6 +827,143 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The stream's output for `events`, with chunks translated like a shape or each read in
+    /// full.
+    fn translate(ctx: &StreamContext, events: &[String], shapes: bool) -> (Vec<u8>, usize) {
+        let mut s = OpenAiStream::new(ctx.clone());
+        if !shapes {
+            s.read_every_chunk_in_full();
+        }
+        let mut out = BytesMut::new();
+        let mut like_shape = 0;
+        for e in events {
+            let ready = s.shape.ready;
+            let before = s.shape.input.clone();
+            s.on_event(
+                &SseEvent {
+                    data: e.clone(),
+                    ..Default::default()
+                },
+                &mut out,
+            );
+            // Counted when the shape did not change: the chunk went the short way.
+            like_shape += usize::from(ready && s.shape.input == before && !out.is_empty());
+        }
+        s.on_end(&mut out);
+        (out.to_vec(), like_shape)
+    }
+
+    #[test]
+    fn chunks_of_a_known_shape_are_translated_like_it_and_as_if_read_in_full() {
+        let ctx = ctx(true);
+        let chunk = |delta: &str, tail: &str| {
+            format!(
+                r#"{{"id":"c","object":"chat.completion.chunk","created":1767225600,"model":"m","system_fingerprint":"fp","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":null}}]{tail}}}"#
+            )
+        };
+        let events = vec![
+            chunk(r#"{"role":"assistant","content":""}"#, ""),
+            chunk(r#"{"content":"Hello"}"#, r#","obfuscation":"ab""#),
+            chunk(
+                r#"{"content":" w\"or\\ld é"}"#,
+                r#","obfuscation":"abcdef""#,
+            ),
+            chunk(r#"{"content":""}"#, r#","obfuscation":"""#),
+            // Not a string where the shape has one, a string cut short: the long way.
+            chunk(r#"{"content":null}"#, r#","obfuscation":"x""#),
+            chunk(r#"{"content":"a"}"#, r#","obfuscation":"x""#),
+            chunk(r#"{"content":"b"}"#, r#","obfuscation":7"#),
+            chunk(r#"{"content":"c"}"#, r#","obfuscation":"x""#),
+            format!("{}\"x\"}}", &chunk(r#"{"content":"d"}"#, "")[..150]),
+        ];
+        let (full, none) = translate(&ctx, &events, false);
+        let (short, some) = translate(&ctx, &events, true);
+        assert_eq!(none, 0);
+        assert!(some >= 3, "{some} chunks went the short way");
+        assert_eq!(
+            String::from_utf8(short).unwrap(),
+            String::from_utf8(full).unwrap()
+        );
+    }
+
+    proptest::proptest! {
+        /// Streams that mostly repeat one shape with other strings (where the short way is
+        /// taken), with other shapes, states and faults mixed in.
+        #[test]
+        fn translating_like_a_shape_changes_nothing(
+            base in (0..4usize, 0..4usize, 0..4usize, 0..5usize),
+            chunks in proptest::collection::vec(
+                (0..6usize, (0..4usize, 0..4usize, 0..4usize, 0..5usize), 0..9usize, 0..9usize,
+                 0..9usize, 0..3usize),
+                1..16,
+            ),
+            include_usage in proptest::bool::ANY,
+            created in proptest::prop_oneof![proptest::strategy::Just(0u64), proptest::strategy::Just(1_767_225_600)],
+        ) {
+            const STRINGS: [&str; 9] = [
+                r#""""#, r#""a""#, r#""\"q\"""#, r#""\\n\n""#, r#""é✓""#, r#""\u00e9\uD83D\uDE00""#,
+                r#""a long piece of text, long enough for eight-byte steps""#, "null", "12",
+            ];
+            let events: Vec<String> = chunks
+                .iter()
+                .map(|&(deviate, other, s1, s2, s3, finish)| {
+                    // Mostly the base shape: only the strings change.
+                    let (head, delta, index, tail) = if deviate == 0 { other } else { base };
+                    // A string where the shape has one, mostly.
+                    let pick = |i: usize| STRINGS[if deviate == 1 { i } else { i % 7 }];
+                    let head = [
+                        r#""id":"c","object":"chat.completion.chunk","created":1767225600,"model":"m""#.to_owned(),
+                        format!(r#""id":"c","created":1767225600,"model":"m","system_fingerprint":{}"#, pick(s1)),
+                        format!(r#""model":"m","service_tier":{}"#, pick(s1)),
+                        format!(r#""id":"c","created":1767225600,"error":null,"x":{}"#, pick(s1)),
+                    ][head]
+                        .clone();
+                    let delta = [
+                        format!(r#"{{"content":{}}}"#, pick(s2)),
+                        format!(r#"{{"role":"assistant","content":{}}}"#, pick(s2)),
+                        format!(r#"{{"reasoning_content":{},"content":{}}}"#, pick(s2), pick(s3)),
+                        r#"{"tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":"{}"}}]}"#.to_owned(),
+                    ][delta]
+                        .clone();
+                    let finish = if deviate == 2 { [r#""stop""#, "null", "7"][finish] } else { "null" };
+                    let choices = match index {
+                        2 => "[]".to_owned(),
+                        // A string before the delta (written after it).
+                        3 => format!(
+                            r#"[{{"index":0,"x":{},"delta":{delta},"finish_reason":{finish}}}]"#,
+                            pick(s3)
+                        ),
+                        _ => format!(
+                            r#"[{{"index":{index},"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]"#
+                        ),
+                    };
+                    let tail = [
+                        String::new(),
+                        r#","usage":null"#.to_owned(),
+                        format!(r#","obfuscation":{}"#, pick(s3)),
+                        if deviate == 3 {
+                            r#","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"#.to_owned()
+                        } else {
+                            String::new()
+                        },
+                        format!(r#","obfuscation":{},"z":[1,{{"k":{}}}]"#, pick(s1), pick(s2)),
+                    ][tail]
+                        .clone();
+                    let text = format!(r#"{{{head},"choices":{choices}{tail}}}"#);
+                    // A chunk cut short, now and then.
+                    if deviate == 4 && s1 == 0 { text[..text.len() / 2].to_owned() } else { text }
+                })
+                .collect();
+            let ctx = StreamContext { include_usage, created, ..ctx(false) };
+            let (full, _) = translate(&ctx, &events, false);
+            let (short, _) = translate(&ctx, &events, true);
+            proptest::prop_assert_eq!(
+                String::from_utf8(short).unwrap(),
+                String::from_utf8(full).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ impl std::error::Error for JsonError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Member<'a> {
     text: &'a str,
+    /// Where `text` starts in the scanned text.
+    at: usize,
     /// The key's length, quotes included.
     key_len: usize,
     /// Where the value starts in `text`.
@@ -63,6 +65,11 @@ impl<'a> Member<'a> {
     /// The value.
     pub(crate) fn value(&self) -> Raw<'a> {
         Raw(&self.text[self.value_at..])
+    }
+
+    /// Where the member is in the scanned text, and where its value starts in it.
+    pub(crate) fn place(&self) -> (std::ops::Range<usize>, usize) {
+        (self.at..self.at + self.text.len(), self.value_at)
     }
 }
 
@@ -112,6 +119,7 @@ impl<'a> Members<'a> {
     pub(crate) fn iter(self) -> impl Iterator<Item = Member<'a>> {
         self.spans.iter().map(move |s| Member {
             text: &self.text[s.at..s.end],
+            at: s.at,
             key_len: s.key_len,
             value_at: s.value_at,
             escaped: s.escaped,
@@ -281,6 +289,17 @@ impl<'a> ChunkView<'a> {
             })
         })
     }
+}
+
+/// The end of the JSON string literal that starts at `at` in `text` (validated), if one does.
+pub(crate) fn string_end(text: &str, at: usize) -> Option<usize> {
+    let mut sc = Scanner::new(text);
+    sc.i = at;
+    if sc.peek() != Some(b'"') {
+        return None;
+    }
+    sc.string().ok()?;
+    Some(sc.i)
 }
 
 /// A member's key as the scanner found it, before its value is read.
@@ -658,12 +677,14 @@ impl<'o> ObjectWriter<'o> {
         self.out
     }
 
-    /// A member copied as the provider wrote it.
-    pub(crate) fn member(&mut self, member: &Member<'_>) {
+    /// A member copied as the provider wrote it; where it starts in the buffer.
+    pub(crate) fn member(&mut self, member: &Member<'_>) -> usize {
         if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
+        let at = self.out.len();
         self.out.extend_from_slice(member.text.as_bytes());
+        at
     }
 
     pub(crate) fn str_field(&mut self, key: Key, value: &str) {
@@ -704,7 +725,9 @@ mod tests {
         for m in &members {
             match m.key().as_ref() {
                 "id" => w.str_field(key!("id"), "gen-1"),
-                _ => w.member(m),
+                _ => {
+                    w.member(m);
+                }
             }
         }
         w.raw_field(key!("n"), "1");
