@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+
 /// The text of one JSON value, validated, without the whitespace around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raw<'a>(&'a str);
@@ -84,6 +85,7 @@ fn key_is(quoted: &str, escaped: bool, key: &str) -> bool {
     }
 }
 
+/// Whether a key with escapes decodes (an unpaired surrogate does not).
 #[cold]
 #[inline(never)]
 fn key_decodes(quoted: &str) -> bool {
