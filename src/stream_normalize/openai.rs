@@ -952,8 +952,13 @@ mod tests {
                     ][tail]
                         .clone();
                     let text = format!(r#"{{{head},"choices":{choices}{tail}}}"#);
-                    // A chunk cut short, now and then.
-                    if deviate == 4 && s1 == 0 { text[..text.len() / 2].to_owned() } else { text }
+                    // A chunk cut short (at a character boundary), now and then.
+                    if deviate == 4 && s1 == 0 {
+                        let cut = (0..=text.len() / 2).rev().find(|&i| text.is_char_boundary(i));
+                        text[..cut.unwrap_or(0)].to_owned()
+                    } else {
+                        text
+                    }
                 })
                 .collect();
             let ctx = StreamContext { include_usage, created, ..ctx(false) };
