@@ -53,7 +53,14 @@ pub struct SseDecoder {
     retry: Option<u64>,
     ready: VecDeque<SseEvent>,
     max_line: usize,
+    /// A handled event's data buffer, cleared, for the next event (see
+    /// [`recycle`](SseDecoder::recycle)).
+    spare: String,
 }
+
+/// The largest data buffer [`SseDecoder::recycle`] keeps: one huge event does not pin its
+/// memory for the rest of the stream.
+const MAX_SPARE_BYTES: usize = 64 << 10;
 
 /// Longest line kept by default (a line past it is cut there): 16 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
@@ -148,6 +155,16 @@ impl SseDecoder {
         self.ready.pop_front()
     }
 
+    /// Gives back an event that has been handled: its data buffer is kept for the next event,
+    /// which then needs no allocation.
+    pub fn recycle(&mut self, ev: SseEvent) {
+        let mut data = ev.data;
+        if data.capacity() <= MAX_SPARE_BYTES && data.capacity() > self.spare.capacity() {
+            data.clear();
+            self.spare = data;
+        }
+    }
+
     /// True when a line or an event is buffered but not complete.
     pub fn has_partial(&self) -> bool {
         !self.line.is_empty() || self.has_data
@@ -206,7 +223,7 @@ impl SseDecoder {
         self.has_data = false;
         self.ready.push_back(SseEvent {
             event: self.event.take(),
-            data: std::mem::take(&mut self.data),
+            data: std::mem::replace(&mut self.data, std::mem::take(&mut self.spare)),
             id: self.id.clone(),
             retry: self.retry.take(),
         });
@@ -245,6 +262,31 @@ pub const KEEPALIVE: &[u8] = b": keepalive\n\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycled_buffers_serve_the_next_events_and_change_nothing() {
+        let stream = b"data: first\n\ndata: second, longer\n\ndata: x\ndata: y\n\n";
+        let mut d = SseDecoder::new();
+        let mut got = Vec::new();
+        for piece in stream.chunks(5) {
+            d.feed(piece);
+            while let Some(ev) = d.next_event() {
+                got.push(ev.data.clone());
+                let (ptr, cap) = (ev.data.as_ptr(), ev.data.capacity());
+                d.recycle(ev);
+                assert_eq!((d.spare.as_ptr(), d.spare.capacity()), (ptr, cap));
+                assert!(d.spare.is_empty());
+            }
+        }
+        assert_eq!(got, ["first", "second, longer", "x\ny"]);
+        // A huge buffer is not kept.
+        d.recycle(SseEvent {
+            data: String::with_capacity(MAX_SPARE_BYTES + 1),
+            ..Default::default()
+        });
+        assert!(d.spare.capacity() <= MAX_SPARE_BYTES);
+        assert_eq!(decode_chunks([&stream[..]]).len(), 3);
+    }
     use proptest::prelude::*;
 
     fn one(bytes: &[u8]) -> Vec<SseEvent> {

@@ -195,6 +195,7 @@ where
                         if this.out.len() > before {
                             *this.events += 1;
                         }
+                        this.decoder.recycle(ev);
                     }
                     if this.first_event_at.is_none() && !this.out.is_empty() {
                         *this.first_event_at = Some(tokio::time::Instant::now());
