@@ -262,6 +262,7 @@ pub const KEEPALIVE: &[u8] = b": keepalive\n\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn recycled_buffers_serve_the_next_events_and_change_nothing() {
@@ -287,7 +288,6 @@ mod tests {
         assert!(d.spare.capacity() <= MAX_SPARE_BYTES);
         assert_eq!(decode_chunks([&stream[..]]).len(), 3);
     }
-    use proptest::prelude::*;
 
     fn one(bytes: &[u8]) -> Vec<SseEvent> {
         decode_chunks([bytes])
