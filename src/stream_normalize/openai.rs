@@ -86,9 +86,7 @@ enum Failure {
 /// translation is the shape's with those strings swapped, as the full path would write it.
 #[derive(Debug, Default)]
 struct Shape {
-    /// `input` and `output` hold a shape.
-    ready: bool,
-    /// The chunk's text.
+    /// The chunk's text (empty: no shape yet; a chunk is never empty).
     input: Vec<u8>,
     /// Its translation: the whole event.
     output: Vec<u8>,
@@ -107,7 +105,7 @@ struct Shape {
 impl Shape {
     /// Translates `data` like the shape, if it has its shape.
     fn translate(&mut self, data: &str, out: &mut BytesMut) -> bool {
-        if !self.ready {
+        if self.input.is_empty() {
             return false;
         }
         let d = data.as_bytes();
@@ -180,7 +178,6 @@ impl Shape {
         self.by_input.extend(0..self.holes.len());
         let holes = &self.holes;
         self.by_input.sort_unstable_by_key(|&h| holes[h].0.start);
-        self.ready = true;
     }
 }
 
@@ -839,7 +836,7 @@ mod tests {
         let mut out = BytesMut::new();
         let mut like_shape = 0;
         for e in events {
-            let ready = s.shape.ready;
+            let ready = !s.shape.input.is_empty();
             let before = s.shape.input.clone();
             s.on_event(
                 &SseEvent {
