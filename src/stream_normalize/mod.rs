@@ -576,13 +576,11 @@ pub struct Rendered {
     pub finish_reason: Option<String>,
 }
 
-/// The first `"finish_reason":"…"` of a `choices` array's JSON text, without parsing it all.
+/// The first choice's `finish_reason`, read from the `choices` array's JSON text (its own
+/// member, not one of an object nested in it).
 fn first_finish_reason(choices: &str) -> Option<String> {
-    const KEY: &[u8] = b"\"finish_reason\":";
-    let at = memchr::memmem::find(choices.as_bytes(), KEY)? + KEY.len();
-    let rest = choices[at..].trim_start();
-    let mut de = serde_json::Deserializer::from_str(rest);
-    <Option<String> as serde::Deserialize>::deserialize(&mut de)
+    let raw = raw::first_item_member(choices, "finish_reason")?;
+    serde_json::from_str::<Option<String>>(raw.get())
         .ok()
         .flatten()
 }
@@ -720,5 +718,34 @@ mod tests {
             "1",
             "ceiling seconds, never 0"
         );
+    }
+
+    #[test]
+    fn the_finish_reason_recorded_is_the_first_choices_own() {
+        let ctx = StreamContext {
+            id: GenerationId::new(),
+            model: Arc::from("public/model"),
+            provider: Arc::from("prov"),
+            include_usage: false,
+            created: 0,
+            pricing: None,
+        };
+        let reason = |answer: &str| {
+            render_completion(answer.as_bytes(), &ctx)
+                .unwrap()
+                .finish_reason
+        };
+        // A nested key of that name comes first; the choice's own comes after it.
+        let nested = r#"{"choices":[{"message":{"role":"assistant","content":"x",
+            "finish_reason":"tool_calls"},"finish_reason":"stop"},{"finish_reason":"length"}]}"#;
+        assert_eq!(reason(nested).as_deref(), Some("stop"));
+        // Pretty-printed: whitespace after the colon.
+        let spaced = "{\"choices\": [ {\"index\": 0, \"finish_reason\" : \"length\"} ]}";
+        assert_eq!(reason(spaced).as_deref(), Some("length"));
+        // Only the second choice has one: the first choice's is what is recorded (none).
+        let second = r#"{"choices":[{"index":0},{"index":1,"finish_reason":"stop"}]}"#;
+        assert_eq!(reason(second), None);
+        assert_eq!(reason(r#"{"choices":[{"finish_reason":null}]}"#), None);
+        assert_eq!(reason(r#"{"choices":[]}"#), None);
     }
 }

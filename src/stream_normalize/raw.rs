@@ -293,6 +293,31 @@ impl<'a> ChunkView<'a> {
     }
 }
 
+/// The value of the first member named `key` of the first element of `array` (a JSON array's
+/// text), when that element is an object that has one. Members of nested objects are not
+/// looked at; a text that does not read as such an array gives `None`.
+pub(crate) fn first_item_member<'a>(array: &'a str, key: &str) -> Option<Raw<'a>> {
+    let mut sc = Scanner::new(array);
+    sc.ws();
+    sc.eat(b'[', "").ok()?;
+    sc.enter().ok()?;
+    sc.ws();
+    if sc.peek() != Some(b'{') {
+        return None;
+    }
+    let mut found = None;
+    sc.object(|sc, head| {
+        let at = sc.i;
+        sc.value()?;
+        if found.is_none() && head.is(key) {
+            found = Some(Raw(&array[at..sc.i]));
+        }
+        Ok(())
+    })
+    .ok()?;
+    found
+}
+
 /// The end of the JSON string literal that starts at `at` in `text` (validated), if one does.
 pub(crate) fn string_end(text: &str, at: usize) -> Option<usize> {
     let mut sc = Scanner::new(text);
