@@ -311,7 +311,9 @@ where
             if streaming && is_sse {
                 let state = Translator::new(kind, ctx);
                 *out.body_mut() = ResponseBody::Stream {
-                    stream: SseStream::new(body, state, config.keepalive).usage_slot(slot),
+                    stream: Box::pin(
+                        SseStream::new(body, state, config.keepalive).usage_slot(slot),
+                    ),
                 };
                 set_sse_headers(out.headers_mut());
                 return Ok(out);
