@@ -488,16 +488,20 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
     let obj = RawObject::parse(text)
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     let obj = obj.members();
-    // The members read (the first of each name), in one pass.
+    // The members read, in one pass. One of them twice is refused: the usage recorded, or
+    // whether the answer is an error, could differ from what the client reads (most parsers
+    // keep the last), as a repeated `choices` in a stream chunk is refused.
     let (mut error, mut choices, mut usage) = (None, None, None);
     for m in obj.iter() {
-        let slot = match m.key().as_ref() {
-            "error" => &mut error,
-            "choices" => &mut choices,
-            "usage" => &mut usage,
+        let (slot, name) = match m.key().as_ref() {
+            "error" => (&mut error, "error"),
+            "choices" => (&mut choices, "choices"),
+            "usage" => (&mut usage, "usage"),
             _ => continue,
         };
-        slot.get_or_insert(m.value());
+        if slot.replace(m.value()).is_some() {
+            return Err(garbage(format!("the provider's answer repeats `{name}`")));
+        }
     }
     if error.is_some_and(|e| e.get() != "null") {
         return Err(error_in_answer(ctx, bytes));
@@ -749,5 +753,41 @@ mod tests {
         assert_eq!(reason(second), None);
         assert_eq!(reason(r#"{"choices":[{"finish_reason":null}]}"#), None);
         assert_eq!(reason(r#"{"choices":[]}"#), None);
+    }
+
+    #[test]
+    fn an_answer_that_repeats_a_member_the_gateway_reads_is_a_502() {
+        let ctx = StreamContext {
+            id: GenerationId::new(),
+            model: Arc::from("public/model"),
+            provider: Arc::from("prov"),
+            include_usage: false,
+            created: 0,
+            pricing: None,
+        };
+        for (answer, name) in [
+            (r#"{"choices":[],"choices":5}"#, "choices"),
+            (
+                r#"{"choices":[],"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":9}}"#,
+                "usage",
+            ),
+            (
+                r#"{"error":null,"choices":[],"error":{"message":"x"}}"#,
+                "error",
+            ),
+        ] {
+            let err = render_completion(answer.as_bytes(), &ctx).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{answer}");
+            assert!(
+                err.message().contains(&format!("repeats `{name}`")),
+                "{}",
+                err.message()
+            );
+        }
+        // Other members may repeat: they are copied as they are.
+        let ok = render_completion(br#"{"x":1,"choices":[],"x":2}"#, &ctx).unwrap();
+        assert!(std::str::from_utf8(&ok.json)
+            .unwrap()
+            .contains(r#""x":1,"choices":[],"x":2"#));
     }
 }

@@ -1,0 +1,81 @@
+//! Property: splicing a non-streamed upstream answer (`render_completion`) never panics; what
+//! it accepts is JSON (serde_json agrees), and its answer is JSON too, stamped with the
+//! gateway's id, the public model and the provider, with a priced usage when prices are set.
+//! The first input byte chooses whether the answer is priced; the rest is the answer.
+//!
+//! JSON allows numbers past f64's range (`1e999`): they are copied as the provider wrote them,
+//! and serde_json's `Value` refuses them, so the structural checks run when it reads both.
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use modelgate::route::Pricing;
+use modelgate::stream_normalize::{render_completion, StreamContext};
+use modelgate::GenerationId;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, answer)) = data.split_first() else {
+        return;
+    };
+    let priced = flags & 1 == 1;
+    let ctx = StreamContext {
+        id: GenerationId::new(),
+        model: Arc::from("public/model"),
+        provider: Arc::from("prov"),
+        include_usage: false,
+        created: 0,
+        pricing: priced.then_some(Pricing {
+            prompt_per_million: 1.0,
+            completion_per_million: 2.0,
+        }),
+    };
+    let is_json = |b: &[u8]| serde_json::from_slice::<Box<RawValue>>(b).is_ok();
+    match render_completion(answer, &ctx) {
+        Ok(rendered) => {
+            assert!(
+                is_json(answer),
+                "an accepted answer is JSON serde_json reads too"
+            );
+            assert!(is_json(&rendered.json), "the answer is JSON");
+            let (Ok(input), Ok(out)) = (
+                serde_json::from_slice::<Value>(answer),
+                serde_json::from_slice::<Value>(&rendered.json),
+            ) else {
+                return;
+            };
+            let choices = input.get("choices").and_then(Value::as_array);
+            assert!(
+                choices.is_some(),
+                "an accepted answer has a `choices` array"
+            );
+            let out = out.as_object().expect("the answer is an object");
+            assert_eq!(out["id"], ctx.id.as_str());
+            assert_eq!(out["model"], "public/model");
+            assert_eq!(out["provider"], "prov");
+            if let Some(reason) = &rendered.finish_reason {
+                // Read from the first choice's own members (a nested key of that name is not it).
+                let first = choices.and_then(|c| c.first()).and_then(Value::as_object);
+                assert!(
+                    first.is_some_and(|c| c.contains_key("finish_reason")),
+                    "finish reason {reason:?} from an answer whose first choice has none"
+                );
+            }
+            if priced && rendered.usage.is_some() {
+                assert!(
+                    out["usage"]["cost"].is_number(),
+                    "a priced usage has its cost"
+                );
+            }
+        }
+        Err(e) => {
+            assert!(
+                e.status().is_client_error() || e.status().is_server_error(),
+                "an error status"
+            );
+            assert!(!e.message().is_empty());
+        }
+    }
+});
