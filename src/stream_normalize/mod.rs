@@ -726,16 +726,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_finish_reason_recorded_is_the_first_choices_own() {
-        let ctx = StreamContext {
+    fn answer_ctx() -> StreamContext {
+        StreamContext {
             id: GenerationId::new(),
             model: Arc::from("public/model"),
             provider: Arc::from("prov"),
             include_usage: false,
             created: 0,
             pricing: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_finish_reason_recorded_is_the_first_choices_own() {
+        let ctx = answer_ctx();
         let reason = |answer: &str| {
             render_completion(answer.as_bytes(), &ctx)
                 .unwrap()
@@ -757,14 +761,7 @@ mod tests {
 
     #[test]
     fn an_answer_that_repeats_a_member_the_gateway_reads_is_a_502() {
-        let ctx = StreamContext {
-            id: GenerationId::new(),
-            model: Arc::from("public/model"),
-            provider: Arc::from("prov"),
-            include_usage: false,
-            created: 0,
-            pricing: None,
-        };
+        let ctx = answer_ctx();
         for (answer, name) in [
             (r#"{"choices":[],"choices":5}"#, "choices"),
             (
