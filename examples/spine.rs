@@ -2,10 +2,12 @@
 //! one OpenAI-compatible upstream. No keys, no rate limits, no metering: the smallest gateway
 //! the crate makes, and what the benchmarks measure as "the spine" against the bare hyper
 //! proxy. With `--endpoints N` (N > 1) the model gets N endpoints on that upstream and the
-//! fallback layer walks them: the spine plus routing.
+//! fallback layer walks them: the spine plus routing. With `--key KEY` the auth and rate-limit
+//! layers go in front: only `KEY` is accepted, limited to `--rpm N` requests a minute (default
+//! 100,000,000, far above any load): the spine plus the edge layers.
 //!
 //! `cargo run --release --example spine -- [--listen ADDR] [--upstream URL] [--model ID
-//! [--upstream-model NAME] [--endpoints N]]`
+//! [--upstream-model NAME] [--endpoints N]] [--key KEY [--rpm N]]`
 //!
 //! Defaults: `127.0.0.1:8080`, a local Ollama (`http://127.0.0.1:11434/v1`), and no catalog
 //! model (any `upstream/<model>` is passed through). `--model ID` also serves `ID` itself, sent
@@ -24,8 +26,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use modelgate::auth::{AuthLayer, KeyRecord, LocalKeyStore, RateLimits};
 use modelgate::model_rewrite::{Endpoint, Model};
 use modelgate::provider::{Provider, ProviderKind};
+use modelgate::rate_limit::RateLimitLayer;
 use modelgate::route::Pricing;
 use modelgate::{
     Catalog, DecodeLayer, Dispatch, FallbackLayer, ModelRewriteLayer, StreamNormalizeLayer,
@@ -33,11 +37,12 @@ use modelgate::{
 use tower::{Service, ServiceBuilder};
 
 const USAGE: &str = "usage: spine [--listen ADDR] [--upstream URL] [--model ID \
-[--upstream-model NAME] [--endpoints N]]\n\n\
+[--upstream-model NAME] [--endpoints N]] [--key KEY [--rpm N]]\n\n\
 Serves the gateway's spine (decode, model rewrite, stream normalisation, dispatch) in front of\n\
 one OpenAI-compatible upstream, provider name `upstream`. With --endpoints N > 1, model ID has\n\
 N endpoints there (providers upstream, upstream-2, ...) and the fallback layer walks them.\n\
-Loopback addresses only: no keys.";
+With --key KEY, the auth and rate-limit layers go in front: KEY is the only key accepted, with\n\
+--rpm N requests a minute (default 100000000). Loopback addresses only.";
 
 struct Args {
     listen: SocketAddr,
@@ -45,6 +50,8 @@ struct Args {
     model: Option<String>,
     upstream_model: Option<String>,
     endpoints: usize,
+    key: Option<String>,
+    rpm: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +61,8 @@ fn parse_args() -> Result<Args, String> {
         model: None,
         upstream_model: None,
         endpoints: 1,
+        key: None,
+        rpm: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +85,16 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|n| (1..=16).contains(n))
                     .ok_or_else(|| format!("--endpoints `{v}`: a number from 1 to 16"))?;
             }
+            "--key" => a.key = Some(value()?),
+            "--rpm" => {
+                let v = value()?;
+                let n: u32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--rpm `{v}`: a positive whole number"))?;
+                a.rpm = Some(n);
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -86,10 +105,13 @@ fn parse_args() -> Result<Args, String> {
     if a.model.is_none() && (a.upstream_model.is_some() || a.endpoints > 1) {
         return Err("--upstream-model and --endpoints need --model".into());
     }
+    if a.key.is_none() && a.rpm.is_some() {
+        return Err("--rpm needs --key".into());
+    }
     if !a.listen.ip().is_loopback() {
         return Err(format!(
-            "{} is not a loopback address: the spine has no keys, so it only serves this machine \
-             (run the proxy, with [[keys]], to serve others)",
+            "{} is not a loopback address: the spine is for trying and measuring, so it only \
+             serves this machine (run the proxy, with [[keys]], to serve others)",
             a.listen
         ));
     }
@@ -167,13 +189,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             "s, fallback"
         }
     );
+    if args.key.is_some() {
+        println!("spine: auth and rate limits on: one key");
+    }
     if args.endpoints == 1 {
         let gateway = ServiceBuilder::new()
             .layer(DecodeLayer::new())
             .layer(ModelRewriteLayer::new(catalog))
             .layer(StreamNormalizeLayer::new())
             .service(dispatch);
-        serve(listener, gateway).await
+        serve_edge(listener, &args, gateway).await
     } else {
         let gateway = ServiceBuilder::new()
             .layer(DecodeLayer::new())
@@ -181,8 +206,41 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             .layer(FallbackLayer::new())
             .layer(StreamNormalizeLayer::new())
             .service(dispatch);
-        serve(listener, gateway).await
+        serve_edge(listener, &args, gateway).await
     }
+}
+
+/// Serves `gateway`, behind the auth and rate-limit layers when `--key` is given.
+async fn serve_edge<S, B>(
+    listener: tokio::net::TcpListener,
+    args: &Args,
+    gateway: S,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(key) = &args.key else {
+        return serve(listener, gateway).await;
+    };
+    let mut record = KeyRecord::from_config("spine", key);
+    record.rate_limits = RateLimits {
+        requests_per_minute: Some(args.rpm.unwrap_or(100_000_000)),
+        requests_per_day: None,
+        tokens_per_minute: None,
+    };
+    let mut keys = LocalKeyStore::in_memory();
+    keys.add(record)?;
+    let edge = ServiceBuilder::new()
+        .layer(AuthLayer::new(Arc::new(keys)))
+        .layer(RateLimitLayer::in_memory())
+        .service(gateway);
+    serve(listener, edge).await
 }
 
 /// Serves `gateway` on `listener`, HTTP/1.1 and HTTP/2, until Ctrl-C.

@@ -41,11 +41,14 @@
 pub(crate) mod store;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
+use pin_project::pin_project;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use tower_layer::Layer;
@@ -517,6 +520,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The key with this digest, if any (disabled and expired ones included: the caller
     /// decides).
     fn lookup(&self, digest: KeyDigest) -> BoxFuture<'_, Result<Option<Principal>, StoreError>>;
+    /// [`lookup`](KeyStore::lookup)'s answer when the store has it without waiting (an index
+    /// in memory, a fresh cache); `None` when it has to ask elsewhere. [`AuthLayer`] tries
+    /// this first, so a request whose key is answered here costs no allocation. The default
+    /// always says `None`.
+    fn lookup_now(&self, digest: KeyDigest) -> Option<Result<Option<Principal>, StoreError>> {
+        let _ = digest;
+        None
+    }
     /// Creates an inference key; returns its record and the plaintext key (shown once).
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>>;
     /// Every inference key, configured ones included.
@@ -627,13 +638,31 @@ impl AuthLayer {
     /// Who is calling, or the refusal. Used by [`Auth`] and by routes that authenticate by
     /// hand.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+        match self.authenticate_now(headers) {
+            Verdict::Done(verdict) => verdict,
+            Verdict::Ask(digest) => self.judge(self.store.lookup(digest).await),
+        }
+    }
+
+    /// The verdict when the store answers without waiting, else the digest to look up.
+    fn authenticate_now(&self, headers: &HeaderMap) -> Verdict {
         let token = match credentials(headers) {
             Ok(t) => t,
-            Err(_) if self.anonymous => return Ok(Principal::anonymous()),
-            Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.message())),
+            Err(_) if self.anonymous => return Verdict::Done(Ok(Principal::anonymous())),
+            Err(e) => {
+                return Verdict::Done(Err(refuse(StatusCode::UNAUTHORIZED, e.message())));
+            }
         };
         let digest = KeyDigest::of(token);
-        let found = self.store.lookup(digest).await.map_err(|e| e.to_error())?;
+        match self.store.lookup_now(digest) {
+            Some(found) => Verdict::Done(self.judge(found)),
+            None => Verdict::Ask(digest),
+        }
+    }
+
+    /// The verdict on what the store found for the caller's key.
+    fn judge(&self, found: Result<Option<Principal>, StoreError>) -> Result<Principal, Error> {
+        let found = found.map_err(|e| e.to_error())?;
         let Some(principal) = found else {
             if self.anonymous {
                 return Ok(Principal::anonymous());
@@ -667,6 +696,14 @@ impl AuthLayer {
     }
 }
 
+/// What [`AuthLayer::authenticate_now`] could tell.
+enum Verdict {
+    /// Let in (with this principal) or refused.
+    Done(Result<Principal, Error>),
+    /// The store has to be asked for this digest.
+    Ask(KeyDigest),
+}
+
 /// Now, in Unix seconds (signed, as key times are).
 pub(crate) fn now_unix() -> i64 {
     crate::route::unix_now() as i64
@@ -681,7 +718,7 @@ where
 {
     type Response = Response<GatewayBody<ResB>>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -691,17 +728,82 @@ where
         // The ready inner service serves this request; its clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            match layer.authenticate(req.headers()).await {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal);
-                    let res = inner.call(req).await?;
-                    Ok(res.map(GatewayBody::inner))
+        match self.layer.authenticate_now(req.headers()) {
+            Verdict::Done(Ok(principal)) => {
+                req.extensions_mut().insert(principal);
+                ResponseFuture::Inner {
+                    future: inner.call(req),
                 }
-                Err(e) => Ok(reject(&e, req.extensions())),
             }
+            Verdict::Done(Err(e)) => ResponseFuture::Refused {
+                response: Some(reject(&e, req.extensions())),
+            },
+            Verdict::Ask(digest) => {
+                let layer = self.layer.clone();
+                ResponseFuture::Asking {
+                    future: Box::pin(async move {
+                        match layer.judge(layer.store.lookup(digest).await) {
+                            Ok(principal) => {
+                                req.extensions_mut().insert(principal);
+                                let res = inner.call(req).await?;
+                                Ok(res.map(GatewayBody::inner))
+                            }
+                            Err(e) => Ok(reject(&e, req.extensions())),
+                        }
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// The [`Auth`] service's response future.
+#[pin_project(project = ResponseFutureProj)]
+pub enum ResponseFuture<F, B, E> {
+    /// Let in: the inner service's answer.
+    Inner {
+        /// The inner future.
+        #[pin]
+        future: F,
+    },
+    /// Refused (`401`, `403`), or the store failed: the layer's own answer.
+    Refused {
+        /// The answer, taken on first poll.
+        response: Option<Response<GatewayBody<B>>>,
+    },
+    /// The store had to be asked (a remote store without the key at hand).
+    Asking {
+        /// The lookup, then the inner service.
+        future: BoxFuture<'static, Result<Response<GatewayBody<B>>, E>>,
+    },
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResponseFuture::Inner { .. } => "ResponseFuture::Inner",
+            ResponseFuture::Refused { .. } => "ResponseFuture::Refused",
+            ResponseFuture::Asking { .. } => "ResponseFuture::Asking",
         })
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<GatewayBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Inner { future } => future
+                .poll(cx)
+                .map(|res| res.map(|r| r.map(GatewayBody::inner))),
+            ResponseFutureProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            ResponseFutureProj::Asking { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -844,6 +946,74 @@ mod tests {
                 assert!(!body.contains(secret), "{body} leaks a key");
             }
         }
+    }
+
+    /// A store that answers only through `lookup`, as a remote one does when its cache is
+    /// cold.
+    struct Remote(Arc<LocalKeyStore>);
+
+    impl KeyStore for Remote {
+        fn lookup(&self, d: KeyDigest) -> BoxFuture<'_, Result<Option<Principal>, StoreError>> {
+            self.0.lookup(d)
+        }
+        fn create(&self, k: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
+            self.0.create(k)
+        }
+        fn list(&self) -> BoxFuture<'_, Result<Vec<Principal>, StoreError>> {
+            self.0.list()
+        }
+        fn get(&self, id: String) -> BoxFuture<'_, Result<Principal, StoreError>> {
+            self.0.get(id)
+        }
+        fn update(&self, id: String, p: KeyPatch) -> BoxFuture<'_, Result<Principal, StoreError>> {
+            self.0.update(id, p)
+        }
+        fn delete(&self, id: String) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.0.delete(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_must_be_asked_gives_the_same_verdicts() {
+        let local = store();
+        let asked = Arc::new(Remote(local.clone()));
+        assert!(local.lookup_now(KeyDigest::of(KEY)).is_some());
+        assert!(asked.lookup_now(KeyDigest::of(KEY)).is_none());
+        let bearer = format!("Bearer {KEY}");
+        let keys: [&[u8]; 6] = [
+            bearer.as_bytes(),
+            b"Bearer sk-mg-unknown-000000000",
+            b"Bearer sk-mg-disabled-0123456789",
+            b"Bearer sk-mg-expired-0123456789",
+            b"Bearer sk-mg-admin-0123456789abc",
+            b"Basic dXNlcjpwdw==",
+        ];
+        let mut statuses = Vec::new();
+        for (at_once, asked) in [
+            (AuthLayer::new(local.clone()), AuthLayer::new(asked.clone())),
+            (
+                AuthLayer::new(local.clone()).management(),
+                AuthLayer::new(asked.clone()).management(),
+            ),
+            (
+                AuthLayer::new(local.clone()).allow_anonymous(true),
+                AuthLayer::new(asked.clone()).allow_anonymous(true),
+            ),
+        ] {
+            for key in keys {
+                let headers = [("authorization", key)];
+                let expected = call(at_once.clone(), &headers).await;
+                assert_eq!(call(asked.clone(), &headers).await, expected);
+                statuses.push(expected.0.as_u16());
+            }
+        }
+        assert_eq!(
+            statuses,
+            [
+                200, 401, 401, 401, 403, 401, 403, 401, 401, 401, 200, 401, 200, 200, 401, 401,
+                403, 200
+            ]
+        );
     }
 
     #[tokio::test]

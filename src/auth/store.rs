@@ -250,6 +250,10 @@ impl KeyStore for LocalKeyStore {
         Box::pin(std::future::ready(Ok(found)))
     }
 
+    fn lookup_now(&self, digest: KeyDigest) -> Option<Result<Option<Principal>, StoreError>> {
+        Some(Ok(self.read().by_digest.get(&digest).cloned()))
+    }
+
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
         Box::pin(async move {
             let _guard = self.writes.lock().await;

@@ -46,7 +46,7 @@ pub use self::config::{
     ModelConfig, ProviderConfig, StateConfig, UsageConfig, DEFAULT_STATE_DIR, DEFAULT_USAGE_QUEUE,
     WELL_KNOWN,
 };
-use crate::auth::{refusal, Auth, AuthLayer, KeyStore};
+use crate::auth::{self, refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer, GENERATION_ID_HEADER};
 use crate::dispatch::{self, Dispatch};
@@ -54,7 +54,7 @@ use crate::error::BoxError;
 use crate::fallback::{Fallback, FallbackBody};
 use crate::future::BoxFuture;
 use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
-use crate::rate_limit::{RateLimit, RateLimitLayer};
+use crate::rate_limit::{self, RateLimit, RateLimitLayer};
 use crate::route::GenerationId;
 use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
 use crate::usage::{
@@ -68,9 +68,22 @@ pub type GatewayStack = Decode<ModelRewrite<Meter<Fallback<StreamNormalize<Dispa
 /// What the proxy serves on `POST /v1/chat/completions`.
 pub type ChatStack = Auth<RateLimit<GatewayStack>>;
 
+/// The body of a [`GatewayStack`] answer.
+pub type GatewayStackBody =
+    GatewayBody<FallbackBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>>;
+
 /// The body of a chat answer.
-pub type ChatBody = GatewayBody<
-    GatewayBody<GatewayBody<FallbackBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>>>,
+pub type ChatBody = GatewayBody<GatewayBody<GatewayStackBody>>;
+
+/// The response future of the [`ChatStack`]: auth and rate limits answer without boxing.
+pub type ChatFuture = auth::ResponseFuture<
+    rate_limit::ResponseFuture<
+        BoxFuture<'static, Result<Response<GatewayStackBody>, Infallible>>,
+        GatewayStackBody,
+        Infallible,
+    >,
+    GatewayBody<GatewayStackBody>,
+    Infallible,
 >;
 
 /// The body of every proxy answer.
@@ -490,7 +503,7 @@ enum Route {
 /// The response future of [`Proxy`].
 pub enum ProxyFuture {
     /// The chat stack.
-    Chat(BoxFuture<'static, Result<Response<ChatBody>, Infallible>>),
+    Chat(ChatFuture),
     /// A route the proxy answers itself, asynchronously.
     Other(BoxFuture<'static, Response<Full<Bytes>>>),
     /// A route the proxy answered at once.
@@ -530,8 +543,7 @@ impl Future for ProxyFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut *self {
-            ProxyFuture::Chat(fut) => fut
-                .as_mut()
+            ProxyFuture::Chat(fut) => Pin::new(fut)
                 .poll(cx)
                 .map(|r| r.map(|res| res.map(GatewayBody::inner))),
             ProxyFuture::Other(fut) => fut.as_mut().poll(cx).map(|res| Ok(own(res))),

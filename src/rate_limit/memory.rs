@@ -267,6 +267,15 @@ where
         Box::pin(std::future::ready(Ok(self.decide(key, limits, tokens))))
     }
 
+    fn acquire_now(
+        &self,
+        key: &str,
+        limits: &RateLimits,
+        tokens: u32,
+    ) -> Option<Result<Decision, StoreError>> {
+        Some(Ok(self.decide(key, limits, tokens)))
+    }
+
     fn reconcile(&self, key: &str, limits: &RateLimits, reserved: u32, used: u64) {
         let Some(per_minute) = limits.tokens_per_minute else {
             return;

@@ -21,13 +21,16 @@
 mod memory;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
+use pin_project::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -74,6 +77,20 @@ pub trait RateLimitStore: Send + Sync + 'static {
         limits: &'a RateLimits,
         tokens: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// [`acquire`](RateLimitStore::acquire) done at once when the store can decide without
+    /// waiting (state in memory); `None` (the default) when it has to ask elsewhere, and then
+    /// nothing was taken. [`RateLimitLayer`] tries this first, so a request decided here costs
+    /// no allocation.
+    fn acquire_now(
+        &self,
+        key: &str,
+        limits: &RateLimits,
+        tokens: u32,
+    ) -> Option<Result<Decision, StoreError>> {
+        let _ = (key, limits, tokens);
+        None
+    }
 
     /// Settles a reservation with the tokens actually used. Called from the end of a response
     /// body: it must not block (a remote store sends it in the background).
@@ -151,13 +168,14 @@ where
 {
     type Response = Response<GatewayBody<ResB>>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // The ready inner service serves this request; its clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let principal = req
@@ -166,64 +184,173 @@ where
             .filter(|p| !p.rate_limits.is_unlimited())
             .cloned();
         let Some(principal) = principal else {
-            return Box::pin(async move { Ok(inner.call(req).await?.map(GatewayBody::inner)) });
-        };
-        let store = self.store.clone();
-        Box::pin(async move {
-            let limits = principal.rate_limits;
-            let reserved = limits
-                .tokens_per_minute
-                .map_or(0, |tpm| estimate(req.body(), tpm));
-            let decision = match store.acquire(&principal.id, &limits, reserved).await {
-                Ok(d) => d,
-                Err(e) => return Ok(reject(&e.to_error(), req.extensions())),
+            return ResponseFuture::Inner {
+                future: inner.call(req),
+                decision: None,
+                slot: None,
             };
-            if !decision.allowed {
-                let which = match (decision.requests, decision.tokens) {
-                    (Some(w), _) if w.remaining == 0 => "requests",
-                    _ => "tokens",
+        };
+        let reserved = principal
+            .rate_limits
+            .tokens_per_minute
+            .map_or(0, |tpm| estimate(req.body(), tpm));
+        let limits = &principal.rate_limits;
+        if let Some(decided) = self.store.acquire_now(&principal.id, limits, reserved) {
+            return match admit(&self.store, &mut req, &principal, reserved, decided) {
+                Ok((decision, slot)) => ResponseFuture::Inner {
+                    future: inner.call(req),
+                    decision: Some(decision),
+                    slot,
+                },
+                Err(refusal) => ResponseFuture::Refused {
+                    response: Some(refusal),
+                },
+            };
+        }
+        let store = self.store.clone();
+        ResponseFuture::Asking {
+            future: Box::pin(async move {
+                let limits = &principal.rate_limits;
+                let decided = store.acquire(&principal.id, limits, reserved).await;
+                let (decision, slot) = match admit(&store, &mut req, &principal, reserved, decided)
+                {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => return Ok(refusal),
                 };
-                let err = Error::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_exceeded",
-                    format!(
-                        "rate limit of key {} reached ({which}); retry after the Retry-After delay",
-                        principal.label
-                    ),
-                )
-                .with_retry_after(decision.retry_after);
-                let mut res = reject(&err, req.extensions());
-                set_headers(res.headers_mut(), &decision);
-                return Ok(res);
+                let res = inner.call(req).await?;
+                Ok(finish(res, &decision, slot))
+            }),
+        }
+    }
+}
+
+/// Lets the request in (its decision, and the usage slot that settles its reserved tokens) or
+/// answers for it: a `429`, or the store's failure.
+// The refusal is the answer itself, moved once into the response future.
+#[allow(clippy::result_large_err)]
+fn admit<B, ResB>(
+    store: &Arc<dyn RateLimitStore>,
+    req: &mut Request<B>,
+    principal: &Principal,
+    reserved: u32,
+    decided: Result<Decision, StoreError>,
+) -> Result<(Decision, Option<UsageSlot>), Response<GatewayBody<ResB>>> {
+    let decision = decided.map_err(|e| reject(&e.to_error(), req.extensions()))?;
+    if !decision.allowed {
+        let which = match (decision.requests, decision.tokens) {
+            (Some(w), _) if w.remaining == 0 => "requests",
+            _ => "tokens",
+        };
+        let err = Error::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            format!(
+                "rate limit of key {} reached ({which}); retry after the Retry-After delay",
+                principal.label
+            ),
+        )
+        .with_retry_after(decision.retry_after);
+        let mut res = reject(&err, req.extensions());
+        set_headers(res.headers_mut(), &decision);
+        return Err(res);
+    }
+    let slot = (reserved > 0).then(|| match req.extensions().get::<UsageSlot>() {
+        Some(s) => s.clone(),
+        None => {
+            let s = UsageSlot::new();
+            req.extensions_mut().insert(s.clone());
+            s
+        }
+    });
+    if let Some(slot) = &slot {
+        let store = store.clone();
+        let key = principal.id.clone();
+        let limits = principal.rate_limits;
+        slot.on_final(move |usage| {
+            if let Some(u) = usage {
+                let used = u.prompt_tokens + u.completion_tokens;
+                store.reconcile(&key, &limits, reserved, used);
             }
-            let slot = (reserved > 0).then(|| match req.extensions().get::<UsageSlot>() {
-                Some(s) => s.clone(),
-                None => {
-                    let s = UsageSlot::new();
-                    req.extensions_mut().insert(s.clone());
-                    s
-                }
-            });
-            if let Some(slot) = &slot {
-                let store = store.clone();
-                let key = principal.id.clone();
-                slot.on_final(move |usage| {
-                    if let Some(u) = usage {
-                        let used = u.prompt_tokens + u.completion_tokens;
-                        store.reconcile(&key, &limits, reserved, used);
-                    }
-                });
-            }
-            let mut res = inner.call(req).await?;
-            if let Some(slot) = slot {
-                // A refusal (bad request, upstream error) generated nothing.
-                if !res.status().is_success() && slot.usage().is_none() {
-                    slot.record(Usage::default());
-                }
-            }
-            set_headers(res.headers_mut(), &decision);
-            Ok(res.map(GatewayBody::inner))
+        });
+    }
+    Ok((decision, slot))
+}
+
+/// The inner service's answer, with the decision's headers.
+fn finish<B>(
+    mut res: Response<B>,
+    decision: &Decision,
+    slot: Option<UsageSlot>,
+) -> Response<GatewayBody<B>> {
+    if let Some(slot) = slot {
+        // A refusal (bad request, upstream error) generated nothing.
+        if !res.status().is_success() && slot.usage().is_none() {
+            slot.record(Usage::default());
+        }
+    }
+    set_headers(res.headers_mut(), decision);
+    res.map(GatewayBody::inner)
+}
+
+/// The [`RateLimit`] service's response future.
+#[pin_project(project = ResponseFutureProj)]
+pub enum ResponseFuture<F, B, E> {
+    /// Let in (or not limited): the inner service's answer, with the decision's headers.
+    Inner {
+        /// The inner future.
+        #[pin]
+        future: F,
+        /// The decision, when the key is limited.
+        decision: Option<Decision>,
+        /// Settles the reserved tokens, when some were.
+        slot: Option<UsageSlot>,
+    },
+    /// Refused (`429`), or the store failed: the layer's own answer.
+    Refused {
+        /// The answer, taken on first poll.
+        response: Option<Response<GatewayBody<B>>>,
+    },
+    /// The store had to be asked (a remote store).
+    Asking {
+        /// The decision, then the inner service.
+        future: BoxFuture<'static, Result<Response<GatewayBody<B>>, E>>,
+    },
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResponseFuture::Inner { .. } => "ResponseFuture::Inner",
+            ResponseFuture::Refused { .. } => "ResponseFuture::Refused",
+            ResponseFuture::Asking { .. } => "ResponseFuture::Asking",
         })
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<GatewayBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Inner {
+                future,
+                decision,
+                slot,
+            } => {
+                let res = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(match decision {
+                    Some(d) => finish(res, d, slot.take()),
+                    None => res.map(GatewayBody::inner),
+                }))
+            }
+            ResponseFutureProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            ResponseFutureProj::Asking { future } => future.as_mut().poll(cx),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use tower::{service_fn, Layer, ServiceExt};
 use super::*;
 use crate::auth::{KeyRecord, Principal};
 use crate::chat::Usage;
+use crate::future::BoxFuture;
 
 fn principal(limits: RateLimits) -> Principal {
     let mut r = KeyRecord::from_config("app", "sk-mg-app-0123456789abcdef");
@@ -18,8 +19,8 @@ fn principal(limits: RateLimits) -> Principal {
 }
 
 /// One request of `body_len` bytes through the layer; the fake answer reports `used` tokens.
-async fn send(
-    store: &Arc<MemoryRateLimits<FakeRelativeClock>>,
+async fn send<T: RateLimitStore>(
+    store: &Arc<T>,
     p: &Principal,
     body_len: usize,
     used: Option<u64>,
@@ -172,6 +173,80 @@ async fn without_usage_the_estimate_stands_and_errors_cost_nothing() {
         header(&res, "x-ratelimit-remaining-tokens"),
         "898",
         "only the two 1-token requests count"
+    );
+}
+
+/// A store that decides only through `acquire`, as a remote one does.
+struct Remote(MemoryRateLimits<FakeRelativeClock>);
+
+impl RateLimitStore for Remote {
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        limits: &'a RateLimits,
+        tokens: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.0.acquire(key, limits, tokens)
+    }
+
+    fn reconcile(&self, key: &str, limits: &RateLimits, reserved: u32, used: u64) {
+        self.0.reconcile(key, limits, reserved, used)
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_must_be_asked_decides_the_same_as_one_that_answers_at_once() {
+    let p = principal(RateLimits {
+        requests_per_minute: Some(3),
+        tokens_per_minute: Some(1000),
+        ..RateLimits::default()
+    });
+    // (body bytes, tokens the answer used, seconds to wait before)
+    let script = [
+        (400, Some(900), 0),
+        (400, Some(100), 0),
+        (400, Some(100), 0),
+        (40, None, 7),
+        (40, Some(5), 0),
+        (40, Some(5), 20),
+        (40, Some(5), 60),
+    ];
+    let names = [
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ];
+    let at_once_clock = FakeRelativeClock::default();
+    let at_once = Arc::new(MemoryRateLimits::with_clock(at_once_clock.clone()));
+    let asked_clock = FakeRelativeClock::default();
+    let asked = Arc::new(Remote(MemoryRateLimits::with_clock(asked_clock.clone())));
+    assert!(at_once
+        .acquire_now("k", &RateLimits::default(), 0)
+        .is_some());
+    assert!(asked.acquire_now("k", &RateLimits::default(), 0).is_none());
+    let mut statuses = Vec::new();
+    for (body, used, wait) in script {
+        at_once_clock.advance(Duration::from_secs(wait));
+        asked_clock.advance(Duration::from_secs(wait));
+        let a = send(&at_once, &p, body, used).await;
+        let b = send(&asked, &p, body, used).await;
+        assert_eq!(a.status(), b.status());
+        for name in names {
+            assert_eq!(header(&a, name), header(&b, name), "{name}");
+        }
+        let a = a.into_body().collect().await.unwrap().to_bytes();
+        let b = b.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(a, b);
+        statuses.push(b"{}" == &a[..]);
+    }
+    assert_eq!(
+        statuses,
+        [true, true, false, false, false, true, true],
+        "both paths let in and refused"
     );
 }
 

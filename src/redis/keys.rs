@@ -191,25 +191,8 @@ async fn poll(store: Weak<RedisKeyStore>, every: Duration) {
 
 impl KeyStore for RedisKeyStore {
     fn lookup(&self, digest: KeyDigest) -> BoxFuture<'_, Result<Option<Principal>, StoreError>> {
-        if let Some(p) = self.snap().by_digest.get(&digest) {
-            if p.source == KeySource::Config || self.fresh() {
-                return Box::pin(std::future::ready(Ok(Some(p.clone()))));
-            }
-        }
-        // Unknown here (maybe made on another instance a moment ago), or a snapshot too old
-        // to trust: ask Redis (unless it failed moments ago).
-        match self.state.resting(Concern::Keys) {
-            Some(true) => {
-                let found = self.snap().by_digest.get(&digest).cloned();
-                return Box::pin(std::future::ready(Ok(found)));
-            }
-            Some(false) => {
-                let e = self
-                    .state
-                    .unavailable(Concern::Keys, &"it failed moments ago");
-                return Box::pin(std::future::ready(Err(e)));
-            }
-            None => {}
+        if let Some(known) = self.lookup_now(digest) {
+            return Box::pin(std::future::ready(known));
         }
         Box::pin(async move {
             match self.sync().await {
@@ -220,6 +203,23 @@ impl KeyStore for RedisKeyStore {
                 Err(e) => Err(self.state.unavailable(Concern::Keys, &e)),
             }
         })
+    }
+
+    fn lookup_now(&self, digest: KeyDigest) -> Option<Result<Option<Principal>, StoreError>> {
+        if let Some(p) = self.snap().by_digest.get(&digest) {
+            if p.source == KeySource::Config || self.fresh() {
+                return Some(Ok(Some(p.clone())));
+            }
+        }
+        // Unknown here (maybe made on another instance a moment ago), or a snapshot too old
+        // to trust: ask Redis (unless it failed moments ago).
+        match self.state.resting(Concern::Keys) {
+            Some(true) => Some(Ok(self.snap().by_digest.get(&digest).cloned())),
+            Some(false) => Some(Err(self
+                .state
+                .unavailable(Concern::Keys, &"it failed moments ago"))),
+            None => None,
+        }
     }
 
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
