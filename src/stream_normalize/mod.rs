@@ -583,7 +583,7 @@ pub struct Rendered {
 }
 
 /// The first choice's `finish_reason`, read from the `choices` array's JSON text (its own
-/// member, not one of an object nested in it).
+/// member, not one of an object nested in it; the last one if it repeats).
 fn first_finish_reason(choices: &str) -> Option<String> {
     let raw = raw::first_item_member(choices, "finish_reason")?;
     serde_json::from_str::<Option<String>>(raw.get())
@@ -756,6 +756,9 @@ mod tests {
         let second = r#"{"choices":[{"index":0},{"index":1,"finish_reason":"stop"}]}"#;
         assert_eq!(reason(second), None);
         assert_eq!(reason(r#"{"choices":[{"finish_reason":null}]}"#), None);
+        // Repeated: the last, as the client's JSON reader keeps it.
+        let twice = r#"{"choices":[{"finish_reason":"length","finish_reason":"stop"}]}"#;
+        assert_eq!(reason(twice).as_deref(), Some("stop"));
         assert_eq!(reason(r#"{"choices":[]}"#), None);
     }
 

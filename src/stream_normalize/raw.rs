@@ -293,9 +293,11 @@ impl<'a> ChunkView<'a> {
     }
 }
 
-/// The value of the first member named `key` of the first element of `array` (a JSON array's
-/// text), when that element is an object that has one. Members of nested objects are not
-/// looked at; a text that does not read as such an array gives `None`.
+/// The value of the member named `key` of the first element of `array` (a JSON array's text),
+/// when that element is an object that has one; of the last such member when the key repeats,
+/// as most JSON readers (JavaScript's, Python's, so the SDKs') keep the last. Members of
+/// nested objects are not looked at; a text that does not read as such an array gives
+/// `None`.
 pub(crate) fn first_item_member<'a>(array: &'a str, key: &str) -> Option<Raw<'a>> {
     let mut sc = Scanner::new(array);
     sc.ws();
@@ -309,7 +311,7 @@ pub(crate) fn first_item_member<'a>(array: &'a str, key: &str) -> Option<Raw<'a>
     sc.object(|sc, head| {
         let at = sc.i;
         sc.value()?;
-        if found.is_none() && head.is(key) {
+        if head.is(key) {
             found = Some(Raw(&array[at..sc.i]));
         }
         Ok(())
