@@ -8,7 +8,9 @@ use modelgate::auth::{credentials, MAX_KEY_LEN};
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks the header layout; the rest splits into up to two header values.
-    let Some((&shape, rest)) = data.split_first() else { return };
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
     let (a, b) = match rest.iter().position(|&c| c == 0) {
         Some(at) => (&rest[..at], &rest[at + 1..]),
         None => (rest, &[][..]),

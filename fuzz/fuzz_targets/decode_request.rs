@@ -8,7 +8,8 @@ fuzz_target!(|data: &[u8]| {
     match parse_chat_request(data) {
         Ok(req) => {
             let json = serde_json::to_vec(&req).expect("an accepted request serialises");
-            let again: modelgate::ChatRequest = serde_json::from_slice(&json).expect("and parses again");
+            let again: modelgate::ChatRequest =
+                serde_json::from_slice(&json).expect("and parses again");
             assert_eq!(again.model, req.model);
             assert_eq!(again.messages.len(), req.messages.len());
         }
