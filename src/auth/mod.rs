@@ -725,20 +725,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The ready inner service serves this request; its clone waits for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         match self.layer.authenticate_now(req.headers()) {
             Verdict::Done(Ok(principal)) => {
                 req.extensions_mut().insert(principal);
                 ResponseFuture::Inner {
-                    future: inner.call(req),
+                    future: self.inner.call(req),
                 }
             }
+            // The inner service stays ready for the next request.
             Verdict::Done(Err(e)) => ResponseFuture::Refused {
                 response: Some(reject(&e, req.extensions())),
             },
             Verdict::Ask(digest) => {
+                // The ready inner service goes with the request; its clone waits for the next.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
                 let layer = self.layer.clone();
                 ResponseFuture::Asking {
                     future: Box::pin(async move {
@@ -1014,6 +1015,54 @@ mod tests {
                 403, 200
             ]
         );
+    }
+
+    /// An inner service that must be polled ready before each call; its clones start unready.
+    #[derive(Default)]
+    struct MustBeReady {
+        ready: bool,
+    }
+
+    impl Clone for MustBeReady {
+        fn clone(&self) -> Self {
+            MustBeReady::default()
+        }
+    }
+
+    impl Service<Request<()>> for MustBeReady {
+        type Response = Response<Full<bytes::Bytes>>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.ready = true;
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            assert!(std::mem::take(&mut self.ready), "called before poll_ready");
+            std::future::ready(Ok(Response::new(Full::default())))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_service_is_only_called_once_ready() {
+        let local = store();
+        for layer in [
+            AuthLayer::new(local.clone()),
+            AuthLayer::new(Arc::new(Remote(local.clone()))),
+        ] {
+            let mut svc = layer.layer(MustBeReady::default());
+            for key in [KEY, "sk-mg-unknown-000000000", KEY, KEY, "", KEY] {
+                let req = Request::builder()
+                    .header("authorization", format!("Bearer {key}"))
+                    .body(())
+                    .unwrap();
+                let res = svc.ready().await.unwrap().call(req).await.unwrap();
+                let expected = if key == KEY { 200 } else { 401 };
+                assert_eq!(res.status(), expected, "{key}");
+            }
+        }
     }
 
     #[tokio::test]

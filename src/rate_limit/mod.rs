@@ -175,9 +175,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The ready inner service serves this request; its clone waits for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let principal = req
             .extensions()
             .get::<Principal>()
@@ -185,7 +182,7 @@ where
             .cloned();
         let Some(principal) = principal else {
             return ResponseFuture::Inner {
-                future: inner.call(req),
+                future: self.inner.call(req),
                 decision: None,
                 slot: None,
             };
@@ -198,15 +195,19 @@ where
         if let Some(decided) = self.store.acquire_now(&principal.id, limits, reserved) {
             return match admit(&self.store, &mut req, &principal, reserved, decided) {
                 Ok((decision, slot)) => ResponseFuture::Inner {
-                    future: inner.call(req),
+                    future: self.inner.call(req),
                     decision: Some(decision),
                     slot,
                 },
+                // The inner service stays ready for the next request.
                 Err(refusal) => ResponseFuture::Refused {
                     response: Some(refusal),
                 },
             };
         }
+        // The ready inner service goes with the request; its clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.store.clone();
         ResponseFuture::Asking {
             future: Box::pin(async move {

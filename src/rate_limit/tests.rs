@@ -5,7 +5,9 @@ use std::time::Duration;
 use governor::clock::FakeRelativeClock;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tower::{service_fn, Layer, ServiceExt};
+use std::task::{Context, Poll};
+
+use tower::{service_fn, Layer, Service, ServiceExt};
 
 use super::*;
 use crate::auth::{KeyRecord, Principal};
@@ -248,6 +250,58 @@ async fn a_store_that_must_be_asked_decides_the_same_as_one_that_answers_at_once
         [true, true, false, false, false, true, true],
         "both paths let in and refused"
     );
+}
+
+/// An inner service that must be polled ready before each call; its clones start unready.
+#[derive(Default)]
+struct MustBeReady {
+    ready: bool,
+}
+
+impl Clone for MustBeReady {
+    fn clone(&self) -> Self {
+        MustBeReady::default()
+    }
+}
+
+impl Service<Request<Full<bytes::Bytes>>> for MustBeReady {
+    type Response = Response<Full<bytes::Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Full<bytes::Bytes>>) -> Self::Future {
+        assert!(std::mem::take(&mut self.ready), "called before poll_ready");
+        std::future::ready(Ok(Response::new(Full::default())))
+    }
+}
+
+#[tokio::test]
+async fn the_inner_service_is_only_called_once_ready() {
+    let limited = principal(RateLimits {
+        requests_per_minute: Some(2),
+        ..RateLimits::default()
+    });
+    let unlimited = principal(RateLimits::default());
+    let clock = FakeRelativeClock::default();
+    let at_once: Arc<dyn RateLimitStore> = Arc::new(MemoryRateLimits::with_clock(clock.clone()));
+    let asked: Arc<dyn RateLimitStore> =
+        Arc::new(Remote(MemoryRateLimits::with_clock(clock.clone())));
+    for store in [at_once, asked] {
+        let mut svc = RateLimitLayer::new(store).layer(MustBeReady::default());
+        let mut statuses = Vec::new();
+        for p in [&limited, &limited, &limited, &unlimited, &limited] {
+            let mut req = Request::new(Full::default());
+            req.extensions_mut().insert(p.clone());
+            let res = svc.ready().await.unwrap().call(req).await.unwrap();
+            statuses.push(res.status().as_u16());
+        }
+        assert_eq!(statuses, [200, 200, 429, 200, 429]);
+    }
 }
 
 #[tokio::test]
