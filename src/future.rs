@@ -52,3 +52,42 @@ where
 
 /// A boxed, sendable future: what the stores' methods and the asynchronous layers return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Helpers for the layers' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use http::{Request, Response};
+    use http_body_util::Full;
+
+    /// An inner service that must be polled ready before each call (it panics otherwise); its
+    /// clones start unready, so a layer that calls a clone it never polled is caught.
+    #[derive(Default)]
+    pub(crate) struct MustBeReady {
+        ready: bool,
+    }
+
+    impl Clone for MustBeReady {
+        fn clone(&self) -> Self {
+            MustBeReady::default()
+        }
+    }
+
+    impl<B> tower_service::Service<Request<B>> for MustBeReady {
+        type Response = Response<Full<bytes::Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.ready = true;
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<B>) -> Self::Future {
+            assert!(std::mem::take(&mut self.ready), "called before poll_ready");
+            std::future::ready(Ok(Response::new(Full::default())))
+        }
+    }
+}

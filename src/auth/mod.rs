@@ -1017,34 +1017,6 @@ mod tests {
         );
     }
 
-    /// An inner service that must be polled ready before each call; its clones start unready.
-    #[derive(Default)]
-    struct MustBeReady {
-        ready: bool,
-    }
-
-    impl Clone for MustBeReady {
-        fn clone(&self) -> Self {
-            MustBeReady::default()
-        }
-    }
-
-    impl Service<Request<()>> for MustBeReady {
-        type Response = Response<Full<bytes::Bytes>>;
-        type Error = std::convert::Infallible;
-        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            self.ready = true;
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _req: Request<()>) -> Self::Future {
-            assert!(std::mem::take(&mut self.ready), "called before poll_ready");
-            std::future::ready(Ok(Response::new(Full::default())))
-        }
-    }
-
     #[tokio::test]
     async fn the_inner_service_is_only_called_once_ready() {
         let local = store();
@@ -1052,13 +1024,14 @@ mod tests {
             AuthLayer::new(local.clone()),
             AuthLayer::new(Arc::new(Remote(local.clone()))),
         ] {
-            let mut svc = layer.layer(MustBeReady::default());
+            let mut svc = layer.layer(crate::future::testing::MustBeReady::default());
             for key in [KEY, "sk-mg-unknown-000000000", KEY, KEY, "", KEY] {
                 let req = Request::builder()
                     .header("authorization", format!("Bearer {key}"))
                     .body(())
                     .unwrap();
-                let res = svc.ready().await.unwrap().call(req).await.unwrap();
+                let ready = ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
+                let res = ready.call(req).await.unwrap();
                 let expected = if key == KEY { 200 } else { 401 };
                 assert_eq!(res.status(), expected, "{key}");
             }

@@ -5,13 +5,12 @@ use std::time::Duration;
 use governor::clock::FakeRelativeClock;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use std::task::{Context, Poll};
-
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 use super::*;
 use crate::auth::{KeyRecord, Principal};
 use crate::chat::Usage;
+use crate::future::testing::MustBeReady;
 use crate::future::BoxFuture;
 
 fn principal(limits: RateLimits) -> Principal {
@@ -252,34 +251,6 @@ async fn a_store_that_must_be_asked_decides_the_same_as_one_that_answers_at_once
     );
 }
 
-/// An inner service that must be polled ready before each call; its clones start unready.
-#[derive(Default)]
-struct MustBeReady {
-    ready: bool,
-}
-
-impl Clone for MustBeReady {
-    fn clone(&self) -> Self {
-        MustBeReady::default()
-    }
-}
-
-impl Service<Request<Full<bytes::Bytes>>> for MustBeReady {
-    type Response = Response<Full<bytes::Bytes>>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.ready = true;
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _req: Request<Full<bytes::Bytes>>) -> Self::Future {
-        assert!(std::mem::take(&mut self.ready), "called before poll_ready");
-        std::future::ready(Ok(Response::new(Full::default())))
-    }
-}
-
 #[tokio::test]
 async fn the_inner_service_is_only_called_once_ready() {
     let limited = principal(RateLimits {
@@ -295,9 +266,12 @@ async fn the_inner_service_is_only_called_once_ready() {
         let mut svc = RateLimitLayer::new(store).layer(MustBeReady::default());
         let mut statuses = Vec::new();
         for p in [&limited, &limited, &limited, &unlimited, &limited] {
-            let mut req = Request::new(Full::default());
+            let mut req = Request::new(Full::<bytes::Bytes>::default());
             req.extensions_mut().insert(p.clone());
-            let res = svc.ready().await.unwrap().call(req).await.unwrap();
+            let ready = ServiceExt::<Request<Full<bytes::Bytes>>>::ready(&mut svc)
+                .await
+                .unwrap();
+            let res = ready.call(req).await.unwrap();
             statuses.push(res.status().as_u16());
         }
         assert_eq!(statuses, [200, 200, 429, 200, 429]);
