@@ -30,15 +30,23 @@ impl GenerationId {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut id = String::with_capacity(35);
-        id.push_str("gen-");
-        id.push_str(itoa::Buffer::new().format(now.as_secs()));
-        id.push('-');
-        id.extend(sortable_micros(now.subsec_micros()).map(char::from));
+        // Written on the stack, then copied once into the `Arc` (a `String` would be a second
+        // allocation): "gen-", at most 20 digits of seconds, "-", 20 characters.
+        let mut id = [0u8; 45];
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            id[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        push(b"gen-");
+        push(itoa::Buffer::new().format(now.as_secs()).as_bytes());
+        push(b"-");
+        push(&sortable_micros(now.subsec_micros()));
         for _ in 0..16 {
-            id.push(ID_ALPHABET[fastrand::usize(..ID_ALPHABET.len())] as char);
+            push(&[ID_ALPHABET[fastrand::usize(..ID_ALPHABET.len())]]);
         }
-        GenerationId(id.into())
+        let id = std::str::from_utf8(&id[..len]).expect("an id is ASCII");
+        GenerationId(Arc::from(id))
     }
 
     /// The id as text.
