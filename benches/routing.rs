@@ -27,10 +27,7 @@ fn catalog() -> Arc<Catalog> {
         endpoints.push(Endpoint::new(
             p,
             "mock-model",
-            Pricing {
-                prompt_per_million: price,
-                completion_per_million: price * 2.0,
-            },
+            Pricing::new(price, price * 2.0),
         ));
     }
     c.add_model(Model {

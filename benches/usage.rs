@@ -63,10 +63,7 @@ fn benches(c: &mut Criterion) {
             .unwrap(),
     );
     let mut target = Target::new(provider, "mock-model", "mock-model");
-    target.pricing = Some(Pricing {
-        prompt_per_million: 1.0,
-        completion_per_million: 2.0,
-    });
+    target.pricing = Some(Pricing::new(1.0, 2.0));
     let mut record = KeyRecord::from_config("bench", "sk-mg-bench-0123456789");
     record.limit = Some(1e9);
     let principal = Principal::new(record);

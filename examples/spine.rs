@@ -165,10 +165,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 .iter()
                 .map(|p| {
                     // Nothing is metered here: prices only order the endpoints.
-                    let free = Pricing {
-                        prompt_per_million: 0.0,
-                        completion_per_million: 0.0,
-                    };
+                    let free = Pricing::new(0.0, 0.0);
                     Endpoint::new(p.clone(), upstream_model, free)
                 })
                 .collect(),

@@ -7,7 +7,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `modelgate_requests_total` | counter | `model`, `provider`, `status` |
-//! | `modelgate_tokens_total` | counter | `model`, `provider`, `kind` (prompt, completion, cached, reasoning) |
+//! | `modelgate_tokens_total` | counter | `model`, `provider`, `kind` (prompt, completion, cached, cache_write, reasoning) |
 //! | `modelgate_cost_usd_total` | gauge (only grows) | `model`, `provider` |
 //! | `modelgate_request_duration_seconds` | histogram | `model` |
 //! | `modelgate_time_to_first_token_seconds` | histogram | `model` |
@@ -96,7 +96,7 @@ impl<T> Cache<T> {
 
 /// The metrics of one (model, provider).
 struct ModelMetrics {
-    tokens: [Counter; 4],
+    tokens: [Counter; 5],
     cost: Gauge,
     duration: Histogram,
     ttft: Histogram,
@@ -179,6 +179,7 @@ pub(crate) fn request_ended(r: &UsageRecord, model: &str, overhead: Option<Durat
                     tokens("prompt"),
                     tokens("completion"),
                     tokens("cached"),
+                    tokens("cache_write"),
                     tokens("reasoning"),
                 ],
                 cost: gauge!(COST, "model" => m.clone(), "provider" => p.clone()),
@@ -191,6 +192,7 @@ pub(crate) fn request_ended(r: &UsageRecord, model: &str, overhead: Option<Durat
                 r.prompt_tokens,
                 r.completion_tokens,
                 r.cached_tokens,
+                r.cache_write_tokens,
                 r.reasoning_tokens,
             ]) {
                 if n > 0 {

@@ -93,25 +93,127 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Prices of one endpoint, in USD per million tokens.
+///
+/// Prompt tokens read from or written to the provider's prompt cache have prices of their
+/// own where the provider charges differently for them (Anthropic: reads at a tenth of the
+/// input price, writes at 1.25 times; OpenAI and Gemini: cached reads at a fraction); an
+/// endpoint without them charges every prompt token at `prompt_per_million`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pricing {
     /// USD per million input tokens.
     pub prompt_per_million: f64,
     /// USD per million output tokens.
     pub completion_per_million: f64,
+    /// USD per million input tokens read from the prompt cache; `None`: the prompt price.
+    pub cache_read_per_million: Option<f64>,
+    /// USD per million input tokens written to the prompt cache; `None`: the prompt price.
+    pub cache_write_per_million: Option<f64>,
 }
 
 impl Pricing {
-    /// The cost in USD of `prompt` input and `completion` output tokens at these prices.
+    /// Prompt and completion prices, and no prices of their own for the prompt cache.
+    pub const fn new(prompt_per_million: f64, completion_per_million: f64) -> Self {
+        Pricing {
+            prompt_per_million,
+            completion_per_million,
+            cache_read_per_million: None,
+            cache_write_per_million: None,
+        }
+    }
+
+    /// These prices with the prompt cache's own (`None`: the prompt price).
+    pub const fn with_cache(mut self, read: Option<f64>, write: Option<f64>) -> Self {
+        self.cache_read_per_million = read;
+        self.cache_write_per_million = write;
+        self
+    }
+
+    /// True when every price is zero.
+    pub fn is_free(&self) -> bool {
+        self.prompt_per_million == 0.0
+            && self.completion_per_million == 0.0
+            && self.cache_read_per_million.unwrap_or(0.0) == 0.0
+            && self.cache_write_per_million.unwrap_or(0.0) == 0.0
+    }
+
+    /// The prices, each with its name in error messages.
+    pub(crate) fn named(&self) -> [(&'static str, Option<f64>); 4] {
+        [
+            ("prompt", Some(self.prompt_per_million)),
+            ("completion", Some(self.completion_per_million)),
+            ("cache read", self.cache_read_per_million),
+            ("cache write", self.cache_write_per_million),
+        ]
+    }
+
+    /// The cost in USD of `prompt` input and `completion` output tokens at these prices, with
+    /// no prompt token read from or written to the cache.
     pub fn cost(&self, prompt: u64, completion: u64) -> f64 {
-        (prompt as f64 * self.prompt_per_million + completion as f64 * self.completion_per_million)
+        self.cost_with_cache(&Tokens {
+            prompt,
+            completion,
+            ..Tokens::default()
+        })
+    }
+
+    /// The cost in USD of `tokens` at these prices.
+    ///
+    /// Tokens at the same price are added up before they are multiplied, so an endpoint
+    /// without cache prices costs exactly `prompt × price`, cached tokens or not. A provider's
+    /// cache counts are capped at its prompt count (reads first), so no token is charged
+    /// twice.
+    pub fn cost_with_cache(&self, tokens: &Tokens) -> f64 {
+        let prompt_price = self.prompt_per_million;
+        let read = tokens.cache_read.min(tokens.prompt);
+        let write = tokens.cache_write.min(tokens.prompt - read);
+        let mut at_prompt_price = tokens.prompt - read - write;
+        let mut other = 0.0;
+        for (count, price) in [
+            (read, self.cache_read_per_million),
+            (write, self.cache_write_per_million),
+        ] {
+            match price {
+                Some(p) if p != prompt_price => other += count as f64 * p,
+                _ => at_prompt_price += count,
+            }
+        }
+        (at_prompt_price as f64 * prompt_price
+            + tokens.completion as f64 * self.completion_per_million
+            + other)
             / 1_000_000.0
     }
 
     /// `usage` with its `cost` set from these prices.
     pub fn price(&self, mut usage: Usage) -> Usage {
-        usage.cost = Some(self.cost(usage.prompt_tokens, usage.completion_tokens));
+        usage.cost = Some(self.cost_with_cache(&Tokens::of(&usage)));
         usage
+    }
+}
+
+/// The token counts a cost is computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Input tokens, those read from and written to the prompt cache included.
+    pub prompt: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: u64,
+    /// Output tokens, reasoning included.
+    pub completion: u64,
+}
+
+impl Tokens {
+    /// The counts a provider reported (`prompt_tokens_details.cached_tokens` and
+    /// `cache_write_tokens` for the cache).
+    pub fn of(usage: &Usage) -> Self {
+        let details = usage.prompt_tokens_details.as_ref();
+        Tokens {
+            prompt: usage.prompt_tokens,
+            cache_read: details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_write: details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
+            completion: usage.completion_tokens,
+        }
     }
 }
 
@@ -400,6 +502,64 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompt_cache_tokens_are_charged_at_their_own_prices() {
+        let tokens = |prompt, cache_read, cache_write, completion| Tokens {
+            prompt,
+            cache_read,
+            cache_write,
+            completion,
+        };
+        // Without cache prices every prompt token costs the prompt price, exactly as before
+        // there were any.
+        let plain = Pricing::new(3.0, 15.0);
+        for t in [
+            tokens(1000, 600, 300, 50),
+            tokens(7, 0, 0, 3),
+            tokens(0, 9, 9, 0),
+        ] {
+            assert_eq!(
+                plain.cost_with_cache(&t),
+                (t.prompt as f64 * 3.0 + t.completion as f64 * 15.0) / 1e6
+            );
+        }
+        assert_eq!(plain.cost(7, 3), (7.0 * 3.0 + 3.0 * 15.0) / 1e6);
+
+        // Anthropic's ratios: reads at a tenth, writes at 1.25 times.
+        let cached = plain.with_cache(Some(0.3), Some(3.75));
+        let cost = cached.cost_with_cache(&tokens(1000, 600, 300, 50));
+        let want = (100.0 * 3.0 + 600.0 * 0.3 + 300.0 * 3.75 + 50.0 * 15.0) / 1e6;
+        assert!((cost - want).abs() < 1e-18, "{cost} against {want}");
+
+        // Counts past the prompt are capped (reads first): no token is charged twice.
+        assert_eq!(
+            cached.cost_with_cache(&tokens(1000, 2000, 500, 0)),
+            cached.cost_with_cache(&tokens(1000, 1000, 0, 0))
+        );
+        assert_eq!(
+            cached.cost_with_cache(&tokens(1000, 800, 500, 0)),
+            cached.cost_with_cache(&tokens(1000, 800, 200, 0))
+        );
+        // A cache price equal to the prompt price is the prompt price.
+        let same = plain.with_cache(Some(3.0), None);
+        assert_eq!(
+            same.cost_with_cache(&tokens(1000, 600, 0, 0)),
+            plain.cost(1000, 0)
+        );
+
+        // `price` reads the counts from the usage's details.
+        let usage: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":1000,"completion_tokens":50,
+                "prompt_tokens_details":{"cached_tokens":600,"cache_write_tokens":300}}"#,
+        )
+        .unwrap();
+        assert_eq!(cached.price(usage).cost, Some(cost));
+
+        assert!(Pricing::new(0.0, 0.0).is_free());
+        assert!(!Pricing::new(0.0, 0.0).with_cache(None, Some(1.0)).is_free());
+        assert!(Pricing::new(0.0, 0.0).with_cache(Some(0.0), None).is_free());
+    }
 
     #[test]
     fn generation_ids_sort_by_the_time_they_were_made() {

@@ -305,11 +305,16 @@ impl StateDb {
 /// The stored form of a record: a format byte, then the record in postcard (compact and
 /// cheap: a stored record is about a quarter of its JSON, and writing records is most of
 /// the metering's cost). A new format gets a new byte; old ones stay readable.
+///
+/// Postcard writes a struct's fields in order, without names. Version 2 added
+/// `cache_write_tokens` as the last field, so a version 1 record is read as version 2 with one
+/// more byte, a zero (the varint of 0).
 const RECORD_POSTCARD_V1: u8 = 1;
+const RECORD_POSTCARD_V2: u8 = 2;
 
 pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
     let mut out = Vec::with_capacity(256);
-    out.push(RECORD_POSTCARD_V1);
+    out.push(RECORD_POSTCARD_V2);
     postcard::to_io(r, &mut out)
         .map_err(|e| StateError(format!("cannot encode a usage record: {e}")))?;
     Ok(out)
@@ -317,7 +322,13 @@ pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
 
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<UsageRecord, String> {
     match bytes.split_first() {
-        Some((&RECORD_POSTCARD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((&RECORD_POSTCARD_V2, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((&RECORD_POSTCARD_V1, rest)) => {
+            let mut v2 = Vec::with_capacity(rest.len() + 1);
+            v2.extend_from_slice(rest);
+            v2.push(0);
+            postcard::from_bytes(&v2).map_err(|e| e.to_string())
+        }
         Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
         _ => Err("unknown record format".into()),
     }
@@ -413,6 +424,36 @@ mod tests {
             db.load_spend().unwrap()[0].1.total,
             1.75,
             "spend is never pruned"
+        );
+    }
+
+    #[test]
+    fn a_record_stored_in_the_first_format_still_reads() {
+        // Written by the version 1 encoder (before `cache_write_tokens`).
+        let v1 = "012367656e2d313739363231323830302d303030306161616161616161616161616161616180a1\
+                  80b10d01056b65795f31016d016d010170010175ac0207c8010001000000000000d03f000101c8\
+                  0100010473746f70000c0103010170016d01750673657276656401c8010b000113687474707\
+                  33a2f2f6170702e6578616d706c65000103752d31";
+        let bytes: Vec<u8> = (0..v1.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&v1[i..i + 2], 16).unwrap())
+            .collect();
+        let r = decode_record(&bytes).unwrap();
+        assert_eq!(r.id, "gen-1796212800-0000aaaaaaaaaaaaaaaa");
+        assert_eq!((r.prompt_tokens, r.cached_tokens), (300, 200));
+        assert_eq!((r.cost, r.cache_write_tokens), (Some(0.25), 0));
+        assert_eq!(r.attempts.len(), 1);
+        assert_eq!(r.referer.as_deref(), Some("https://app.example"));
+        assert_eq!(r.user.as_deref(), Some("u-1"));
+        // Written again, it is version 2 and reads back the same.
+        let mut r2 = r.clone();
+        r2.cache_write_tokens = 50;
+        let again = encode_record(&r2).unwrap();
+        assert_eq!(again[0], RECORD_POSTCARD_V2);
+        assert_eq!(decode_record(&again).unwrap(), r2);
+        assert_eq!(
+            decode_record(&[9, 1, 2]).unwrap_err(),
+            "unknown record format"
         );
     }
 

@@ -59,6 +59,16 @@ fn anthropic(r: &Received) -> Script {
         pieces.push(Piece::Cut);
         return Script::sse(pieces);
     }
+    if says("cache me") && stream {
+        // A stream that read 2,048 prompt tokens from the cache and wrote 100 to it.
+        let text = String::from_utf8(fixture("anthropic/anthropic_text.sse").to_vec())
+            .unwrap()
+            .replace(
+                r#""cache_creation_input_tokens":0"#,
+                r#""cache_creation_input_tokens":100"#,
+            );
+        return Script::sse(events_of(text.as_bytes()));
+    }
     if says("midway") && stream {
         return Script::sse(events_of(&fixture("anthropic/anthropic_error.sse")));
     }
@@ -134,6 +144,111 @@ async fn anthropic_non_streaming_round_trip_with_thinking_signature() {
         up.body["messages"][2],
         json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"}]})
     );
+}
+
+#[tokio::test]
+async fn prompt_cache_reads_and_writes_are_charged_at_their_own_prices() {
+    const KEY: &str = "sk-cache-test-key-0123456789";
+    let fake = FakeProvider::start(anthropic).await;
+    let toml = config(&fake, "anthropic", "").replace(
+        "completion_price = 2.0",
+        "completion_price = 2.0\ncache_read_price = 0.1\ncache_write_price = 1.25",
+    ) + &format!("\n[[keys]]\nname = \"app\"\nkey = \"{KEY}\"\n");
+    let gw = Gateway::start(&toml).await;
+    let c = client();
+    let call = |method: http::Method, path: &str, body: String| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(gw.url(path))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        send(&c, req)
+    };
+    let record = |id: String| {
+        call(
+            http::Method::GET,
+            &format!("/v1/generation?id={id}"),
+            String::new(),
+        )
+    };
+
+    // Not streamed: 10 input tokens, 20 read from the cache, 5 written to it, 7 output.
+    let body = r#"{"model":"vendor/m","messages":[{"role":"user","content":"hi"}]}"#;
+    let a = call(http::Method::POST, "/v1/chat/completions", body.into()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let cost = a.json()["usage"]["cost"].as_f64().unwrap();
+    let want = (10.0 * 1.0 + 20.0 * 0.1 + 5.0 * 1.25 + 7.0 * 2.0) / 1e6;
+    assert!((cost - want).abs() < 1e-18, "{cost} against {want}");
+    gw.flush().await;
+    let id = a.headers["x-generation-id"].to_str().unwrap().to_owned();
+    let r = record(id).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let d = &r.json()["data"];
+    assert_eq!(
+        (
+            &d["prompt_tokens"],
+            &d["cached_tokens"],
+            &d["cache_write_tokens"]
+        ),
+        (&json!(35), &json!(20), &json!(5))
+    );
+    assert_eq!(
+        d["cost"].as_f64(),
+        Some(cost),
+        "the record's cost is the answer's"
+    );
+
+    // Streamed: 23 input tokens, 2,048 read, 100 written, 14 output.
+    let body = r#"{"model":"vendor/m","stream":true,"stream_options":{"include_usage":true},
+        "messages":[{"role":"user","content":"cache me"}]}"#;
+    let s = call(http::Method::POST, "/v1/chat/completions", body.into()).await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text());
+    let usage = s.chunks().last().unwrap()["usage"].clone();
+    assert_eq!(
+        usage["prompt_tokens_details"],
+        json!({"cached_tokens":2048,"cache_write_tokens":100})
+    );
+    let cost = usage["cost"].as_f64().unwrap();
+    let want = (23.0 * 1.0 + 2048.0 * 0.1 + 100.0 * 1.25 + 14.0 * 2.0) / 1e6;
+    assert!((cost - want).abs() < 1e-18, "{cost} against {want}");
+    gw.flush().await;
+    let id = s.headers["x-generation-id"].to_str().unwrap().to_owned();
+    let d = record(id).await.json()["data"].clone();
+    assert_eq!(
+        (&d["cached_tokens"], &d["cache_write_tokens"]),
+        (&json!(2048), &json!(100))
+    );
+    assert_eq!(d["cost"].as_f64(), Some(cost));
+
+    // The key's spend is the sum; the model list shows the cache prices per token.
+    let k = call(http::Method::GET, "/v1/key", String::new())
+        .await
+        .json();
+    let spent = k["data"]["usage"].as_f64().unwrap();
+    assert!((spent - (32.25 + 380.8) / 1e6).abs() < 1e-15, "{spent}");
+    let m = call(http::Method::GET, "/v1/models", String::new())
+        .await
+        .json();
+    let model = &m["data"][0];
+    for pricing in [&model["pricing"], &model["endpoints"][0]["pricing"]] {
+        assert_eq!(pricing["input_cache_read"], "0.0000001", "{pricing}");
+        assert_eq!(pricing["input_cache_write"], "0.00000125", "{pricing}");
+    }
+    let metrics = call(http::Method::GET, "/metrics", String::new())
+        .await
+        .text();
+    let written: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("modelgate_tokens_total{")
+                && l.contains(r#"kind="cache_write""#)
+                && l.contains(r#"model="vendor/m""#)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no cache_write tokens in\n{metrics}"));
+    assert!(written >= 105.0, "{written}");
 }
 
 #[tokio::test]

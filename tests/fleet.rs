@@ -649,6 +649,7 @@ fn record(id: &str, key: &str, cost: f64, at: i64) -> modelgate::usage::UsageRec
         referer: None,
         title: None,
         user: None,
+        cache_write_tokens: 0,
     }
 }
 

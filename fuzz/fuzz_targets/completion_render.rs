@@ -1,7 +1,8 @@
 //! Property: splicing a non-streamed upstream answer (`render_completion`) never panics; what
 //! it accepts is JSON (serde_json agrees), and its answer is JSON too, stamped with the
 //! gateway's id, the public model and the provider, with a priced usage when prices are set.
-//! The first input byte chooses whether the answer is priced; the rest is the answer.
+//! The first input byte chooses whether the answer is priced (bit 0) and whether the prices
+//! include the prompt cache's (bit 1); the rest is the answer.
 //!
 //! JSON allows numbers past f64's range (`1e999`): they are copied as the provider wrote them,
 //! and serde_json's `Value` refuses them, so the structural checks run when it reads both.
@@ -27,10 +28,11 @@ fuzz_target!(|data: &[u8]| {
         provider: Arc::from("prov"),
         include_usage: false,
         created: 0,
-        pricing: priced.then_some(Pricing {
-            prompt_per_million: 1.0,
-            completion_per_million: 2.0,
-        }),
+        // Cache prices too (the second flag bit), so fuzzed cache counts reach the arithmetic.
+        pricing: priced.then_some(Pricing::new(1.0, 2.0).with_cache(
+            (flags & 2 == 2).then_some(0.1),
+            (flags & 2 == 2).then_some(1.25),
+        )),
     };
     let is_json = |b: &[u8]| serde_json::from_slice::<Box<RawValue>>(b).is_ok();
     match render_completion(answer, &ctx) {

@@ -127,13 +127,13 @@ impl Catalog {
                     e.provider.name()
                 ));
             }
-            let p = e.pricing;
-            let valid = |price: f64| price.is_finite() && price >= 0.0;
-            if !valid(p.prompt_per_million) || !valid(p.completion_per_million) {
-                return Err(format!(
-                    "model `{}`: prices must be finite and not negative",
-                    model.id
-                ));
+            for (name, price) in e.pricing.named() {
+                if price.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
+                    return Err(format!(
+                        "model `{}`: the {name} price must be finite and not negative",
+                        model.id
+                    ));
+                }
             }
         }
         self.by_model
@@ -490,9 +490,7 @@ fn order_endpoints(
     let mut cooling: Vec<Target> = Vec::new();
     for e in &model.endpoints {
         let t = e.target(public, model.hedge);
-        if free_only
-            && (e.pricing.prompt_per_million > 0.0 || e.pricing.completion_per_million > 0.0)
-        {
+        if free_only && !e.pricing.is_free() {
             note_removed(removed, &t, "not free, `:free` variant");
             continue;
         }
@@ -643,14 +641,7 @@ mod tests {
                     .unwrap(),
             );
             c.add_provider(p.clone()).unwrap();
-            let mut e = Endpoint::new(
-                p,
-                format!("{name}-up"),
-                Pricing {
-                    prompt_per_million: price,
-                    completion_per_million: price,
-                },
-            );
+            let mut e = Endpoint::new(p, format!("{name}-up"), Pricing::new(price, price));
             e.supported_parameters = params.map(|v| v.into_iter().map(String::from).collect());
             eps.push(e);
         }
@@ -878,14 +869,7 @@ mod tests {
                     .unwrap(),
             );
             c.add_provider(p.clone()).unwrap();
-            eps.push(Endpoint::new(
-                p,
-                "up",
-                Pricing {
-                    prompt_per_million: price,
-                    completion_per_million: price,
-                },
-            ));
+            eps.push(Endpoint::new(p, "up", Pricing::new(price, price)));
         }
         c.add_model(Model {
             id: Arc::from("v/m"),

@@ -152,14 +152,7 @@ mod tests {
         c.add_provider(a.clone()).unwrap();
         c.add_provider(b.clone()).unwrap();
         let ep = |p: &Arc<Provider>, price: f64| {
-            Endpoint::new(
-                p.clone(),
-                "up",
-                Pricing {
-                    prompt_per_million: price,
-                    completion_per_million: price,
-                },
-            )
+            Endpoint::new(p.clone(), "up", Pricing::new(price, price))
         };
         c.add_model(Model {
             id: Arc::from("vendor/m"),

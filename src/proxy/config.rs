@@ -441,6 +441,14 @@ pub struct EndpointConfig {
     /// USD per million output tokens.
     #[serde(default)]
     pub completion_price: f64,
+    /// USD per million input tokens read from the provider's prompt cache (absent: the
+    /// prompt price).
+    #[serde(default)]
+    pub cache_read_price: Option<f64>,
+    /// USD per million input tokens written to the provider's prompt cache (absent: the
+    /// prompt price).
+    #[serde(default)]
+    pub cache_write_price: Option<f64>,
     /// Context length at this endpoint.
     #[serde(default)]
     pub context_length: Option<u64>,
@@ -589,10 +597,8 @@ impl Config {
                 let mut endpoint = Endpoint::new(
                     provider,
                     e.model.as_str(),
-                    Pricing {
-                        prompt_per_million: e.prompt_price,
-                        completion_per_million: e.completion_price,
-                    },
+                    Pricing::new(e.prompt_price, e.completion_price)
+                        .with_cache(e.cache_read_price, e.cache_write_price),
                 );
                 endpoint.context_length = e.context_length;
                 endpoint.max_output_tokens = e.max_output_tokens;
@@ -881,6 +887,25 @@ smart = "deepseek/chat"
         )
         .contains("ghost"));
         assert!(err("[aliases]\nx = \"nowhere\"").contains("nowhere"));
+        let priced = |line: &str| {
+            format!(
+                "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"https://x\"\n\
+                 [[models]]\nid = \"m\"\n[[models.endpoints]]\nprovider = \"p\"\nmodel = \"x\"\n{line}"
+            )
+        };
+        assert_eq!(
+            err(&priced("cache_write_price = -1.0")),
+            "model `m`: the cache write price must be finite and not negative"
+        );
+        assert!(err(&priced("prompt_price = nan")).contains("the prompt price"));
+        assert!(err(&priced("cache_price = 1.0")).contains("unknown field `cache_price`"));
+        let cfg = Config::from_toml(&priced("prompt_price = 3.0\ncache_read_price = 0.3")).unwrap();
+        let catalog = cfg.catalog(&no_env).unwrap();
+        let p = catalog.resolve("m").unwrap().targets[0].pricing.unwrap();
+        assert_eq!(
+            (p.cache_read_per_million, p.cache_write_per_million),
+            (Some(0.3), None)
+        );
     }
 
     #[test]

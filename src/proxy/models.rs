@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::model_rewrite::Catalog;
+use crate::route::Pricing;
 
 /// USD per million tokens → USD per token, as a decimal string without float noise.
 pub(crate) fn per_token(per_million: f64) -> String {
@@ -15,6 +16,25 @@ pub(crate) fn per_token(per_million: f64) -> String {
     } else {
         s.to_owned()
     }
+}
+
+/// An endpoint's prices as OpenRouter lists them; the cache prices only where configured.
+fn pricing(p: &Pricing) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("prompt".into(), per_token(p.prompt_per_million).into());
+    out.insert(
+        "completion".into(),
+        per_token(p.completion_per_million).into(),
+    );
+    for (name, price) in [
+        ("input_cache_read", p.cache_read_per_million),
+        ("input_cache_write", p.cache_write_per_million),
+    ] {
+        if let Some(price) = price {
+            out.insert(name.into(), per_token(price).into());
+        }
+    }
+    out
 }
 
 pub(crate) fn render(catalog: &Catalog) -> Bytes {
@@ -42,10 +62,7 @@ pub(crate) fn render(catalog: &Catalog) -> Bytes {
                         "model": &*e.model,
                         "context_length": e.context_length.or(m.context_length),
                         "max_completion_tokens": e.max_output_tokens,
-                        "pricing": {
-                            "prompt": per_token(e.pricing.prompt_per_million),
-                            "completion": per_token(e.pricing.completion_per_million),
-                        },
+                        "pricing": pricing(&e.pricing),
                         "supported_parameters": e.supported_parameters,
                         "status": if h.cooling { "cooling" } else { "ok" },
                         "uptime": (h.samples > 0).then(|| ((1.0 - h.error_rate) * 1000.0).round() / 10.0),
@@ -55,6 +72,9 @@ pub(crate) fn render(catalog: &Catalog) -> Bytes {
                     })
                 })
                 .collect();
+            let mut listed_pricing = pricing(&cheapest.pricing);
+            listed_pricing.insert("request".into(), "0".into());
+            listed_pricing.insert("image".into(), "0".into());
             json!({
                 "id": &*m.id,
                 "name": m.name,
@@ -62,12 +82,7 @@ pub(crate) fn render(catalog: &Catalog) -> Bytes {
                 "created": 0,
                 "owned_by": m.id.split('/').next().unwrap_or(""),
                 "context_length": m.context_length,
-                "pricing": {
-                    "prompt": per_token(cheapest.pricing.prompt_per_million),
-                    "completion": per_token(cheapest.pricing.completion_per_million),
-                    "request": "0",
-                    "image": "0",
-                },
+                "pricing": listed_pricing,
                 "top_provider": {
                     "context_length": cheapest.context_length.or(m.context_length),
                     "max_completion_tokens": cheapest.max_output_tokens,

@@ -63,7 +63,7 @@ use crate::chat::{ChatRequest, Message};
 use crate::future::BoxFuture;
 use crate::route::{
     AttemptOutcome, Attempts, GenerationId, PriceAnswers, Pricing, RoutePlan, SlotReport,
-    StreamEnd, Target, UsageSlot,
+    StreamEnd, Target, Tokens, UsageSlot,
 };
 use crate::Error;
 
@@ -291,11 +291,9 @@ impl Pending {
             Some(u) => {
                 record.prompt_tokens = u.prompt_tokens;
                 record.completion_tokens = u.completion_tokens;
-                record.cached_tokens = u
-                    .prompt_tokens_details
-                    .as_ref()
-                    .and_then(|d| d.cached_tokens)
-                    .unwrap_or(0);
+                let tokens = Tokens::of(u);
+                record.cached_tokens = tokens.cache_read;
+                record.cache_write_tokens = tokens.cache_write;
                 record.reasoning_tokens = u
                     .completion_tokens_details
                     .as_ref()
@@ -318,7 +316,12 @@ impl Pending {
             if failed && record.completion_tokens == 0 {
                 0.0
             } else {
-                p.cost(record.prompt_tokens, record.completion_tokens)
+                p.cost_with_cache(&Tokens {
+                    prompt: record.prompt_tokens,
+                    cache_read: record.cached_tokens,
+                    cache_write: record.cache_write_tokens,
+                    completion: record.completion_tokens,
+                })
             }
         });
         let end = tokio::time::Instant::now();
@@ -499,6 +502,7 @@ where
         referer: header(req.headers(), "http-referer"),
         title: header(req.headers(), "x-title"),
         user: body.user.clone(),
+        cache_write_tokens: 0,
     };
     let answer = Arc::new(Mutex::new(Answer::default()));
     let pending = Pending {

@@ -58,6 +58,10 @@ pub struct UsageRecord {
     pub title: Option<String>,
     /// The request's `user` field.
     pub user: Option<String>,
+    /// Input tokens written to the prompt cache (kept last: a stored record from before this
+    /// field reads as one with 0 here).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// One attempt of the fallback layer.

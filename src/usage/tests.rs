@@ -11,10 +11,7 @@ use crate::chat::{ChatRequest, CompletionTokensDetails, PromptTokensDetails, Usa
 use crate::provider::{Provider, ProviderKind};
 use crate::route::{Attempt, AttemptOutcome, Attempts, Pricing, StreamEnd, Target, UsageSlot};
 
-const PRICES: Pricing = Pricing {
-    prompt_per_million: 3.0,
-    completion_per_million: 15.0,
-};
+const PRICES: Pricing = Pricing::new(3.0, 15.0);
 
 fn target() -> Target {
     let p = Arc::new(
