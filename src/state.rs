@@ -312,6 +312,16 @@ impl StateDb {
 const RECORD_POSTCARD_V1: u8 = 1;
 const RECORD_POSTCARD_V2: u8 = 2;
 
+/// `url` without its user and password (`redis://…@host:port`), for messages and `Debug`.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
     let mut out = Vec::with_capacity(256);
     out.push(RECORD_POSTCARD_V2);

@@ -349,8 +349,7 @@ fn path_segment(s: &str) -> String {
     out
 }
 
-/// Builds a [`Provider`].
-#[derive(Debug)]
+/// Builds a [`Provider`]. Its `Debug` shows neither the key nor the extra headers' values.
 pub struct ProviderBuilder {
     name: String,
     kind: ProviderKind,
@@ -360,6 +359,22 @@ pub struct ProviderBuilder {
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
     requests_per_minute: Option<NonZeroU32>,
+}
+
+impl fmt::Debug for ProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ProviderBuilder")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_version", &self.api_version)
+            .field("headers", &headers)
+            .field("timeouts", &self.timeouts)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .finish()
+    }
 }
 
 impl ProviderBuilder {

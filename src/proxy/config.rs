@@ -161,8 +161,8 @@ impl FallbackConfig {
     }
 }
 
-/// `[state]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[state]`. Its `Debug` shows `redis_url` without its password.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// The embedded store's directory (default `./modelgate-state`).
@@ -187,6 +187,22 @@ pub struct StateConfig {
     /// `"rate_limits"`, `"keys"`, `"spend"` (default none: each fails closed, with 503s).
     #[serde(default)]
     pub redis_fail_open: Vec<String>,
+}
+
+impl std::fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("dir", &self.dir)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(crate::state::redact_url),
+            )
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("redis_cache_ms", &self.redis_cache_ms)
+            .field("redis_fail_open", &self.redis_fail_open)
+            .finish()
+    }
 }
 
 /// The default `[state] dir`.
@@ -344,13 +360,14 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
-/// One `[[providers]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[providers]]` entry. Its `Debug` shows neither `api_key` nor the values of
+/// `headers` (they may carry credentials).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The name used in `<provider>/<model>`, endpoints and `provider.order`.
     pub name: String,
-    /// `openai` (anthropic, gemini and azure come in a later version).
+    /// `openai` (any OpenAI-compatible host), `anthropic`, `gemini` or `azure`.
     pub kind: String,
     /// Base URL, as the provider's official SDK has it.
     pub base_url: String,
@@ -376,9 +393,28 @@ pub struct ProviderConfig {
     /// skipped as unavailable (its endpoints fall back to others).
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
-    /// Azure `api-version` (for kind = "azure", in a later version).
+    /// Azure `api-version` (kind `azure` only; absent: the `/openai/v1` form).
     #[serde(default)]
     pub api_version: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key_env", &self.api_key_env)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("headers", &headers)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
 }
 
 /// One `[[models]]` entry.
@@ -862,6 +898,40 @@ smart = "deepseek/chat"
             &*catalog.resolve("smart").unwrap().targets[0].upstream_model,
             "deepseek-chat"
         );
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let cfg = Config::from_toml(
+            r#"
+[[providers]]
+name = "p"
+kind = "openai"
+base_url = "https://x"
+api_key = "sk-provider-secret-1"
+headers = { "x-portkey-api-key" = "header-secret-2" }
+[state]
+redis_url = "redis://user:redis-secret-3@10.0.0.1:6379/0"
+[[keys]]
+name = "a"
+key = "sk-mg-client-secret-4"
+"#,
+        )
+        .unwrap();
+        let builder = crate::provider::Provider::builder(
+            "p",
+            crate::provider::ProviderKind::OpenAi,
+            "https://x",
+        )
+        .api_key(Some("sk-provider-secret-1".into()))
+        .header("x-portkey-api-key", "header-secret-2");
+        let shown = format!("{cfg:?} {cfg:#?} {builder:?}");
+        for secret in ["secret-1", "secret-2", "secret-3", "secret-4"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for visible in ["x-portkey-api-key", "<redacted>", "10.0.0.1:6379/0"] {
+            assert!(shown.contains(visible), "{visible} not in {shown}");
+        }
     }
 
     #[test]

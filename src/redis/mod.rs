@@ -75,8 +75,9 @@ impl Concern {
     }
 }
 
-/// How to reach Redis and how to behave when it is lost.
-#[derive(Debug, Clone)]
+/// How to reach Redis and how to behave when it is lost. Its `Debug` shows the URL without
+/// its password.
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS where redis-rs has it).
     pub url: String,
@@ -88,6 +89,18 @@ pub struct RedisOptions {
     pub cache: Duration,
     /// The concerns that fail open (default none: all fail closed).
     pub fail_open: Vec<Concern>,
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("cache", &self.cache)
+            .field("fail_open", &self.fail_open)
+            .finish()
+    }
 }
 
 impl RedisOptions {
@@ -105,12 +118,7 @@ impl RedisOptions {
 
 /// `url` without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    crate::state::redact_url(url)
 }
 
 /// One concern's health, for the log line and the recovery message.
@@ -321,5 +329,10 @@ mod tests {
             "rediss://…@host:6380"
         );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        let shown = format!("{:?}", RedisOptions::new("redis://:s3cret@10.0.0.1:6379/2"));
+        assert!(
+            !shown.contains("s3cret") && shown.contains("10.0.0.1:6379/2"),
+            "{shown}"
+        );
     }
 }
