@@ -33,11 +33,27 @@ struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS only (`rediss://`), with a certificate signed by `ca.pem` in `dir`.
+    tls: bool,
 }
 
 impl RedisServer {
     /// Starts one, or `None` (skip) outside CI when there is no `redis-server`.
     fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts one that speaks TLS only: a test certificate authority (`ca_file`) signed the
+    /// server's certificate, for 127.0.0.1.
+    fn start_tls() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Option<Self> {
         let bin = std::env::var("MODELGATE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let found = Command::new(&bin)
             .arg("--version")
@@ -64,20 +80,56 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            tls,
         };
+        if tls {
+            server.write_certificates();
+        }
         server.spawn();
         Some(server)
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// `ca.pem`, and `server.pem` / `server.key` signed by it for 127.0.0.1.
+    fn write_certificates(&self) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = self.dir.path();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
     }
 
     /// Starts the process (with an append-only file, so a restart keeps the data) and waits
     /// until it answers PING.
     fn spawn(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new(&self.bin);
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(file("server.pem"))
+                .arg("--tls-key-file")
+                .arg(file("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",
@@ -96,6 +148,10 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                if self.tls {
+                    // Listening is enough: the tests' first call is the TLS handshake.
+                    return;
+                }
                 let mut buf = [0u8; 64];
                 if s.write_all(b"PING\r\n").is_ok()
                     && s.read(&mut buf)
@@ -565,6 +621,59 @@ async fn an_unreachable_redis_is_a_startup_error_without_the_password() {
         .0;
     assert!(
         err.contains("redis_fail_open") && err.contains("records"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_a_redis_over_tls() {
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let ca = format!("redis_ca_file = \"{}\"", redis.ca_file().display());
+    let a = gateway(&fake, &redis, &ca).await;
+    let b = gateway(&fake, &redis, &ca).await;
+    let c = client();
+
+    // A key made on A works on B; a record made on B is served by A.
+    let (_, key) = create_key(&c, &a, serde_json::json!({"name": "tls"})).await;
+    let answer = chat_on(&c, &b, &key).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    b.flush().await;
+    let id = answer.headers["x-generation-id"].to_str().unwrap();
+    let url = a.url(&format!("/v1/generation?id={id}"));
+    let record = call(&c, Method::GET, &url, &key, None).await;
+    assert_eq!(record.status, StatusCode::OK, "{}", record.text());
+    assert_eq!(record.json()["data"]["cost"].as_f64(), Some(COST));
+
+    // Without the authority, the server's certificate is refused: a startup error that says so.
+    let env = |_: &str| None;
+    let start = |toml: String| async move {
+        Proxy::from_config(&Config::from_toml(&toml).unwrap(), &env)
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .0
+    };
+    let err = start(fleet_config(&fake, &redis, "")).await;
+    assert!(
+        err.contains("unreachable") && err.contains("redis_ca_file"),
+        "{err}"
+    );
+    // An authority for a URL without TLS, and one that cannot be read, are refused too.
+    let plain = redis.url().replace("rediss://", "redis://");
+    let toml = fleet_config(&fake, &redis, &ca).replace(&redis.url(), &plain);
+    let err = start(toml).await;
+    assert!(err.contains("not `rediss://`"), "{err}");
+    let err = start(fleet_config(
+        &fake,
+        &redis,
+        "redis_ca_file = \"/nonexistent/ca.pem\"",
+    ))
+    .await;
+    assert!(
+        err.contains("redis_ca_file") && err.contains("/nonexistent/ca.pem"),
         "{err}"
     );
 }

@@ -172,6 +172,10 @@ pub struct StateConfig {
     /// spend and generation records then live there.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// For a `rediss://` URL: a PEM file with the certificate of the authority that signed the
+    /// Redis server's, when it is a private one (default: the public web roots).
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of the keys the gateway writes in Redis (default `modelgate:`).
     #[serde(default)]
     pub redis_prefix: Option<String>,
@@ -197,6 +201,7 @@ impl std::fmt::Debug for StateConfig {
                 "redis_url",
                 &self.redis_url.as_deref().map(crate::state::redact_url),
             )
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("redis_cache_ms", &self.redis_cache_ms)
@@ -720,6 +725,15 @@ impl Config {
             return Ok(None);
         };
         let mut o = RedisOptions::new(url.clone());
+        if let Some(path) = &state.redis_ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError(format!(
+                    "[state] redis_ca_file `{}` cannot be read: {e}",
+                    path.display()
+                ))
+            })?;
+            o.tls_ca_pem = Some(pem);
+        }
         if let Some(p) = &state.redis_prefix {
             o.prefix = p.clone();
         }

@@ -79,8 +79,12 @@ impl Concern {
 /// its password.
 #[derive(Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS where redis-rs has it).
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (the server's
+    /// certificate checked against the public web roots, or [`RedisOptions::tls_ca_pem`]).
     pub url: String,
+    /// For `rediss://`: the certificate (PEM) of the authority that signed the server's, when
+    /// it is a private one. `None`: the public web roots (webpki-roots).
+    pub tls_ca_pem: Option<Vec<u8>>,
     /// Prefix of every key the gateway writes (default `modelgate:`).
     pub prefix: String,
     /// Connection and reply timeout (default 1 s).
@@ -95,6 +99,7 @@ impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &redact(&self.url))
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(Vec::len))
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("cache", &self.cache)
@@ -108,6 +113,7 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
         RedisOptions {
             url: url.into(),
+            tls_ca_pem: None,
             prefix: "modelgate:".into(),
             timeout: Duration::from_secs(1),
             cache: Duration::from_millis(500),
@@ -160,16 +166,43 @@ impl RedisState {
     /// password.
     pub async fn connect(opts: RedisOptions) -> Result<Self, StateError> {
         let shown = redact(&opts.url);
-        let client = redis::Client::open(opts.url.as_str())
-            .map_err(|e| StateError(format!("[state] redis_url `{shown}`: {e}")))?;
+        let tls = opts.url.starts_with("rediss://");
+        if tls {
+            // redis-rs builds its TLS client with the process's default rustls provider: ring,
+            // as the HTTP client's, unless the embedding program chose one already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match &opts.tls_ca_pem {
+            Some(_) if !tls => {
+                return Err(StateError(format!(
+                    "[state] redis_url `{shown}`: a certificate authority is given for TLS, \
+                     but the URL is not `rediss://`"
+                )))
+            }
+            Some(pem) => redis::Client::build_with_tls(
+                opts.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(opts.url.as_str()),
+        }
+        .map_err(|e| StateError(format!("[state] redis_url `{shown}`: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.timeout))
             .set_response_timeout(Some(opts.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let unreachable = |e: &dyn fmt::Display| {
+            let e = e.to_string();
+            let hint = if tls && opts.tls_ca_pem.is_none() && e.contains("certificate") {
+                " (a server certificate from a private authority needs `[state] redis_ca_file`)"
+            } else {
+                ""
+            };
             StateError(format!(
-                "Redis at `{shown}` ([state] redis_url) is unreachable: {e}"
+                "Redis at `{shown}` ([state] redis_url) is unreachable: {e}{hint}"
             ))
         };
         let mut conn = ConnectionManager::new_with_config(client, config)
