@@ -35,25 +35,28 @@ struct RedisServer {
     child: Option<Child>,
     /// TLS only (`rediss://`), with a certificate signed by `ca.pem` in `dir`.
     tls: bool,
+    /// TLS clients must show a certificate signed by `ca.pem` (`client.pem` in `dir` is one).
+    client_auth: bool,
 }
 
 impl RedisServer {
     /// Starts one, or `None` (skip) outside CI when there is no `redis-server`.
     fn start() -> Option<Self> {
-        Self::start_with(false)
+        Self::start_with(false, false)
     }
 
     /// Starts one that speaks TLS only: a test certificate authority (`ca_file`) signed the
-    /// server's certificate, for 127.0.0.1.
-    fn start_tls() -> Option<Self> {
-        Self::start_with(true)
+    /// server's certificate, for 127.0.0.1; with `client_auth`, clients need one it signed
+    /// too (`client.pem`, `client.key`).
+    fn start_tls(client_auth: bool) -> Option<Self> {
+        Self::start_with(true, client_auth)
     }
 
     fn ca_file(&self) -> std::path::PathBuf {
         self.dir.path().join("ca.pem")
     }
 
-    fn start_with(tls: bool) -> Option<Self> {
+    fn start_with(tls: bool, client_auth: bool) -> Option<Self> {
         let bin = std::env::var("MODELGATE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let found = Command::new(&bin)
             .arg("--version")
@@ -81,6 +84,7 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             tls,
+            client_auth,
         };
         if tls {
             server.write_certificates();
@@ -94,21 +98,29 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// `ca.pem`, and `server.pem` / `server.key` signed by it for 127.0.0.1.
+    /// `ca.pem`, and `server.pem` / `server.key` (for 127.0.0.1) and `client.pem` /
+    /// `client.key` signed by it.
     fn write_certificates(&self) {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        // Distinct names: OpenSSL (the server) takes a certificate whose subject is its
+        // issuer's for a self-signed one.
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name = rcgen::DistinguishedName::new();
+        ca.distinguished_name
+            .push(DnType::CommonName, "modelgate test authority");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
         let dir = self.dir.path();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        for (name, san) in [("server", "127.0.0.1"), ("client", "modelgate-test-client")] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
     }
 
     /// Starts the process (with an append-only file, so a restart keeps the data) and waits
@@ -124,7 +136,10 @@ impl RedisServer {
                 .arg(file("server.key"))
                 .arg("--tls-ca-cert-file")
                 .arg(file("ca.pem"))
-                .args(["--tls-auth-clients", "no"]);
+                .args([
+                    "--tls-auth-clients",
+                    if self.client_auth { "yes" } else { "no" },
+                ]);
         } else {
             cmd.args(["--port", &self.port.to_string()]);
         }
@@ -626,8 +641,8 @@ async fn an_unreachable_redis_is_a_startup_error_without_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_a_redis_over_tls() {
-    let Some(redis) = RedisServer::start_tls() else {
+async fn redis_over_tls_with_a_private_authority_and_client_certificates() {
+    let Some(redis) = RedisServer::start_tls(false) else {
         return;
     };
     let fake = FakeProvider::start(standard).await;
@@ -676,6 +691,27 @@ async fn two_instances_share_a_redis_over_tls() {
         err.contains("redis_ca_file") && err.contains("/nonexistent/ca.pem"),
         "{err}"
     );
+
+    // A server that asks for client certificates: refused without one, served with it.
+    let Some(mutual) = RedisServer::start_tls(true) else {
+        return;
+    };
+    let file = |name: &str| mutual.dir.path().join(name).display().to_string();
+    let ca = format!("redis_ca_file = \"{}\"", file("ca.pem"));
+    let err = start(fleet_config(&fake, &mutual, &ca)).await;
+    assert!(err.contains("unreachable"), "{err}");
+    let identity = format!(
+        "{ca}\nredis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"",
+        file("client.pem"),
+        file("client.key")
+    );
+    let m = gateway(&fake, &mutual, &identity).await;
+    let (_, key) = create_key(&c, &m, serde_json::json!({"name": "mtls"})).await;
+    let answer = chat_on(&c, &m, &key).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let half = format!("{ca}\nredis_client_cert_file = \"{}\"", file("client.pem"));
+    let err = start(fleet_config(&fake, &mutual, &half)).await;
+    assert!(err.contains("go together"), "{err}");
 }
 
 #[tokio::test]

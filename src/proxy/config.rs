@@ -176,6 +176,13 @@ pub struct StateConfig {
     /// Redis server's, when it is a private one (default: the public web roots).
     #[serde(default)]
     pub redis_ca_file: Option<PathBuf>,
+    /// For a `rediss://` server that asks clients for a certificate: this proxy's certificate
+    /// chain (PEM), with `redis_client_key_file`.
+    #[serde(default)]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `redis_client_cert_file`.
+    #[serde(default)]
+    pub redis_client_key_file: Option<PathBuf>,
     /// Prefix of the keys the gateway writes in Redis (default `modelgate:`).
     #[serde(default)]
     pub redis_prefix: Option<String>,
@@ -202,6 +209,8 @@ impl std::fmt::Debug for StateConfig {
                 &self.redis_url.as_deref().map(crate::state::redact_url),
             )
             .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis_client_cert_file", &self.redis_client_cert_file)
+            .field("redis_client_key_file", &self.redis_client_key_file)
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("redis_cache_ms", &self.redis_cache_ms)
@@ -725,14 +734,30 @@ impl Config {
             return Ok(None);
         };
         let mut o = RedisOptions::new(url.clone());
-        if let Some(path) = &state.redis_ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
                 ConfigError(format!(
-                    "[state] redis_ca_file `{}` cannot be read: {e}",
+                    "[state] {key} `{}` cannot be read: {e}",
                     path.display()
                 ))
-            })?;
-            o.tls_ca_pem = Some(pem);
+            })
+        };
+        if let Some(path) = &state.redis_ca_file {
+            o.tls_ca_pem = Some(read("redis_ca_file", path)?);
+        }
+        match (&state.redis_client_cert_file, &state.redis_client_key_file) {
+            (Some(cert), Some(key)) => {
+                o.tls_client = Some(crate::redis::ClientIdentity {
+                    cert_pem: read("redis_client_cert_file", cert)?,
+                    key_pem: read("redis_client_key_file", key)?,
+                });
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError(
+                    "[state] redis_client_cert_file and redis_client_key_file go together".into(),
+                ))
+            }
         }
         if let Some(p) = &state.redis_prefix {
             o.prefix = p.clone();

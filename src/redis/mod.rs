@@ -85,6 +85,9 @@ pub struct RedisOptions {
     /// For `rediss://`: the certificate (PEM) of the authority that signed the server's, when
     /// it is a private one. `None`: the public web roots (webpki-roots).
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// For `rediss://` servers that ask clients for a certificate (mutual TLS): this
+    /// client's.
+    pub tls_client: Option<ClientIdentity>,
     /// Prefix of every key the gateway writes (default `modelgate:`).
     pub prefix: String,
     /// Connection and reply timeout (default 1 s).
@@ -95,11 +98,27 @@ pub struct RedisOptions {
     pub fail_open: Vec<Concern>,
 }
 
+/// A client's certificate chain and private key, both PEM. Its `Debug` shows neither.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientIdentity(<redacted>)")
+    }
+}
+
 impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &redact(&self.url))
             .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(Vec::len))
+            .field("tls_client", &self.tls_client)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("cache", &self.cache)
@@ -114,6 +133,7 @@ impl RedisOptions {
         RedisOptions {
             url: url.into(),
             tls_ca_pem: None,
+            tls_client: None,
             prefix: "modelgate:".into(),
             timeout: Duration::from_secs(1),
             cache: Duration::from_millis(500),
@@ -172,21 +192,26 @@ impl RedisState {
             // as the HTTP client's, unless the embedding program chose one already.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = match &opts.tls_ca_pem {
-            Some(_) if !tls => {
-                return Err(StateError(format!(
-                    "[state] redis_url `{shown}`: a certificate authority is given for TLS, \
-                     but the URL is not `rediss://`"
-                )))
-            }
-            Some(pem) => redis::Client::build_with_tls(
+        let certificates = opts.tls_ca_pem.is_some() || opts.tls_client.is_some();
+        if certificates && !tls {
+            return Err(StateError(format!(
+                "[state] redis_url `{shown}`: certificates are given for TLS, but the URL is not \
+                 `rediss://`"
+            )));
+        }
+        let client = if certificates {
+            redis::Client::build_with_tls(
                 opts.url.as_str(),
                 redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
+                    client_tls: opts.tls_client.as_ref().map(|c| redis::ClientTlsConfig {
+                        client_cert: c.cert_pem.clone(),
+                        client_key: c.key_pem.clone(),
+                    }),
+                    root_cert: opts.tls_ca_pem.clone(),
                 },
-            ),
-            None => redis::Client::open(opts.url.as_str()),
+            )
+        } else {
+            redis::Client::open(opts.url.as_str())
         }
         .map_err(|e| StateError(format!("[state] redis_url `{shown}`: {e}")))?;
         let config = ConnectionManagerConfig::new()
@@ -362,7 +387,12 @@ mod tests {
             "rediss://…@host:6380"
         );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        let shown = format!("{:?}", RedisOptions::new("redis://:s3cret@10.0.0.1:6379/2"));
+        let mut opts = RedisOptions::new("redis://:s3cret@10.0.0.1:6379/2");
+        opts.tls_client = Some(ClientIdentity {
+            cert_pem: b"cert-s3cret".to_vec(),
+            key_pem: b"key-s3cret".to_vec(),
+        });
+        let shown = format!("{opts:?}");
         assert!(
             !shown.contains("s3cret") && shown.contains("10.0.0.1:6379/2"),
             "{shown}"
