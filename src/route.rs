@@ -205,12 +205,21 @@ pub struct Tokens {
 
 impl Tokens {
     /// The counts a provider reported (`prompt_tokens_details.cached_tokens` and
-    /// `cache_write_tokens` for the cache).
+    /// `cache_write_tokens` for the cache; DeepSeek's `prompt_cache_hit_tokens` when there are
+    /// no details).
     pub fn of(usage: &Usage) -> Self {
         let details = usage.prompt_tokens_details.as_ref();
         Tokens {
             prompt: usage.prompt_tokens,
-            cache_read: details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_read: details
+                .and_then(|d| d.cached_tokens)
+                .or_else(|| {
+                    usage
+                        .extra
+                        .get("prompt_cache_hit_tokens")
+                        .and_then(serde_json::Value::as_u64)
+                })
+                .unwrap_or(0),
             cache_write: details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
             completion: usage.completion_tokens,
         }
@@ -555,6 +564,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cached.price(usage).cost, Some(cost));
+        // DeepSeek's own field, when there are no details.
+        let deepseek: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":1000,"completion_tokens":50,"prompt_cache_hit_tokens":600,
+                "prompt_cache_miss_tokens":400}"#,
+        )
+        .unwrap();
+        assert_eq!(Tokens::of(&deepseek).cache_read, 600);
 
         assert!(Pricing::new(0.0, 0.0).is_free());
         assert!(!Pricing::new(0.0, 0.0).with_cache(None, Some(1.0)).is_free());
