@@ -610,16 +610,14 @@ impl OpenAiStream {
         let mut w = ObjectWriter::begin(out);
         w.raw_field(key!("index"), itoa::Buffer::new().format(u64::from(index)));
         self.write_delta(pos, choice.delta, w.field(key!("delta")))?;
+        // The reason recorded is the first choice's (index 0), as the client's JSON reader
+        // sees it: the last `finish_reason` of the object when it repeats.
+        let mut reason = None;
         for m in choice.members.iter() {
             match m.key().as_ref() {
                 "index" => {}
                 "finish_reason" => {
-                    if let Ok(Some(reason)) =
-                        serde_json::from_str::<Option<String>>(m.value().get())
-                    {
-                        self.finish_reason = Some(reason);
-                        self.shape.ineligible();
-                    }
+                    reason = Some(m.value());
                     w.member(&m);
                 }
                 _ => {
@@ -629,6 +627,14 @@ impl OpenAiStream {
             }
         }
         w.end();
+        if let Some(raw) = reason {
+            if let Ok(Some(reason)) = serde_json::from_str::<Option<String>>(raw.get()) {
+                if index == 0 {
+                    self.finish_reason = Some(reason);
+                }
+                self.shape.ineligible();
+            }
+        }
         Ok(())
     }
 
@@ -1072,6 +1078,41 @@ mod tests {
         assert!(out[0]["usage"].is_null());
         assert_eq!(out[1]["choices"], serde_json::json!([]));
         assert_eq!(out[1]["usage"]["total_tokens"], 3);
+    }
+
+    #[test]
+    fn the_finish_reason_kept_is_the_first_choices_as_the_client_reads_it() {
+        let mut s = OpenAiStream::new(ctx(false));
+        run(
+            &mut s,
+            &[
+                r#"{"id":"x","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
+                r#"{"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+                r#"{"id":"x","choices":[{"index":1,"delta":{},"finish_reason":"length"}]}"#,
+                "[DONE]",
+            ],
+        );
+        assert_eq!(s.finish_reason(), Some("stop"), "choice 1 finished last");
+
+        // A repeated key: the client's reader keeps the last one, `null` here.
+        let mut s = OpenAiStream::new(ctx(false));
+        run(
+            &mut s,
+            &[
+                r#"{"id":"x","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop","finish_reason":null}]}"#,
+                "[DONE]",
+            ],
+        );
+        assert_eq!(s.finish_reason(), None);
+        let mut s = OpenAiStream::new(ctx(false));
+        run(
+            &mut s,
+            &[
+                r#"{"id":"x","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null,"finish_reason":"length"}]}"#,
+                "[DONE]",
+            ],
+        );
+        assert_eq!(s.finish_reason(), Some("length"));
     }
 
     #[test]
