@@ -72,3 +72,21 @@ where
         }
     }
 }
+
+/// A number as a header value in one allocation (`HeaderValue::from(u64)` takes two: its
+/// buffer, then the shared handle `freeze` makes of a buffer with spare capacity).
+pub(crate) fn number_header(n: u64) -> http::HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    http::HeaderValue::from_bytes(digits.format(n).as_bytes())
+        .unwrap_or_else(|_| http::HeaderValue::from(n))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn number_headers_are_the_decimal_digits() {
+        for n in [0, 7, 42, 1_000_000, u64::MAX] {
+            assert_eq!(super::number_header(n), n.to_string().as_str());
+        }
+    }
+}

@@ -36,7 +36,7 @@ use tower_service::Service;
 
 pub use self::memory::MemoryRateLimits;
 use crate::auth::{reject, Principal, RateLimits, StoreError};
-use crate::body::GatewayBody;
+use crate::body::{number_header, GatewayBody};
 use crate::chat::Usage;
 use crate::future::BoxFuture;
 use crate::route::UsageSlot;
@@ -377,8 +377,8 @@ fn set_headers(h: &mut HeaderMap, d: &Decision) {
     for (names, window) in NAMES.iter().zip(windows) {
         let Some(w) = window else { continue };
         let [limit, remaining, reset] = names;
-        h.insert(limit.clone(), HeaderValue::from(w.limit));
-        h.insert(remaining.clone(), HeaderValue::from(w.remaining));
+        h.insert(limit.clone(), number_header(w.limit.into()));
+        h.insert(remaining.clone(), number_header(w.remaining.into()));
         let mut buf = ResetText::default();
         write_reset(w.reset, &mut buf);
         if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {

@@ -374,8 +374,10 @@ where
             }
             out.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            out.headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+            out.headers_mut().insert(
+                CONTENT_LENGTH,
+                crate::body::number_header(json.len() as u64),
+            );
             *out.body_mut() = ResponseBody::full(json);
             Ok(out)
         })
