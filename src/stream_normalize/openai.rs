@@ -611,13 +611,18 @@ impl OpenAiStream {
         w.raw_field(key!("index"), itoa::Buffer::new().format(u64::from(index)));
         self.write_delta(pos, choice.delta, w.field(key!("delta")))?;
         // The reason recorded is the first choice's (index 0), as the client's JSON reader
-        // sees it: the last `finish_reason` of the object when it repeats.
+        // sees it: the last `finish_reason` of the object when it repeats. A chunk with any
+        // reason is never a shape to copy.
         let mut reason = None;
         for m in choice.members.iter() {
             match m.key().as_ref() {
                 "index" => {}
                 "finish_reason" => {
-                    reason = Some(m.value());
+                    let parsed = serde_json::from_str::<Option<String>>(m.value().get());
+                    if let Ok(Some(_)) = parsed {
+                        self.shape.ineligible();
+                    }
+                    reason = Some(parsed);
                     w.member(&m);
                 }
                 _ => {
@@ -627,13 +632,8 @@ impl OpenAiStream {
             }
         }
         w.end();
-        if let Some(raw) = reason {
-            if let Ok(Some(reason)) = serde_json::from_str::<Option<String>>(raw.get()) {
-                if index == 0 {
-                    self.finish_reason = Some(reason);
-                }
-                self.shape.ineligible();
-            }
+        if let (0, Some(Ok(Some(reason)))) = (index, reason) {
+            self.finish_reason = Some(reason);
         }
         Ok(())
     }
