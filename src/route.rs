@@ -130,10 +130,9 @@ impl Pricing {
 
     /// True when every price is zero.
     pub fn is_free(&self) -> bool {
-        self.prompt_per_million == 0.0
-            && self.completion_per_million == 0.0
-            && self.cache_read_per_million.unwrap_or(0.0) == 0.0
-            && self.cache_write_per_million.unwrap_or(0.0) == 0.0
+        self.named()
+            .iter()
+            .all(|(_, price)| price.unwrap_or(0.0) == 0.0)
     }
 
     /// The prices, each with its name in error messages.
