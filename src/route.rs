@@ -261,6 +261,18 @@ pub enum Hedge {
 }
 
 impl Target {
+    /// Whether `other` is a copy of this target (the same endpoint, shared state and
+    /// settings), told without comparing strings.
+    pub(crate) fn same_as(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.provider, &other.provider)
+            && Arc::ptr_eq(&self.health, &other.health)
+            && Arc::ptr_eq(&self.upstream_model, &other.upstream_model)
+            && Arc::ptr_eq(&self.public_model, &other.public_model)
+            && self.pricing == other.pricing
+            && self.max_output_tokens == other.max_output_tokens
+            && self.hedge == other.hedge
+    }
+
     /// A target with no prices, no output bound and a health of its own.
     pub fn new(
         provider: Arc<Provider>,

@@ -116,19 +116,27 @@ pub(crate) enum FrameKind {
     Data,
 }
 
+/// Reads the frame's lines up to its first one that is not a comment; only an error event's
+/// line is read to its end (a data event can be long, and this runs on every stream).
 pub(crate) fn classify(frame: &[u8]) -> FrameKind {
-    for event in frame.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        if event.starts_with(b":") {
+    let line_end = |rest: &[u8]| rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    let mut rest = frame;
+    loop {
+        let Some(start) = rest.iter().position(|&b| b != b'\n') else {
+            return FrameKind::Comments;
+        };
+        rest = &rest[start..];
+        if rest.starts_with(b":") {
+            rest = &rest[line_end(rest)..];
             continue;
         }
-        if event.starts_with(b"data: {\"error\"") || event.starts_with(b"data:{\"error\"") {
-            if let Some(e) = Error::from_sse_event(event) {
+        if rest.starts_with(b"data: {\"error\"") || rest.starts_with(b"data:{\"error\"") {
+            if let Some(e) = Error::from_sse_event(&rest[..line_end(rest)]) {
                 return FrameKind::Error(e);
             }
         }
         return FrameKind::Data;
     }
-    FrameKind::Comments
 }
 
 impl<B> Body for FallbackBody<B>

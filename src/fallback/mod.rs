@@ -33,8 +33,9 @@
 //!   next usable target starts too; the first to answer wins, the other is cancelled. Both are
 //!   recorded. Only in the first pass.
 //! - **Record**: every attempt (target, outcome, status, latency, error) goes to the
-//!   [`Attempts`] in the request extensions (inserted when absent, and also put in the
-//!   response extensions), for the metering layer outside.
+//!   [`Attempts`] a layer outside (metering) put in the request extensions; the layer puts it
+//!   in the response extensions too. Without one, nothing is recorded. The inner service does
+//!   not see it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -227,11 +228,13 @@ where
         // The ready service serves the first attempt; a clone takes its place.
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
+        // Boxed: the future stays small (glibc serves a small allocation from its per-thread
+        // cache; a big one costs several times more), and a stream's body takes the box as is.
         let mut walk = match Walk::new(svc, self.shared.clone(), req) {
-            Ok(w) => w,
+            Ok(w) => Box::new(w),
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        Box::pin(async move {
+        let fut = async move {
             let served = walk.next().await?;
             let mut parts = served.head;
             if let Some(a) = &walk.attempts {
@@ -241,12 +244,13 @@ where
                 ServedBody::Committed(boxed, first) => FallbackBody::committed(boxed, first),
                 // Committed only when the first event that is not a comment arrives.
                 ServedBody::Fresh(body) if walk.streaming => {
-                    FallbackBody::watching(body, Box::new(walk), served.started)
+                    FallbackBody::watching(body, walk, served.started)
                 }
                 ServedBody::Fresh(body) => FallbackBody::plain(body),
             };
             Ok(Response::from_parts(parts, body))
-        })
+        };
+        Box::pin(fut)
     }
 }
 
@@ -287,7 +291,8 @@ enum Won<B> {
 
 type Launched<B> = BoxFuture<'static, Result<Won<B>, Error>>;
 
-/// Per target: how many times it was tried, and whether another try may help.
+/// Per target: how many of its tries failed (every try but a serving one, which ends the
+/// walk), and whether another try may help.
 #[derive(Debug, Clone, Copy, Default)]
 struct TargetState {
     tries: u32,
@@ -303,6 +308,8 @@ pub(crate) struct Walk<S, B> {
     parts: http::request::Parts,
     body: ChatRequest,
     targets: Vec<Target>,
+    /// Per target, from the first failure on (empty until then: a walk whose first attempt
+    /// serves never needs it). A try is counted when it fails: one that serves ends the walk.
     state: Vec<TargetState>,
     /// 0: the first pass; then retry passes.
     pass: u32,
@@ -321,6 +328,8 @@ pub(crate) struct Walk<S, B> {
     streaming: bool,
     /// The target of the attempt in flight, and whether it is a half-open probe.
     current: Option<(usize, bool, Instant)>,
+    /// When the walk was made, until its first attempt starts: one clock read for both.
+    made: Option<Instant>,
     _body: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -347,9 +356,19 @@ where
                 },
             };
         // A layer outside that wants the attempts put a record here; the inner ones do not
-        // need it. The single-target form is rebuilt per attempt.
-        let attempts = parts.extensions.get::<Attempts>().cloned();
-        parts.extensions.remove::<Target>();
+        // need it (nor a copy of it per attempt).
+        let attempts = parts.extensions.remove::<Attempts>();
+        // The parts kept for the attempts hold the first target: an attempt at another one
+        // overwrites its copy in place (no allocation, unlike an insert).
+        if let Some(first) = targets.first() {
+            match parts.extensions.get_mut::<Target>() {
+                Some(t) if t.same_as(first) => {}
+                Some(t) => *t = first.clone(),
+                None => {
+                    parts.extensions.insert(first.clone());
+                }
+            }
+        }
         let streaming = body.is_stream();
         // A stream's throughput is measured when its usage is final.
         let slot = if streaming {
@@ -365,10 +384,12 @@ where
             None
         };
         shared.budget.deposit();
+        let now = Instant::now();
         Ok(Walk {
             svc,
-            deadline: shared.policy.deadline.map(|d| Instant::now() + d),
-            state: vec![TargetState::default(); targets.len()],
+            deadline: shared.policy.deadline.map(|d| now + d),
+            made: Some(now),
+            state: Vec::new(),
             shared,
             streaming,
             parts,
@@ -432,7 +453,7 @@ where
             if self.pass == 0 {
                 return Some((i, Duration::ZERO));
             }
-            let s = self.state[i];
+            let s = self.state.get(i).copied().unwrap_or_default();
             if !s.retry || s.tries > max_retries {
                 continue;
             }
@@ -471,7 +492,7 @@ where
                     tokio::time::sleep(wait).await;
                 }
             }
-            let now = Instant::now();
+            let now = self.made.take().unwrap_or_else(Instant::now);
             if self.deadline.is_some_and(|d| now >= d) {
                 self.out_of_time = true;
                 break;
@@ -504,7 +525,6 @@ where
                 self.record(i, AttemptOutcome::Skipped, None, Duration::ZERO, Some(why));
                 continue;
             }
-            self.state[i].tries += 1;
             self.sent += 1;
             let started = now;
             if let Some(delay) = self.hedge_delay(i) {
@@ -533,16 +553,25 @@ where
         Err(self.final_error())
     }
 
+    /// The client's request, with target `i` in its extensions.
+    fn request_for(&self, i: usize) -> Request<ChatRequest> {
+        let mut parts = self.parts.clone();
+        if i != 0 {
+            if let Some(t) = parts.extensions.get_mut::<Target>() {
+                *t = self.targets[i].clone();
+            }
+        }
+        Request::from_parts(parts, self.body.clone())
+    }
+
     /// Sends one attempt to target `i`, bounded by the deadline.
     async fn attempt(&mut self, i: usize, now: Instant) -> Result<Response<B>, Error> {
-        let mut parts = self.parts.clone();
-        parts.extensions.insert(self.targets[i].clone());
-        let req = Request::from_parts(parts, self.body.clone());
         if self.sent > 1 {
             // The first attempt's service was made ready by `poll_ready`.
             self.svc.ready().await?;
         }
-        let fut = self.svc.call(req);
+        // Made after the wait: a request held across it would make this future 664 bytes larger.
+        let fut = self.svc.call(self.request_for(i));
         // The provider's own timeouts (connect, first byte) end the wait first unless the
         // deadline is nearer: only then is a timer of our own needed.
         let timeouts = self.targets[i].provider.timeouts();
@@ -625,6 +654,10 @@ where
 
     /// Target `i` (a half-open probe or not) failed with `e`. Returns whether the walk goes on.
     fn on_failed_at(&mut self, i: usize, probe: bool, started: Instant, e: Error) -> bool {
+        if self.state.is_empty() {
+            self.state = vec![TargetState::default(); self.targets.len()];
+        }
+        self.state[i].tries += 1;
         let now = Instant::now();
         let latency = now.saturating_duration_since(started);
         self.record(
@@ -693,9 +726,7 @@ where
     /// Starts an attempt at target `i` as a future of its own (for racing), answered once
     /// its first event is in (streams) or its whole answer (otherwise).
     fn launch(&mut self, i: usize) -> Launched<B> {
-        let mut parts = self.parts.clone();
-        parts.extensions.insert(self.targets[i].clone());
-        let req = Request::from_parts(parts, self.body.clone());
+        let req = self.request_for(i);
         let mut svc = self.svc.clone();
         let streaming = self.streaming;
         Box::pin(async move {
@@ -866,7 +897,6 @@ where
                 self.skipped_unhealthy = true;
                 continue;
             }
-            self.state[j].tries += 1;
             self.sent += 1;
             return Some((j, probe));
         }

@@ -838,3 +838,92 @@ mod property {
         }
     }
 }
+
+mod classify {
+    use super::body::{classify, FrameKind};
+    use crate::Error;
+    use proptest::prelude::*;
+
+    /// The first version: every line split out, then the first that is not a comment read.
+    fn by_lines(frame: &[u8]) -> FrameKind {
+        for event in frame.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if event.starts_with(b":") {
+                continue;
+            }
+            if event.starts_with(b"data: {\"error\"") || event.starts_with(b"data:{\"error\"") {
+                if let Some(e) = Error::from_sse_event(event) {
+                    return FrameKind::Error(e);
+                }
+            }
+            return FrameKind::Data;
+        }
+        FrameKind::Comments
+    }
+
+    fn same(a: &FrameKind, b: &FrameKind) -> bool {
+        match (a, b) {
+            (FrameKind::Comments, FrameKind::Comments) | (FrameKind::Data, FrameKind::Data) => true,
+            (FrameKind::Error(a), FrameKind::Error(b)) => {
+                a.status() == b.status() && a.message() == b.message()
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn frames_are_told_apart() {
+        let error = "data: {\"error\":{\"code\":529,\"message\":\"Overloaded\",\"type\":\"overloaded_error\"}}\n\n";
+        for (frame, want) in [
+            ("", "comments"),
+            ("\n\n", "comments"),
+            (": keepalive\n\n", "comments"),
+            (": keepalive\n\n: keepalive", "comments"),
+            ("data: {\"id\":\"gen-1\"}\n\n", "data"),
+            (": keepalive\n\ndata: {\"id\":\"gen-1\"}\n\n", "data"),
+            ("data: {\"error\" but not JSON\n\n", "data"),
+            ("data: [DONE]\n\n", "data"),
+            (error, "error"),
+        ] {
+            let got = match classify(frame.as_bytes()) {
+                FrameKind::Comments => "comments",
+                FrameKind::Data => "data",
+                FrameKind::Error(e) => {
+                    assert_eq!(e.message(), "Overloaded");
+                    "error"
+                }
+            };
+            assert_eq!(got, want, "{frame:?}");
+        }
+        let with_comment = format!(": keepalive\n\n{error}");
+        assert!(matches!(
+            classify(with_comment.as_bytes()),
+            FrameKind::Error(_)
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn reads_as_the_line_by_line_version(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    Just(String::new()),
+                    Just(": keepalive".to_owned()),
+                    Just("data: {\"error\":{\"code\":502,\"message\":\"cut\"}}".to_owned()),
+                    Just("data:{\"error\":{\"message\":\"no code\"}}".to_owned()),
+                    Just("data: {\"error\"".to_owned()),
+                    "data: [ -~]{0,40}",
+                    "[:a-z ]{0,12}",
+                ],
+                0..6,
+            ),
+            trailing_newline in any::<bool>(),
+        ) {
+            let mut frame = lines.join("\n");
+            if trailing_newline {
+                frame.push('\n');
+            }
+            let (a, b) = (classify(frame.as_bytes()), by_lines(frame.as_bytes()));
+            prop_assert!(same(&a, &b), "{frame:?}");
+        }
+    }
+}
