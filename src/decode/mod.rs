@@ -28,7 +28,6 @@ use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -121,20 +120,80 @@ where
                 id
             }
         };
+        if let Err(e) = check_declared_length(&req, limit) {
+            return Box::pin(std::future::ready(Ok(answer(Err(e), &id))));
+        }
+        let (parts, body) = req.into_parts();
+        // The future is kept small (glibc serves an allocation up to about 1 KiB from a
+        // per-thread cache; a larger one costs several times more): no typed request (664
+        // bytes) is held across a wait, and the head is held once, so one block and no nested
+        // future (a value moved into an inner future is stored twice).
         Box::pin(async move {
-            let result = match decode_request(req, limit).await {
-                Ok(req) => inner.oneshot(req).await.map(|r| r.map(GatewayBody::inner)),
-                Err(e) => Err(e),
+            let mut inner = inner;
+            let result = 'serve: {
+                let bytes = match read_body(body, limit).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => break 'serve Err(e),
+                };
+                // Ready before the typed request exists.
+                if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
+                    break 'serve Err(e);
+                }
+                let chat = match parse_chat_request(&bytes) {
+                    Ok(chat) => chat,
+                    Err(e) => break 'serve Err(e),
+                };
+                inner
+                    .call(Request::from_parts(parts, chat))
+                    .await
+                    .map(|res| res.map(GatewayBody::inner))
             };
-            let mut res = result.unwrap_or_else(|e| {
-                tracing::debug!(status = e.status().as_u16(), error = %e, "request failed");
-                e.into_response().map(GatewayBody::full)
-            });
-            if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-                res.headers_mut().insert(GENERATION_ID_HEADER, v);
-            }
-            Ok(res)
+            Ok(answer(result, &id))
         })
+    }
+}
+
+/// The response for `result`, errors in the envelope, with the generation id header.
+fn answer<RB>(
+    result: Result<Response<GatewayBody<RB>>, Error>,
+    id: &GenerationId,
+) -> Response<GatewayBody<RB>> {
+    let mut res = result.unwrap_or_else(|e| {
+        tracing::debug!(status = e.status().as_u16(), error = %e, "request failed");
+        e.into_response().map(GatewayBody::full)
+    });
+    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+        res.headers_mut().insert(GENERATION_ID_HEADER, v);
+    }
+    res
+}
+
+/// A 413 when the request's `content-length` is over `limit`.
+fn check_declared_length<B>(req: &Request<B>, limit: usize) -> Result<(), Error> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::payload_too_large(limit));
+    }
+    Ok(())
+}
+
+/// Reads a body up to `limit` bytes (413 beyond).
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Error>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Error::payload_too_large(limit)),
+        Err(e) => Err(Error::invalid_request(
+            format!("cannot read the request body: {e}"),
+            None,
+        )),
     }
 }
 
@@ -144,25 +203,9 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::payload_too_large(limit));
-    }
+    check_declared_length(&req, limit)?;
     let (parts, body) = req.into_parts();
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(Error::payload_too_large(limit)),
-        Err(e) => {
-            return Err(Error::invalid_request(
-                format!("cannot read the request body: {e}"),
-                None,
-            ))
-        }
-    };
+    let bytes = read_body(body, limit).await?;
     let chat = parse_chat_request(&bytes)?;
     Ok(Request::from_parts(parts, chat))
 }
@@ -216,7 +259,8 @@ mod tests {
     use super::*;
     use http::StatusCode;
     use http_body_util::Full;
-    use tower::service_fn;
+    use std::sync::Arc;
+    use tower::{service_fn, ServiceExt};
 
     async fn call(body: &'static str, limit: usize) -> (StatusCode, serde_json::Value, bool) {
         let svc = DecodeLayer::new().max_body_bytes(limit).layer(service_fn(
@@ -308,6 +352,96 @@ mod tests {
             assert!(msg.contains(needle), "{body}: {msg}");
             assert_eq!(json["error"]["param"].as_str(), *param, "{body}: {msg}");
             assert_eq!(json["error"]["type"], "invalid_request_error");
+        }
+    }
+
+    /// An inner service that is ready only once the gate opens (or fails when it is shut),
+    /// and panics when called before it said it was ready.
+    #[derive(Clone, Default)]
+    struct Gated {
+        gate: Arc<std::sync::Mutex<Gate>>,
+        ready: bool,
+    }
+
+    /// Open (`Some(Ok)`), shut (`Some(Err)`) or not yet (`None`, and who waits).
+    type Gate = (Option<Result<(), ()>>, Option<std::task::Waker>);
+
+    impl Gated {
+        fn set(&self, open: Result<(), ()>) {
+            let mut g = self.gate.lock().unwrap();
+            g.0 = Some(open);
+            if let Some(w) = g.1.take() {
+                w.wake();
+            }
+        }
+    }
+
+    impl Service<Request<ChatRequest>> for Gated {
+        type Response = Response<Full<Bytes>>;
+        type Error = Error;
+        type Future = std::future::Ready<Result<Self::Response, Error>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            let mut g = self.gate.lock().unwrap();
+            match g.0 {
+                Some(Ok(())) => {
+                    self.ready = true;
+                    Poll::Ready(Ok(()))
+                }
+                Some(Err(())) => Poll::Ready(Err(Error::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "the inner service is shut",
+                ))),
+                None => {
+                    g.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }
+
+        fn call(&mut self, req: Request<ChatRequest>) -> Self::Future {
+            assert!(
+                std::mem::take(&mut self.ready),
+                "called before it was ready"
+            );
+            std::future::ready(Ok(Response::new(Full::new(Bytes::from(
+                req.into_body().model,
+            )))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_service_is_called_once_ready_and_its_refusal_is_answered() {
+        for open in [Ok(()), Err(())] {
+            let gated = Gated::default();
+            let svc = DecodeLayer::new().layer(gated.clone());
+            let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+            let answer = tokio::spawn(
+                svc.oneshot(Request::new(Full::new(Bytes::from_static(body.as_bytes())))),
+            );
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                !answer.is_finished(),
+                "answered before the inner service was ready"
+            );
+            gated.set(open);
+            let res = answer.await.unwrap().unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            match open {
+                Ok(()) => {
+                    assert_eq!(status, StatusCode::OK);
+                    assert_eq!(&bytes[..], b"m");
+                }
+                Err(()) => {
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(json["error"]["message"], "the inner service is shut");
+                }
+            }
         }
     }
 
