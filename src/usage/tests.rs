@@ -380,6 +380,21 @@ async fn a_client_gone_before_the_answer_is_recorded_cancelled() {
     assert_eq!(r.cost, Some(0.0), "nothing came back: nothing charged");
 }
 
+#[tokio::test]
+async fn an_answer_dropped_before_it_is_polled_is_recorded_once_cancelled() {
+    // Metering calls the inner service at `call` time: the record is pending from then on.
+    let s = setup(16);
+    let p = key(None, None);
+    let mut svc = s.layer.layer(answering(Some(usage(10, 5))));
+    let fut = svc.ready().await.unwrap().call(request(false, &p));
+    drop(fut);
+    s.recorder.flush().await;
+    let records = s.sink.records();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].cancelled);
+    assert_eq!(records[0].status, None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_waits_then_refuses_and_counts() {
     let s = setup(1);
