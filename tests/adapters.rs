@@ -69,6 +69,29 @@ fn anthropic(r: &Received) -> Script {
             );
         return Script::sse(events_of(text.as_bytes()));
     }
+    if says("for an hour") {
+        // 10 input tokens, 20 read from the cache, 500 written to it (200 of them for an hour).
+        let by_ttl =
+            r#""cache_creation":{"ephemeral_5m_input_tokens":300,"ephemeral_1h_input_tokens":200}"#;
+        if !stream {
+            return Script::json(
+                200,
+                ANTHROPIC_MESSAGE.replace(
+                    r#""cache_creation_input_tokens":5"#,
+                    &format!(r#""cache_creation_input_tokens":500,{by_ttl}"#),
+                ),
+            );
+        }
+        let text = String::from_utf8(fixture("anthropic/anthropic_text.sse").to_vec())
+            .unwrap()
+            .replace(
+                r#""cache_creation_input_tokens":0,"cache_read_input_tokens":2048"#,
+                &format!(
+                    r#""cache_creation_input_tokens":500,"cache_read_input_tokens":20,{by_ttl}"#
+                ),
+            );
+        return Script::sse(events_of(text.as_bytes()));
+    }
     if says("midway") && stream {
         return Script::sse(events_of(&fixture("anthropic/anthropic_error.sse")));
     }
@@ -249,6 +272,86 @@ async fn prompt_cache_reads_and_writes_are_charged_at_their_own_prices() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no cache_write tokens in\n{metrics}"));
     assert!(written >= 105.0, "{written}");
+}
+
+#[tokio::test]
+async fn one_hour_prompt_cache_writes_are_charged_at_their_own_price() {
+    const KEY: &str = "sk-cache-test-key-0123456789";
+    let fake = FakeProvider::start(anthropic).await;
+    let prices = "completion_price = 2.0\ncache_read_price = 0.1\ncache_write_price = 1.25";
+    let keyed = |toml: String| toml + &format!("\n[[keys]]\nname = \"app\"\nkey = \"{KEY}\"\n");
+    let c = client();
+    let call = |method: http::Method, url: String, body: String| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        send(&c, req)
+    };
+    let post = |url: String, body: String| call(http::Method::POST, url, body);
+    let get = |url: String| call(http::Method::GET, url, String::new());
+    let ask = |stream: bool| {
+        format!(
+            r#"{{"model":"vendor/m","stream":{stream},"stream_options":{{"include_usage":true}},
+                "messages":[{{"role":"user","content":"cache this for an hour"}}]}}"#
+        )
+    };
+    let usage_of = |a: &Answer, stream: bool| {
+        if stream {
+            a.chunks().last().unwrap()["usage"].clone()
+        } else {
+            a.json()["usage"].clone()
+        }
+    };
+    let details = json!({"cached_tokens":20,"cache_write_tokens":500,
+        "cache_creation_token_details":{"ephemeral_5m_input_tokens":300,"ephemeral_1h_input_tokens":200}});
+
+    // With a one-hour price: 20 read, 300 five-minute writes, 200 one-hour writes.
+    let gw = Gateway::start(&keyed(config(&fake, "anthropic", "").replace(
+        "completion_price = 2.0",
+        &format!("{prices}\ncache_write_1h_price = 2.0"),
+    )))
+    .await;
+    // (The stream's fixture has 23 input tokens and 14 output; the message 10 and 7.)
+    for (stream, input, output) in [(false, 10.0, 7.0), (true, 23.0, 14.0)] {
+        let a = post(gw.url("/v1/chat/completions"), ask(stream)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        let usage = usage_of(&a, stream);
+        assert_eq!(usage["prompt_tokens"], input + 520.0, "{usage}");
+        assert_eq!(usage["prompt_tokens_details"], details);
+        let cost = usage["cost"].as_f64().unwrap();
+        let want = (input * 1.0 + 20.0 * 0.1 + 300.0 * 1.25 + 200.0 * 2.0 + output * 2.0) / 1e6;
+        assert!((cost - want).abs() < 1e-18, "{cost} against {want}");
+        gw.flush().await;
+        let id = a.headers["x-generation-id"].to_str().unwrap();
+        let r = get(gw.url(&format!("/v1/generation?id={id}"))).await;
+        let d = &r.json()["data"];
+        assert_eq!(d["cache_write_tokens"], 500, "{d}");
+        assert_eq!(
+            d["cost"].as_f64(),
+            Some(cost),
+            "the record's cost is the answer's"
+        );
+    }
+    let m = get(gw.url("/v1/models")).await.json();
+    assert_eq!(m["data"][0]["pricing"]["input_cache_write_1h"], "0.000002");
+
+    // Without one, every write is at the write price, as before.
+    let gw = Gateway::start(&keyed(
+        config(&fake, "anthropic", "").replace("completion_price = 2.0", prices),
+    ))
+    .await;
+    let a = post(gw.url("/v1/chat/completions"), ask(false)).await;
+    let cost = usage_of(&a, false)["cost"].as_f64().unwrap();
+    let want = (10.0 * 1.0 + 20.0 * 0.1 + 500.0 * 1.25 + 7.0 * 2.0) / 1e6;
+    assert!((cost - want).abs() < 1e-18, "{cost} against {want}");
+    let m = get(gw.url("/v1/models")).await.json();
+    assert!(m["data"][0]["pricing"]
+        .get("input_cache_write_1h")
+        .is_none());
 }
 
 #[tokio::test]

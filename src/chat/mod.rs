@@ -25,8 +25,9 @@ pub use request::{
     Message, ResponseFormat, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice,
 };
 pub use response::{
-    ChatChunk, ChatCompletion, Choice, ChunkChoice, CompletionTokensDetails, Delta,
-    FunctionCallDelta, PromptTokensDetails, ResponseMessage, ToolCallDelta, Usage, UsageField,
+    CacheCreationTokenDetails, ChatChunk, ChatCompletion, Choice, ChunkChoice,
+    CompletionTokensDetails, Delta, FunctionCallDelta, PromptTokensDetails, ResponseMessage,
+    ToolCallDelta, Usage, UsageField,
 };
 
 /// Fields a struct does not know, kept in order and forwarded untouched.

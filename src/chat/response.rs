@@ -289,6 +289,25 @@ pub struct PromptTokensDetails {
     /// Tokens written to the prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_tokens: Option<u64>,
+    /// The tokens written to the prompt cache by how long they stay there (Anthropic's
+    /// `cache_creation`, under the name LiteLLM gives it): a one-hour write costs more than a
+    /// five-minute one. Boxed: rare, and a usage is moved often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_token_details: Option<Box<CacheCreationTokenDetails>>,
+    /// Every other field, forwarded untouched.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `prompt_tokens_details.cache_creation_token_details`: prompt-cache writes by lifetime.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheCreationTokenDetails {
+    /// Tokens written to the cache for five minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_5m_input_tokens: Option<u64>,
+    /// Tokens written to the cache for an hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_1h_input_tokens: Option<u64>,
     /// Every other field, forwarded untouched.
     #[serde(flatten)]
     pub extra: Extra,

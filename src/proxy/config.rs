@@ -499,6 +499,10 @@ pub struct EndpointConfig {
     /// prompt price).
     #[serde(default)]
     pub cache_write_price: Option<f64>,
+    /// USD per million input tokens written to the prompt cache for an hour (Anthropic's
+    /// `ttl: "1h"`; absent: the cache write price).
+    #[serde(default)]
+    pub cache_write_1h_price: Option<f64>,
     /// Context length at this endpoint.
     #[serde(default)]
     pub context_length: Option<u64>,
@@ -648,7 +652,8 @@ impl Config {
                     provider,
                     e.model.as_str(),
                     Pricing::new(e.prompt_price, e.completion_price)
-                        .with_cache(e.cache_read_price, e.cache_write_price),
+                        .with_cache(e.cache_read_price, e.cache_write_price)
+                        .with_cache_write_1h(e.cache_write_1h_price),
                 );
                 endpoint.context_length = e.context_length;
                 endpoint.max_output_tokens = e.max_output_tokens;
@@ -1007,13 +1012,24 @@ key = "sk-mg-client-secret-4"
             "model `m`: the cache write price must be finite and not negative"
         );
         assert!(err(&priced("prompt_price = nan")).contains("the prompt price"));
+        assert_eq!(
+            err(&priced("cache_write_1h_price = inf")),
+            "model `m`: the one-hour cache write price must be finite and not negative"
+        );
         assert!(err(&priced("cache_price = 1.0")).contains("unknown field `cache_price`"));
-        let cfg = Config::from_toml(&priced("prompt_price = 3.0\ncache_read_price = 0.3")).unwrap();
+        let cfg = Config::from_toml(&priced(
+            "prompt_price = 3.0\ncache_read_price = 0.3\ncache_write_1h_price = 6.0",
+        ))
+        .unwrap();
         let catalog = cfg.catalog(&no_env).unwrap();
         let p = catalog.resolve("m").unwrap().targets[0].pricing.unwrap();
         assert_eq!(
-            (p.cache_read_per_million, p.cache_write_per_million),
-            (Some(0.3), None)
+            (
+                p.cache_read_per_million,
+                p.cache_write_per_million,
+                p.cache_write_1h_per_million
+            ),
+            (Some(0.3), None, Some(6.0))
         );
     }
 

@@ -18,7 +18,8 @@ pub(crate) fn per_token(per_million: f64) -> String {
     }
 }
 
-/// An endpoint's prices as OpenRouter lists them; the cache prices only where configured.
+/// An endpoint's prices as OpenRouter lists them; the cache prices only where configured
+/// (`input_cache_write_1h`, the one-hour write price, is the gateway's own key).
 fn pricing(p: &Pricing) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     out.insert("prompt".into(), per_token(p.prompt_per_million).into());
@@ -29,6 +30,7 @@ fn pricing(p: &Pricing) -> serde_json::Map<String, Value> {
     for (name, price) in [
         ("input_cache_read", p.cache_read_per_million),
         ("input_cache_write", p.cache_write_per_million),
+        ("input_cache_write_1h", p.cache_write_1h_per_million),
     ] {
         if let Some(price) = price {
             out.insert(name.into(), per_token(price).into());

@@ -9,7 +9,8 @@
 //!   the first tool call as `extra_content.anthropic.thinking`, which the request translator
 //!   accepts back, so multi-turn tool use with thinking works;
 //! - usage: `prompt_tokens = input + cache_creation + cache_read`, `completion_tokens = output`
-//!   (`message_delta` is cumulative and overwrites), `cached_tokens` and `cache_write_tokens`;
+//!   (`message_delta` is cumulative and overwrites), `cached_tokens` and `cache_write_tokens`
+//!   (with `cache_creation_token_details`, the writes by lifetime, when Anthropic sends them);
 //! - stop reasons: `end_turn`, `stop_sequence`, `pause_turn` to `stop`; `max_tokens` and
 //!   `model_context_window_exceeded` to `length`; `tool_use` to `tool_calls`; `refusal` to
 //!   `content_filter`; the provider's value kept as `native_finish_reason`;
@@ -25,7 +26,8 @@ use super::openai::OpenAiStream;
 use super::translate::{self, emit, ChunkHead};
 use super::StreamContext;
 use crate::chat::{
-    ChatCompletion, Choice, FunctionCall, PromptTokensDetails, ResponseMessage, ToolCall, Usage,
+    CacheCreationTokenDetails, ChatCompletion, Choice, FunctionCall, PromptTokensDetails,
+    ResponseMessage, ToolCall, Usage,
 };
 use crate::sse::SseEvent;
 use crate::Error;
@@ -47,11 +49,21 @@ struct Counts {
     output: u64,
     cache_read: u64,
     cache_write: u64,
+    /// `cache_creation`'s breakdown of `cache_write` by lifetime (5 minutes, 1 hour), when
+    /// Anthropic sent one.
+    cache_write_by_ttl: Option<(u64, u64)>,
 }
 
 impl Counts {
     fn update(&mut self, u: &Value) {
         let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        if let Some(by_ttl) = u.get("cache_creation").filter(|c| c.is_object()) {
+            let get = |k: &str| by_ttl.get(k).and_then(Value::as_u64).unwrap_or(0);
+            self.cache_write_by_ttl = Some((
+                get("ephemeral_5m_input_tokens"),
+                get("ephemeral_1h_input_tokens"),
+            ));
+        }
         if let Some(v) = get("input_tokens") {
             self.input = v;
         }
@@ -75,6 +87,16 @@ impl Counts {
             prompt_tokens_details: Some(PromptTokensDetails {
                 cached_tokens: Some(self.cache_read),
                 cache_write_tokens: Some(self.cache_write),
+                cache_creation_token_details: self
+                    .cache_write_by_ttl
+                    .filter(|_| self.cache_write > 0)
+                    .map(|(five_minutes, one_hour)| {
+                        Box::new(CacheCreationTokenDetails {
+                            ephemeral_5m_input_tokens: Some(five_minutes),
+                            ephemeral_1h_input_tokens: Some(one_hour),
+                            ..Default::default()
+                        })
+                    }),
                 ..Default::default()
             }),
             ..Default::default()

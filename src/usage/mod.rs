@@ -288,6 +288,8 @@ impl Pending {
             _ => None,
         });
         record.finish_reason = report.finish_reason.as_deref().map(str::to_owned);
+        // Of the cache writes, those for an hour (priced apart; not a field of the record).
+        let mut cache_write_1h = 0;
         match &report.usage {
             Some(u) => {
                 record.prompt_tokens = u.prompt_tokens;
@@ -295,6 +297,7 @@ impl Pending {
                 let tokens = Tokens::of(u);
                 record.cached_tokens = tokens.cache_read;
                 record.cache_write_tokens = tokens.cache_write;
+                cache_write_1h = tokens.cache_write_1h;
                 record.reasoning_tokens = u
                     .completion_tokens_details
                     .as_ref()
@@ -321,6 +324,7 @@ impl Pending {
                     prompt: record.prompt_tokens,
                     cache_read: record.cached_tokens,
                     cache_write: record.cache_write_tokens,
+                    cache_write_1h,
                     completion: record.completion_tokens,
                 })
             }
