@@ -179,17 +179,21 @@ impl Pricing {
         let prompt_price = self.prompt_per_million;
         let read = tokens.cache_read.min(tokens.prompt);
         let write = tokens.cache_write.min(tokens.prompt - read);
-        let write_1h = tokens.cache_write_1h.min(write);
+        let price_1h = self
+            .cache_write_1h_per_million
+            .or(self.cache_write_per_million);
+        // At the same price as the other writes, they are added up with them.
+        let write_1h = if price_1h == self.cache_write_per_million {
+            0
+        } else {
+            tokens.cache_write_1h.min(write)
+        };
         let mut at_prompt_price = tokens.prompt - read - write;
         let mut other = 0.0;
         for (count, price) in [
             (read, self.cache_read_per_million),
             (write - write_1h, self.cache_write_per_million),
-            (
-                write_1h,
-                self.cache_write_1h_per_million
-                    .or(self.cache_write_per_million),
-            ),
+            (write_1h, price_1h),
         ] {
             match price {
                 Some(p) if p != prompt_price => other += count as f64 * p,
