@@ -243,8 +243,9 @@ impl OpenAiStream {
             usage: None,
             finish_reason: None,
             error: None,
-            scratch: Vec::new(),
-            view: ChunkScratch::default(),
+            // Sized for a typical chunk, so that the first ones do not grow them step by step.
+            scratch: Vec::with_capacity(512),
+            view: ChunkScratch::with_capacity(8),
             shape: Shape::default(),
             shapes: true,
             delta_head: Vec::new(),

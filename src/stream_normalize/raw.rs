@@ -170,6 +170,16 @@ pub(crate) struct ChunkScratch {
 }
 
 impl ChunkScratch {
+    /// Lists with room for `members` members at each level and one choice.
+    pub(crate) fn with_capacity(members: usize) -> Self {
+        ChunkScratch {
+            top: Vec::with_capacity(members),
+            choice_members: Vec::with_capacity(members),
+            delta_members: Vec::with_capacity(members),
+            choices: Vec::with_capacity(1),
+        }
+    }
+
     /// One choice: its members but `delta` and the members of its `delta` are kept apart.
     fn choice(&mut self, sc: &mut Scanner<'_>) -> Scan<()> {
         let from = self.choice_members.len();
