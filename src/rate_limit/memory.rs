@@ -184,7 +184,8 @@ impl<C: Clock + Clone> MemoryRateLimits<C> {
         let now = self.now_ns();
         let mut tat = self.tokens.entry(key).or_insert(now);
         let base = (*tat).max(now);
-        let next = base + per_token * u64::from(n.min(per_minute));
+        // Saturating: an upstream's absurd usage, settled, can leave a state far in the future.
+        let next = base.saturating_add(per_token * u64::from(n.min(per_minute)));
         if next - now > capacity {
             let wait = next - now - capacity;
             return Err((

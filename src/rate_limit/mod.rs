@@ -269,7 +269,7 @@ fn admit<B, ResB>(
         let limits = principal.rate_limits;
         slot.on_final(move |usage| {
             if let Some(u) = usage {
-                let used = u.prompt_tokens + u.completion_tokens;
+                let used = u.prompt_tokens.saturating_add(u.completion_tokens);
                 store.reconcile(&key, &limits, reserved, used);
             }
         });

@@ -319,3 +319,32 @@ fn resets_are_written_like_openai_does() {
     assert_eq!(format_reset(Duration::ZERO), "0ms");
     assert_eq!(format_reset(Duration::MAX), "5124095576030431h0m15s");
 }
+
+#[tokio::test]
+async fn an_upstream_that_reports_absurd_usage_spends_the_window_and_panics_nothing() {
+    let clock = FakeRelativeClock::default();
+    let store = Arc::new(MemoryRateLimits::with_clock(clock.clone()));
+    let p = principal(RateLimits {
+        tokens_per_minute: Some(1000),
+        ..RateLimits::default()
+    });
+    let svc = RateLimitLayer::new(store.clone()).layer(service_fn(
+        |req: Request<Full<bytes::Bytes>>| async move {
+            let slot = req.extensions().get::<UsageSlot>().unwrap();
+            slot.record(Usage {
+                prompt_tokens: u64::MAX,
+                completion_tokens: u64::MAX,
+                total_tokens: u64::MAX,
+                ..Usage::default()
+            });
+            Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::new())))
+        },
+    ));
+    let mut req = Request::new(Full::new(bytes::Bytes::from(vec![b'x'; 400])));
+    req.extensions_mut().insert(p.clone());
+    drop(svc.oneshot(req).await.unwrap());
+    // The usage counts as more than the window holds: the next request waits, as after any
+    // answer that used far more than it reserved.
+    let res = send(&store, &p, 4, Some(1)).await;
+    assert_eq!(res.status(), 429);
+}

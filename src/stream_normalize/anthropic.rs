@@ -79,11 +79,15 @@ impl Counts {
     }
 
     fn usage(&self) -> Usage {
-        let prompt = self.input + self.cache_write + self.cache_read;
+        // Saturating: the counts are the provider's, whatever it sent.
+        let prompt = self
+            .input
+            .saturating_add(self.cache_write)
+            .saturating_add(self.cache_read);
         Usage {
             prompt_tokens: prompt,
             completion_tokens: self.output,
-            total_tokens: prompt + self.output,
+            total_tokens: prompt.saturating_add(self.output),
             prompt_tokens_details: Some(PromptTokensDetails {
                 cached_tokens: Some(self.cache_read),
                 cache_write_tokens: Some(self.cache_write),
@@ -526,6 +530,23 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_counts_saturate_instead_of_overflowing() {
+        let mut counts = Counts::default();
+        counts.update(&serde_json::json!({"input_tokens": u64::MAX,
+            "cache_read_input_tokens": 5, "cache_creation_input_tokens": 7,
+            "output_tokens": u64::MAX}));
+        let usage = counts.usage();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+    }
 
     #[test]
     fn only_the_exact_text_delta_shape_takes_the_raw_path() {

@@ -56,13 +56,18 @@ fn usage(meta: &Value) -> Option<Usage> {
         return None;
     }
     let get = |k: &str| meta.get(k).and_then(Value::as_u64);
-    let prompt = get("promptTokenCount").unwrap_or(0) + get("toolUsePromptTokenCount").unwrap_or(0);
+    // Saturating: the counts are the provider's, whatever it sent.
+    let prompt = get("promptTokenCount")
+        .unwrap_or(0)
+        .saturating_add(get("toolUsePromptTokenCount").unwrap_or(0));
     let thoughts = get("thoughtsTokenCount");
-    let completion = get("candidatesTokenCount").unwrap_or(0) + thoughts.unwrap_or(0);
+    let completion = get("candidatesTokenCount")
+        .unwrap_or(0)
+        .saturating_add(thoughts.unwrap_or(0));
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: get("totalTokenCount").unwrap_or(prompt + completion),
+        total_tokens: get("totalTokenCount").unwrap_or(prompt.saturating_add(completion)),
         prompt_tokens_details: Some(PromptTokensDetails {
             cached_tokens: Some(get("cachedContentTokenCount").unwrap_or(0)),
             ..Default::default()
@@ -355,4 +360,21 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
         usage: usage(&v["usageMetadata"]),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_counts_saturate_instead_of_overflowing() {
+        let u = usage(&serde_json::json!({"promptTokenCount": u64::MAX,
+            "toolUsePromptTokenCount": 3, "candidatesTokenCount": u64::MAX,
+            "thoughtsTokenCount": 9}))
+        .unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+    }
 }
