@@ -512,7 +512,9 @@ fn default_kind(status: StatusCode) -> &'static str {
 
 /// The `Retry-After` value for a wait: whole seconds, rounded up, never 0.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
     secs.max(1)
 }
 
@@ -680,6 +682,7 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
         assert_eq!(retry_after_secs(Duration::from_secs(7)), 7);
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX, "saturates");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pin_project::pin_project;
 
@@ -52,6 +53,14 @@ where
 
 /// A boxed, sendable future: what the stores' methods and the asynchronous layers return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// `at + d`, saturating at thirty years after `at` (what Tokio's timers do with a deadline
+/// too far away): a duration configured as "never" ([`Duration::MAX`]) must not overflow the
+/// clock.
+pub(crate) fn later(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    at.checked_add(d.min(FAR)).unwrap_or(at)
+}
 
 /// Helpers for the layers' unit tests.
 #[cfg(test)]

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::future::later;
+
 /// Outcomes remembered for the rolling error rate.
 const WINDOW: u32 = 32;
 
@@ -147,7 +149,7 @@ impl EndpointHealth {
                 // A probe that never reported (its caller vanished) frees the slot after a
                 // cool-down's length.
                 Some(since) if now.saturating_duration_since(since) < policy.cooldown => {
-                    Availability::CoolingUntil(since + policy.cooldown)
+                    Availability::CoolingUntil(later(since, policy.cooldown))
                 }
                 _ => {
                     s.probing_since = Some(now);
@@ -226,7 +228,7 @@ impl EndpointHealth {
             Some(wait.min(policy.max_cooldown))
         } else if was_probe {
             let last = s.last_cooldown.unwrap_or(policy.cooldown);
-            Some((last * 2).min(policy.max_cooldown))
+            Some(last.saturating_mul(2).min(policy.max_cooldown))
         } else if s.consecutive_failures >= policy.failures_to_cool.max(1) && s.error_rate() >= 0.5
         {
             Some(policy.cooldown.min(policy.max_cooldown))
@@ -234,7 +236,7 @@ impl EndpointHealth {
             None
         };
         if let Some(d) = cooldown.filter(|d| !d.is_zero()) {
-            s.cooling_until = Some(now + d);
+            s.cooling_until = Some(later(now, d));
             s.last_cooldown = Some(d);
             s.rate_limited = rate_limited;
         }
@@ -377,6 +379,30 @@ mod tests {
             h.acquire(now, &p),
             Availability::CoolingUntil(now + Duration::from_secs(60))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cool_downs_of_the_maximum_duration_saturate() {
+        let h = EndpointHealth::new();
+        let p = HealthPolicy {
+            failures_to_cool: 1,
+            cooldown: Duration::MAX,
+            max_cooldown: Duration::MAX,
+            ..policy()
+        };
+        let now = Instant::now();
+        let far = Duration::from_secs(86_400 * 365 * 30);
+        h.on_failure(now, None, &p);
+        assert_eq!(h.acquire(now, &p), Availability::CoolingUntil(now + far));
+        // Thirty years on, the probe fails: twice "for ever" is still thirty years.
+        let t = now + far;
+        assert_eq!(h.acquire(t, &p), Availability::Probe);
+        h.on_failure(t, None, &p);
+        assert_eq!(h.acquire(t, &p), Availability::CoolingUntil(t + far));
+        // An abandoned probe's slot, likewise.
+        let t = t + far;
+        assert_eq!(h.acquire(t, &p), Availability::Probe);
+        assert_eq!(h.acquire(t, &p), Availability::CoolingUntil(t + far));
     }
 
     #[tokio::test(start_paused = true)]

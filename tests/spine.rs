@@ -577,3 +577,54 @@ async fn shutdown_lets_in_flight_streams_finish_and_stops_accepting() {
         .await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+/// An embedder's "no timeout" is `Duration::MAX`: the stack must take it as "never", not
+/// overflow the clock on every request.
+#[tokio::test]
+async fn timeouts_and_keepalives_of_the_maximum_duration_mean_never() {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+    use modelgate::chat::ChatRequest;
+    use modelgate::dispatch::Dispatch;
+    use modelgate::provider::{Provider, ProviderKind, Timeouts};
+    use modelgate::route::Target;
+    use modelgate::stream_normalize::StreamNormalizeLayer;
+    use tower::{Layer, ServiceExt};
+
+    let fake = FakeProvider::start(standard).await;
+    let provider = Arc::new(
+        Provider::builder("fake", ProviderKind::OpenAi, fake.base_url())
+            .api_key(Some(PROVIDER_KEY.into()))
+            .timeouts(Timeouts {
+                connect: Duration::MAX,
+                first_byte: Duration::MAX,
+                idle: Duration::MAX,
+            })
+            .build()
+            .unwrap(),
+    );
+    let svc = StreamNormalizeLayer::new()
+        .keepalive_interval(Some(Duration::MAX))
+        .layer(Dispatch::new([&provider]));
+    for stream in [false, true] {
+        let mut req = Request::new(
+            serde_json::from_value::<ChatRequest>(serde_json::json!({
+                "model": "m", "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]
+            }))
+            .unwrap(),
+        );
+        req.extensions_mut()
+            .insert(Target::new(provider.clone(), "up-model", "m"));
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        if stream {
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        } else {
+            assert!(text.contains("\"choices\""), "{text}");
+        }
+    }
+}

@@ -11,6 +11,7 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{ErrorSource, Retry};
+use crate::future::later;
 use crate::Error;
 
 /// A provider's response body with an idle timeout: if no piece arrives for the provider's
@@ -39,7 +40,7 @@ impl ResponseBody {
         let now = Instant::now();
         ResponseBody {
             inner,
-            sleep: tokio::time::sleep_until(now + idle),
+            sleep: tokio::time::sleep_until(later(now, idle)),
             idle,
             last: now,
             provider,
@@ -74,7 +75,7 @@ impl Body for ResponseBody {
                 if this.sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let deadline = *this.last + *this.idle;
+                let deadline = later(*this.last, *this.idle);
                 if Instant::now() >= deadline {
                     *this.last = Instant::now();
                     return Poll::Ready(Some(Err(Error::gateway_timeout(

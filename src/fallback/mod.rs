@@ -72,7 +72,7 @@ use tower_service::Service;
 pub use self::body::FallbackBody;
 use crate::chat::{ChatRequest, Usage};
 use crate::error::{BoxError, ErrorSource};
-use crate::future::BoxFuture;
+use crate::future::{later, BoxFuture};
 use crate::health::{Availability, HealthPolicy};
 use crate::route::{Attempt, AttemptOutcome, Attempts, Hedge, RoutePlan, Target, UsageSlot};
 use crate::Error;
@@ -387,7 +387,7 @@ where
         let now = Instant::now();
         Ok(Walk {
             svc,
-            deadline: shared.policy.deadline.map(|d| now + d),
+            deadline: shared.policy.deadline.map(|d| later(now, d)),
             made: Some(now),
             state: Vec::new(),
             shared,
@@ -478,7 +478,7 @@ where
             if self.pass > 0 {
                 if self
                     .deadline
-                    .is_some_and(|deadline| Instant::now() + wait >= deadline)
+                    .is_some_and(|deadline| later(Instant::now(), wait) >= deadline)
                 {
                     self.out_of_time = true;
                     continue;

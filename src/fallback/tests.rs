@@ -927,3 +927,37 @@ mod classify {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn durations_set_to_the_maximum_mean_never_and_panic_nothing() {
+    // An embedder's way of saying "no limit": every duration of the policy at its maximum.
+    let h = Harness::new(FallbackPolicy {
+        backoff_base: Duration::MAX,
+        backoff_max: Duration::MAX,
+        max_retry_wait: Duration::MAX,
+        deadline: Some(Duration::MAX),
+        health: HealthPolicy {
+            cooldown: Duration::MAX,
+            max_cooldown: Duration::MAX,
+            failures_to_cool: 1,
+            ..HealthPolicy::default()
+        },
+        ..FallbackPolicy::default()
+    });
+    let (a, b) = (target("a", "m"), target("b", "m"));
+    // `a` is told to wait (and cools down for that long); `b` fails once, then answers.
+    h.script("a", &[Act::Status(429, Some(5))]);
+    h.script("b", &[Act::Status(503, None)]);
+    let res = h
+        .send(request(vec![a.clone(), b.clone()], false))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h.called(), ["a", "b", "a"], "a's 5 s wait, then a again");
+
+    // `b` failed and cools down for "ever"; a plan of `b` alone is refused at once.
+    h.script("b", &[Act::Status(503, None)]);
+    let e = h.send(request(vec![b.clone()], false)).await.unwrap_err();
+    let res = e.into_response();
+    assert!(res.status().is_server_error(), "{:?}", res.status());
+}

@@ -11,6 +11,7 @@ use tokio::time::Sleep;
 
 use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
+use crate::future::later;
 use crate::route::{StreamEnd, UsageSlot};
 use crate::sse::{self, SseDecoder};
 use crate::Error;
@@ -237,7 +238,7 @@ where
                     }
                     if let Some(mut sleep) = this.keepalive.as_mut().as_pin_mut() {
                         if sleep.as_mut().poll(cx).is_ready() {
-                            let next = tokio::time::Instant::now() + *this.keepalive_interval;
+                            let next = later(tokio::time::Instant::now(), *this.keepalive_interval);
                             sleep.as_mut().reset(next);
                             // Register the new deadline with the timer before yielding.
                             let _ = sleep.poll(cx);
