@@ -628,3 +628,39 @@ async fn timeouts_and_keepalives_of_the_maximum_duration_mean_never() {
         }
     }
 }
+
+/// `0` for a provider's timeouts is "none", as `deadline_ms = 0` is no deadline; before, it
+/// timed every request out at once.
+#[tokio::test]
+async fn zero_timeouts_in_the_config_mean_none() {
+    let fake = FakeProvider::start(standard).await;
+    let toml = standard_config(&fake, "")
+        .replace(
+            "first_byte_timeout_ms = 1500",
+            "first_byte_timeout_ms = 0\nconnect_timeout_ms = 0",
+        )
+        .replace("idle_timeout_ms = 1500", "idle_timeout_ms = 0");
+    let gw = Gateway::start(&toml).await;
+    let c = client();
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // A stream with pauses between its events: no idle timeout cuts it.
+    let s = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("fake/slow", true, false),
+    )
+    .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text());
+    assert_eq!(
+        s.events().last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        s.text()
+    );
+}

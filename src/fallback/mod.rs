@@ -577,7 +577,8 @@ where
         let timeouts = self.targets[i].provider.timeouts();
         let deadline = match self.deadline {
             Some(d)
-                if d.saturating_duration_since(now) < timeouts.connect + timeouts.first_byte =>
+                if d.saturating_duration_since(now)
+                    < timeouts.connect.saturating_add(timeouts.first_byte) =>
             {
                 d
             }

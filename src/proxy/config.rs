@@ -394,13 +394,13 @@ pub struct ProviderConfig {
     /// Extra headers sent with every request to this provider.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Connect timeout (default 10000).
+    /// Connect timeout (default 10000; 0: none).
     #[serde(default)]
     pub connect_timeout_ms: Option<u64>,
-    /// Time to the response headers (default 120000).
+    /// Time to the response headers (default 120000; 0: none).
     #[serde(default)]
     pub first_byte_timeout_ms: Option<u64>,
-    /// Longest silence within a response body (default 120000).
+    /// Longest silence within a response body (default 120000; 0: none).
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
     /// At most this many requests a minute go to this provider; past it the provider is
@@ -877,8 +877,12 @@ impl ProviderConfig {
             (None, None) => None,
         };
         let d = Timeouts::default();
-        let ms =
-            |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+        // 0: no timeout (as `deadline_ms = 0` is no deadline), which the timers take as never.
+        let ms = |v: Option<u64>, default: Duration| match v {
+            Some(0) => Duration::MAX,
+            Some(ms) => Duration::from_millis(ms),
+            None => default,
+        };
         let timeouts = Timeouts {
             connect: ms(self.connect_timeout_ms, d.connect),
             first_byte: ms(self.first_byte_timeout_ms, d.first_byte),

@@ -108,7 +108,11 @@ impl RedisKeyStore {
     /// Whether the snapshot is recent enough to trust (a version check went through lately).
     fn fresh(&self) -> bool {
         let o = self.state.options();
-        let within = (o.cache * 2 + o.timeout).max(Duration::from_secs(1));
+        let within = o
+            .cache
+            .saturating_mul(2)
+            .saturating_add(o.timeout)
+            .max(Duration::from_secs(1));
         self.state.now_ms() - self.synced_at.load(Ordering::Relaxed) < within.as_millis() as u64
     }
 
