@@ -252,10 +252,13 @@ impl EndpointHealth {
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
         let s = self.lock();
         HealthSnapshot {
-            latency: s.latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
-            latency_p95: s
+            // `try_`: an `ewma_alpha` outside 0..=1 (a policy's own) could make them negative.
+            latency: s
                 .latency_ms
-                .map(|ms| Duration::from_secs_f64((ms + 2.0 * s.latency_dev_ms) / 1000.0)),
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()),
+            latency_p95: s.latency_ms.and_then(|ms| {
+                Duration::try_from_secs_f64((ms + 2.0 * s.latency_dev_ms) / 1000.0).ok()
+            }),
             throughput: s.throughput,
             error_rate: s.error_rate(),
             samples: s.samples,
@@ -403,6 +406,20 @@ mod tests {
         let t = t + far;
         assert_eq!(h.acquire(t, &p), Availability::Probe);
         assert_eq!(h.acquire(t, &p), Availability::CoolingUntil(t + far));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_smoothing_factor_out_of_range_panics_nothing() {
+        let h = EndpointHealth::new();
+        let p = HealthPolicy {
+            ewma_alpha: 3.0,
+            ..policy()
+        };
+        h.on_success(Duration::from_millis(100), &p);
+        h.on_success(Duration::ZERO, &p);
+        // 100 + 3 × (0 − 100) = −200 ms: no such duration, so none is reported.
+        let snap = h.snapshot(Instant::now());
+        assert_eq!(snap.latency, None);
     }
 
     #[tokio::test(start_paused = true)]
