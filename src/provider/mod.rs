@@ -58,7 +58,8 @@ impl ProviderKind {
     }
 }
 
-/// Timeouts of one provider.
+/// Timeouts of one provider. [`Duration::MAX`] is "none" (as are the other durations of the
+/// crate's policies: a wait that long is taken as never ending).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP (and TLS) connect.
