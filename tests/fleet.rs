@@ -862,3 +862,37 @@ async fn spend_counts_each_record_once_per_window_and_pending_costs_count_at_onc
     assert_eq!(r, record("gen-3", "k", 1.0, tue));
     assert!(usage.generation("gen-none".into()).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_absurd_usage_settles_as_a_long_wait_and_redis_stays_healthy() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let state = RedisState::connect(RedisOptions::new(redis.url()))
+        .await
+        .unwrap();
+    let limits = Arc::new(state.rate_limits());
+    let tpm = RateLimits {
+        tokens_per_minute: Some(1),
+        ..RateLimits::default()
+    };
+    assert!(limits.acquire("k", &tpm, 1).await.unwrap().allowed);
+    // A provider that reports u64::MAX tokens: the key owes them, Redis takes the debt.
+    limits.reconcile("k", &tpm, 1, u64::MAX);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Refused with a long wait, not a Redis failure (which would be a 503 for everyone).
+        let d = limits
+            .acquire("k", &tpm, 1)
+            .await
+            .expect("Redis still serves");
+        let wait = d.retry_after.unwrap_or_default();
+        if !d.allowed && wait > Duration::from_secs(86_400 * 365) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the debt never landed: {d:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let d = limits.acquire("other", &tpm, 1).await.unwrap();
+    assert!(d.allowed, "another key is untouched");
+}

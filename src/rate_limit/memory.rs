@@ -55,6 +55,9 @@ pub struct MemoryRateLimits<C: Clock = QuantaClock> {
     decisions: AtomicU64,
 }
 
+/// How far a key's token debt can reach, in nanoseconds: a hundred years.
+const MAX_DEBT_NS: u64 = 100 * 365 * 86_400 * 1_000_000_000;
+
 impl<C: Clock + Clone> fmt::Debug for MemoryRateLimits<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryRateLimits")
@@ -287,8 +290,11 @@ where
         let mut tat = self.tokens.entry(slot_of(&self.seed, key)).or_insert(now);
         if used >= reserved {
             // Debt: the key waits for what it used beyond the estimate.
+            // At most a hundred years ahead, as in Redis: a provider's absurd usage is a very
+            // long wait, not an overflow.
             let extra = (used - reserved).saturating_mul(per_token);
-            *tat = (*tat).max(now).saturating_add(extra);
+            let most = now.saturating_add(MAX_DEBT_NS);
+            *tat = (*tat).max(now).saturating_add(extra).min(most);
         } else {
             // Give back what was not used; never into the past.
             let back = (reserved - used) * per_token;

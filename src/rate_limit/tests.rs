@@ -347,4 +347,8 @@ async fn an_upstream_that_reports_absurd_usage_spends_the_window_and_panics_noth
     // answer that used far more than it reserved.
     let res = send(&store, &p, 4, Some(1)).await;
     assert_eq!(res.status(), 429);
+    // A debt of at most a hundred years, as in Redis.
+    let wait: u64 = header(&res, "retry-after").parse().unwrap();
+    let year = 365 * 86_400;
+    assert!(wait > year && wait <= 100 * year, "{wait}");
 }

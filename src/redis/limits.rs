@@ -76,8 +76,9 @@ return out
 ";
 
 /// Settles a token reservation: KEYS[1] the tokens state; ARGV: tokens per minute, reserved,
-/// used. Debt pushes the state forward; what was not used is given back (never into the
-/// past).
+/// used. Debt pushes the state forward, at most a hundred years ahead (3,153,600,000,000,000
+/// µs; a provider's absurd usage must not make a state Redis refuses to store, which would
+/// count as Redis failing); what was not used is given back (never into the past).
 const RECONCILE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -87,12 +88,13 @@ local reserved = math.min(tonumber(ARGV[2]), limit)
 local used = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
 if used >= reserved then
-  tat = math.max(tat, now) + (used - reserved) * per
+  tat = math.min(math.max(tat, now) + (used - reserved) * per, now + 3153600000000000)
 else
   tat = math.max(tat - (reserved - used) * per, now)
 end
 if tat > now then
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+    string.format('%.0f', math.ceil((tat - now) / 1000) + 1))
 else
   redis.call('DEL', KEYS[1])
 end
