@@ -90,6 +90,9 @@ pub struct Catalog {
     aliases: crate::FastMap<String, String>,
 }
 
+/// The highest price an endpoint may have, in USD per million tokens.
+const MAX_PRICE: f64 = 1_000_000.0;
+
 impl Catalog {
     /// An empty catalog.
     pub fn new() -> Self {
@@ -128,9 +131,11 @@ impl Catalog {
                 ));
             }
             for (name, price) in e.pricing.named() {
-                if price.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
+                // Capped, so that any usage's cost (at most u64::MAX tokens) stays a finite
+                // number: a spend store refuses an infinite one.
+                if price.is_some_and(|p| !(p.is_finite() && (0.0..=MAX_PRICE).contains(&p))) {
                     return Err(format!(
-                        "model `{}`: the {name} price must be finite and not negative",
+                        "model `{}`: the {name} price must be between 0 and 1000000 (USD per million tokens)",
                         model.id
                     ));
                 }

@@ -1013,13 +1013,15 @@ key = "sk-mg-client-secret-4"
         };
         assert_eq!(
             err(&priced("cache_write_price = -1.0")),
-            "model `m`: the cache write price must be finite and not negative"
+            "model `m`: the cache write price must be between 0 and 1000000 (USD per million tokens)"
         );
         assert!(err(&priced("prompt_price = nan")).contains("the prompt price"));
         assert_eq!(
             err(&priced("cache_write_1h_price = inf")),
-            "model `m`: the one-hour cache write price must be finite and not negative"
+            "model `m`: the one-hour cache write price must be between 0 and 1000000 (USD per million tokens)"
         );
+        assert!(err(&priced("completion_price = 1e300"))
+            .contains("the completion price must be between"));
         assert!(err(&priced("cache_price = 1.0")).contains("unknown field `cache_price`"));
         let cfg = Config::from_toml(&priced(
             "prompt_price = 3.0\ncache_read_price = 0.3\ncache_write_1h_price = 6.0",
