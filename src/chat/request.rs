@@ -92,6 +92,9 @@ pub struct ChatRequest {
     pub extra: Extra,
 }
 
+/// The longest `model` (and `models[]` entry) accepted, in bytes.
+pub const MAX_MODEL_ID_BYTES: usize = 512;
+
 impl ChatRequest {
     /// True when the client asked for a stream.
     pub fn is_stream(&self) -> bool {
@@ -108,13 +111,29 @@ impl ChatRequest {
                 .unwrap_or(false)
     }
 
-    /// Checks what the types alone cannot: a non-empty `model` and `messages`, a
-    /// `tool_call_id` on tool messages, `n` at least 1. The error names the field.
+    /// Checks what the types alone cannot: a non-empty `model` and `messages`, model ids of
+    /// at most [`MAX_MODEL_ID_BYTES`], a `tool_call_id` on tool messages, `n` at least 1. The
+    /// error names the field.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad =
             |msg: String, param: &str| Err(crate::Error::invalid_request(msg, Some(param.into())));
         if self.model.trim().is_empty() {
             return bad("`model` must be a non-empty string".into(), "model");
+        }
+        // No model id is that long; one that is would be copied into every record.
+        if self.model.len() > MAX_MODEL_ID_BYTES {
+            return bad(
+                format!("`model` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
+                "model",
+            );
+        }
+        for (i, m) in self.models.iter().flatten().enumerate() {
+            if m.len() > MAX_MODEL_ID_BYTES {
+                return bad(
+                    format!("`models[{i}]` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
+                    &format!("models[{i}]"),
+                );
+            }
         }
         if self.messages.is_empty() {
             return bad(

@@ -344,7 +344,19 @@ mod tests {
                 Some("messages"),
             ),
         ];
-        for (body, needle, param) in cases {
+        let long = "m".repeat(crate::chat::MAX_MODEL_ID_BYTES + 1);
+        // Leaked: `call` takes a text that lives as long as the body.
+        let long_model: &'static str =
+            format!(r#"{{"model":"{long}","messages":[{{"role":"user","content":"x"}}]}}"#).leak();
+        let long_models: &'static str = format!(
+            r#"{{"model":"m","models":["a","{long}"],"messages":[{{"role":"user","content":"x"}}]}}"#
+        )
+        .leak();
+        let longs = [
+            (long_model, "at most 512 bytes", Some("model")),
+            (long_models, "at most 512 bytes", Some("models[1]")),
+        ];
+        for (body, needle, param) in cases.iter().chain(&longs) {
             let (s, json, id) = call(body, 1 << 20).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
             assert!(id);

@@ -233,6 +233,8 @@ struct Pending {
     record: UsageRecord,
 }
 
+/// An attribution header, as recorded: its first 512 characters (as for `user`), so that no
+/// request can make its record large.
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -511,7 +513,7 @@ where
         attempts: Vec::new(),
         referer: header(req.headers(), "http-referer"),
         title: header(req.headers(), "x-title"),
-        user: body.user.clone(),
+        user: body.user.as_deref().map(|u| u.chars().take(512).collect()),
         cache_write_tokens: 0,
     };
     let answer = Arc::new(Mutex::new(Answer::default()));

@@ -52,7 +52,7 @@ pub struct UsageRecord {
     pub time_to_first_token_ms: Option<u64>,
     /// Every attempt, in order.
     pub attempts: Vec<AttemptRecord>,
-    /// The `HTTP-Referer` header (app attribution).
+    /// The `HTTP-Referer` header (app attribution; its first 512 characters, as the next two).
     pub referer: Option<String>,
     /// The `X-Title` header (app attribution).
     pub title: Option<String>,

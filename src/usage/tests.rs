@@ -595,3 +595,20 @@ async fn the_state_store_keeps_records_and_spend_across_a_restart() {
     assert_eq!(r, some[0]);
     assert_eq!(db.get_record("gen-missing").unwrap(), None);
 }
+
+#[tokio::test]
+async fn attribution_is_recorded_up_to_512_characters() {
+    let s = setup(16);
+    let p = key(None, None);
+    let mut svc = s.layer.layer(answering(Some(usage(10, 5))));
+    let mut req = request(false, &p);
+    req.body_mut().user = Some("é".repeat(10_000));
+    req.headers_mut()
+        .insert("x-title", "t".repeat(10_000).parse().unwrap());
+    let res = svc.ready().await.unwrap().call(req).await;
+    assert_eq!(res.unwrap().status(), StatusCode::OK);
+    s.recorder.flush().await;
+    let r = &s.sink.records()[0];
+    assert_eq!(r.user.as_deref(), Some("é".repeat(512).as_str()));
+    assert_eq!(r.title.as_deref(), Some("t".repeat(512).as_str()));
+}
