@@ -337,7 +337,10 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
         let native = c["finishReason"].as_str().unwrap_or("STOP").to_owned();
         let reason = finish_reason(&native, !calls.is_empty());
         choices.push(Choice {
-            index: c["index"].as_u64().map(|i| i as u32).unwrap_or(pos as u32),
+            index: c["index"]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .unwrap_or(pos as u32),
             message: ResponseMessage {
                 role: "assistant".into(),
                 content: (!text.is_empty() || calls.is_empty()).then_some(text),
