@@ -714,15 +714,20 @@ async fn redis_over_tls_with_a_private_authority_and_client_certificates() {
     assert!(err.contains("go together"), "{err}");
 }
 
+/// The rate-limit store on `redis`.
+async fn redis_limits(redis: &RedisServer) -> Arc<impl RateLimitStore> {
+    let state = RedisState::connect(RedisOptions::new(redis.url()))
+        .await
+        .unwrap();
+    Arc::new(state.rate_limits())
+}
+
 #[tokio::test]
 async fn token_limits_are_reserved_and_settled_in_redis() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let state = RedisState::connect(RedisOptions::new(redis.url()))
-        .await
-        .unwrap();
-    let limits = Arc::new(state.rate_limits());
+    let limits = redis_limits(&redis).await;
     let tpm = RateLimits {
         tokens_per_minute: Some(100),
         ..RateLimits::default()
@@ -868,10 +873,7 @@ async fn an_absurd_usage_settles_as_a_long_wait_and_redis_stays_healthy() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let state = RedisState::connect(RedisOptions::new(redis.url()))
-        .await
-        .unwrap();
-    let limits = Arc::new(state.rate_limits());
+    let limits = redis_limits(&redis).await;
     let tpm = RateLimits {
         tokens_per_minute: Some(1),
         ..RateLimits::default()
