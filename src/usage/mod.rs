@@ -233,12 +233,15 @@ struct Pending {
     record: UsageRecord,
 }
 
-/// An attribution header, as recorded: its first 512 characters (as for `user`), so that no
-/// request can make its record large.
+/// An attribution header, as recorded (clipped).
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(512).collect())
+    h.get(name).and_then(|v| v.to_str().ok()).map(clipped)
+}
+
+/// An attribution value (a header, the request's `user`) as recorded: its first 512
+/// characters, so that no request can make its record large.
+fn clipped(v: &str) -> String {
+    v.chars().take(512).collect()
 }
 
 impl Pending {
@@ -290,45 +293,39 @@ impl Pending {
             _ => None,
         });
         record.finish_reason = report.finish_reason.as_deref().map(str::to_owned);
-        // Of the cache writes, those for an hour (priced apart; not a field of the record).
-        let mut cache_write_1h = 0;
-        match &report.usage {
+        // What the cost is computed from, and the record's token fields: one source.
+        let tokens = match &report.usage {
             Some(u) => {
-                record.prompt_tokens = u.prompt_tokens;
-                record.completion_tokens = u.completion_tokens;
-                let tokens = Tokens::of(u);
-                record.cached_tokens = tokens.cache_read;
-                record.cache_write_tokens = tokens.cache_write;
-                cache_write_1h = tokens.cache_write_1h;
                 record.reasoning_tokens = u
                     .completion_tokens_details
                     .as_ref()
                     .and_then(|d| d.reasoning_tokens)
                     .unwrap_or(0);
+                Tokens::of(u)
             }
             None if report.events > 0 => {
                 // The provider never reported usage (the client left, or the stream broke):
                 // the gateway's count. About a token per streamed event; the prompt at about
                 // four bytes per token of its JSON.
                 record.estimated = true;
-                record.completion_tokens = report.events;
-                record.prompt_tokens =
-                    serde_json::to_vec(&*messages).map_or(0, |v| v.len() as u64 / 4);
+                Tokens {
+                    prompt: serde_json::to_vec(&*messages).map_or(0, |v| v.len() as u64 / 4),
+                    completion: report.events,
+                    ..Tokens::default()
+                }
             }
-            None => {}
-        }
+            None => Tokens::default(),
+        };
+        record.prompt_tokens = tokens.prompt;
+        record.completion_tokens = tokens.completion;
+        record.cached_tokens = tokens.cache_read;
+        record.cache_write_tokens = tokens.cache_write;
         let failed = record.error.is_some() || answer.status.is_some_and(|s| s != 200);
         record.cost = pricing.map(|p| {
-            if failed && record.completion_tokens == 0 {
+            if failed && tokens.completion == 0 {
                 0.0
             } else {
-                p.cost_with_cache(&Tokens {
-                    prompt: record.prompt_tokens,
-                    cache_read: record.cached_tokens,
-                    cache_write: record.cache_write_tokens,
-                    cache_write_1h,
-                    completion: record.completion_tokens,
-                })
+                p.cost_with_cache(&tokens)
             }
         });
         let end = tokio::time::Instant::now();
@@ -513,7 +510,7 @@ where
         attempts: Vec::new(),
         referer: header(req.headers(), "http-referer"),
         title: header(req.headers(), "x-title"),
-        user: body.user.as_deref().map(|u| u.chars().take(512).collect()),
+        user: body.user.as_deref().map(clipped),
         cache_write_tokens: 0,
     };
     let answer = Arc::new(Mutex::new(Answer::default()));
