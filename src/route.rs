@@ -42,8 +42,14 @@ impl GenerationId {
         push(itoa::Buffer::new().format(now.as_secs()).as_bytes());
         push(b"-");
         push(&sortable_micros(now.subsec_micros()));
-        for _ in 0..16 {
-            push(&[ID_ALPHABET[fastrand::usize(..ID_ALPHABET.len())]]);
+        // Eight base-62 digits from each of two random words: 62^8 is under 2^48, so the
+        // digits are uniform to within one part in 80,000, and two draws replace sixteen.
+        for _ in 0..2 {
+            let mut word = fastrand::u64(..);
+            for _ in 0..8 {
+                push(&[ID_ALPHABET[(word % 62) as usize]]);
+                word /= 62;
+            }
         }
         let id = std::str::from_utf8(&id[..len]).expect("an id is ASCII");
         GenerationId(Arc::from(id))

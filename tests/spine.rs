@@ -21,6 +21,12 @@ async fn non_streaming_answer_is_stamped_and_passes_unknown_fields_both_ways() {
     let id = a.headers["x-generation-id"].to_str().unwrap();
     assert!(id.starts_with("gen-"));
     assert_eq!(j["id"], id, "id and X-Generation-Id are one id");
+    // A whole answer goes out with its length, not chunked.
+    assert_eq!(
+        a.headers["content-length"].to_str().unwrap(),
+        a.body.len().to_string()
+    );
+    assert!(!a.headers.contains_key("transfer-encoding"));
     assert_eq!(j["model"], "vendor/fake-model", "model is the public id");
     assert_eq!(j["provider"], "fake");
     assert_eq!(

@@ -56,7 +56,7 @@ use tower_service::Service;
 
 pub use self::store::LocalKeyStore;
 use crate::body::GatewayBody;
-use crate::decode::GENERATION_ID_HEADER;
+use crate::decode::GENERATION_ID_NAME;
 use crate::future::BoxFuture;
 use crate::route::GenerationId;
 use crate::Error;
@@ -628,7 +628,7 @@ pub(crate) fn reject<B>(err: &Error, extensions: &http::Extensions) -> Response<
     }
     if let Some(id) = extensions.get::<GenerationId>() {
         if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-            res.headers_mut().insert(GENERATION_ID_HEADER, v);
+            res.headers_mut().insert(GENERATION_ID_NAME, v);
         }
     }
     res.map(GatewayBody::full)

@@ -19,6 +19,7 @@
 
 mod request;
 mod response;
+mod write;
 
 pub use request::{
     ChatRequest, Content, ContentPart, FileRef, FunctionCall, FunctionDef, ImageUrl, InputAudio,

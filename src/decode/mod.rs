@@ -18,13 +18,15 @@
 //! let _small = DecodeLayer::new().max_body_bytes(1 << 20);
 //! ```
 
+mod fast;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -42,6 +44,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
 
 /// The response header naming the request's generation id.
 pub const GENERATION_ID_HEADER: &str = "x-generation-id";
+
+/// [`GENERATION_ID_HEADER`] as a header name: inserting a `&str` name that is not a standard
+/// header copies it into a new allocation each time; this one is shared.
+pub(crate) const GENERATION_ID_NAME: HeaderName = HeaderName::from_static(GENERATION_ID_HEADER);
 
 /// Builds [`Decode`]; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +169,7 @@ fn answer<RB>(
         e.into_response().map(GatewayBody::full)
     });
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        res.headers_mut().insert(GENERATION_ID_HEADER, v);
+        res.headers_mut().insert(GENERATION_ID_NAME, v);
     }
     res
 }
@@ -222,9 +228,12 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
             None,
         ));
     };
-    let chat: ChatRequest = match serde_json::from_str(text) {
-        Ok(c) => c,
-        Err(first) => return Err(describe_parse_error(bytes, first)),
+    let chat: ChatRequest = match fast::chat_request(text) {
+        Some(c) => c,
+        None => match serde_json::from_str(text) {
+            Ok(c) => c,
+            Err(first) => return Err(describe_parse_error(bytes, first)),
+        },
     };
     chat.validate()?;
     Ok(chat)

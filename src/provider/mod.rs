@@ -15,7 +15,7 @@ use http_body_util::Full;
 mod anthropic;
 mod gemini;
 
-use crate::chat::ChatRequest;
+use crate::chat::{ChatRequest, Content};
 use crate::route::Target;
 use crate::Error;
 
@@ -198,8 +198,17 @@ impl Provider {
             ProviderKind::OpenAi | ProviderKind::Azure => {
                 body.model.clear();
                 body.model.push_str(&target.upstream_model);
-                let bytes = serde_json::to_vec(&body)
-                    .map_err(|e| Error::internal(format!("cannot serialise the request: {e}")))?;
+                // Room for the texts and the rest, so the buffer seldom grows.
+                let texts: usize = body
+                    .messages
+                    .iter()
+                    .map(|m| match &m.content {
+                        Some(Content::Text(t)) => t.len(),
+                        _ => 64,
+                    })
+                    .sum();
+                let mut bytes = Vec::with_capacity(256 + texts + 32 * body.messages.len());
+                body.write_json(&mut bytes);
                 let uri = match (&self.kind, &self.api_version) {
                     (ProviderKind::Azure, Some(version)) => self.uri(&format!(
                         "{}/openai/deployments/{}/chat/completions?api-version={}",

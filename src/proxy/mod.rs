@@ -48,7 +48,7 @@ pub use self::config::{
 };
 use crate::auth::{self, refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;
-use crate::decode::{Decode, DecodeLayer, GENERATION_ID_HEADER};
+use crate::decode::{Decode, DecodeLayer, GENERATION_ID_NAME};
 use crate::dispatch::{self, Dispatch};
 use crate::error::BoxError;
 use crate::fallback::{Fallback, FallbackBody};
@@ -533,7 +533,7 @@ impl ProxyFuture {
 /// The proxy's own answers carry a generation id too.
 fn own(mut res: Response<Full<Bytes>>) -> Response<ProxyBody> {
     if let Ok(v) = HeaderValue::from_str(GenerationId::new().as_str()) {
-        res.headers_mut().insert(GENERATION_ID_HEADER, v);
+        res.headers_mut().insert(GENERATION_ID_NAME, v);
     }
     res.map(GatewayBody::full)
 }

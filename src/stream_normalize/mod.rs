@@ -34,7 +34,7 @@ mod anthropic;
 mod body;
 mod gemini;
 mod openai;
-mod raw;
+pub(crate) mod raw;
 mod translate;
 
 use std::future::Future;
@@ -44,7 +44,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
@@ -55,7 +55,7 @@ pub use self::anthropic::AnthropicStream;
 pub use self::body::{ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
 pub use self::openai::OpenAiStream;
-use self::raw::{key, ObjectWriter, RawObject};
+use self::raw::{key, ObjectWriter};
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::provider::ProviderKind;
@@ -374,10 +374,6 @@ where
             }
             out.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            out.headers_mut().insert(
-                CONTENT_LENGTH,
-                crate::body::number_header(json.len() as u64),
-            );
             *out.body_mut() = ResponseBody::full(json);
             Ok(out)
         })
@@ -487,7 +483,7 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
     // Validating UTF-8 once up front is cheaper than per string inside the parser.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| garbage(format!("the provider's answer is not UTF-8 ({e})")))?;
-    let obj = RawObject::parse(text)
+    let (obj, finish_reason) = raw::parse_answer(text, "choices", "finish_reason")
         .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
     let obj = obj.members();
     // The members read, in one pass. One of them twice is refused: the usage recorded, or
@@ -508,16 +504,17 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
     if error.is_some_and(|e| e.get() != "null") {
         return Err(error_in_answer(ctx, bytes));
     }
-    let Some(choices) = choices.filter(|c| c.get().starts_with('[')) else {
+    if !choices.is_some_and(|c| c.get().starts_with('[')) {
         return Err(garbage(
             "the provider's answer has no `choices` array".into(),
         ));
-    };
+    }
     let mut usage = match usage.filter(|u| u.get() != "null") {
-        Some(u) => Some(
-            serde_json::from_str::<Usage>(u.get())
+        Some(u) => Some(match raw::plain_usage(u.get()) {
+            Some(plain) => plain,
+            None => serde_json::from_str::<Usage>(u.get())
                 .map_err(|e| garbage(format!("the provider's `usage` is malformed ({e})")))?,
-        ),
+        }),
         None => None,
     };
     // Priced: the usage is written again, with the gateway's `cost`.
@@ -534,7 +531,7 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
             None
         }
     };
-    let finish_reason = first_finish_reason(choices.get());
+    let finish_reason = finish_reason.and_then(raw::string_value);
     let mut out = Vec::with_capacity(bytes.len() + 96);
     let mut w = ObjectWriter::begin(&mut out);
     let (mut wrote_id, mut wrote_model) = (false, false);
@@ -582,15 +579,6 @@ pub struct Rendered {
     pub usage: Option<Usage>,
     /// The first choice's finish reason.
     pub finish_reason: Option<String>,
-}
-
-/// The first choice's `finish_reason`, read from the `choices` array's JSON text (its own
-/// member, not one of an object nested in it; the last one if it repeats).
-fn first_finish_reason(choices: &str) -> Option<String> {
-    let raw = raw::first_item_member(choices, "finish_reason")?;
-    serde_json::from_str::<Option<String>>(raw.get())
-        .ok()
-        .flatten()
 }
 
 #[cfg(test)]

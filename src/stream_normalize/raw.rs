@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::chat::Usage;
+
 /// The text of one JSON value, validated, without the whitespace around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raw<'a>(&'a str);
@@ -143,6 +145,7 @@ pub(crate) struct RawObject<'a> {
 
 impl<'a> RawObject<'a> {
     /// Splits `text`, which must be one JSON object, validating all of it.
+    #[cfg(test)]
     pub(crate) fn parse(text: &'a str) -> Result<Self, JsonError> {
         let mut spans = Vec::with_capacity(8);
         Scanner::new(text).document(|sc| sc.members(&mut spans))?;
@@ -303,31 +306,71 @@ impl<'a> ChunkView<'a> {
     }
 }
 
-/// The value of the member named `key` of the first element of `array` (a JSON array's text),
-/// when that element is an object that has one; of the last such member when the key repeats,
-/// as most JSON readers (JavaScript's, Python's, so the SDKs') keep the last. Members of
-/// nested objects are not looked at; a text that does not read as such an array gives
-/// `None`.
-pub(crate) fn first_item_member<'a>(array: &'a str, key: &str) -> Option<Raw<'a>> {
-    let mut sc = Scanner::new(array);
-    sc.ws();
-    sc.eat(b'[', "").ok()?;
-    sc.enter().ok()?;
-    sc.ws();
-    if sc.peek() != Some(b'{') {
-        return None;
+/// A non-streamed answer: `text`, one JSON object, split into its members (all of it
+/// validated), and, read in the same pass, the value of the member named `item_key` of the
+/// first element of the first member named `array_key`, when that member is an array whose
+/// first element is an object that has one. Of that object's members named `item_key`, the
+/// last, as most JSON readers (JavaScript's, Python's, so the SDKs') keep the last; members
+/// of objects nested deeper are not looked at.
+pub(crate) fn parse_answer<'a>(
+    text: &'a str,
+    array_key: &str,
+    item_key: &str,
+) -> Result<(RawObject<'a>, Option<Raw<'a>>), JsonError> {
+    let mut spans = Vec::with_capacity(8);
+    let (mut found, mut seen) = (None, false);
+    Scanner::new(text).document(|sc| {
+        sc.object(|sc, head| {
+            let at = sc.i;
+            if !seen && head.is(array_key) {
+                seen = true;
+                sc.value_noting_first_item_member(item_key, &mut found)?;
+            } else {
+                sc.value()?;
+            }
+            spans.push(sc.span(head, at));
+            Ok(())
+        })
+    })?;
+    Ok((RawObject { text, spans }, found))
+}
+
+/// A JSON string's text (validated, quotes included) decoded; `None` for `null` or any other
+/// value. Without escapes, the text between the quotes is the string.
+pub(crate) fn string_value(raw: Raw<'_>) -> Option<String> {
+    let text = raw.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(inner.to_owned()),
+        _ => serde_json::from_str::<Option<String>>(text).ok().flatten(),
     }
-    let mut found = None;
-    sc.object(|sc, head| {
-        let at = sc.i;
-        sc.value()?;
-        if head.is(key) {
-            found = Some(Raw(&array[at..sc.i]));
-        }
-        Ok(())
-    })
-    .ok()?;
-    found
+}
+
+/// A usage object read without serde when it holds only the three plain counts
+/// (`prompt_tokens`, `completion_tokens`, `total_tokens`, each at most once and an integer
+/// from 0 to `u64::MAX` written without a fraction or an exponent), as many OpenAI-compatible
+/// servers send it. `None` for anything else, which the caller reads with serde: whatever
+/// this reads, serde reads the same.
+pub(crate) fn plain_usage(text: &str) -> Option<Usage> {
+    let mut usage = Usage::default();
+    let mut seen = [false; 3];
+    Scanner::new(text)
+        .document(|sc| {
+            sc.object_with(false, |sc, head| {
+                let (i, count) = match head.quoted {
+                    "\"prompt_tokens\"" => (0, &mut usage.prompt_tokens),
+                    "\"completion_tokens\"" => (1, &mut usage.completion_tokens),
+                    "\"total_tokens\"" => (2, &mut usage.total_tokens),
+                    _ => return sc.err("not a plain count"),
+                };
+                if std::mem::replace(&mut seen[i], true) {
+                    return sc.err("a repeated count");
+                }
+                *count = sc.plain_u64()?;
+                Ok(())
+            })
+        })
+        .ok()?;
+    Some(usage)
 }
 
 /// The end of the JSON string literal that starts at `at` in `text` (validated), if one does.
@@ -367,7 +410,7 @@ const MAX_DEPTH: u32 = 128;
 /// characters and with valid escapes (a `\u` escape needs four hex digits, as in serde_json's
 /// skipping, unpaired surrogates included), numbers of the JSON grammar, `true`, `false`,
 /// `null`, nested up to [`MAX_DEPTH`].
-struct Scanner<'a> {
+pub(crate) struct Scanner<'a> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
@@ -376,10 +419,10 @@ struct Scanner<'a> {
     line_breaks: bool,
 }
 
-type Scan<T> = Result<T, JsonError>;
+pub(crate) type Scan<T> = Result<T, JsonError>;
 
 impl<'a> Scanner<'a> {
-    fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         Scanner {
             text,
             b: text.as_bytes(),
@@ -389,12 +432,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn err<T>(&self, what: &'static str) -> Scan<T> {
+    pub(crate) fn err<T>(&self, what: &'static str) -> Scan<T> {
         Err(JsonError { what, at: self.i })
     }
 
     /// One value read by `f`, with nothing but whitespace around it.
-    fn document<T>(&mut self, f: impl FnOnce(&mut Self) -> Scan<T>) -> Scan<T> {
+    pub(crate) fn document<T>(&mut self, f: impl FnOnce(&mut Self) -> Scan<T>) -> Scan<T> {
         self.ws();
         let v = f(self)?;
         self.ws();
@@ -404,7 +447,7 @@ impl<'a> Scanner<'a> {
         Ok(v)
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
@@ -504,7 +547,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// An array; `element` is called at each element and must read it.
-    fn array(&mut self, element: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+    pub(crate) fn array(&mut self, element: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
         self.items(
             [b'[', b']'],
             "expected a JSON array",
@@ -568,6 +611,118 @@ impl<'a> Scanner<'a> {
             Some(_) => self.err("expected a value"),
             None => self.err("EOF while parsing a value"),
         }
+    }
+
+    /// A value; when it is an array whose first element is an object, the value of that
+    /// object's last member named `key` goes into `found`.
+    fn value_noting_first_item_member(
+        &mut self,
+        key: &str,
+        found: &mut Option<Raw<'a>>,
+    ) -> Scan<()> {
+        if self.peek() != Some(b'[') {
+            return self.value();
+        }
+        let mut first = true;
+        self.array(|sc| {
+            if !std::mem::take(&mut first) || sc.peek() != Some(b'{') {
+                return sc.value();
+            }
+            sc.object_with(false, |sc, head| {
+                let at = sc.i;
+                sc.value()?;
+                if head.is(key) {
+                    *found = Some(Raw(&sc.text[at..sc.i]));
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// A JSON integer from 0 to `u64::MAX` without a fraction or an exponent; any other value
+    /// is an error.
+    fn plain_u64(&mut self) -> Scan<u64> {
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            n = match n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(c - b'0')))
+            {
+                Some(n) => n,
+                None => return self.err("not a u64"),
+            };
+            self.i += 1;
+        }
+        let digits = self.i - start;
+        let leading_zero = digits > 1 && self.b[start] == b'0';
+        if digits == 0 || leading_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return self.err("not a plain integer");
+        }
+        Ok(n)
+    }
+
+    /// An object whose keys are written without escapes (one with an escape is an error);
+    /// `member` is called with each key, unquoted, and must read the value.
+    pub(crate) fn plain_object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a str) -> Scan<()>,
+    ) -> Scan<()> {
+        self.object_with(false, |sc, head| {
+            if head.escaped {
+                return sc.err("a key with an escape");
+            }
+            member(sc, &head.quoted[1..head.quoted.len() - 1])
+        })
+    }
+
+    /// A value, its text handed to serde (which reads it as it would inside a larger text).
+    pub(crate) fn with_serde<T: serde::de::DeserializeOwned>(&mut self) -> Scan<T> {
+        let at = self.i;
+        self.value()?;
+        serde_json::from_str(&self.text[at..self.i]).or_else(|_| self.err("refused by serde"))
+    }
+
+    /// A string, decoded: without escapes, the text between the quotes, borrowed.
+    pub(crate) fn str_value(&mut self) -> Scan<Cow<'a, str>> {
+        if self.peek() != Some(b'"') {
+            return self.err("expected a string");
+        }
+        let at = self.i;
+        if !self.string()? {
+            return Ok(Cow::Borrowed(&self.text[at + 1..self.i - 1]));
+        }
+        match serde_json::from_str(&self.text[at..self.i]) {
+            Ok(s) => Ok(Cow::Owned(s)),
+            Err(_) => self.err("an invalid escape"),
+        }
+    }
+
+    /// A string, decoded.
+    pub(crate) fn owned_string(&mut self) -> Scan<String> {
+        self.str_value().map(Cow::into_owned)
+    }
+
+    /// `null` or a string.
+    pub(crate) fn optional_string(&mut self) -> Scan<Option<String>> {
+        self.nullable(Self::owned_string)
+    }
+
+    /// `null`, `true` or `false`.
+    pub(crate) fn optional_bool(&mut self) -> Scan<Option<bool>> {
+        self.nullable(|sc| match sc.peek() {
+            Some(b't') => sc.literal(b"true").map(|()| true),
+            Some(b'f') => sc.literal(b"false").map(|()| false),
+            _ => sc.err("expected a boolean"),
+        })
+    }
+
+    /// `null` or an integer from 0 to `u32::MAX` without a fraction or an exponent.
+    pub(crate) fn optional_u32(&mut self) -> Scan<Option<u32>> {
+        self.nullable(|sc| {
+            let n = sc.plain_u64()?;
+            u32::try_from(n).or_else(|_| sc.err("not a u32"))
+        })
     }
 
     fn literal(&mut self, word: &'static [u8]) -> Scan<()> {
@@ -740,13 +895,46 @@ impl<'o> ObjectWriter<'o> {
         let _ = serde_json::to_writer(self.field(key), value);
     }
 
+    /// A member whose key is known only now.
+    pub(crate) fn dynamic_field<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        write_str(self.out, key);
+        self.out.push(b':');
+        let _ = serde_json::to_writer(&mut *self.out, value);
+    }
+
     pub(crate) fn end(self) {
         self.out.push(b'}');
     }
 }
 
+/// `s` as a JSON string, written as serde_json writes it. A string with nothing to escape (no
+/// `"`, `\\` or control character), the usual case, is copied in one piece.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(out, s);
+    if needs_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(out, s);
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether `bytes` hold a `"`, a `\\` or a control character (what JSON escapes).
+fn needs_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        if special_bytes(u64::from_le_bytes(w.try_into().expect("eight bytes"))) != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 #[cfg(test)]
@@ -1054,6 +1242,109 @@ mod tests {
         assert_eq!(first(*b"\xc3\xa9\xe2\x9c\x93\xff\x80 "), None);
     }
 
+    #[test]
+    fn an_answer_is_split_and_its_first_choices_finish_reason_read_in_one_pass() {
+        let reason = |text: &str| -> Option<String> {
+            let (obj, found) = parse_answer(text, "choices", "finish_reason").unwrap();
+            // The members are those a plain split gives.
+            let plain = RawObject::parse(text).unwrap();
+            let spans = |o: &RawObject<'_>| {
+                o.members()
+                    .iter()
+                    .map(|m| (m.place(), m.key().into_owned()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(spans(&obj), spans(&plain), "{text}");
+            found.map(|r| r.get().to_owned())
+        };
+        let choice = r#"{"id":"x","choices":[{"index":0,"finish_reason":"stop"}],"usage":null}"#;
+        assert_eq!(reason(choice), Some(r#""stop""#.to_owned()));
+        // A nested member of that name is not the choice's own; the last of its own counts.
+        let nested = r#"{"choices":[{"message":{"finish_reason":"a"},"finish_reason":null,
+            "finish_reason" : "length"},{"finish_reason":"b"}]}"#;
+        assert_eq!(reason(nested), Some(r#""length""#.to_owned()));
+        // Only the first element, only an object, only the first `choices`.
+        assert_eq!(reason(r#"{"choices":[{},{"finish_reason":"b"}]}"#), None);
+        assert_eq!(reason(r#"{"choices":[1,{"finish_reason":"b"}]}"#), None);
+        assert_eq!(reason(r#"{"choices":{"finish_reason":"b"}}"#), None);
+        assert_eq!(
+            reason(r#"{"choices":[],"choices":[{"finish_reason":"b"}]}"#),
+            None
+        );
+        assert_eq!(reason(r#"{"finish_reason":"b","choices":[]}"#), None);
+        // An escaped key is compared decoded.
+        let escaped = r#"{"ch\u006fices":[{"finish_\u0072eason":"x"}]}"#;
+        assert_eq!(reason(escaped), Some(r#""x""#.to_owned()));
+        // Still validated: a bad value deep in the first choice fails the whole answer.
+        assert!(parse_answer(r#"{"choices":[{"a":[tru]}]}"#, "choices", "x").is_err());
+        // A key that does not decode inside a choice is skipped, as in any nested object.
+        assert_eq!(
+            reason(r#"{"choices":[{"\uD800":1,"finish_reason":"stop"}]}"#),
+            Some(r#""stop""#.to_owned())
+        );
+    }
+
+    #[test]
+    fn a_string_value_is_decoded_and_anything_else_is_none() {
+        let value = |text: &str| string_value(Raw(text));
+        assert_eq!(value(r#""stop""#).as_deref(), Some("stop"));
+        assert_eq!(value(r#""""#).as_deref(), Some(""));
+        assert_eq!(value(r#""a\"b\u00e9""#).as_deref(), Some("a\"bé"));
+        assert_eq!(value("null"), None);
+        assert_eq!(value("12"), None);
+        assert_eq!(value(r#"{"a":"b"}"#), None);
+    }
+
+    #[test]
+    fn plain_counts_are_read_without_serde_and_anything_else_is_left_to_it() {
+        let plain =
+            r#"{"prompt_tokens":14,"completion_tokens":0, "total_tokens" : 18446744073709551615}"#;
+        let u = plain_usage(plain).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (14, 0, u64::MAX)
+        );
+        assert_eq!(Some(u), serde_json::from_str(plain).ok());
+        assert_eq!(plain_usage("{}"), Some(Usage::default()));
+        for other in [
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":1.0}"#,
+            r#"{"prompt_tokens":1e2}"#,
+            r#"{"prompt_tokens":01}"#,
+            r#"{"prompt_tokens":null}"#,
+            r#"{"prompt_tokens":"1"}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            r#"{"prompt_\u0074okens":1}"#,
+            r#"{"prompt_tokens":1,"cost":0.5}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1}}"#,
+            r#"[]"#,
+        ] {
+            assert_eq!(plain_usage(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut bytes: Vec<char> = (0u8..0x80).map(char::from).collect();
+        bytes.extend(['é', '\u{2028}', '😀', '\u{7f}']);
+        for c in bytes {
+            for at in 0..10 {
+                let s: String = "abcdefghijk"
+                    .chars()
+                    .take(at)
+                    .chain([c])
+                    .chain("xyz".chars())
+                    .collect();
+                let mut out = b"[".to_vec();
+                write_str(&mut out, &s);
+                let mut theirs = b"[".to_vec();
+                serde_json::to_writer(&mut theirs, &s).unwrap();
+                assert_eq!(out, theirs, "{s:?}");
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn the_scanner_agrees_with_serde_json_on_any_text(
@@ -1073,6 +1364,38 @@ mod tests {
             // And wrapped as a member's value, where most of the grammar is reached.
             let wrapped = format!("{{\"k\":{text}}}");
             proptest::prop_assert!(agrees(&wrapped).is_ok(), "{}", agrees(&wrapped).unwrap_err());
+        }
+
+        #[test]
+        fn whatever_counts_are_read_without_serde_serde_reads_the_same(
+            members in proptest::collection::vec(
+                (
+                    proptest::sample::select(
+                        &["prompt_tokens", "completion_tokens", "total_tokens",
+                          "prompt_\\u0074okens", "cost", "x"][..],
+                    ),
+                    proptest::sample::select(
+                        &["0", "7", "00", "-3", "1.5", "2e3", "18446744073709551615",
+                          "18446744073709551616", "99999999999999999999999", "null", "\"4\"",
+                          "true", "{}", "[1]"][..],
+                    ),
+                ),
+                0..5,
+            ),
+            spaced in proptest::bool::ANY,
+        ) {
+            let sep = if spaced { " , " } else { "," };
+            let body = members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect::<Vec<_>>()
+                .join(sep);
+            let text = format!("{{{body}}}");
+            if let Some(ours) = plain_usage(&text) {
+                let theirs = serde_json::from_str::<Usage>(&text);
+                proptest::prop_assert!(theirs.is_ok(), "{text}: {theirs:?}");
+                proptest::prop_assert_eq!(ours, theirs.unwrap(), "{}", text);
+            }
         }
     }
 }
