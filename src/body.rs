@@ -73,6 +73,54 @@ where
     }
 }
 
+/// Why [`collect_limited`] stopped short of a whole body.
+#[derive(Debug)]
+pub(crate) enum CollectError {
+    /// The body is longer than the limit.
+    TooLarge,
+    /// The body failed.
+    Body(crate::error::BoxError),
+}
+
+/// A whole body of at most `limit` bytes. A body that comes in one piece (the usual case for
+/// a request or a JSON answer) is that piece, neither copied nor queued; several are joined
+/// once. Trailers are ignored. (`http_body_util`'s `Limited` and `collect` queue every piece
+/// in a list first, an allocation and a copy for what is mostly one piece.)
+pub(crate) async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
+where
+    B: Body,
+    B::Error: Into<crate::error::BoxError>,
+{
+    use bytes::{Buf, BytesMut};
+    use http_body_util::BodyExt;
+
+    let mut body = std::pin::pin!(body);
+    let (mut first, mut joined) = (None::<Bytes>, BytesMut::new());
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CollectError::Body(e.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(data.remaining());
+        if len > limit {
+            return Err(CollectError::TooLarge);
+        }
+        let data = data.copy_to_bytes(data.remaining());
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.reserve(earlier.len() + data.len());
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
 /// A number as a header value in one allocation (`HeaderValue::from(u64)` takes two: its
 /// buffer, then the shared handle `freeze` makes of a buffer with spare capacity).
 pub(crate) fn number_header(n: u64) -> http::HeaderValue {
@@ -83,6 +131,73 @@ pub(crate) fn number_header(n: u64) -> http::HeaderValue {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::{collect_limited, CollectError};
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::Full;
+
+    /// A body of the given pieces, then `end` (an error, or nothing).
+    struct Pieces(VecDeque<Result<Frame<Bytes>, std::io::Error>>);
+
+    impl http_body::Body for Pieces {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    fn pieces(p: &[&'static str]) -> Pieces {
+        Pieces(
+            p.iter()
+                .map(|s| Ok(Frame::data(Bytes::from_static(s.as_bytes()))))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_is_collected_whole_up_to_the_limit() {
+        let one = Bytes::from_static(b"{\"a\":1}");
+        let got = collect_limited(Full::new(one.clone()), 7).await.unwrap();
+        assert_eq!(got, one);
+        // One piece is that piece, not a copy.
+        assert_eq!(got.as_ptr(), one.as_ptr());
+        assert_eq!(collect_limited(pieces(&[]), 0).await.unwrap(), "");
+        assert_eq!(
+            collect_limited(pieces(&["ab", "", "cd", "e"]), 5)
+                .await
+                .unwrap(),
+            "abcde"
+        );
+        assert_eq!(collect_limited(pieces(&["", "ab"]), 5).await.unwrap(), "ab");
+        for (p, limit) in [
+            (&["abcdef"][..], 5),
+            (&["abc", "def"][..], 5),
+            (&["a"; 6][..], 5),
+        ] {
+            assert!(matches!(
+                collect_limited(pieces(p), limit).await,
+                Err(CollectError::TooLarge)
+            ));
+        }
+        let mut failing = pieces(&["ab"]);
+        failing
+            .0
+            .push_back(Ok(Frame::trailers(http::HeaderMap::new())));
+        failing.0.push_back(Err(std::io::Error::other("cut")));
+        match collect_limited(failing, 10).await {
+            Err(CollectError::Body(e)) => assert_eq!(e.to_string(), "cut"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn number_headers_are_the_decimal_digits() {
         for n in [0, 7, 42, 1_000_000, u64::MAX] {

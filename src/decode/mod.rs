@@ -29,10 +29,10 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::body::CollectError;
 use crate::body::GatewayBody;
 use crate::chat::ChatRequest;
 use crate::error::BoxError;
@@ -193,10 +193,10 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(Error::payload_too_large(limit)),
-        Err(e) => Err(Error::invalid_request(
+    match crate::body::collect_limited(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(CollectError::TooLarge) => Err(Error::payload_too_large(limit)),
+        Err(CollectError::Body(e)) => Err(Error::invalid_request(
             format!("cannot read the request body: {e}"),
             None,
         )),
@@ -267,7 +267,7 @@ fn missing_field(msg: &str) -> Option<String> {
 mod tests {
     use super::*;
     use http::StatusCode;
-    use http_body_util::Full;
+    use http_body_util::{BodyExt, Full};
     use std::sync::Arc;
     use tower::{service_fn, ServiceExt};
 

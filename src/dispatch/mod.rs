@@ -107,13 +107,14 @@ impl Service<Request<ChatRequest>> for Dispatch {
     }
 
     fn call(&mut self, req: Request<ChatRequest>) -> Self::Future {
-        let Some(target) = req.extensions().get::<Target>().cloned() else {
+        let (parts, body) = req.into_parts();
+        let Some(target) = parts.extensions.get::<Target>() else {
             return Box::pin(std::future::ready(Err(Error::internal(
                 "no routing target on the request: put ModelRewriteLayer (or insert a Target) before Dispatch",
             ))));
         };
         let provider = target.provider.clone();
-        let upstream = match provider.build_request(req.into_body(), &target) {
+        let upstream = match provider.build_request(body, target) {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };

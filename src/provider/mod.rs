@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+    USER_AGENT,
 };
 use http::{Method, Request, Uri};
 use http_body_util::Full;
@@ -242,12 +243,21 @@ impl Provider {
                 (uri, to_vec(&json)?)
             }
         };
-        let mut req = Request::new(Full::new(Bytes::from(bytes)));
+        // The length's digits go in the body's own allocation, after the body: both are
+        // slices of one buffer. (Left to hyper, the header would take two allocations.)
+        let mut bytes = bytes;
+        let len = bytes.len();
+        bytes.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        let bytes = Bytes::from(bytes);
+        let length = HeaderValue::from_maybe_shared(bytes.slice(len..))
+            .map_err(|e| Error::internal(format!("a body length is not a header value: {e}")))?;
+        let mut req = Request::new(Full::new(bytes.slice(..len)));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
-        h.reserve(5 + self.headers.len());
+        h.reserve(6 + self.headers.len());
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_LENGTH, length);
         h.insert(
             ACCEPT,
             HeaderValue::from_static(if stream {
@@ -534,5 +544,54 @@ impl ProviderBuilder {
                 .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n))),
             requests_per_minute: self.requests_per_minute,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use http_body::Body;
+
+    use super::*;
+
+    fn body_of(req: &mut Request<Full<Bytes>>) -> Bytes {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(req.body_mut()).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_request_body_goes_with_its_length() {
+        for kind in [
+            ProviderKind::OpenAi,
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+        ] {
+            let provider = Arc::new(
+                Provider::builder("p", kind, "http://127.0.0.1:9/v1")
+                    .build()
+                    .unwrap(),
+            );
+            let target = Target::new(provider.clone(), "up", "public");
+            let chat: ChatRequest = serde_json::from_str(
+                r#"{"model":"public","messages":[{"role":"user","content":"hi é"}],"top_k":5}"#,
+            )
+            .unwrap();
+            let mut req = provider.build_request(chat.clone(), &target).unwrap();
+            let body = body_of(&mut req);
+            assert_eq!(
+                req.headers()[CONTENT_LENGTH],
+                body.len().to_string().as_str()
+            );
+            if kind == ProviderKind::OpenAi {
+                let mut sent = chat;
+                sent.model = "up".into();
+                assert_eq!(body, serde_json::to_vec(&sent).unwrap());
+            }
+        }
     }
 }

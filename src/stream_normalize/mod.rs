@@ -47,7 +47,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -56,6 +55,7 @@ pub use self::body::{ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
 pub use self::openai::OpenAiStream;
 use self::raw::{key, ObjectWriter};
+use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::provider::ProviderKind;
@@ -249,11 +249,18 @@ where
     }
 
     fn call(&mut self, mut req: Request<ChatRequest>) -> Self::Future {
-        let Some(target) = req.extensions().get::<Target>().cloned() else {
+        let Some(target) = req.extensions().get::<Target>() else {
             return Box::pin(std::future::ready(Err(Error::internal(
                 "no routing target on the request: put ModelRewriteLayer (or insert a Target) before StreamNormalize",
             ))));
         };
+        // What the answer needs of the target, not a copy of all of it: each shared handle
+        // copied is a counter every request touches, from every thread.
+        let (provider, public_model, pricing) = (
+            target.provider.clone(),
+            target.public_model.clone(),
+            target.pricing,
+        );
         let id = match req.extensions().get::<GenerationId>() {
             Some(id) => id.clone(),
             None => {
@@ -266,13 +273,11 @@ where
         let streaming = req.body().is_stream();
         let ctx = StreamContext {
             id,
-            model: target.public_model.clone(),
-            provider: target.provider.name_arc().clone(),
+            model: public_model,
+            provider: provider.name_arc().clone(),
             include_usage: req.body().wants_stream_usage(),
             created: 0,
-            pricing: target
-                .pricing
-                .filter(|_| req.extensions().get::<PriceAnswers>().is_some()),
+            pricing: pricing.filter(|_| req.extensions().get::<PriceAnswers>().is_some()),
         };
         if streaming {
             req.body_mut()
@@ -296,7 +301,7 @@ where
                     &parts.headers,
                     &bytes,
                     &ctx.provider,
-                    target.provider.secret(),
+                    provider.secret(),
                 ));
             }
             let is_sse = parts
@@ -307,7 +312,7 @@ where
             let mut out = Response::new(ResponseBody::full(Bytes::new()));
             *out.status_mut() = StatusCode::OK;
             std::mem::swap(out.extensions_mut(), &mut parts.extensions);
-            let kind = target.provider.kind();
+            let kind = provider.kind();
             if streaming && is_sse {
                 let state = Translator::new(kind, ctx);
                 *out.body_mut() = ResponseBody::Stream {
@@ -391,10 +396,9 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match Limited::new(body, MAX_ERROR_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => Bytes::new(),
-    }
+    crate::body::collect_limited(body, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default()
 }
 
 async fn read_body<B>(body: B, limit: usize, provider: &Arc<str>) -> Result<Bytes, Error>
@@ -402,15 +406,16 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(match e.downcast::<Error>() {
+    match crate::body::collect_limited(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(CollectError::TooLarge) => Err(Error::bad_gateway(
+            format!("{provider}: the answer is larger than the limit of {limit} bytes"),
+            ErrorSource::Upstream,
+            Retry::Never,
+        )
+        .with_provider(provider.clone())),
+        Err(CollectError::Body(e)) => Err(match e.downcast::<Error>() {
             Ok(err) => *err,
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Error::bad_gateway(
-                format!("{provider}: the answer is larger than the limit of {limit} bytes"),
-                ErrorSource::Upstream,
-                Retry::Never,
-            ),
             Err(e) => Error::bad_gateway(
                 format!("{provider}: reading the answer failed: {e}"),
                 ErrorSource::Transport,
@@ -588,6 +593,7 @@ mod tests {
     use std::task::{Context, Poll};
 
     use http_body::Frame;
+    use http_body_util::BodyExt;
     use tokio::sync::mpsc;
     use tower::{service_fn, ServiceExt};
 
