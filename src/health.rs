@@ -19,6 +19,7 @@
 //! Time is `tokio::time::Instant`, so tests under `start_paused` are deterministic.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -98,6 +99,9 @@ pub struct HealthSnapshot {
 #[derive(Default)]
 pub struct EndpointHealth {
     state: Mutex<State>,
+    /// Whether `cooling_until` is set, readable without the lock: every request asks, and a
+    /// healthy endpoint (the usual case) is answered without touching the shared lock.
+    cooling: AtomicBool,
 }
 
 #[derive(Default)]
@@ -141,6 +145,9 @@ impl EndpointHealth {
     /// Whether the endpoint may be tried at `now`. A caller that gets
     /// [`Availability::Probe`] must report the outcome (success or failure).
     pub fn acquire(&self, now: Instant, policy: &HealthPolicy) -> Availability {
+        if !self.may_be_cooling() {
+            return Availability::Ready;
+        }
         let mut s = self.lock();
         match s.cooling_until {
             None => Availability::Ready,
@@ -161,11 +168,22 @@ impl EndpointHealth {
 
     /// Whether the endpoint would be usable at `now`, without taking the probe.
     pub fn is_cooling(&self, now: Instant) -> bool {
+        if !self.may_be_cooling() {
+            return false;
+        }
         let s = self.lock();
         match s.cooling_until {
             None => false,
             Some(until) => now < until || s.probing_since.is_some(),
         }
+    }
+
+    /// Whether a cool-down was set and not yet lifted by a success (it may have run out):
+    /// when not, the endpoint is usable, whatever the time. One load, no lock. (Read without
+    /// the lock, it may lag a cool-down set at that very moment by another request: that one
+    /// request goes ahead, as it would have a moment earlier.)
+    pub(crate) fn may_be_cooling(&self) -> bool {
+        self.cooling.load(Ordering::Relaxed)
     }
 
     /// A successful attempt: `latency` to the first token (or the whole answer).
@@ -175,6 +193,7 @@ impl EndpointHealth {
         s.successes += 1;
         s.consecutive_failures = 0;
         s.cooling_until = None;
+        self.cooling.store(false, Ordering::Relaxed);
         s.last_cooldown = None;
         s.probing_since = None;
         s.rate_limited = false;
@@ -237,6 +256,7 @@ impl EndpointHealth {
         };
         if let Some(d) = cooldown.filter(|d| !d.is_zero()) {
             s.cooling_until = Some(later(now, d));
+            self.cooling.store(true, Ordering::Relaxed);
             s.last_cooldown = Some(d);
             s.rate_limited = rate_limited;
         }

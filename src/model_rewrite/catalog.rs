@@ -209,6 +209,16 @@ impl Catalog {
     /// Errors: an unknown model is a 404; preferences that leave nothing are a 404 that says
     /// which filter removed which endpoint; malformed preferences are a 400.
     pub fn plan(&self, req: &ChatRequest, now: Instant) -> Result<RoutePlan, Error> {
+        self.plan_with(req, &mut || now)
+    }
+
+    /// [`plan`](Self::plan) with the time read by `now`, only if some endpoint's health needs
+    /// it (a cool-down was set): most requests never read the clock here.
+    pub(crate) fn plan_with(
+        &self,
+        req: &ChatRequest,
+        now: &mut dyn FnMut() -> Instant,
+    ) -> Result<RoutePlan, Error> {
         let prefs = ProviderPrefs::from_request(req)?;
         if let Some(route) = req.route.as_deref() {
             // OpenRouter's deprecated spelling of what `models` does anyway.
@@ -488,7 +498,7 @@ fn order_endpoints(
     prefs: &ProviderPrefs,
     free_only: bool,
     used: &[&str],
-    now: Instant,
+    now: &mut dyn FnMut() -> Instant,
     removed: &mut String,
 ) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::with_capacity(model.endpoints.len());
@@ -501,7 +511,7 @@ fn order_endpoints(
         }
         if keep(&t, e.supported_parameters.as_deref(), prefs, used, removed) {
             // Endpoints cooling down go last (the fallback layer may still probe them).
-            if e.health.is_cooling(now) {
+            if e.health.may_be_cooling() && e.health.is_cooling(now()) {
                 cooling.push(t);
             } else {
                 targets.push(t);

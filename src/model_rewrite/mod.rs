@@ -89,7 +89,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ChatRequest>) -> Self::Future {
-        let plan: RoutePlan = match self.catalog.plan(req.body(), tokio::time::Instant::now()) {
+        let mut read: Option<tokio::time::Instant> = None;
+        let mut now = || *read.get_or_insert_with(tokio::time::Instant::now);
+        let plan: RoutePlan = match self.catalog.plan_with(req.body(), &mut now) {
             Ok(plan) => plan,
             Err(e) => return ResponseFuture::ready(Err(e)),
         };
