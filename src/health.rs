@@ -188,7 +188,21 @@ impl EndpointHealth {
 
     /// A successful attempt: `latency` to the first token (or the whole answer).
     pub fn on_success(&self, latency: Duration, policy: &HealthPolicy) {
+        self.on_success_with_throughput(latency, None, policy);
+    }
+
+    /// [`on_success`](Self::on_success) and, when measured, [`on_throughput`](Self::on_throughput)
+    /// under one lock: a whole answer reports both at once.
+    pub fn on_success_with_throughput(
+        &self,
+        latency: Duration,
+        tokens_per_second: Option<f64>,
+        policy: &HealthPolicy,
+    ) {
         let mut s = self.lock();
+        if let Some(tps) = tokens_per_second.filter(|t| t.is_finite() && *t > 0.0) {
+            s.throughput = Some(ewma(s.throughput, tps, policy.ewma_alpha));
+        }
         s.push(false);
         s.successes += 1;
         s.consecutive_failures = 0;

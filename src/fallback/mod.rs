@@ -608,14 +608,11 @@ where
         let latency = started.elapsed();
         let t = &self.targets[i];
         let policy = &self.shared.policy.health;
-        t.health.on_success(latency, policy);
-        if let Some(u) = usage {
-            let secs = latency.as_secs_f64();
-            if secs > 0.0 && u.completion_tokens > 0 {
-                t.health
-                    .on_throughput(u.completion_tokens as f64 / secs, policy);
-            }
-        }
+        let secs = latency.as_secs_f64();
+        let tps = usage
+            .filter(|u| secs > 0.0 && u.completion_tokens > 0)
+            .map(|u| u.completion_tokens as f64 / secs);
+        t.health.on_success_with_throughput(latency, tps, policy);
         self.record(i, AttemptOutcome::Served, Some(200), latency, None);
     }
 
