@@ -140,64 +140,32 @@ pub(super) fn chat_request(text: &str) -> Option<ChatRequest> {
         })
     })
     .ok()?;
-    let Fields {
-        stream,
-        stream_options,
-        max_tokens,
-        max_completion_tokens,
-        temperature,
-        top_p,
-        n,
-        stop,
-        tools,
-        tool_choice,
-        parallel_tool_calls,
-        response_format,
-        reasoning_effort,
-        user,
-        seed,
-        logprobs,
-        top_logprobs,
-        presence_penalty,
-        frequency_penalty,
-        models,
-        provider,
-        route,
-        extra,
-    } = r;
-    Some(ChatRequest {
-        model: model?,
-        messages: Arc::new(messages?),
-        stream,
-        stream_options,
-        max_tokens,
-        max_completion_tokens,
-        temperature,
-        top_p,
-        n,
-        stop,
-        tools,
-        tool_choice,
-        parallel_tool_calls,
-        response_format,
-        reasoning_effort,
-        user,
-        seed,
-        logprobs,
-        top_logprobs,
-        presence_penalty,
-        frequency_penalty,
-        models,
-        provider,
-        route,
-        extra,
-    })
+    Some(r.into_request(model?, messages?))
 }
 
-/// A [`ChatRequest`]'s fields but `model` and `messages`: a `ChatRequest` made up front would
-/// allocate an empty conversation only to drop it.
-#[derive(Default)]
-struct Fields {
+/// [`Fields`]: a [`ChatRequest`]'s fields but `model` and `messages`, named once here, and
+/// the request they make with those two. (A `ChatRequest` made up front would allocate an
+/// empty conversation only to drop it.)
+macro_rules! other_fields {
+    ($($field:ident: $ty:ty,)*) => {
+        #[derive(Default)]
+        struct Fields {
+            $($field: $ty,)*
+        }
+
+        impl Fields {
+            fn into_request(self, model: String, messages: Vec<Message>) -> ChatRequest {
+                ChatRequest {
+                    model,
+                    messages: Arc::new(messages),
+                    $($field: self.$field,)*
+                }
+            }
+        }
+    };
+}
+
+other_fields! {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     max_tokens: Option<u32>,
