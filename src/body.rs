@@ -107,16 +107,15 @@ where
             return Err(CollectError::TooLarge);
         }
         let data = data.copy_to_bytes(data.remaining());
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    joined.reserve(earlier.len() + data.len());
-                    joined.extend_from_slice(&earlier);
-                }
-                joined.extend_from_slice(&data);
-            }
+        if first.is_none() && joined.is_empty() {
+            first = Some(data);
+            continue;
         }
+        // A second piece: from now on the pieces are joined.
+        if let Some(earlier) = first.take() {
+            joined.extend_from_slice(&earlier);
+        }
+        joined.extend_from_slice(&data);
     }
     Ok(first.unwrap_or_else(|| joined.freeze()))
 }
@@ -140,7 +139,7 @@ mod tests {
     use http_body::Frame;
     use http_body_util::Full;
 
-    /// A body of the given pieces, then `end` (an error, or nothing).
+    /// A body of the given frames, ready at once.
     struct Pieces(VecDeque<Result<Frame<Bytes>, std::io::Error>>);
 
     impl http_body::Body for Pieces {

@@ -84,24 +84,18 @@ where
                 // Moving the timer on every piece would cost a timer-wheel update each time;
                 // the instant the wait began is noted instead, and the deadline pushed only
                 // when the timer fires.
-                let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
+                if this.sleep.is_none() {
                     let now = Instant::now();
                     *this.waiting_since = Some(now);
                     *this.moved = false;
                     this.sleep
                         .set(Some(tokio::time::sleep_until(later(now, *this.idle))));
-                    let armed = this.sleep.as_pin_mut().expect("just armed");
-                    return match armed.poll(cx) {
-                        Poll::Pending => Poll::Pending,
-                        // An idle timeout of zero: no wait at all is allowed.
-                        Poll::Ready(()) => {
-                            Poll::Ready(Some(Err(stalled(this.provider, *this.idle))))
-                        }
-                    };
-                };
-                if std::mem::take(this.moved) {
+                } else if std::mem::take(this.moved) {
                     *this.waiting_since = Some(Instant::now());
                 }
+                let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
+                    unreachable!("the idle timer is armed above");
+                };
                 loop {
                     if sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
