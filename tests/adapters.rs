@@ -268,6 +268,9 @@ async fn prompt_cache_reads_and_writes_are_charged_at_their_own_prices() {
             l.starts_with("modelgate_tokens_total{")
                 && l.contains(r#"kind="cache_write""#)
                 && l.contains(r#"model="vendor/m""#)
+                // Not another test's failed request (`provider="none"`): the process shares one
+                // recorder.
+                && l.contains(r#"provider="up""#)
         })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no cache_write tokens in\n{metrics}"));
