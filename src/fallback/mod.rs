@@ -14,7 +14,8 @@
 //!   way at another provider of the same model). Other errors (a 400 the provider found in the
 //!   request) end the walk at once.
 //! - **Retries**: after the first pass, targets that failed retryably are tried again, up to
-//!   [`FallbackPolicy::retries_per_target`] times each, after a backoff with jitter; an
+//!   [`FallbackPolicy::retries_per_target`] times each, after a backoff with jitter, counted
+//!   from that target's failure (time spent on the others counts); an
 //!   upstream `Retry-After` is honoured when it is at most [`FallbackPolicy::max_retry_wait`]
 //!   (a longer one drops the target). Retries draw on a retry budget (tower's `TpsBudget`: a
 //!   share of recent requests), so a failing upstream cannot cause a retry storm; failing over
@@ -80,9 +81,11 @@ use crate::Error;
 /// How the fallback layer retries, fails over and cools endpoints down.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FallbackPolicy {
-    /// Attempts sent upstream per client request, at most (default 8).
+    /// Attempts sent upstream per client request, at most (default 12).
     pub max_attempts: usize,
-    /// Extra attempts at one target after its first failure (default 3).
+    /// Extra attempts at one target after its first failure (default 5). With two targets
+    /// failing independently a fifth of the time, twelve attempts all fail about once in
+    /// 240 million requests (0.2¹²); eight did once in 390,000.
     pub retries_per_target: u32,
     /// The first backoff before a retry (default 100 ms); doubled per retry of a target, with
     /// jitter (a random wait between half and all of it).
@@ -102,8 +105,8 @@ pub struct FallbackPolicy {
 impl Default for FallbackPolicy {
     fn default() -> Self {
         FallbackPolicy {
-            max_attempts: 8,
-            retries_per_target: 3,
+            max_attempts: 12,
+            retries_per_target: 5,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             max_retry_wait: Duration::from_secs(10),
@@ -292,12 +295,14 @@ enum Won<B> {
 type Launched<B> = BoxFuture<'static, Result<Won<B>, Error>>;
 
 /// Per target: how many of its tries failed (every try but a serving one, which ends the
-/// walk), and whether another try may help.
+/// walk), whether another try may help, and when its last try failed (its backoff or
+/// `Retry-After` counts from then, not from when the walk comes back to it).
 #[derive(Debug, Clone, Copy, Default)]
 struct TargetState {
     tries: u32,
     retry: bool,
     retry_after: Option<Duration>,
+    failed_at: Option<Instant>,
 }
 
 /// The state of one client request's walk through its plan. Lives in the response future,
@@ -437,7 +442,9 @@ where
         });
     }
 
-    /// The next target to try and the wait before it; `None` when the walk is over.
+    /// The next target to try and the wait before it; `None` when the walk is over. A retry
+    /// waits out what is left of the target's own backoff: the time spent on the other
+    /// targets since it failed counts.
     fn pick(&mut self) -> Option<(usize, Duration)> {
         let max_retries = self.policy().retries_per_target;
         loop {
@@ -465,7 +472,11 @@ where
                 Some(wait) => wait,
                 None => backoff(self.policy(), s.tries),
             };
-            return Some((i, wait));
+            let left = match s.failed_at {
+                Some(at) => later(at, wait).saturating_duration_since(Instant::now()),
+                None => wait,
+            };
+            return Some((i, left));
         }
     }
 
@@ -657,6 +668,7 @@ where
         }
         self.state[i].tries += 1;
         let now = Instant::now();
+        self.state[i].failed_at = Some(now);
         let latency = now.saturating_duration_since(started);
         self.record(
             i,

@@ -347,6 +347,31 @@ async fn retries_back_off_with_jitter_then_give_up_with_should_retry_false() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_backoff_counts_from_the_targets_own_failure() {
+    let h = Harness::new(fast_policy());
+    // `a` fails at once, `b` only after 150 ms: by then `a`'s backoff (50 to 100 ms) is over.
+    h.script("a", &[Act::Status(503, None)]);
+    h.script("b", &[Act::LateFail(150, 503)]);
+    let t0 = Instant::now();
+    let res = h
+        .send(request(vec![target("a", "m"), target("b", "m")], false))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let calls = h.calls.lock().unwrap().clone();
+    let at: Vec<_> = calls.iter().map(|(n, t)| (n.as_str(), *t - t0)).collect();
+    assert_eq!(
+        at,
+        [
+            ("a", Duration::ZERO),
+            ("b", Duration::ZERO),
+            ("a", Duration::from_millis(150)),
+        ],
+        "a's retry waits no longer once its backoff has passed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_and_a_long_one_is_not_waited_for() {
     let h = Harness::new(fast_policy());
     h.script("a", &[Act::Status(429, Some(3))]);
