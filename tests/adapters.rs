@@ -389,7 +389,9 @@ async fn anthropic_stream_through_the_proxy() {
 #[tokio::test]
 async fn anthropic_errors_before_and_after_the_first_byte() {
     let fake = FakeProvider::start(anthropic).await;
-    let gw = Gateway::start(&config(&fake, "anthropic", "")).await;
+    // No retries: six 529s in a row would cool the only endpoint (and wait out real backoffs).
+    let no_retries = "[fallback]\nretries_per_target = 0\n";
+    let gw = Gateway::start(&config(&fake, "anthropic", no_retries)).await;
     let c = client();
     let body = |text: &str, stream: bool| {
         json!({"model":"vendor/m","stream":stream,"messages":[{"role":"user","content":text}]})

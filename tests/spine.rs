@@ -307,8 +307,9 @@ async fn refused_connection_is_502() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    // No retries: six refusals in a row would cool the endpoint (and wait out real backoffs).
     let gw = Gateway::start(&format!(
-        "[[providers]]\nname = \"dead\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n"
+        "[fallback]\nretries_per_target = 0\n\n[[providers]]\nname = \"dead\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n"
     ))
     .await;
     for stream in [false, true] {

@@ -86,10 +86,10 @@ pub const DEFAULT_USAGE_QUEUE: usize = 16_384;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
-    /// Attempts sent upstream per request, at most (default 8).
+    /// Attempts sent upstream per request, at most (default 12).
     #[serde(default)]
     pub max_attempts: Option<usize>,
-    /// Extra attempts at one target after its first failure (default 3).
+    /// Extra attempts at one target after its first failure (default 5).
     #[serde(default)]
     pub retries_per_target: Option<u32>,
     /// First backoff before a retry (default 100), doubled per retry, with jitter.
