@@ -17,8 +17,8 @@
 //!   [`FallbackPolicy::retries_per_target`] times each, after a backoff with jitter, counted
 //!   from that target's failure (time spent on the others counts); an
 //!   upstream `Retry-After` is honoured when it is at most [`FallbackPolicy::max_retry_wait`]
-//!   (a longer one drops the target). Retries draw on a retry budget (tower's `TpsBudget`: a
-//!   share of recent requests), so a failing upstream cannot cause a retry storm; failing over
+//!   (a longer one drops the target). Retries draw on a retry budget (tower's `TpsBudget` rule: a
+//!   share of recent requests, without its lock), so a failing upstream cannot cause a retry storm; failing over
 //!   to *another* target is free.
 //! - **Deadline**: no attempt starts after [`FallbackPolicy::deadline`], and each attempt's
 //!   wait for its answer is cut at the deadline (504).
@@ -53,6 +53,7 @@
 //! ```
 
 mod body;
+mod budget;
 #[cfg(test)]
 mod tests;
 
@@ -65,12 +66,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tokio::time::Instant;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::body::FallbackBody;
+use self::budget::RetryBudget;
 use crate::chat::{ChatRequest, Usage};
 use crate::error::{BoxError, ErrorSource};
 use crate::future::{later, BoxFuture};
@@ -118,7 +119,7 @@ impl Default for FallbackPolicy {
 
 struct Shared {
     policy: FallbackPolicy,
-    budget: TpsBudget,
+    budget: RetryBudget,
     budget_params: (Duration, u32, f32),
 }
 
@@ -126,7 +127,7 @@ impl Shared {
     fn new(policy: FallbackPolicy, (ttl, min_per_sec, percent): (Duration, u32, f32)) -> Self {
         Shared {
             policy,
-            budget: TpsBudget::new(ttl, min_per_sec, percent),
+            budget: RetryBudget::new(ttl, min_per_sec, percent),
             budget_params: (ttl, min_per_sec, percent),
         }
     }
@@ -176,7 +177,7 @@ impl FallbackLayer {
     /// `retry_percent` of the requests (0.0 to 1000.0), plus `min_per_sec` a second.
     ///
     /// # Panics
-    /// When a value is outside those ranges (as `TpsBudget::new` does).
+    /// When a value is outside those ranges (as tower's `TpsBudget::new` does).
     pub fn retry_budget(self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
         FallbackLayer {
             shared: Arc::new(Shared::new(
@@ -312,6 +313,8 @@ pub(crate) struct Walk<S, B> {
     shared: Arc<Shared>,
     parts: http::request::Parts,
     body: ChatRequest,
+    /// The first target, for the first attempt at it (then `None`: later ones are copies).
+    first_target: Option<Target>,
     targets: Vec<Target>,
     /// Per target, from the first failure on (empty until then: a walk whose first attempt
     /// serves never needs it). A try is counted when it fails: one that serves ends the walk.
@@ -363,17 +366,15 @@ where
         // A layer outside that wants the attempts put a record here; the inner ones do not
         // need it (nor a copy of it per attempt).
         let attempts = parts.extensions.remove::<Attempts>();
-        // The parts kept for the attempts hold the first target: an attempt at another one
-        // overwrites its copy in place (no allocation, unlike an insert).
-        if let Some(first) = targets.first() {
-            match parts.extensions.get_mut::<Target>() {
-                Some(t) if t.same_as(first) => {}
-                Some(t) => *t = first.clone(),
-                None => {
-                    parts.extensions.insert(first.clone());
-                }
-            }
-        }
+        // The parts kept for the attempts hold no target: each attempt's copy gets its own.
+        // The first attempt's is the one the routing layer put there, moved, not copied (a
+        // target's copy touches four shared reference counts).
+        let placed = parts.extensions.remove::<Target>();
+        let first_target = match (targets.first(), placed) {
+            (Some(first), Some(t)) if t.same_as(first) => Some(t),
+            (Some(first), _) => Some(first.clone()),
+            (None, _) => None,
+        };
         let streaming = body.is_stream();
         // A stream's throughput is measured when its usage is final.
         let slot = if streaming {
@@ -388,8 +389,8 @@ where
         } else {
             None
         };
-        shared.budget.deposit();
         let now = Instant::now();
+        shared.budget.deposit(now);
         Ok(Walk {
             svc,
             deadline: shared.policy.deadline.map(|d| later(now, d)),
@@ -399,6 +400,7 @@ where
             streaming,
             parts,
             body,
+            first_target,
             targets,
             pass: 0,
             next: 0,
@@ -495,7 +497,7 @@ where
                     continue;
                 }
                 // A retry of a target that failed draws on the budget; failing over is free.
-                if !self.shared.budget.withdraw() {
+                if !self.shared.budget.withdraw(Instant::now()) {
                     tracing::debug!("retry budget spent: no more retries");
                     break;
                 }
@@ -565,13 +567,16 @@ where
     }
 
     /// The client's request, with target `i` in its extensions.
-    fn request_for(&self, i: usize) -> Request<ChatRequest> {
+    fn request_for(&mut self, i: usize) -> Request<ChatRequest> {
         let mut parts = self.parts.clone();
-        if i != 0 {
-            if let Some(t) = parts.extensions.get_mut::<Target>() {
-                *t = self.targets[i].clone();
+        let target = match self.first_target.take() {
+            Some(t) if i == 0 => t,
+            kept => {
+                self.first_target = kept;
+                self.targets[i].clone()
             }
-        }
+        };
+        parts.extensions.insert(target);
         Request::from_parts(parts, self.body.clone())
     }
 
@@ -582,7 +587,8 @@ where
             self.svc.ready().await?;
         }
         // Made after the wait: a request held across it would make this future 664 bytes larger.
-        let fut = self.svc.call(self.request_for(i));
+        let req = self.request_for(i);
+        let fut = self.svc.call(req);
         // The provider's own timeouts (connect, first byte) end the wait first unless the
         // deadline is nearer: only then is a timer of our own needed.
         let timeouts = self.targets[i].provider.timeouts();
