@@ -571,14 +571,19 @@ fn order_endpoints(
 fn balance(targets: &mut [Target]) {
     // Efraimidis–Spirakis: key = u^(1/w), highest first, is a weighted draw without
     // replacement; its logarithm ln(u)/w cannot underflow. With w = 1/price², 1/w = price².
-    let key = |t: &Target| {
+    let squared = |t: &Target| {
         let price = total(t).clamp(1e-6, 1e6);
+        price * price
+    };
+    let key = |t: &Target| {
         let u = fastrand::f64().max(f64::MIN_POSITIVE);
-        u.ln() * price * price
+        u.ln() * squared(t)
     };
     if let [a, b] = targets {
-        // The common case, without the key vector.
-        if key(b) > key(a) {
+        // The common case, in closed form: `b` goes first with probability
+        // w_b / (w_a + w_b) = price_a² / (price_a² + price_b²). One draw, no logarithm.
+        let (pa, pb) = (squared(a), squared(b));
+        if fastrand::f64() * (pa + pb) < pa {
             std::mem::swap(a, b);
         }
         return;
@@ -873,11 +878,10 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn default_order_balances_by_inverse_square_price_among_healthy_endpoints() {
+    fn priced(endpoints: &[(&str, f64)]) -> Catalog {
         let mut c = Catalog::new();
         let mut eps = Vec::new();
-        for (name, price) in [("x", 1.0), ("y", 3.0)] {
+        for &(name, price) in endpoints {
             let p = Arc::new(
                 Provider::builder(name, ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
                     .build()
@@ -894,6 +898,25 @@ mod tests {
             hedge: None,
         })
         .unwrap();
+        c
+    }
+
+    #[test]
+    fn three_endpoints_are_balanced_by_the_same_weights() {
+        // Weights 1, 1 and 1/9: z first 1/19 of the time (about 158 of 3000), x and y
+        // about 1421 each.
+        let c = priced(&[("x", 1.0), ("y", 1.0), ("z", 3.0)]);
+        let mut first = std::collections::HashMap::new();
+        for _ in 0..3000 {
+            *first.entry(names(&c, json!({}))[0].clone()).or_insert(0) += 1;
+        }
+        assert!((100..=220).contains(&first["z"]), "{first:?}");
+        assert!((1300..=1550).contains(&first["x"]), "{first:?}");
+    }
+
+    #[test]
+    fn default_order_balances_by_inverse_square_price_among_healthy_endpoints() {
+        let c = priced(&[("x", 1.0), ("y", 3.0)]);
         let first_x = (0..3000).filter(|_| names(&c, json!({}))[0] == "x").count();
         // Weights 1 and 1/9: x first 90 % of the time.
         assert!((2550..=2850).contains(&first_x), "{first_x}");
