@@ -422,7 +422,11 @@ mod tests {
                 h.on_success(Duration::from_millis(10), &p);
             }
         }
-        assert_eq!(h.snapshot(now).totals.1 / 1000, 200, "a fifth failed");
+        let failed = h.snapshot(now).totals.1;
+        assert!(
+            (195_000..=205_000).contains(&failed),
+            "a fifth failed: {failed}"
+        );
         assert_eq!(cooled, 0, "cool-downs in a million outcomes");
     }
 

@@ -200,17 +200,9 @@ mod tests {
 
     #[test]
     fn deposits_from_many_threads_in_one_window_all_count() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let (b, now) = rt.block_on(async {
-            (
-                std::sync::Arc::new(RetryBudget::new(Duration::from_secs(10), 0, 1.0)),
-                Instant::now(),
-            )
-        });
+        // No runtime: tokio's clock is the system's, and every thread deposits at one instant.
+        let b = std::sync::Arc::new(RetryBudget::new(Duration::from_secs(10), 0, 1.0));
+        let now = Instant::now();
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let b = b.clone();
@@ -221,22 +213,15 @@ mod tests {
         assert_eq!(b.retries_left(), 40_000);
     }
 
-    #[test]
-    fn over_100_percent_and_zero_percent() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let now = Instant::now();
-            let b = RetryBudget::new(Duration::from_secs(1), 0, 2.0);
-            b.deposit(now);
-            assert_eq!((0..5).filter(|_| b.withdraw(now)).count(), 2);
-            let b = RetryBudget::new(Duration::from_secs(1), 0, 0.0);
-            b.deposit(now);
-            assert!(!b.withdraw(now));
-        });
+    #[tokio::test(start_paused = true)]
+    async fn over_100_percent_and_zero_percent() {
+        let now = Instant::now();
+        let b = RetryBudget::new(Duration::from_secs(1), 0, 2.0);
+        b.deposit(now);
+        assert_eq!((0..5).filter(|_| b.withdraw(now)).count(), 2);
+        let b = RetryBudget::new(Duration::from_secs(1), 0, 0.0);
+        b.deposit(now);
+        assert!(!b.withdraw(now));
     }
 
     #[test]

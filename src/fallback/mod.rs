@@ -15,11 +15,11 @@
 //!   request) end the walk at once.
 //! - **Retries**: after the first pass, targets that failed retryably are tried again, up to
 //!   [`FallbackPolicy::retries_per_target`] times each, after a backoff with jitter, counted
-//!   from that target's failure (time spent on the others counts); an
-//!   upstream `Retry-After` is honoured when it is at most [`FallbackPolicy::max_retry_wait`]
-//!   (a longer one drops the target). Retries draw on a retry budget (tower's `TpsBudget` rule: a
-//!   share of recent requests, without its lock), so a failing upstream cannot cause a retry storm; failing over
-//!   to *another* target is free.
+//!   from that target's failure (time spent on the others counts); an upstream `Retry-After`
+//!   is honoured when it is at most [`FallbackPolicy::max_retry_wait`] (a longer one drops the
+//!   target). Retries draw on a retry budget (tower's `TpsBudget` rule, a share of recent
+//!   requests, without its lock), so a failing upstream cannot cause a retry storm; failing
+//!   over to *another* target is free.
 //! - **Deadline**: no attempt starts after [`FallbackPolicy::deadline`], and each attempt's
 //!   wait for its answer is cut at the deadline (504).
 //! - **Streams**: never a retry after bytes reached the client. A stream whose first event is
