@@ -112,12 +112,7 @@ impl RetryBudget {
     /// One retry: true (and the balance is drawn on) when the balance allows it.
     pub(crate) fn withdraw(&self, now: Instant) -> bool {
         let slot = self.roll(now);
-        let balance = self
-            .slots
-            .iter()
-            .map(|s| s.load(Ordering::Acquire))
-            .fold(self.reserve, isize::saturating_add);
-        if balance >= self.withdraw_amount {
+        if self.balance() >= self.withdraw_amount {
             self.slots[slot].fetch_sub(self.withdraw_amount, Ordering::AcqRel);
             true
         } else {
@@ -125,14 +120,17 @@ impl RetryBudget {
         }
     }
 
-    /// The balance now, in whole retries (for `Debug`).
-    fn retries_left(&self) -> isize {
-        let balance = self
-            .slots
+    /// What the windows hold, plus the reserve.
+    fn balance(&self) -> isize {
+        self.slots
             .iter()
             .map(|s| s.load(Ordering::Acquire))
-            .fold(self.reserve, isize::saturating_add);
-        balance / self.withdraw_amount.max(1)
+            .fold(self.reserve, isize::saturating_add)
+    }
+
+    /// The balance now, in whole retries (for `Debug`).
+    fn retries_left(&self) -> isize {
+        self.balance() / self.withdraw_amount.max(1)
     }
 }
 
