@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use modelgate::proxy::{serve, shutdown_signal, Config, Proxy};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc, not the system allocator: a gateway allocates and frees per request and per
+/// stream event from every worker thread, and glibc's malloc costs it more (README,
+/// "Performance"). The library itself leaves the choice to the binary that embeds it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: proxy [--config FILE]\n\n\
 Runs the modelgate proxy. Without --config it uses the embedded default: it listens on\n\
 127.0.0.1:8080, enables each well-known provider whose key variable is set (OPENAI_API_KEY,\n\

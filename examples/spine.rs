@@ -36,6 +36,12 @@ use modelgate::{
 };
 use tower::{Service, ServiceBuilder};
 
+/// mimalloc, not the system allocator: a gateway allocates and frees per request and per
+/// stream event from every worker thread, and glibc's malloc costs it more (README,
+/// "Performance"). The library itself leaves the choice to the binary that embeds it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: spine [--listen ADDR] [--upstream URL] [--model ID \
 [--upstream-model NAME] [--endpoints N]] [--key KEY [--rpm N]]\n\n\
 Serves the gateway's spine (decode, model rewrite, stream normalisation, dispatch) in front of\n\
