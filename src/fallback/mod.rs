@@ -88,8 +88,8 @@ pub struct FallbackPolicy {
     /// failing independently a fifth of the time, twelve attempts all fail about once in
     /// 240 million requests (0.2¹²); eight did once in 390,000.
     pub retries_per_target: u32,
-    /// The first backoff before a retry (default 100 ms); doubled per retry of a target, with
-    /// jitter (a random wait between half and all of it).
+    /// The bound of the first backoff before a retry (default 25 ms, as Envoy's); doubled per
+    /// retry of a target. The wait is drawn at random below the bound (full jitter).
     pub backoff_base: Duration,
     /// The longest backoff (default 2 s).
     pub backoff_max: Duration,
@@ -108,7 +108,7 @@ impl Default for FallbackPolicy {
         FallbackPolicy {
             max_attempts: 12,
             retries_per_target: 5,
-            backoff_base: Duration::from_millis(100),
+            backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_secs(2),
             max_retry_wait: Duration::from_secs(10),
             deadline: Some(Duration::from_secs(300)),
@@ -1016,13 +1016,14 @@ where
     }
 }
 
-/// Backoff before retry number `tries` of a target: base × 2^(tries-1), capped, with jitter
-/// (a random wait between half and all of it).
+/// Backoff before retry number `tries` of a target: a random wait below base × 2^(tries-1),
+/// capped ("full jitter", as Envoy's retries and the AWS SDKs do: of the jittered schemes it
+/// spreads a burst of retries the most for the least waiting).
 fn backoff(policy: &FallbackPolicy, tries: u32) -> Duration {
     let exp = tries.saturating_sub(1).min(16);
     let full = policy
         .backoff_base
         .saturating_mul(1 << exp)
         .min(policy.backoff_max);
-    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+    full.mul_f64(fastrand::f64())
 }

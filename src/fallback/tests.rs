@@ -333,23 +333,43 @@ async fn retries_back_off_with_jitter_then_give_up_with_should_retry_false() {
     assert_eq!(calls.len(), 3, "one try and retries_per_target = 2");
     let gap1 = calls[1].1 - calls[0].1;
     let gap2 = calls[2].1 - calls[1].1;
-    assert!(
-        gap1 >= Duration::from_millis(50) && gap1 <= Duration::from_millis(100),
-        "{gap1:?}"
-    );
-    assert!(
-        gap2 >= Duration::from_millis(100) && gap2 <= Duration::from_millis(200),
-        "{gap2:?}"
-    );
+    // Full jitter: below the base, then below twice the base (the spread is tested below).
+    assert!(gap1 <= Duration::from_millis(100), "{gap1:?}");
+    assert!(gap2 <= Duration::from_millis(200), "{gap2:?}");
     assert_eq!(calls[0].1, t0);
     let res = e.into_response();
     assert_eq!(res.headers()["x-should-retry"], "false");
 }
 
+#[test]
+fn backoffs_are_drawn_below_a_bound_that_doubles_per_retry() {
+    let policy = FallbackPolicy {
+        backoff_base: Duration::from_millis(25),
+        backoff_max: Duration::from_millis(150),
+        ..FallbackPolicy::default()
+    };
+    for (tries, bound) in [(1, 25), (2, 50), (3, 100), (4, 150), (9, 150)] {
+        let bound = Duration::from_millis(bound);
+        let waits: Vec<Duration> = (0..4000).map(|_| super::backoff(&policy, tries)).collect();
+        assert!(
+            waits.iter().all(|w| *w <= bound),
+            "retry {tries}: {bound:?}"
+        );
+        // Full jitter: uniform below the bound, so a mean of half of it (equal jitter, a wait
+        // between half and all of it, would give three quarters) and some waits near zero.
+        let mean = waits.iter().sum::<Duration>() / 4000;
+        assert!(
+            mean > bound * 2 / 5 && mean < bound * 3 / 5,
+            "retry {tries}: mean {mean:?} of {bound:?}"
+        );
+        assert!(waits.iter().any(|w| *w < bound / 10), "retry {tries}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_backoff_counts_from_the_targets_own_failure() {
     let h = Harness::new(fast_policy());
-    // `a` fails at once, `b` only after 150 ms: by then `a`'s backoff (50 to 100 ms) is over.
+    // `a` fails at once, `b` only after 150 ms: by then `a`'s backoff (below 100 ms) is over.
     h.script("a", &[Act::Status(503, None)]);
     h.script("b", &[Act::LateFail(150, 503)]);
     let t0 = Instant::now();

@@ -92,7 +92,8 @@ pub struct FallbackConfig {
     /// Extra attempts at one target after its first failure (default 5).
     #[serde(default)]
     pub retries_per_target: Option<u32>,
-    /// First backoff before a retry (default 100), doubled per retry, with jitter.
+    /// Bound of the first backoff before a retry (default 25), doubled per retry; the wait is
+    /// drawn at random below it.
     #[serde(default)]
     pub backoff_base_ms: Option<u64>,
     /// Longest backoff (default 2000).
