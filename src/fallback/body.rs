@@ -148,94 +148,19 @@ where
     type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        loop {
-            let mut this = self.as_mut().project();
-            let failure = match this.state.as_mut().project() {
-                StateProj::Streaming {
-                    body,
-                    walk,
-                    started,
-                } => {
-                    if walk.is_none() {
-                        return body.poll_frame(cx);
-                    }
-                    let frame = match ready!(body.poll_frame(cx)) {
-                        Some(Ok(frame)) => frame,
-                        Some(Err(e)) => {
-                            let e: BoxError = e.into();
-                            let failure = Error::bad_gateway(
-                                format!("the stream broke before its first event: {e}"),
-                                crate::error::ErrorSource::Transport,
-                                crate::error::Retry::Retryable,
-                            );
-                            let w = walk.take().expect("checked above");
-                            let next = w.resume(failure, *started);
-                            this.state.set(State::Resuming { next });
-                            continue;
-                        }
-                        None => {
-                            // Ended without an event: nothing to fail over from.
-                            if let Some(w) = walk.take() {
-                                w.served(*started);
-                            }
-                            return Poll::Ready(None);
-                        }
-                    };
-                    let kind = match frame.data_ref() {
-                        Some(data) => classify(data),
-                        None => FrameKind::Data,
-                    };
-                    match kind {
-                        FrameKind::Comments => return Poll::Ready(Some(Ok(frame))),
-                        FrameKind::Data => {
-                            if let Some(w) = walk.take() {
-                                w.served(*started);
-                            }
-                            return Poll::Ready(Some(Ok(frame)));
-                        }
-                        FrameKind::Error(e) => (e, walk.take().expect("checked above"), *started),
-                    }
-                }
-                StateProj::Resuming { next } => {
-                    let (walk, result) = ready!(next.as_mut().poll(cx));
-                    match result {
-                        Ok(served) => match served.body {
-                            ServedBody::Fresh(body) => this.state.set(State::Streaming {
-                                body,
-                                walk: Some(walk),
-                                started: served.started,
-                            }),
-                            ServedBody::Committed(body, first) => {
-                                drop(walk);
-                                this.state.set(State::Committed { body, first });
-                            }
-                        },
-                        Err(e) => {
-                            drop(walk);
-                            this.state.set(State::Failed {
-                                event: Some(e.to_sse_event()),
-                            });
-                        }
-                    }
-                    continue;
-                }
-                StateProj::Failed { event } => {
-                    return Poll::Ready(event.take().map(|e| Ok(Frame::data(e))));
-                }
-                StateProj::Committed { body, first } => {
-                    if let Some(first) = first.take() {
-                        return Poll::Ready(Some(Ok(Frame::data(first))));
-                    }
-                    return body.as_mut().poll_frame(cx);
-                }
-            };
-            let (error, walk, started) = failure;
-            let next = walk.resume(error, started);
-            this.state.set(State::Resuming { next });
+        // A committed stream (every frame but the first few) is one check away from its body;
+        // the rest stays out of line, so this part inlines into the callers.
+        let mut state = self.project().state;
+        if let StateProj::Streaming {
+            body, walk: None, ..
+        } = state.as_mut().project()
+        {
+            return body.poll_frame(cx);
         }
+        poll_watching(state, cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -254,5 +179,101 @@ where
             } => body.size_hint(),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// [`FallbackBody::poll_frame`] for a stream not yet committed (or one that failed over).
+#[inline(never)]
+fn poll_watching<B>(
+    mut state: Pin<&mut State<B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let failure = match state.as_mut().project() {
+            StateProj::Streaming {
+                body,
+                walk,
+                started,
+            } => {
+                if walk.is_none() {
+                    return body.poll_frame(cx);
+                }
+                let frame = match ready!(body.poll_frame(cx)) {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        let e: BoxError = e.into();
+                        let failure = Error::bad_gateway(
+                            format!("the stream broke before its first event: {e}"),
+                            crate::error::ErrorSource::Transport,
+                            crate::error::Retry::Retryable,
+                        );
+                        let w = walk.take().expect("checked above");
+                        let next = w.resume(failure, *started);
+                        state.set(State::Resuming { next });
+                        continue;
+                    }
+                    None => {
+                        // Ended without an event: nothing to fail over from.
+                        if let Some(w) = walk.take() {
+                            w.served(*started);
+                        }
+                        return Poll::Ready(None);
+                    }
+                };
+                let kind = match frame.data_ref() {
+                    Some(data) => classify(data),
+                    None => FrameKind::Data,
+                };
+                match kind {
+                    FrameKind::Comments => return Poll::Ready(Some(Ok(frame))),
+                    FrameKind::Data => {
+                        if let Some(w) = walk.take() {
+                            w.served(*started);
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    FrameKind::Error(e) => (e, walk.take().expect("checked above"), *started),
+                }
+            }
+            StateProj::Resuming { next } => {
+                let (walk, result) = ready!(next.as_mut().poll(cx));
+                match result {
+                    Ok(served) => match served.body {
+                        ServedBody::Fresh(body) => state.set(State::Streaming {
+                            body,
+                            walk: Some(walk),
+                            started: served.started,
+                        }),
+                        ServedBody::Committed(body, first) => {
+                            drop(walk);
+                            state.set(State::Committed { body, first });
+                        }
+                    },
+                    Err(e) => {
+                        drop(walk);
+                        state.set(State::Failed {
+                            event: Some(e.to_sse_event()),
+                        });
+                    }
+                }
+                continue;
+            }
+            StateProj::Failed { event } => {
+                return Poll::Ready(event.take().map(|e| Ok(Frame::data(e))));
+            }
+            StateProj::Committed { body, first } => {
+                if let Some(first) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(first))));
+                }
+                return body.as_mut().poll_frame(cx);
+            }
+        };
+        let (error, walk, started) = failure;
+        let next = walk.resume(error, started);
+        state.set(State::Resuming { next });
     }
 }
