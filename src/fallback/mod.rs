@@ -1017,8 +1017,7 @@ where
 }
 
 /// Backoff before retry number `tries` of a target: a random wait below base × 2^(tries-1),
-/// capped ("full jitter", as Envoy's retries and the AWS SDKs do: of the jittered schemes it
-/// spreads a burst of retries the most for the least waiting).
+/// capped ("full jitter", the scheme of Envoy's retries and of the AWS SDKs).
 fn backoff(policy: &FallbackPolicy, tries: u32) -> Duration {
     let exp = tries.saturating_sub(1).min(16);
     let full = policy
