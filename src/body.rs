@@ -85,8 +85,12 @@ pub(crate) enum CollectError {
 /// A whole body of at most `limit` bytes. A body that comes in one piece (the usual case for
 /// a request or a JSON answer) is that piece, neither copied nor queued; several are joined
 /// once. Trailers are ignored. (`http_body_util`'s `Limited` and `collect` queue every piece
-/// in a list first, an allocation and a copy for what is mostly one piece.)
-pub(crate) async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
+/// in a list first, an allocation and a copy for what is mostly one piece.) The body is read
+/// where the caller pinned it: a future that awaits this holds the body once, not twice.
+pub(crate) async fn collect_limited<B>(
+    mut body: Pin<&mut B>,
+    limit: usize,
+) -> Result<Bytes, CollectError>
 where
     B: Body,
     B::Error: Into<crate::error::BoxError>,
@@ -94,7 +98,6 @@ where
     use bytes::{Buf, BytesMut};
     use http_body_util::BodyExt;
 
-    let mut body = std::pin::pin!(body);
     let (mut first, mut joined) = (None::<Bytes>, BytesMut::new());
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
@@ -164,25 +167,37 @@ mod tests {
     #[tokio::test]
     async fn a_body_is_collected_whole_up_to_the_limit() {
         let one = Bytes::from_static(b"{\"a\":1}");
-        let got = collect_limited(Full::new(one.clone()), 7).await.unwrap();
+        let got = collect_limited(std::pin::pin!(Full::new(one.clone())), 7)
+            .await
+            .unwrap();
         assert_eq!(got, one);
         // One piece is that piece, not a copy.
         assert_eq!(got.as_ptr(), one.as_ptr());
-        assert_eq!(collect_limited(pieces(&[]), 0).await.unwrap(), "");
         assert_eq!(
-            collect_limited(pieces(&["ab", "", "cd", "e"]), 5)
+            collect_limited(std::pin::pin!(pieces(&[])), 0)
+                .await
+                .unwrap(),
+            ""
+        );
+        assert_eq!(
+            collect_limited(std::pin::pin!(pieces(&["ab", "", "cd", "e"])), 5)
                 .await
                 .unwrap(),
             "abcde"
         );
-        assert_eq!(collect_limited(pieces(&["", "ab"]), 5).await.unwrap(), "ab");
+        assert_eq!(
+            collect_limited(std::pin::pin!(pieces(&["", "ab"])), 5)
+                .await
+                .unwrap(),
+            "ab"
+        );
         for (p, limit) in [
             (&["abcdef"][..], 5),
             (&["abc", "def"][..], 5),
             (&["a"; 6][..], 5),
         ] {
             assert!(matches!(
-                collect_limited(pieces(p), limit).await,
+                collect_limited(std::pin::pin!(pieces(p)), limit).await,
                 Err(CollectError::TooLarge)
             ));
         }
@@ -191,7 +206,7 @@ mod tests {
             .0
             .push_back(Ok(Frame::trailers(http::HeaderMap::new())));
         failing.0.push_back(Err(std::io::Error::other("cut")));
-        match collect_limited(failing, 10).await {
+        match collect_limited(std::pin::pin!(failing), 10).await {
             Err(CollectError::Body(e)) => assert_eq!(e.to_string(), "cut"),
             other => panic!("{other:?}"),
         }

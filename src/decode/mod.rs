@@ -137,7 +137,7 @@ where
         Box::pin(async move {
             let mut inner = inner;
             let result = 'serve: {
-                let bytes = match read_body(body, limit).await {
+                let bytes = match read_body(std::pin::pin!(body), limit).await {
                     Ok(bytes) => bytes,
                     Err(e) => break 'serve Err(e),
                 };
@@ -188,7 +188,7 @@ fn check_declared_length<B>(req: &Request<B>, limit: usize) -> Result<(), Error>
 }
 
 /// Reads a body up to `limit` bytes (413 beyond).
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Error>
+async fn read_body<B>(body: Pin<&mut B>, limit: usize) -> Result<Bytes, Error>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -211,7 +211,7 @@ where
 {
     check_declared_length(&req, limit)?;
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body, limit).await?;
+    let bytes = read_body(std::pin::pin!(body), limit).await?;
     let chat = parse_chat_request(&bytes)?;
     Ok(Request::from_parts(parts, chat))
 }
