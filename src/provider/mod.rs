@@ -292,6 +292,21 @@ impl Provider {
     }
 }
 
+/// Headers a provider's configuration may not set: the request's framing (a length that is not
+/// the body's would cut or stall it upstream), the target host, and the hop-by-hop ones (RFC
+/// 9110, section 7.6.1), which belong to the connection, not to the request.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 // What both translating adapters (Anthropic, Gemini) read from an OpenAI request the same way.
 
 /// A 400 naming the offending field.
@@ -417,7 +432,10 @@ impl ProviderBuilder {
         self
     }
 
-    /// An extra header sent with every request to this provider.
+    /// An extra header sent with every request to this provider. It replaces a header of the
+    /// same name the gateway would send (`user-agent`, `accept`, the API key's), except those
+    /// that frame the request or the connection (`content-length`, `transfer-encoding`, `host`,
+    /// `connection` and the other hop-by-hop ones): [`build`](Self::build) refuses those.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -516,6 +534,12 @@ impl ProviderBuilder {
         for (k, v) in &self.headers {
             let k = HeaderName::try_from(k.as_str())
                 .map_err(|_| format!("provider `{name}`: `{k}` is not a valid header name"))?;
+            if FRAMING_HEADERS.contains(&k.as_str()) {
+                return Err(format!(
+                    "provider `{name}`: header `{k}` cannot be configured (the gateway sets it: it \
+                     frames the request or the connection)"
+                ));
+            }
             let mut v = HeaderValue::try_from(v.as_str()).map_err(|_| {
                 format!("provider `{name}`: the value of header `{k}` is not valid")
             })?;
@@ -592,6 +616,45 @@ mod tests {
                 sent.model = "up".into();
                 assert_eq!(body, serde_json::to_vec(&sent).unwrap());
             }
+        }
+    }
+
+    #[test]
+    fn configured_headers_replace_the_gateways_but_never_the_framing() {
+        let provider = Arc::new(
+            Provider::builder("p", ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+                .header("User-Agent", "team-app/2")
+                .header("OpenAI-Organization", "org-1")
+                .build()
+                .unwrap(),
+        );
+        let target = Target::new(provider.clone(), "up", "public");
+        let chat: ChatRequest = serde_json::from_str(
+            r#"{"model":"public","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let req = provider.build_request(chat, &target).unwrap();
+        assert_eq!(req.headers()[USER_AGENT], "team-app/2");
+        assert_eq!(req.headers()["openai-organization"], "org-1");
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "Host",
+            "connection",
+            "TE",
+            "upgrade",
+        ] {
+            let err = Provider::builder("p", ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
+                .header(name, "5")
+                .build()
+                .unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "header `{}` cannot be configured",
+                    name.to_ascii_lowercase()
+                )),
+                "{name}: {err}"
+            );
         }
     }
 }
