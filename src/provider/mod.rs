@@ -293,12 +293,12 @@ impl Provider {
 }
 
 /// Headers a provider's configuration may not set: the request's framing (a length that is not
-/// the body's would cut or stall it upstream), the target host, and the hop-by-hop ones (RFC
-/// 9110, section 7.6.1), which belong to the connection, not to the request.
+/// the body's would cut or stall it upstream) and the hop-by-hop ones (RFC 9110, section
+/// 7.6.1), which belong to the connection, not to the request. (`host` may be set: a provider
+/// reached by address can need its virtual host's name.)
 const FRAMING_HEADERS: &[&str] = &[
     "content-length",
     "transfer-encoding",
-    "host",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -434,7 +434,7 @@ impl ProviderBuilder {
 
     /// An extra header sent with every request to this provider. It replaces a header of the
     /// same name the gateway would send (`user-agent`, `accept`, the API key's), except those
-    /// that frame the request or the connection (`content-length`, `transfer-encoding`, `host`,
+    /// that frame the request or the connection (`content-length`, `transfer-encoding`,
     /// `connection` and the other hop-by-hop ones): [`build`](Self::build) refuses those.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -625,6 +625,7 @@ mod tests {
             Provider::builder("p", ProviderKind::OpenAi, "http://127.0.0.1:9/v1")
                 .header("User-Agent", "team-app/2")
                 .header("OpenAI-Organization", "org-1")
+                .header("Host", "llm.internal")
                 .build()
                 .unwrap(),
         );
@@ -636,10 +637,11 @@ mod tests {
         let req = provider.build_request(chat, &target).unwrap();
         assert_eq!(req.headers()[USER_AGENT], "team-app/2");
         assert_eq!(req.headers()["openai-organization"], "org-1");
+        assert_eq!(req.headers()[http::header::HOST], "llm.internal");
         for name in [
             "Content-Length",
             "transfer-encoding",
-            "Host",
+            "Keep-Alive",
             "connection",
             "TE",
             "upgrade",
