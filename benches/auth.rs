@@ -9,6 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use governor::clock::FakeRelativeClock;
 use http::{Request, Response};
 use modelgate::auth::{AuthLayer, KeyRecord, LocalKeyStore, RateLimits};
+use modelgate::body::GatewayBody;
 use modelgate::rate_limit::{MemoryRateLimits, RateLimitLayer, RateLimitStore};
 use tower::{service_fn, Layer, Service};
 
@@ -74,6 +75,10 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(svc.call(black_box(request()))).unwrap())
     });
     g.bench_function("auth_rate_limit", |b| {
+        // The rate limiter hands the body on as a `GatewayBody`.
+        let inner = service_fn(|_req: Request<GatewayBody<String>>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
         let mut svc = AuthLayer::new(store()).layer(RateLimitLayer::in_memory().layer(inner));
         b.iter(|| rt.block_on(svc.call(black_box(request()))).unwrap())
     });

@@ -52,6 +52,10 @@ async fn main() -> ExitCode {
         },
         None => Config::embedded_default(&env),
     };
+    let options = match config.serve_options() {
+        Ok(o) => o,
+        Err(e) => return fail(&e.to_string()),
+    };
     let proxy = match Proxy::from_config(&config, &env).await {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string()),
@@ -96,7 +100,7 @@ async fn main() -> ExitCode {
         );
     }
     let recorder = proxy.recorder().clone();
-    let served = serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await;
+    let served = serve(listener, proxy, shutdown_signal(), options).await;
     // Every usage record of the requests that ran is written before the process exits.
     // A sink still failing after 30 s (the shared Redis down, say): what it has not taken
     // goes to the spill file of the state dir, written at the next start.

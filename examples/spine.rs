@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use modelgate::auth::{AuthLayer, KeyRecord, LocalKeyStore, RateLimits};
+use modelgate::body::GatewayBody;
 use modelgate::model_rewrite::{Endpoint, Model};
 use modelgate::provider::{Provider, ProviderKind};
 use modelgate::rate_limit::RateLimitLayer;
@@ -220,7 +221,7 @@ async fn serve_edge<S, B>(
     gateway: S,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<GatewayBody<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -229,6 +230,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Some(key) = &args.key else {
+        // The request body as the rate limiter would pass it on.
+        let gateway = ServiceBuilder::new()
+            .map_request(|req: Request<Incoming>| req.map(GatewayBody::inner))
+            .service(gateway);
         return serve(listener, gateway).await;
     };
     let mut record = KeyRecord::from_config("spine", key);

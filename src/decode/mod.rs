@@ -196,10 +196,7 @@ where
     match crate::body::collect_limited(body, limit).await {
         Ok(bytes) => Ok(bytes),
         Err(CollectError::TooLarge) => Err(Error::payload_too_large(limit)),
-        Err(CollectError::Body(e)) => Err(Error::invalid_request(
-            format!("cannot read the request body: {e}"),
-            None,
-        )),
+        Err(CollectError::Body(e)) => Err(Error::from_request_body(e)),
     }
 }
 

@@ -16,6 +16,8 @@ use crate::provider::{Provider, ProviderKind, Timeouts};
 use crate::route::{Hedge, Pricing};
 use crate::state::StateDb;
 
+use super::ServeOptions;
+
 /// The proxy's configuration (see the README's config reference).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +38,21 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM / Ctrl-C (default 30).
     #[serde(default)]
     pub shutdown_grace_secs: Option<u64>,
+    /// Open client connections, at most (default: 10000, or half the process's file
+    /// descriptor limit after 64 when that is less).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// How long a connection with nothing in flight may take to send its next request's
+    /// head, the first one's included (default 30000).
+    #[serde(default)]
+    pub request_head_timeout_ms: Option<u64>,
+    /// HTTP/2 keep-alive: a ping after this long without a frame, the connection closed when
+    /// it goes unanswered as long (default 20000; 0 disables).
+    #[serde(default)]
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// Longest silence while a request body is read: past it, 408 (default 30000; 0 disables).
+    #[serde(default)]
+    pub body_idle_timeout_ms: Option<u64>,
     /// Providers.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -607,6 +624,10 @@ impl Config {
             max_body_bytes: None,
             keepalive_interval_ms: None,
             shutdown_grace_secs: None,
+            max_connections: None,
+            request_head_timeout_ms: None,
+            http2_keepalive_interval_ms: None,
+            body_idle_timeout_ms: None,
             providers,
             models: Vec::new(),
             aliases: BTreeMap::new(),
@@ -620,6 +641,35 @@ impl Config {
     /// How long in-flight requests may run after a shutdown signal.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs.unwrap_or(30))
+    }
+
+    /// How the server treats connections: the defaults of [`ServeOptions`] where the
+    /// configuration is silent.
+    pub fn serve_options(&self) -> Result<ServeOptions, ConfigError> {
+        let d = ServeOptions::default();
+        let optional = |v: Option<u64>, default: Option<Duration>| match v {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => default,
+        };
+        let options = ServeOptions {
+            shutdown_grace: self.shutdown_grace(),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            request_head_timeout: self
+                .request_head_timeout_ms
+                .map_or(d.request_head_timeout, Duration::from_millis),
+            http2_keepalive: optional(self.http2_keepalive_interval_ms, d.http2_keepalive),
+            body_idle_timeout: optional(self.body_idle_timeout_ms, d.body_idle_timeout),
+        };
+        if options.max_connections == 0 {
+            return Err(ConfigError("`max_connections` must be at least 1".into()));
+        }
+        if options.request_head_timeout.is_zero() {
+            return Err(ConfigError(
+                "`request_head_timeout_ms` must be at least 1".into(),
+            ));
+        }
+        Ok(options)
     }
 
     /// The keep-alive interval (`None`: disabled).

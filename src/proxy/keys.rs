@@ -96,10 +96,7 @@ where
             {
                 return Err(Error::payload_too_large(MAX_BODY));
             }
-            return Err(Error::invalid_request(
-                format!("cannot read the request body: {e}"),
-                None,
-            ));
+            return Err(Error::from_request_body(e));
         }
     };
     match serde_json::from_slice::<Value>(&bytes) {

@@ -14,13 +14,14 @@
 //! let config = Config::embedded_default(&env);
 //! let proxy = Proxy::from_config(&config, &env).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! serve(listener, proxy, shutdown_signal(), config.shutdown_grace()).await?;
+//! serve(listener, proxy, shutdown_signal(), config.serve_options()?).await?;
 //! # Ok(()) }
 //! ```
 
 mod config;
 mod keys;
 mod models;
+mod server;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,10 +35,6 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_service::Service;
 
@@ -46,6 +43,7 @@ pub use self::config::{
     ModelConfig, ProviderConfig, StateConfig, UsageConfig, DEFAULT_STATE_DIR, DEFAULT_USAGE_QUEUE,
     WELL_KNOWN,
 };
+pub use self::server::{default_max_connections, serve, ServeOptions, MAX_CONNECTIONS};
 use crate::auth::{self, refusal, Auth, AuthLayer, KeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer, GENERATION_ID_NAME};
@@ -244,16 +242,13 @@ impl Proxy {
         ))
         .spill_to(spill);
         let key_auth = AuthLayer::new(store.clone()).allow_anonymous(state.anonymous);
+        let max_body_bytes = config
+            .max_body_bytes
+            .unwrap_or(crate::decode::DEFAULT_MAX_BODY_BYTES);
         let chat = ServiceBuilder::new()
             .layer(key_auth.clone())
-            .layer(state.rate_limits)
-            .layer(
-                DecodeLayer::new().max_body_bytes(
-                    config
-                        .max_body_bytes
-                        .unwrap_or(crate::decode::DEFAULT_MAX_BODY_BYTES),
-                ),
-            )
+            .layer(state.rate_limits.max_body_bytes(max_body_bytes))
+            .layer(DecodeLayer::new().max_body_bytes(max_body_bytes))
             .layer(ModelRewriteLayer::new(catalog.clone()))
             .layer(
                 UsageLayer::new(recorder.clone())
@@ -300,8 +295,7 @@ impl Proxy {
 
 impl<B> Service<Request<B>> for Proxy
 where
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<ProxyBody>;
@@ -552,60 +546,6 @@ impl Future for ProxyFuture {
                 .expect("ProxyFuture polled after completion")))),
         }
     }
-}
-
-/// Serves `proxy` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` completes; then stops
-/// accepting and lets in-flight requests, streams included, finish for at most `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Proxy,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, _peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let conn = builder
-                    .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(proxy.clone()))
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: waiting for in-flight requests"
-    );
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
-    }
-    Ok(())
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.

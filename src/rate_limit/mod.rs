@@ -11,7 +11,11 @@
 //!   `x-ratelimit-reset-requests` (the tighter of the minute and day windows) and their
 //!   `-tokens` equivalents.
 //! - Tokens: when the request arrives, an estimate (a quarter of the body's length, the usual
-//!   four bytes per token, capped at the limit) is reserved; when the answer ends, the layer
+//!   four bytes per token, capped at the limit) is reserved. A body that does not say its
+//!   length (`Transfer-Encoding: chunked`, an HTTP/2 body without `content-length`) is read
+//!   first, up to [`max_body_bytes`](RateLimitLayer::max_body_bytes) (413 beyond), so its
+//!   estimate is as honest as any other's; the inner service gets it whole, as a
+//!   [`GatewayBody::Full`]. When the answer ends, the layer
 //!   settles with the real prompt plus completion tokens the provider reported (through the
 //!   request's [`UsageSlot`]). A key that used more than its estimate goes into debt and
 //!   waits it out; one that used less gets the rest back. When no usage ever arrives (the
@@ -27,17 +31,20 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
+use http_body_util::Full;
 use pin_project::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::memory::MemoryRateLimits;
 use crate::auth::{reject, Principal, RateLimits, StoreError};
-use crate::body::{number_header, GatewayBody};
+use crate::body::{number_header, CollectError, GatewayBody};
 use crate::chat::Usage;
+use crate::error::BoxError;
 use crate::future::BoxFuture;
 use crate::route::UsageSlot;
 use crate::Error;
@@ -101,6 +108,7 @@ pub trait RateLimitStore: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct RateLimitLayer {
     store: Arc<dyn RateLimitStore>,
+    max_body_bytes: usize,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -112,7 +120,17 @@ impl fmt::Debug for RateLimitLayer {
 impl RateLimitLayer {
     /// Limits kept in `store`.
     pub fn new(store: Arc<dyn RateLimitStore>) -> Self {
-        RateLimitLayer { store }
+        RateLimitLayer {
+            store,
+            max_body_bytes: crate::decode::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// The most bytes read of a body that does not say its length, to estimate its tokens
+    /// (default 32 MiB, as the decode step's; larger: 413).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
     }
 
     /// Limits kept in this process's memory, on the real clock.
@@ -127,6 +145,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             store: self.store.clone(),
+            max_body_bytes: self.max_body_bytes,
         }
     }
 }
@@ -136,6 +155,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     store: Arc<dyn RateLimitStore>,
+    max_body_bytes: usize,
 }
 
 impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
@@ -149,21 +169,32 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 /// Bytes per token of the reservation estimate.
 const BYTES_PER_TOKEN: u64 = 4;
 
-/// The tokens reserved for a request: a quarter of its body, at least 1, at most the limit.
-fn estimate<B: Body>(body: &B, per_minute: u32) -> u32 {
-    let bytes = body
-        .size_hint()
-        .exact()
-        .unwrap_or_else(|| body.size_hint().lower());
+/// The tokens reserved for a request of `bytes`: a quarter of them, at least 1, at most the
+/// limit.
+fn estimate(bytes: u64, per_minute: u32) -> u32 {
     let tokens = (bytes / BYTES_PER_TOKEN).max(1);
     tokens.min(u64::from(per_minute)) as u32
 }
 
+/// The body's length, when the request says it: by the body's own exact size, else by its
+/// `content-length` (which hyper holds the body to).
+fn declared_length<B: Body>(req: &Request<B>) -> Option<u64> {
+    req.body().size_hint().exact().or_else(|| {
+        req.headers()
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    })
+}
+
 impl<S, B, ResB> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S: Service<Request<GatewayBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
     ResB: Send + 'static,
 {
     type Response = Response<GatewayBody<ResB>>;
@@ -174,7 +205,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let principal = req
             .extensions()
             .get::<Principal>()
@@ -182,37 +213,55 @@ where
             .cloned();
         let Some(principal) = principal else {
             return ResponseFuture::Inner {
-                future: self.inner.call(req),
+                future: self.inner.call(req.map(GatewayBody::inner)),
                 decision: None,
                 slot: None,
             };
         };
-        let reserved = principal
-            .rate_limits
-            .tokens_per_minute
-            .map_or(0, |tpm| estimate(req.body(), tpm));
-        let limits = &principal.rate_limits;
-        if let Some(decided) = self.store.acquire_now(&principal.id, limits, reserved) {
-            return match admit(&self.store, &mut req, &principal, reserved, decided) {
-                Ok((decision, slot)) => ResponseFuture::Inner {
-                    future: self.inner.call(req),
-                    decision: Some(decision),
-                    slot,
-                },
-                // The inner service stays ready for the next request.
-                Err(refusal) => ResponseFuture::Refused {
-                    response: Some(refusal),
-                },
-            };
+        // Tokens to reserve; `None`: the body must be read to know.
+        let reserved = match principal.rate_limits.tokens_per_minute {
+            None => Some(0),
+            Some(tpm) => declared_length(&req).map(|len| estimate(len, tpm)),
+        };
+        let mut req = req.map(GatewayBody::inner);
+        if let Some(reserved) = reserved {
+            let limits = &principal.rate_limits;
+            if let Some(decided) = self.store.acquire_now(&principal.id, limits, reserved) {
+                return match admit(&self.store, &mut req, &principal, reserved, decided) {
+                    Ok((decision, slot)) => ResponseFuture::Inner {
+                        future: self.inner.call(req),
+                        decision: Some(decision),
+                        slot,
+                    },
+                    // The inner service stays ready for the next request.
+                    Err(refusal) => ResponseFuture::Refused {
+                        response: Some(refusal),
+                    },
+                };
+            }
         }
         // The ready inner service goes with the request; its clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.store.clone();
+        let max_body_bytes = self.max_body_bytes;
         ResponseFuture::Asking {
             future: Box::pin(async move {
+                let reserved = match reserved {
+                    Some(r) => r,
+                    None => match read_whole(&mut req, max_body_bytes).await {
+                        Ok(len) => estimate(
+                            len,
+                            principal.rate_limits.tokens_per_minute.unwrap_or(u32::MAX),
+                        ),
+                        Err(e) => return Ok(reject(&e, req.extensions())),
+                    },
+                };
                 let limits = &principal.rate_limits;
-                let decided = store.acquire(&principal.id, limits, reserved).await;
+                let decided = match store.acquire_now(&principal.id, limits, reserved) {
+                    Some(decided) => decided,
+                    None => store.acquire(&principal.id, limits, reserved).await,
+                };
                 let (decision, slot) = match admit(&store, &mut req, &principal, reserved, decided)
                 {
                     Ok(admitted) => admitted,
@@ -223,6 +272,23 @@ where
             }),
         }
     }
+}
+
+/// Reads the request's body whole (at most `limit` bytes) and puts it back, read; its length.
+async fn read_whole<B>(req: &mut Request<GatewayBody<B>>, limit: usize) -> Result<u64, Error>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let body = std::mem::replace(req.body_mut(), GatewayBody::full(Full::new(Bytes::new())));
+    let bytes = match crate::body::collect_limited(std::pin::pin!(body), limit).await {
+        Ok(bytes) => bytes,
+        Err(CollectError::TooLarge) => return Err(Error::payload_too_large(limit)),
+        Err(CollectError::Body(e)) => return Err(Error::from_request_body(e)),
+    };
+    let len = bytes.len() as u64;
+    *req.body_mut() = GatewayBody::full(Full::new(bytes));
+    Ok(len)
 }
 
 /// Lets the request in (its decision, and the usage slot that settles its reserved tokens) or

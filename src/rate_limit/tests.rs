@@ -27,7 +27,7 @@ async fn send<T: RateLimitStore>(
     used: Option<u64>,
 ) -> Response<GatewayBody<Full<bytes::Bytes>>> {
     let svc = RateLimitLayer::new(store.clone()).layer(service_fn(
-        move |req: Request<Full<bytes::Bytes>>| async move {
+        move |req: Request<GatewayBody<Full<bytes::Bytes>>>| async move {
             if let (Some(slot), Some(used)) = (req.extensions().get::<UsageSlot>(), used) {
                 slot.record(Usage {
                     prompt_tokens: used / 2,
@@ -160,7 +160,7 @@ async fn without_usage_the_estimate_stands_and_errors_cost_nothing() {
 
     // An error answer gives its reservation back.
     let svc = RateLimitLayer::new(store.clone()).layer(service_fn(
-        |_req: Request<Full<bytes::Bytes>>| async {
+        |_req: Request<GatewayBody<Full<bytes::Bytes>>>| async {
             let mut res = Response::new(Full::new(bytes::Bytes::new()));
             *res.status_mut() = StatusCode::BAD_REQUEST;
             Ok::<_, Infallible>(res)
@@ -329,7 +329,7 @@ async fn an_upstream_that_reports_absurd_usage_spends_the_window_and_panics_noth
         ..RateLimits::default()
     });
     let svc = RateLimitLayer::new(store.clone()).layer(service_fn(
-        |req: Request<Full<bytes::Bytes>>| async move {
+        |req: Request<GatewayBody<Full<bytes::Bytes>>>| async move {
             let slot = req.extensions().get::<UsageSlot>().unwrap();
             slot.record(Usage {
                 prompt_tokens: u64::MAX,

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use modelgate::proxy::{serve, Config, Proxy};
+use modelgate::proxy::{serve, Config, Proxy, ServeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -203,9 +203,17 @@ async fn answer(
     res
 }
 
-/// A response body fed by a channel.
+/// A body fed by a channel (no length: HTTP/1 sends it chunked).
 pub struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl ChannelBody {
+    /// The sending end, and the body.
+    pub fn channel() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Self) {
+        let (tx, rx) = mpsc::channel(16);
+        (tx, ChannelBody { rx })
+    }
 }
 
 impl Body for ChannelBody {
@@ -330,13 +338,19 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let options = ServeOptions {
+            shutdown_grace: Duration::from_secs(5),
+            ..config
+                .serve_options()
+                .expect("test config's server options")
+        };
         let task = tokio::spawn(serve(
             listener,
             proxy,
             async move {
                 let _ = stopped.await;
             },
-            Duration::from_secs(5),
+            options,
         ));
         Gateway {
             addr,

@@ -1,0 +1,413 @@
+//! Hostile clients through the proxy: silent connections, half prefaces and HTTP/2 handshakes
+//! that go nowhere, a descriptor limit, HTTP/2 peers that stop answering pings, stalled request
+//! bodies, and chunked bodies against a token limit.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const H2_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// Reads until the peer closes (`Ok(bytes read)`), or `Err` when it is still open at `within`.
+async fn closed_within(tcp: &mut TcpStream, within: Duration) -> Result<usize, &'static str> {
+    let mut total = 0;
+    let mut buf = [0u8; 4096];
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
+            Err(_) => return Err("still open"),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(total),
+            Ok(Ok(n)) => total += n,
+        }
+    }
+}
+
+/// The ways a connection can say nothing useful.
+async fn silent_connections(addr: SocketAddr) -> Vec<TcpStream> {
+    let mut conns = Vec::new();
+    for what in [&b""[..], &H2_PREFACE[..10], H2_PREFACE] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(what).await.unwrap();
+        conns.push(tcp);
+    }
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(H2_PREFACE).await.unwrap();
+    tcp.write_all(H2_SETTINGS).await.unwrap();
+    conns.push(tcp);
+    // And an HTTP/1 head that never ends.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    conns.push(tcp);
+    conns
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_at_the_head_deadline_and_make_room_at_the_bound() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::in_front_of(
+        &fake,
+        "max_connections = 6\nrequest_head_timeout_ms = 800\n",
+    )
+    .await;
+    let addr = gw.addr;
+    let mut silent = silent_connections(addr).await;
+    // One more than the bound leaves room for: the oldest silent ones make room for the rest
+    // and for a real client.
+    silent.extend(silent_connections(addr).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let a = post(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "the client did not wait for the head deadline: {:?}",
+        started.elapsed()
+    );
+    // Every silent connection is closed by the deadline (plus scheduling slack).
+    for (i, tcp) in silent.iter_mut().enumerate() {
+        closed_within(tcp, Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|e| panic!("silent connection {i}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_makes_room_and_a_busy_one_is_never_evicted() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::in_front_of(&fake, "max_connections = 2\n").await;
+    // A stream in flight on one connection, an idle keep-alive connection on another.
+    let busy = client();
+    let slow = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        async move { post(&busy, &url, chat("fake/slow", true, false)).await }
+    });
+    let idle = client();
+    let a = post(
+        &idle,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    // A third client: the idle connection gives its place; the stream is untouched.
+    let a = post(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let streamed = slow.await.unwrap();
+    assert_eq!(streamed.status, StatusCode::OK);
+    assert!(streamed.chunks().len() > 1, "the stream ran to [DONE]");
+}
+
+/// A request's HEADERS frame (HPACK without Huffman or indexing): a chat POST whose body has
+/// not begun.
+fn h2_chat_headers(stream: u32) -> Vec<u8> {
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    let path = b"/v1/chat/completions";
+    block.push(0x04); // :path, a literal value
+    block.push(path.len() as u8);
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 0x01, b'x']); // :authority x
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+    frame.push(0x1); // HEADERS
+    frame.push(0x4); // END_HEADERS, not END_STREAM: the body is still to come
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_disconnected() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::in_front_of(
+        &fake,
+        "http2_keepalive_interval_ms = 200\nbody_idle_timeout_ms = 0\nrequest_head_timeout_ms = 60000\n",
+    )
+    .await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(H2_PREFACE).await.unwrap();
+    tcp.write_all(H2_SETTINGS).await.unwrap();
+    // A request in flight (its body never comes): neither the head deadline nor the body's
+    // applies; only the pings can tell the peer is gone. The peer reads but never answers.
+    tcp.write_all(&h2_chat_headers(1)).await.unwrap();
+    let started = Instant::now();
+    closed_within(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("the unanswered ping closes the connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed by the ping timeout, not at once: {:?}",
+        started.elapsed()
+    );
+}
+
+/// Raw HTTP/1.1: the head and the first part of a body, then the rest after `pause` (never,
+/// when `None`); the whole answer.
+async fn raw_post(addr: SocketAddr, body: &str, first: usize, pause: Option<Duration>) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..first]).await.unwrap();
+    if let Some(p) = pause {
+        tokio::time::sleep(p).await;
+        tcp.write_all(&body.as_bytes()[first..]).await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_a_408_and_a_slow_steady_one_gets_through() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::in_front_of(&fake, "body_idle_timeout_ms = 300\n").await;
+    let body = chat("vendor/fake-model", false, false);
+    let started = Instant::now();
+    let answer = raw_post(gw.addr, &body, 10, None).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"type\":\"request_timeout\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(fake.count(), 0, "nothing went upstream");
+
+    // A pause shorter than the deadline is fine.
+    let answer = raw_post(gw.addr, &body, 10, Some(Duration::from_millis(100))).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A large body trickled in small pieces, well past the deadline in all.
+    let mut big: serde_json::Value = serde_json::from_str(&body).unwrap();
+    big["messages"][0]["content"] = "tides ".repeat(20_000).into();
+    let big = Bytes::from(big.to_string());
+    let pieces: Vec<Bytes> = big
+        .chunks(big.len() / 12 + 1)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let started = Instant::now();
+    let a = post_chunked(
+        &gw.url("/v1/chat/completions"),
+        None,
+        pieces,
+        Duration::from_millis(100),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(started.elapsed() > Duration::from_millis(900));
+}
+
+/// A POST whose body goes out chunked (no length), `pieces` one every `every`.
+async fn post_chunked(url: &str, key: Option<&str>, pieces: Vec<Bytes>, every: Duration) -> Answer {
+    let (tx, body) = ChannelBody::channel();
+    tokio::spawn(async move {
+        for p in pieces {
+            tokio::time::sleep(every).await;
+            if tx.send(Ok(p)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut req = Request::post(url).header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let res = client
+        .request(req.body(body).unwrap())
+        .await
+        .expect("the gateway answers");
+    let (parts, body) = res.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_held_to_the_token_limit_like_one_with_a_length() {
+    let fake = FakeProvider::start(standard).await;
+    let key = "sk-mg-tokens-0123456789";
+    let gw = Gateway::in_front_of(
+        &fake,
+        &format!("[[keys]]\nname = \"tokens\"\nkey = \"{key}\"\ntokens_per_minute = 1000\n"),
+    )
+    .await;
+    // Ten requests of about 5,000 tokens each (20 KB), at once, chunked.
+    let mut big: serde_json::Value =
+        serde_json::from_str(&chat("vendor/fake-model", false, false)).unwrap();
+    big["messages"][0]["content"] = "x".repeat(20_000).into();
+    let big = Bytes::from(big.to_string());
+    let url = gw.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, big) = (url.clone(), big.clone());
+            tokio::spawn(async move {
+                let pieces = vec![big.slice(..5_000), big.slice(5_000..)];
+                post_chunked(&url, Some(key), pieces, Duration::from_millis(5)).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let a = t.await.unwrap();
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(a.text().contains("(tokens)"), "{}", a.text());
+            assert!(a.headers.contains_key("retry-after"));
+        }
+        statuses.push(a.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 429, 429, 429, 429, 429, 429, 429, 429, 429]);
+    assert_eq!(fake.count(), 1);
+
+    // A chunked body over the body limit is a 413 before any decision.
+    let gw = Gateway::in_front_of(
+        &fake,
+        &format!("max_body_bytes = 1000\n[[keys]]\nname = \"tokens\"\nkey = \"{key}\"\ntokens_per_minute = 1000\n"),
+    )
+    .await;
+    let a = post_chunked(
+        &gw.url("/v1/chat/completions"),
+        Some(key),
+        vec![big],
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text());
+}
+
+/// Set in the child process that runs the proxy under a low descriptor limit.
+const CHILD: &str = "MODELGATE_TEST_LOW_ULIMIT_CHILD";
+
+/// The proxy, in a child process whose descriptor limit is 128; then a parent (with the usual
+/// limit) opens 300 silent connections, and a real client must still get its answer. Twice:
+/// with the default bound (derived from the limit), and with a bound set far above the limit,
+/// so that the process does run out of descriptors.
+#[test]
+fn under_a_low_descriptor_limit_silent_connections_cannot_starve_a_real_client() {
+    if let Ok(extra) = std::env::var(CHILD) {
+        return child_proxy(&extra);
+    }
+    if cfg!(not(unix)) {
+        return;
+    }
+    for extra in ["", "max_connections = 1000"] {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+            .arg(exe)
+            .args([
+                "--exact",
+                "under_a_low_descriptor_limit_silent_connections_cannot_starve_a_real_client",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let addr: SocketAddr = loop {
+            let line = lines.next().expect("the child proxy starts").unwrap();
+            // libtest writes the test's name on the same line first.
+            if let Some((_, a)) = line.split_once("LISTENING ") {
+                break a.trim().parse().unwrap();
+            }
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut silent = Vec::new();
+            for _ in 0..60 {
+                silent.extend(silent_connections(addr).await);
+            }
+            assert_eq!(silent.len(), 300);
+            let started = Instant::now();
+            let a = tokio::time::timeout(
+                Duration::from_secs(10),
+                post(
+                    &client(),
+                    &format!("http://{addr}/v1/chat/completions"),
+                    chat("vendor/fake-model", false, false),
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("`{extra}`: the real client got no answer"));
+            assert_eq!(a.status, StatusCode::OK, "`{extra}`: {}", a.text());
+            eprintln!("`{extra}`: answered in {:?}", started.elapsed());
+        });
+        drop(child.stdin.take());
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "`{extra}`: the child proxy failed: {status}"
+        );
+    }
+}
+
+/// The child: the proxy in front of a fake provider, until its standard input closes.
+fn child_proxy(extra: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let fake = FakeProvider::start(standard).await;
+        let gw = Gateway::in_front_of(&fake, &format!("{extra}\nrequest_head_timeout_ms = 2000\n"))
+            .await;
+        // The upstream connection is made now, while descriptors are plenty; the pool keeps it.
+        let a = post(
+            &client(),
+            &gw.url("/v1/chat/completions"),
+            chat("vendor/fake-model", false, false),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+        println!("LISTENING {}", gw.addr);
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await
+        .unwrap();
+    });
+}
