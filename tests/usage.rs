@@ -211,6 +211,54 @@ async fn a_spent_limit_is_a_402_and_spend_survives_a_restart() {
     assert_eq!(r.json()["data"]["cost"].as_f64(), Some(COST));
 }
 
+#[tokio::test]
+async fn spend_written_back_from_the_spill_file_counts_against_the_limit() {
+    let fake = FakeProvider::start(standard).await;
+    let c = client();
+    // A record as the proxy writes it, from a first gateway.
+    let gw = Gateway::in_front_of(&fake, &keys(Some(0.5))).await;
+    let a = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let mut spent = record(&gw, &c, &id_of(&a), KEY).await.json()["data"].clone();
+    drop(gw);
+
+    // A state directory whose last run spilled a record that spent the whole limit.
+    let dir = tempfile::tempdir().unwrap();
+    spent["id"] = "gen-1796212800-spilledspilledspill".into();
+    spent["cost"] = 0.6.into();
+    std::fs::write(
+        dir.path().join(modelgate::proxy::SPILL_FILE),
+        format!("{spent}\n"),
+    )
+    .unwrap();
+    let extra = format!(
+        "{}\n[state]\ndir = {:?}\n",
+        keys(Some(0.5)),
+        dir.path().display().to_string()
+    );
+    let gw = Gateway::in_front_of(&fake, &extra).await;
+    let k = get(&c, &gw.url("/v1/key"), KEY).await.json();
+    assert_eq!(k["data"]["usage"].as_f64(), Some(0.6), "{k}");
+    let refused = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        refused.text()
+    );
+    assert!(!dir.path().join(modelgate::proxy::SPILL_FILE).exists());
+}
+
 /// Sends a streaming request and drops the response after its first frame.
 async fn leave_after_first_frame(c: &HttpClient, url: &str, model: &str) -> String {
     let req = Request::post(url)

@@ -95,9 +95,17 @@ pub const SPILL_FILE: &str = "usage-spill.jsonl";
 struct SharedState {
     keys: Arc<dyn KeyStore>,
     rate_limits: RateLimitLayer,
-    spend: Arc<dyn SpendStore>,
+    spend: Spend,
     management: bool,
     anonymous: bool,
+}
+
+/// Where the credit check reads spend.
+enum Spend {
+    /// The embedded store's spend, loaded into memory once the spill file is written back.
+    Embedded(crate::state::StateDb),
+    /// A store that is read live (Redis).
+    Shared(Arc<dyn SpendStore>),
 }
 
 /// The state of `[state] redis_url`: connects (an unreachable Redis is an error) and adds
@@ -129,7 +137,7 @@ async fn redis_state(
     Ok(SharedState {
         keys,
         rate_limits: RateLimitLayer::new(Arc::new(redis.rate_limits())),
-        spend: usage,
+        spend: Spend::Shared(usage),
         management,
         anonymous,
     })
@@ -191,14 +199,12 @@ impl Proxy {
         let state = match config.redis_url() {
             None => {
                 let keys = config.keys(env)?;
-                let ledger = Arc::new(SpendLedger::with(
-                    keys.db.load_spend().map_err(|e| ConfigError(e.0))?,
-                ));
                 sinks.push(Arc::new(keys.db.clone().with_record_retention(retention)));
                 SharedState {
                     keys: Arc::new(keys.store),
                     rate_limits: RateLimitLayer::in_memory(),
-                    spend: ledger,
+                    // Read once the spill is written back (below), so its spend counts.
+                    spend: Spend::Embedded(keys.db),
                     management: keys.management,
                     anonymous: keys.anonymous,
                 }
@@ -231,9 +237,15 @@ impl Proxy {
         replay_spill(&spill, &sinks)
             .await
             .map_err(|e| ConfigError(e.0))?;
+        let spend: Arc<dyn SpendStore> = match state.spend {
+            Spend::Embedded(db) => Arc::new(SpendLedger::with(
+                db.load_spend().map_err(|e| ConfigError(e.0))?,
+            )),
+            Spend::Shared(store) => store,
+        };
         let recorder = Recorder::start(
             sinks,
-            state.spend,
+            spend,
             config.usage.queue_capacity.unwrap_or(DEFAULT_USAGE_QUEUE),
         )
         .map_err(|e| ConfigError(e.0))?
