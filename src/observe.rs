@@ -22,7 +22,8 @@
 //! The proxy adds the usage queue's figures at each scrape: `modelgate_usage_queue_depth`,
 //! `modelgate_usage_queue_capacity`, `modelgate_usage_queue_waits_total`,
 //! `modelgate_usage_queue_refused_total`, `modelgate_usage_records_written_total`,
-//! `modelgate_usage_sink_failures_total`.
+//! `modelgate_usage_sink_failures_total`. The embedded state store counts its I/O errors and
+//! its reopenings after them: `modelgate_state_io_errors_total`, `modelgate_state_reopens_total`.
 
 use std::hash::BuildHasher;
 use std::sync::{OnceLock, RwLock};

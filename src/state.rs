@@ -10,7 +10,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -46,25 +49,90 @@ impl fmt::Display for StateError {
 impl std::error::Error for StateError {}
 
 /// The open state database. Cheap to clone.
+///
+/// An I/O error (a full disk, say) leaves a redb database refusing every later write until it
+/// is closed and opened again, so after one the store reopens itself before its next use: at
+/// once, then, while reopening fails, no more often than a backoff that doubles from 100 ms to
+/// 10 s. Each error and each reopening is logged and counted (`modelgate_state_io_errors_total`,
+/// `modelgate_state_reopens_total`). Nothing is lost meanwhile: a failed write was not
+/// committed, and its caller (the usage writer, a management request) sees the error.
 #[derive(Clone)]
 pub struct StateDb {
-    db: Arc<Database>,
-    path: Arc<PathBuf>,
+    store: Arc<Store>,
     /// How long usage records are kept (seconds); `None`: forever.
     retention: Option<i64>,
     /// When records were last pruned (Unix seconds).
     pruned_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
+/// Opens the database file (again).
+type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+struct Store {
+    path: PathBuf,
+    open: Opener,
+    /// `None` only between a failed reopening and the next attempt.
+    db: RwLock<Option<Database>>,
+    /// Set by an I/O error: the database is reopened before its next use.
+    broken: Mutex<Option<Broken>>,
+}
+
+struct Broken {
+    /// No attempt to reopen before this.
+    retry_at: Instant,
+    /// The wait after the next failed attempt.
+    backoff: Duration,
+    /// What went wrong, for the errors given meanwhile.
+    error: String,
+}
+
+/// The first wait before reopening again after a failed reopening; doubled up to the cap.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
 impl fmt::Debug for StateDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateDb").field("path", &self.path).finish()
+        f.debug_struct("StateDb")
+            .field("path", &self.store.path)
+            .finish()
     }
 }
 
 impl StateDb {
     /// Opens (creating it if needed) the database in `dir`, and proves it writable.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(FILE_NAME);
+        let file = path.clone();
+        Self::open_with(
+            dir,
+            Box::new(move || {
+                // redb's default page cache is 1 GiB; ours is 4 MiB, so memory stays flat as
+                // the database grows (reads of old records are rare: lookups by id).
+                redb::Builder::new()
+                    .set_cache_size(CACHE_BYTES)
+                    .create(&file)
+            }),
+        )
+    }
+
+    /// Opens the database in `dir` on a storage backend of the caller's: `backend` is called
+    /// for each (re)opening. For tests that inject I/O faults.
+    #[doc(hidden)]
+    pub fn open_with_backend<B: redb::StorageBackend>(
+        dir: &Path,
+        backend: impl Fn() -> B + Send + Sync + 'static,
+    ) -> Result<Self, StateError> {
+        Self::open_with(
+            dir,
+            Box::new(move || {
+                redb::Builder::new()
+                    .set_cache_size(CACHE_BYTES)
+                    .create_with_backend(backend())
+            }),
+        )
+    }
+
+    fn open_with(dir: &Path, open: Opener) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StateError(format!(
                 "cannot create the state dir {}: {e}",
@@ -72,20 +140,19 @@ impl StateDb {
             ))
         })?;
         let path = dir.join(FILE_NAME);
-        // redb's default page cache is 1 GiB; ours is 4 MiB, so memory stays flat as the
-        // database grows (reads of old records are rare: lookups by id).
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| {
-                StateError(format!(
-                    "cannot open the state database {}: {e}",
-                    path.display()
-                ))
-            })?;
+        let db = open_guarded(&open).map_err(|e| {
+            StateError(format!(
+                "cannot open the state database {}: {e}",
+                path.display()
+            ))
+        })?;
         let this = StateDb {
-            db: Arc::new(db),
-            path: Arc::new(path),
+            store: Arc::new(Store {
+                path,
+                open,
+                db: RwLock::new(Some(db)),
+                broken: Mutex::new(None),
+            }),
             retention: None,
             pruned_at: Arc::default(),
         };
@@ -99,7 +166,7 @@ impl StateDb {
         .map_err(|e| {
             StateError(format!(
                 "the state database {} is not writable: {e}",
-                this.path.display()
+                this.store.path.display()
             ))
         })?;
         Ok(this)
@@ -114,20 +181,41 @@ impl StateDb {
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.store.path
+    }
+
+    /// Runs `f` on the open database, reopening it first if an I/O error broke it. An I/O
+    /// error from `f` marks it broken. `what` says what failed, for the error's message.
+    fn with_db<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Database) -> Result<R, redb::Error>,
+    ) -> Result<R, StateError> {
+        let fail =
+            |e: &dyn fmt::Display| StateError(format!("{what} {}: {e}", self.store.path.display()));
+        self.store.heal().map_err(|e| fail(&e))?;
+        let db = self.store.db.read().unwrap_or_else(|e| e.into_inner());
+        let Some(db) = db.as_ref() else {
+            return Err(fail(&"the database is being reopened"));
+        };
+        f(db).map_err(|e| {
+            if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                self.store.broke(&e);
+            }
+            fail(&e)
+        })
     }
 
     fn write(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StateError> {
-        let run = || -> Result<(), redb::Error> {
-            let tx = self.db.begin_write()?;
+        self.with_db("cannot write the state database", |db| {
+            let tx = db.begin_write()?;
             f(&tx)?;
             tx.commit()?;
             Ok(())
-        };
-        run().map_err(|e| StateError(format!("{}: {e}", self.path.display())))
+        })
     }
 
     /// Every runtime key. A record that does not parse is an error, never skipped: a key
@@ -140,36 +228,33 @@ impl StateDb {
             .collect())
     }
 
-    /// A read failure of the database, as the error says it.
-    fn read_error(&self, e: impl Into<redb::Error>) -> StateError {
-        StateError(format!(
-            "cannot read the state database {}: {}",
-            self.path.display(),
-            e.into()
-        ))
-    }
-
     /// Every row of a table of JSON values. A row that does not parse is an error naming it.
     fn load_json<T: serde::de::DeserializeOwned>(
         &self,
         table: TableDefinition<'_, &str, &[u8]>,
         what: &str,
     ) -> Result<Vec<(String, T)>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.read_error(e))?;
-        let table = tx.open_table(table).map_err(|e| self.read_error(e))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.read_error(e))? {
-            let (id, value) = row.map_err(|e| self.read_error(e))?;
-            let v = serde_json::from_slice(value.value()).map_err(|e| {
-                StateError(format!(
-                    "the state database {} holds an unreadable {what} `{}`: {e}",
-                    self.path.display(),
-                    id.value()
-                ))
-            })?;
-            out.push((id.value().to_owned(), v));
-        }
-        Ok(out)
+        let rows = self.with_db("cannot read the state database", |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(table)?;
+            let mut rows = Vec::new();
+            for row in table.iter()? {
+                let (id, value) = row?;
+                rows.push((id.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(id, value)| {
+                let v = serde_json::from_slice(&value).map_err(|e| {
+                    StateError(format!(
+                        "the state database {} holds an unreadable {what} `{id}`: {e}",
+                        self.store.path.display(),
+                    ))
+                })?;
+                Ok((id, v))
+            })
+            .collect()
     }
 
     /// Writes (inserts or replaces) a key record; durable when it returns.
@@ -189,6 +274,77 @@ impl StateDb {
             tx.open_table(KEYS)?.remove(id)?;
             Ok(())
         })
+    }
+}
+
+impl Store {
+    /// After an I/O error: drops the broken database and opens the file again, unless the last
+    /// attempt failed too recently. `Err` says why the database cannot be used now.
+    fn heal(&self) -> Result<(), String> {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = broken.as_mut() else {
+            return Ok(());
+        };
+        if Instant::now() < b.retry_at {
+            return Err(format!("unavailable after an I/O error ({})", b.error));
+        }
+        // The file is locked while open: the old handle goes before the new one comes.
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        drop(db.take());
+        match open_guarded(&self.open) {
+            Ok(fresh) => {
+                *db = Some(fresh);
+                metrics::counter!("modelgate_state_reopens_total").increment(1);
+                tracing::warn!(path = %self.path.display(), after = %b.error, "state database reopened");
+                *broken = None;
+                Ok(())
+            }
+            Err(e) => {
+                b.error = e.to_string();
+                b.retry_at = Instant::now() + b.backoff;
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    retry_in_ms = b.backoff.as_millis() as u64,
+                    "cannot reopen the state database"
+                );
+                b.backoff = (b.backoff * 2).min(REOPEN_BACKOFF_MAX);
+                Err(format!("cannot be reopened after an I/O error ({e})"))
+            }
+        }
+    }
+
+    /// Notes an I/O error: the next use reopens the database.
+    fn broke(&self, e: &redb::Error) {
+        metrics::counter!("modelgate_state_io_errors_total").increment(1);
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if broken.is_none() {
+            tracing::error!(path = %self.path.display(), error = %e, "state database I/O error: it will be reopened");
+            *broken = Some(Broken {
+                retry_at: Instant::now(),
+                backoff: REOPEN_BACKOFF,
+                error: e.to_string(),
+            });
+        }
+    }
+}
+
+/// Opens the database; a panic inside redb (a file cut short trips an assertion) is an error
+/// like any other, so a damaged file is a clear start-up error, not a crash.
+fn open_guarded(open: &Opener) -> Result<Database, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!(
+                "the file is damaged (cut short?): {why}; restore it from a backup, or move it away to start empty"
+            ))
+        }
     }
 }
 
@@ -291,12 +447,16 @@ impl StateDb {
 
     /// The record of generation `id`.
     pub fn get_record(&self, id: &str) -> Result<Option<UsageRecord>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.read_error(e))?;
-        let table = tx.open_table(GENERATIONS).map_err(|e| self.read_error(e))?;
-        let Some(row) = table.get(id).map_err(|e| self.read_error(e))? else {
+        let row = self.with_db("cannot read the state database", |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(GENERATIONS)?;
+            let row = table.get(id)?;
+            Ok(row.map(|r| r.value().to_vec()))
+        })?;
+        let Some(row) = row else {
             return Ok(None);
         };
-        decode_record(row.value())
+        decode_record(&row)
             .map(Some)
             .map_err(|e| StateError(format!("the usage record `{id}` is unreadable: {e}")))
     }
@@ -348,7 +508,8 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<UsageRecord, String> {
 impl StateDb {
     /// Every stored record.
     pub(crate) fn all_records(&self) -> Vec<UsageRecord> {
-        let tx = self.db.begin_read().unwrap();
+        let db = self.store.db.read().unwrap();
+        let tx = db.as_ref().unwrap().begin_read().unwrap();
         let table = tx.open_table(GENERATIONS).unwrap();
         table
             .iter()
@@ -467,6 +628,127 @@ mod tests {
         );
     }
 
+    /// A file backend whose writes fail with ENOSPC while `full` is set.
+    #[derive(Debug)]
+    struct Disk {
+        file: redb::backends::FileBackend,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Disk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for Disk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.file.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+    }
+
+    fn on_disk(dir: &Path) -> (StateDb, Arc<std::sync::atomic::AtomicBool>) {
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, flag) = (dir.join(FILE_NAME), full.clone());
+        let db = StateDb::open_with_backend(dir, move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            Disk {
+                file: redb::backends::FileBackend::new(file).unwrap(),
+                full: flag.clone(),
+            }
+        })
+        .unwrap();
+        (db, full)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_full_disk_the_store_reopens_itself_and_loses_nothing() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let (db, full) = on_disk(dir.path());
+        db.put_records(&[record("gen-1796212800-a", "k", 0.25, 1_796_212_800)])
+            .unwrap();
+
+        full.store(true, Relaxed);
+        let batch = [record("gen-1796212801-b", "k", 0.5, 1_796_212_801)];
+        let err = db.put_records(&batch).unwrap_err();
+        assert!(err.0.contains("No space left"), "{err}");
+        // Still full: the reopening fails, and is not tried again before its backoff.
+        let err = db.put_records(&batch).unwrap_err();
+        assert!(err.0.contains("cannot be reopened"), "{err}");
+        let err = db
+            .put_key(&KeyRecord::from_config("a", "sk-mg-aaaaaaaaaaaaaaaaaaaa"))
+            .unwrap_err();
+        assert!(err.0.contains("unavailable after an I/O error"), "{err}");
+
+        // Space again: after the backoff the store reopens, and the batch offered again lands.
+        full.store(false, Relaxed);
+        tokio::time::advance(REOPEN_BACKOFF).await;
+        db.put_records(&batch).unwrap();
+        let mut ids: Vec<String> = db.all_records().into_iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["gen-1796212800-a", "gen-1796212801-b"]);
+        assert_eq!(db.load_spend().unwrap()[0].1.total, 0.75);
+        db.put_key(&KeyRecord::from_config("a", "sk-mg-aaaaaaaaaaaaaaaaaaaa"))
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_usage_writer_waits_out_a_full_disk_and_then_writes_every_record() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let (db, full) = on_disk(dir.path());
+        let sinks: Vec<Arc<dyn UsageSink>> = vec![Arc::new(db.clone())];
+        let recorder =
+            crate::usage::Recorder::start(sinks, Arc::new(crate::usage::SpendLedger::new()), 64)
+                .unwrap();
+        full.store(true, Relaxed);
+        for i in 0..5 {
+            let permit = recorder.try_reserve().unwrap();
+            let r = record(&format!("gen-1796212800-{i}"), "k", 0.1, 1_796_212_800);
+            permit.send(crate::usage::Msg::Record(Box::new(r)));
+        }
+        // The writer keeps retrying while the disk is full: nothing written, nothing dropped.
+        let flushed = tokio::time::timeout(Duration::from_secs(60), recorder.flush()).await;
+        assert!(
+            flushed.is_err(),
+            "nothing can be written while the disk is full"
+        );
+        assert!(recorder.stats().write_failures > 0);
+        assert_eq!(recorder.stats().written, 0);
+
+        full.store(false, Relaxed);
+        tokio::time::timeout(Duration::from_secs(60), recorder.flush())
+            .await
+            .expect("written once there is space");
+        assert_eq!(db.all_records().len(), 5);
+        assert!((db.load_spend().unwrap()[0].1.total - 0.5).abs() < 1e-12);
+    }
+
     #[test]
     fn keys_survive_a_reopen_and_garbage_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,5 +772,16 @@ mod tests {
         std::fs::write(bad.path().join(FILE_NAME), b"not a database at all").unwrap();
         let err = StateDb::open(bad.path()).unwrap_err();
         assert!(err.0.contains("cannot open the state database"), "{err}");
+
+        // A file cut short (redb asserts on it): an error, not a panic.
+        let whole = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        for cut in [100, 4096, 8000, whole.len() / 2] {
+            std::fs::write(bad.path().join(FILE_NAME), &whole[..cut]).unwrap();
+            let err = StateDb::open(bad.path()).unwrap_err();
+            assert!(
+                err.0.contains("cannot open the state database"),
+                "{cut}: {err}"
+            );
+        }
     }
 }

@@ -411,3 +411,126 @@ fn child_proxy(extra: &str) {
         .unwrap();
     });
 }
+
+/// Set in the child process that runs the proxy with its state on a small tmpfs.
+const DISK_CHILD: &str = "MODELGATE_TEST_FULL_DISK_CHILD";
+const ADMIN: &str = "sk-mg-admin-9876543210fedcba";
+
+/// The state store on a 16 MiB tmpfs that fills up, then has room again: in a child process
+/// with its own mount namespace (`unshare`). Skipped where no namespace can be made, except
+/// under CI.
+#[test]
+fn a_full_disk_is_survived_and_nothing_recorded_in_between_is_lost() {
+    if let Ok(dir) = std::env::var(DISK_CHILD) {
+        return full_disk_child(std::path::Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let script = "mount -t tmpfs -o size=16m tmpfs \"$MODELGATE_TEST_FULL_DISK_CHILD\" && exec \"$0\" \"$@\"";
+    let args = [
+        "--exact",
+        "a_full_disk_is_survived_and_nothing_recorded_in_between_is_lost",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    // As root, a mount namespace; otherwise a user namespace with one.
+    for unshare in [&["-m"][..], &["-r", "-m"][..]] {
+        let status = std::process::Command::new("unshare")
+            .args(unshare)
+            .args(["sh", "-c", script])
+            .arg(&exe)
+            .args(args)
+            .env(DISK_CHILD, dir.path())
+            .status();
+        match status {
+            Ok(s) if s.success() => return,
+            // The namespace or the mount was refused (exit 1 from unshare or sh; the test
+            // itself fails with 101).
+            Ok(s) if s.code() != Some(101) => continue,
+            Ok(s) => panic!("the full-disk scenario failed: {s}"),
+            Err(_) => continue,
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no mount namespace for the full-disk test (unshare -m / -rm refused)"
+    );
+    eprintln!("skipped: no mount namespace for a tmpfs");
+}
+
+fn full_disk_child(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let fake = FakeProvider::start(standard).await;
+        let state = dir.join("state");
+        let toml = standard_config(
+            &fake,
+            &format!(
+                "admin_key_env = \"TEST_ADMIN_KEY\"\n[[keys]]\nname = \"app\"\nkey = \"sk-client-secret-do-not-forward\"\n[state]\ndir = {:?}\n",
+                state.display().to_string()
+            ),
+        );
+        let gw = Gateway::start_with_env(&toml, &[("TEST_ADMIN_KEY", ADMIN)]).await;
+        let c = client();
+        let url = gw.url("/v1/chat/completions");
+        let mut ids = Vec::new();
+        let a = post(&c, &url, chat("vendor/fake-model", false, false)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        ids.push(a.headers["x-generation-id"].to_str().unwrap().to_owned());
+        gw.flush().await;
+
+        // The disk fills up.
+        let ballast = dir.join("ballast");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&ballast).unwrap();
+            let mb = vec![7u8; 1 << 20];
+            while f.write_all(&mb).and_then(|()| f.sync_data()).is_ok() {}
+        }
+        // Chat goes on (the records wait in the queue) ...
+        for _ in 0..3 {
+            let a = post(&c, &url, chat("vendor/fake-model", false, false)).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+            ids.push(a.headers["x-generation-id"].to_str().unwrap().to_owned());
+        }
+        // ... while writing a key cannot.
+        let create = || async {
+            let req = Request::post(gw.url("/v1/keys"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(http_body_util::Full::new(Bytes::from(r#"{"name":"new"}"#)))
+                .unwrap();
+            send(&c, req).await
+        };
+        let refused = create().await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
+
+        // Space again: the store reopens itself, the queued records land, keys can be made.
+        std::fs::remove_file(&ballast).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), gw.flush())
+            .await
+            .expect("the queued records are written once there is room");
+        let made = create().await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+        for id in &ids {
+            let req = Request::get(gw.url(&format!("/v1/generation?id={id}")))
+                .header("authorization", "Bearer sk-client-secret-do-not-forward")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap();
+            let r = send(&c, req).await;
+            assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.text());
+        }
+        let metrics = send(
+            &c,
+            Request::get(gw.url("/metrics"))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .text();
+        let reopens = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("modelgate_state_reopens_total "))
+            .unwrap_or_else(|| panic!("no reopen counted: {metrics}"));
+        assert!(reopens.trim().parse::<f64>().unwrap() >= 1.0, "{reopens}");
+    });
+}

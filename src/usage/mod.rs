@@ -58,7 +58,7 @@ pub use self::sink::{
     replay_spill, JsonLinesSink, MemorySink, Recorder, RecorderStats, SinkError, UsageSink,
     DEFAULT_LINGER,
 };
-use self::sink::{Msg, Permit};
+pub(crate) use self::sink::{Msg, Permit};
 use crate::auth::{LimitReset, Principal};
 use crate::chat::{ChatRequest, Message};
 use crate::future::BoxFuture;
