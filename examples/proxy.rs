@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
         tracing::info!(
             provider = p.name(),
             kind = p.kind().as_str(),
-            base_url = p.base_url(),
+            base_url = %p.display_url(),
             key = if p.has_key() { "set" } else { "none" },
             "provider live"
         );

@@ -181,7 +181,7 @@ impl Error {
         headers: &HeaderMap,
         body: &[u8],
         provider: &Arc<str>,
-        secret: Option<&str>,
+        secrets: &Secrets,
     ) -> Self {
         let parsed = parse_upstream_error(body);
         let status = client_status(upstream_status);
@@ -190,7 +190,7 @@ impl Error {
             None => Cow::Borrowed(default_kind(status)),
         };
         let message = match parsed.message {
-            Some(m) if !m.is_empty() => format!("{provider}: {}", scrub(&m, secret)),
+            Some(m) if !m.is_empty() => format!("{provider}: {}", scrub(&m, secrets)),
             _ => format!("{provider} answered HTTP {}", upstream_status.as_u16()),
         };
         let not_retryable = parsed.quota_exhausted;
@@ -201,7 +201,7 @@ impl Error {
         } else {
             Retry::Never
         };
-        let raw = scrub(&String::from_utf8_lossy(body), secret);
+        let raw = scrub(&String::from_utf8_lossy(body), secrets);
         let mut err = Error::new(status, kind, message)
             .with_source(ErrorSource::Upstream)
             .with_retry(retry)
@@ -213,6 +213,16 @@ impl Error {
         }
         err.inner.retry_after = retry_after_from(headers).or(parsed.retry_delay);
         err
+    }
+
+    /// The same error with `secrets` (and anything shaped like a key) scrubbed out of its
+    /// message and raw excerpt: for an error that may carry text an upstream sent.
+    pub fn redact(mut self, secrets: &Secrets) -> Self {
+        self.inner.message = scrub(&self.inner.message, secrets);
+        if let Some(raw) = self.inner.raw.take() {
+            self.inner.raw = Some(scrub(&raw, secrets));
+        }
+        self
     }
 
     /// Sets the `param` (the offending field).
@@ -644,13 +654,55 @@ fn parse_upstream_error(body: &[u8]) -> ParsedUpstreamError {
     out
 }
 
-/// Removes secrets from text that may be shown to a client or logged: the given provider key
+/// What a provider must never see leave the gateway: its key, the values of its configured
+/// headers, the credentials in its base URL. Text copied from an upstream answer (an error's
+/// message, its raw body, an error event) is [scrubbed](scrub) of them wherever it goes: to the
+/// client, the log, the records. Cheap to clone; its `Debug` shows how many, never what.
+#[derive(Clone, Default)]
+pub struct Secrets(Option<Arc<[Box<str>]>>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({})", self.values().len())
+    }
+}
+
+impl Secrets {
+    /// No secrets.
+    pub fn none() -> Self {
+        Secrets(None)
+    }
+
+    /// These values (empty ones are left out); the longest are redacted first, so a secret
+    /// that holds another is not left half shown.
+    pub fn new(values: impl IntoIterator<Item = String>) -> Self {
+        let mut v: Vec<Box<str>> = values
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(String::into_boxed_str)
+            .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v.dedup();
+        if v.is_empty() {
+            return Secrets(None);
+        }
+        Secrets(Some(v.into()))
+    }
+
+    fn values(&self) -> &[Box<str>] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+/// Removes secrets from text that may be shown to a client or logged: each of `secrets`
 /// wherever it appears, and anything shaped like a common API key or bearer token.
-pub fn scrub(text: &str, secret: Option<&str>) -> String {
-    let mut s = match secret.filter(|k| k.len() >= 4) {
-        Some(k) => text.replace(k, "[REDACTED]"),
-        None => text.to_owned(),
-    };
+pub fn scrub(text: &str, secrets: &Secrets) -> String {
+    let mut s = text.to_owned();
+    for secret in secrets.values() {
+        if s.contains(&**secret) {
+            s = s.replace(&**secret, "[REDACTED]");
+        }
+    }
     for prefix in ["sk-", "sk_", "AIza", "Bearer ", "bearer "] {
         s = redact_after(&s, prefix);
     }
@@ -746,7 +798,7 @@ mod tests {
             &HeaderMap::new(),
             body,
             &provider,
-            Some("sk-proj-abcdefghijkl"),
+            &Secrets::new(["sk-proj-abcdefghijkl".to_owned()]),
         );
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(e.kind(), "invalid_request_error");
@@ -767,7 +819,7 @@ mod tests {
             &HeaderMap::new(),
             quota,
             &provider,
-            None,
+            &Secrets::none(),
         );
         assert_eq!(e.retry(), Retry::Never);
         let limited =
@@ -777,7 +829,7 @@ mod tests {
             &HeaderMap::new(),
             limited,
             &provider,
-            None,
+            &Secrets::none(),
         );
         assert_eq!(e.retry(), Retry::Retryable);
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -792,7 +844,7 @@ mod tests {
                 &HeaderMap::new(),
                 body,
                 &p,
-                None,
+                &Secrets::none(),
             )
         };
         let e = up(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#);
@@ -838,12 +890,40 @@ mod tests {
     }
 
     #[test]
+    fn configured_secrets_are_scrubbed_whatever_their_shape() {
+        let secrets = Secrets::new([
+            "hunter2-is-my-password".to_owned(),
+            "x-internal-9f8e7d6c".to_owned(),
+            String::new(),
+        ]);
+        let text = "echo: {\"headers\":{\"x-team-token\":\"x-internal-9f8e7d6c\",\"authorization\":\"Basic hunter2-is-my-password\"}}";
+        let clean = scrub(text, &secrets);
+        assert!(
+            !clean.contains("9f8e7d6c") && !clean.contains("hunter2"),
+            "{clean}"
+        );
+        assert_eq!(format!("{secrets:?}"), "Secrets(2)");
+        let e = Error::bad_gateway(
+            "hunter2-is-my-password",
+            ErrorSource::Upstream,
+            Retry::Never,
+        )
+        .with_raw(Some(text.to_owned()))
+        .redact(&secrets);
+        assert_eq!(e.message(), "[REDACTED]");
+        assert!(!e.raw().unwrap().contains("9f8e7d6c"));
+    }
+
+    #[test]
     fn scrub_keeps_short_words() {
-        assert_eq!(scrub("ask-me", None), "ask-me");
+        assert_eq!(scrub("ask-me", &Secrets::none()), "ask-me");
         assert_eq!(
-            scrub("key sk-abcdefghijklmnop end", None),
+            scrub("key sk-abcdefghijklmnop end", &Secrets::none()),
             "key sk-[REDACTED] end"
         );
-        assert_eq!(scrub("Bearer abc.def-ghi_jkl", None), "Bearer [REDACTED]");
+        assert_eq!(
+            scrub("Bearer abc.def-ghi_jkl", &Secrets::none()),
+            "Bearer [REDACTED]"
+        );
     }
 }

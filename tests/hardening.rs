@@ -534,3 +534,114 @@ fn full_disk_child(dir: &std::path::Path) {
         assert!(reopens.trim().parse::<f64>().unwrap() >= 1.0, "{reopens}");
     });
 }
+
+/// A provider key that no pattern would catch, a configured header that holds a credential.
+const PLAIN_KEY: &str = "prov0plain0key0no0pattern0here";
+const TEAM_TOKEN: &str = "tok-internal-abcdef123";
+
+/// A fake provider that echoes every header it was sent into its answers: an error object in
+/// a 200, a 200 that is not JSON, an error event inside a stream, and a 500.
+fn echoing(r: &Received) -> Script {
+    let echo: serde_json::Map<String, serde_json::Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let echo = serde_json::Value::Object(echo);
+    let error = serde_json::json!({"error": {
+        "message": format!("request rejected; it carried {echo}"),
+        "type": "invalid_request_error",
+        "metadata": {"raw": echo},
+    }});
+    match r.body["model"].as_str().unwrap_or("") {
+        "error-in-200" => Script::json(200, error.to_string()),
+        "not-json" => Script::json(200, format!("<html><pre>{echo}</pre></html>")),
+        "stream-error" => Script::sse(vec![Piece::Data(Bytes::from(format!("data: {error}\n\n")))]),
+        _ => Script::json(500, error.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn provider_secrets_never_reach_clients_records_or_logs_whatever_the_shape() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fake = FakeProvider::start(echoing).await;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("records.jsonl");
+    let toml = format!(
+        r#"
+[usage]
+jsonl_path = {jsonl:?}
+
+[[keys]]
+name = "app"
+key = "sk-client-secret-do-not-forward"
+
+[[providers]]
+name = "echo"
+kind = "openai"
+base_url = "{}"
+api_key = "{PLAIN_KEY}"
+headers = {{ "x-team-token" = "{TEAM_TOKEN}" }}
+
+[fallback]
+max_attempts = 1
+"#,
+        fake.base_url(),
+        jsonl = jsonl.display().to_string(),
+    );
+    let gw = Gateway::start(&toml).await;
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let mut seen = String::new();
+    for (model, stream) in [
+        ("error-in-200", false),
+        ("not-json", false),
+        ("stream-error", true),
+        ("fail", false),
+    ] {
+        let a = post(&c, &url, chat(&format!("echo/{model}"), stream, false)).await;
+        let text = a.text();
+        assert!(
+            text.contains("REDACTED"),
+            "{model}: the echo reached the client, scrubbed: {text}"
+        );
+        seen.push_str(&text);
+        let id = a.headers["x-generation-id"].to_str().unwrap().to_owned();
+        let req = Request::get(gw.url(&format!("/v1/generation?id={id}")))
+            .header("authorization", "Bearer sk-client-secret-do-not-forward")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let record = send(&c, req).await;
+        assert_eq!(record.status, StatusCode::OK, "{}", record.text());
+        seen.push_str(&record.text());
+    }
+    gw.flush().await;
+    seen.push_str(&std::fs::read_to_string(&jsonl).unwrap());
+    seen.push_str(&String::from_utf8_lossy(&capture.0.lock().unwrap()));
+    for secret in [PLAIN_KEY, TEAM_TOKEN] {
+        assert!(!seen.contains(secret), "`{secret}` leaked");
+    }
+    // The echo itself did get through (so the check above means something).
+    assert!(seen.contains("x-team-token"));
+}
+
+/// A writer the log subscriber appends to.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

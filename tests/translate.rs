@@ -33,6 +33,7 @@ fn ctx() -> StreamContext {
         include_usage: true,
         created: 0,
         pricing: None,
+        secrets: modelgate::error::Secrets::none(),
     }
 }
 

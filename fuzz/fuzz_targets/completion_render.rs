@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             (flags & 2 == 2).then_some(0.1),
             (flags & 2 == 2).then_some(1.25),
         )),
+        secrets: modelgate::error::Secrets::none(),
     };
     let is_json = |b: &[u8]| serde_json::from_slice::<Box<RawValue>>(b).is_ok();
     match render_completion(answer, &ctx) {

@@ -20,6 +20,7 @@ pub fn check(kind: ProviderKind, data: &[u8]) {
         // Taken from the upstream (or the clock) when 0.
         created: if flags & 2 == 2 { 0 } else { 1_767_225_600 },
         pricing: None,
+        secrets: modelgate::error::Secrets::none(),
     };
     let out = translate(kind, &ctx, data, true);
     // Chunks translated like an earlier one of the same shape (and event buffers reused) read

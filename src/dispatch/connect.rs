@@ -117,7 +117,7 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error, provider: &Provi
         detail = c.to_string();
         cause = c.source();
     }
-    let detail = crate::error::scrub(&detail, provider.secret());
+    let detail = crate::error::scrub(&detail, provider.secrets());
     let e = if err.is_connect() {
         if timed_out {
             Error::gateway_timeout(

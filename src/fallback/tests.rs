@@ -102,7 +102,7 @@ fn upstream_error(name: &str, status: u16, retry_after: Option<u64>) -> Error {
         &headers,
         br#"{"error":{"message":"no"}}"#,
         &Arc::from(name),
-        None,
+        &crate::error::Secrets::none(),
     )
 }
 

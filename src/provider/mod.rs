@@ -17,6 +17,7 @@ mod anthropic;
 mod gemini;
 
 use crate::chat::{ChatRequest, Content};
+use crate::error::Secrets;
 use crate::route::Target;
 use crate::Error;
 
@@ -93,6 +94,8 @@ pub struct Provider {
     api_key: Option<String>,
     auth: Option<(HeaderName, HeaderValue)>,
     headers: HeaderMap,
+    /// The key, the configured header values and the base URL's credentials.
+    secrets: Secrets,
     timeouts: Timeouts,
     /// `requests_per_minute`: an exhausted provider counts as unavailable.
     limiter: Option<governor::DefaultDirectRateLimiter>,
@@ -104,7 +107,7 @@ impl fmt::Debug for Provider {
         f.debug_struct("Provider")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::state::redact_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeouts", &self.timeouts)
             .field("requests_per_minute", &self.requests_per_minute)
@@ -179,9 +182,16 @@ impl Provider {
         &self.chat_uri
     }
 
-    /// The key, for scrubbing it out of anything shown to clients. Never log it.
-    pub(crate) fn secret(&self) -> Option<&str> {
-        self.api_key.as_deref()
+    /// What must never leave the gateway: the key, the values of the configured headers
+    /// (those of at least 8 bytes: `true` or `eu` are settings, not secrets) and the base
+    /// URL's user and password. Text copied from this provider's answers is scrubbed of them.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// The base URL without its credentials, for logs and messages.
+    pub fn display_url(&self) -> String {
+        crate::state::redact_url(&self.base_url)
     }
 
     /// Translates a typed request into this provider's HTTP request.
@@ -402,7 +412,7 @@ impl fmt::Debug for ProviderBuilder {
         f.debug_struct("ProviderBuilder")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::state::redact_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_version", &self.api_version)
             .field("headers", &headers)
@@ -493,7 +503,7 @@ impl ProviderBuilder {
         let chat_uri: Uri = chat.parse().map_err(|e| {
             format!(
                 "provider `{name}`: base_url `{}` is not a valid URL: {e}",
-                self.base_url
+                crate::state::redact_url(&self.base_url)
             )
         })?;
         match chat_uri.scheme_str() {
@@ -507,7 +517,7 @@ impl ProviderBuilder {
         if chat_uri.host().is_none() {
             return Err(format!(
                 "provider `{name}`: base_url `{}` has no host",
-                self.base_url
+                crate::state::redact_url(&self.base_url)
             ));
         }
         let auth = match &self.api_key {
@@ -552,7 +562,25 @@ impl ProviderBuilder {
                 "provider `{name}`: timeouts must be greater than zero"
             ));
         }
+        let mut secrets: Vec<String> = self.api_key.iter().cloned().collect();
+        secrets.extend(
+            self.headers
+                .iter()
+                .map(|(_, v)| v.clone())
+                .filter(|v| v.len() >= 8),
+        );
+        if let Some(user_info) = chat_uri
+            .authority()
+            .and_then(|a| a.as_str().rsplit_once('@'))
+            .map(|(info, _)| info)
+        {
+            secrets.push(user_info.to_owned());
+            if let Some((_, password)) = user_info.split_once(':') {
+                secrets.push(password.to_owned());
+            }
+        }
         Ok(Provider {
+            secrets: Secrets::new(secrets),
             name: Arc::from(name),
             kind: self.kind,
             base_url: self.base_url,
@@ -617,6 +645,29 @@ mod tests {
                 assert_eq!(body, serde_json::to_vec(&sent).unwrap());
             }
         }
+    }
+
+    #[test]
+    fn secrets_cover_the_key_the_header_values_and_the_url_credentials() {
+        let p = Provider::builder(
+            "p",
+            ProviderKind::OpenAi,
+            "http://svc:s3cret-pass@llm.internal:8000/v1",
+        )
+        .api_key(Some("plainkey0123".into()))
+        .header("x-team-token", "tok-internal-abcdef123")
+        .header("x-region", "eu")
+        .build()
+        .unwrap();
+        let text = "plainkey0123 tok-internal-abcdef123 svc:s3cret-pass s3cret-pass eu";
+        let clean = crate::error::scrub(text, p.secrets());
+        assert_eq!(clean, "[REDACTED] [REDACTED] [REDACTED] [REDACTED] eu");
+        assert_eq!(p.display_url(), "http://…@llm.internal:8000/v1");
+        let debug = format!("{p:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("plainkey"),
+            "{debug}"
+        );
     }
 
     #[test]

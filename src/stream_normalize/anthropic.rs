@@ -408,7 +408,7 @@ impl AnthropicStream {
                     &http::HeaderMap::new(),
                     data.as_bytes(),
                     self.stage.provider(),
-                    None,
+                    self.stage.secrets(),
                 );
                 self.stage.fail(err, out);
             }
@@ -579,6 +579,7 @@ mod tests {
             include_usage: true,
             created: 0,
             pricing: None,
+            secrets: crate::error::Secrets::none(),
         };
         let run = |events: &[&str]| {
             let mut s = AnthropicStream::new(ctx());

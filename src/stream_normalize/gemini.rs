@@ -165,7 +165,7 @@ impl GeminiStream {
                 &http::HeaderMap::new(),
                 data.as_bytes(),
                 self.stage.provider(),
-                None,
+                self.stage.secrets(),
             );
             return self.stage.fail(err, out);
         }

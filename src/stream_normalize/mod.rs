@@ -57,7 +57,7 @@ pub use self::openai::OpenAiStream;
 use self::raw::{key, ObjectWriter};
 use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
-use crate::error::{BoxError, ErrorSource, Retry};
+use crate::error::{BoxError, ErrorSource, Retry, Secrets};
 use crate::provider::ProviderKind;
 use crate::route::{GenerationId, PriceAnswers, Pricing, Target, UsageSlot};
 use crate::sse::SseEvent;
@@ -82,6 +82,8 @@ pub struct StreamContext {
     /// When set, the usage gets its `cost` from these prices (see
     /// [`PriceAnswers`]).
     pub pricing: Option<Pricing>,
+    /// Scrubbed out of every error the provider's answer becomes.
+    pub secrets: Secrets,
 }
 
 /// The per-stream state of one upstream dialect: bytes in, OpenAI chunks out.
@@ -278,6 +280,7 @@ where
             include_usage: req.body().wants_stream_usage(),
             created: 0,
             pricing: pricing.filter(|_| req.extensions().get::<PriceAnswers>().is_some()),
+            secrets: provider.secrets().clone(),
         };
         if streaming {
             req.body_mut()
@@ -291,7 +294,7 @@ where
         // allocation on every request): the answer's head is not held while its body is read,
         // and the body is read in place, not moved into the reading future.
         Box::pin(async move {
-            let res = fut.await?;
+            let res = fut.await.map_err(|e| e.redact(&ctx.secrets))?;
             let (mut parts, body) = res.into_parts();
             if !parts.status.is_success() {
                 // The provider refused: nothing was generated.
@@ -304,7 +307,7 @@ where
                     &parts.headers,
                     &bytes,
                     &ctx.provider,
-                    provider.secret(),
+                    &ctx.secrets,
                 ));
             }
             let is_sse = parts
@@ -446,7 +449,7 @@ fn unusable_answer(ctx: &StreamContext, bytes: &[u8], why: String) -> Error {
     .with_provider(ctx.provider.clone())
     .with_raw(Some(crate::error::scrub(
         &String::from_utf8_lossy(bytes),
-        None,
+        &ctx.secrets,
     )))
 }
 
@@ -457,7 +460,7 @@ fn error_in_answer(ctx: &StreamContext, bytes: &[u8]) -> Error {
         &http::HeaderMap::new(),
         bytes,
         &ctx.provider,
-        None,
+        &ctx.secrets,
     )
 }
 
@@ -740,6 +743,7 @@ mod tests {
             include_usage: false,
             created: 0,
             pricing: None,
+            secrets: Secrets::none(),
         }
     }
 

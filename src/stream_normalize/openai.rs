@@ -287,6 +287,11 @@ impl OpenAiStream {
         &self.ctx.provider
     }
 
+    /// The provider's secrets, scrubbed out of errors.
+    pub(crate) fn secrets(&self) -> &crate::error::Secrets {
+        &self.ctx.secrets
+    }
+
     /// The error that ended the stream, if one did.
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
@@ -329,7 +334,7 @@ impl OpenAiStream {
             Retry::Retryable,
         )
         .with_provider(self.ctx.provider.clone())
-        .with_raw(Some(crate::error::scrub(data, None)));
+        .with_raw(Some(crate::error::scrub(data, &self.ctx.secrets)));
         self.fail(err, out);
     }
 
@@ -554,7 +559,7 @@ impl OpenAiStream {
                     &http::HeaderMap::new(),
                     data.as_bytes(),
                     &self.ctx.provider,
-                    None,
+                    &self.ctx.secrets,
                 )))
             }
             "usage" if m.value().get() != "null" => {
@@ -723,6 +728,9 @@ impl OpenAiStream {
     }
 
     pub(crate) fn fail(&mut self, err: Error, out: &mut BytesMut) {
+        // Whatever made it (an upstream error event, a cut, a translator's complaint), nothing
+        // of the provider's secrets goes on.
+        let err = err.redact(&self.ctx.secrets);
         out.put_slice(&err.to_sse_event());
         self.error = Some(err);
         self.state = State::Failed;
@@ -804,6 +812,7 @@ mod tests {
             include_usage,
             created: 0,
             pricing: None,
+            secrets: crate::error::Secrets::none(),
         }
     }
 
