@@ -645,3 +645,55 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+/// An upstream event that never ends: 17 MiB of `data:` lines with no blank line.
+/// After a first chunk, unless the model is `first`.
+fn endless_event(r: &Received) -> Script {
+    let line = Bytes::from(format!("data: {}\n", "x".repeat(64 << 10)));
+    let mut pieces = vec![Piece::Data(Bytes::from_static(
+        b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+    ))];
+    if r.body["model"] == "first" {
+        pieces.clear();
+    }
+    pieces.extend(std::iter::repeat_n(Piece::Data(line), 17 * 16 + 1));
+    pieces.push(Piece::Hang);
+    Script::sse(pieces)
+}
+
+#[tokio::test]
+async fn an_upstream_event_that_never_ends_is_cut_at_its_limit() {
+    let fake = FakeProvider::start(endless_event).await;
+    let gw = Gateway::in_front_of(&fake, "").await;
+    let started = Instant::now();
+    let a = tokio::time::timeout(
+        Duration::from_secs(60),
+        post(
+            &client(),
+            &gw.url("/v1/chat/completions"),
+            chat("vendor/fake-model", true, false),
+        ),
+    )
+    .await
+    .expect("the stream ends at the limit, without waiting for the upstream");
+    assert_eq!(a.status, StatusCode::OK);
+    let events = a.events();
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], 502, "{last}");
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(message.contains("larger than the limit"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // As the first event: the one error event of the stream (its head went out already).
+    let a = post(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        chat("fake/first", true, false),
+    )
+    .await;
+    let events = a.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let only: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(only["error"]["code"], 502, "{only}");
+    assert!(a.text().contains("larger than the limit"), "{}", a.text());
+}

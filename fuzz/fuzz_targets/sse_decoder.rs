@@ -1,8 +1,27 @@
-//! Property: the SSE decoder yields the same events however the input is chunked.
+//! Properties: the SSE decoder yields the same events however the input is chunked; with small
+//! limits it also stops at the same place however chunked, and never holds an event larger
+//! than its limit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelgate::sse::decode_chunks;
+use modelgate::sse::{decode_chunks, SseDecoder, SseEvent};
+
+/// Decodes `pieces` with a 32-byte line and a 64-byte event limit: the events, and whether
+/// the decoder stopped at an event over its limit.
+fn decode_small(pieces: &[&[u8]]) -> (Vec<SseEvent>, Option<usize>) {
+    let mut d = SseDecoder::with_limits(32, 64);
+    let mut out = Vec::new();
+    for p in pieces {
+        d.feed(p);
+        out.extend(std::iter::from_fn(|| d.next_event()));
+    }
+    d.finish();
+    out.extend(std::iter::from_fn(|| d.next_event()));
+    for ev in &out {
+        assert!(ev.data.len() <= 64, "an event over its limit was kept");
+    }
+    (out, d.too_large())
+}
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {
@@ -23,5 +42,9 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(decode_chunks(pieces.iter().copied()), whole);
     let bytewise: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(decode_chunks(bytewise), whole);
+    assert_eq!(decode_chunks(bytewise.iter().copied()), whole);
+
+    let small = decode_small(&[input]);
+    assert_eq!(decode_small(&pieces), small);
+    assert_eq!(decode_small(&bytewise), small);
 });

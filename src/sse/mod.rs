@@ -8,6 +8,12 @@
 //! departure from the browser algorithm: [`SseDecoder::finish`] dispatches a last event that
 //! had no blank line after it, because Gemini and some proxies end streams that way.
 //!
+//! Memory is bounded whatever the upstream sends: a line longer than the line limit is cut
+//! there, and an event whose `data:` lines together pass the event limit is not kept: the
+//! decoder stops there and says so ([`SseDecoder::too_large`]), and its reader ends the stream
+//! with an error. The limits are [`DEFAULT_MAX_LINE_BYTES`] and [`DEFAULT_MAX_EVENT_BYTES`]
+//! unless set with [`SseDecoder::with_limits`].
+//!
 //! ```
 //! use modelgate::sse::SseDecoder;
 //!
@@ -53,6 +59,9 @@ pub struct SseDecoder {
     retry: Option<u64>,
     ready: VecDeque<SseEvent>,
     max_line: usize,
+    max_event: usize,
+    /// Set when an event passed `max_event`: nothing more is decoded.
+    too_large: bool,
     /// A handled event's data buffer, cleared, for the next event (see
     /// [`recycle`](SseDecoder::recycle)).
     spare: String,
@@ -65,26 +74,41 @@ const MAX_SPARE_BYTES: usize = 64 << 10;
 /// Longest line kept by default (a line past it is cut there): 16 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 
+/// Largest event (its `data:` lines joined) by default: 16 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 << 20;
+
 impl SseDecoder {
-    /// A decoder with the default line limit.
+    /// A decoder with the default limits.
     pub fn new() -> Self {
+        Self::with_limits(DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// A decoder that cuts lines longer than `max_line_bytes`, with the default event limit.
+    pub fn with_max_line_bytes(max_line_bytes: usize) -> Self {
+        Self::with_limits(max_line_bytes, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// A decoder that cuts lines longer than `max_line_bytes` and stops at an event larger
+    /// than `max_event_bytes` (see [`too_large`](Self::too_large)).
+    pub fn with_limits(max_line_bytes: usize, max_event_bytes: usize) -> Self {
         SseDecoder {
-            max_line: DEFAULT_MAX_LINE_BYTES,
+            max_line: max_line_bytes.max(1),
+            max_event: max_event_bytes.max(1),
             ..Default::default()
         }
     }
 
-    /// A decoder that cuts lines longer than `max_line_bytes` (memory stays bounded whatever
-    /// the upstream sends).
-    pub fn with_max_line_bytes(max_line_bytes: usize) -> Self {
-        SseDecoder {
-            max_line: max_line_bytes.max(1),
-            ..Default::default()
-        }
+    /// The event limit when an event went past it: the decoder then decodes nothing more
+    /// (events complete before it are still given), and the stream should end as an error.
+    pub fn too_large(&self) -> Option<usize> {
+        self.too_large.then_some(self.max_event)
     }
 
     /// Feeds the next bytes of the stream.
     pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.too_large {
+            return;
+        }
         const BOM: &[u8] = b"\xEF\xBB\xBF";
         while !self.started {
             let Some((&b, rest)) = bytes.split_first() else {
@@ -112,6 +136,9 @@ impl SseDecoder {
             }
         }
         while let Some(pos) = memchr::memchr2(b'\r', b'\n', bytes) {
+            if self.too_large {
+                return;
+            }
             let is_cr = bytes[pos] == b'\r';
             if self.line.is_empty() {
                 self.process_line(&bytes[..pos]);
@@ -137,6 +164,9 @@ impl SseDecoder {
     /// Ends the stream: a pending line is processed and a pending event without a blank line
     /// after it is dispatched.
     pub fn finish(&mut self) {
+        if self.too_large {
+            return;
+        }
         if !self.started {
             self.line
                 .extend_from_slice(&b"\xEF\xBB\xBF"[..self.bom_seen]);
@@ -193,15 +223,24 @@ impl SseDecoder {
         };
         match field {
             b"data" => {
+                // Valid UTF-8 is the rule; the lossy path only runs for the exception.
+                let text = match std::str::from_utf8(value) {
+                    Ok(text) => std::borrow::Cow::Borrowed(text),
+                    Err(_) => String::from_utf8_lossy(value),
+                };
+                if self.data.len() + usize::from(self.has_data) + text.len() > self.max_event {
+                    // Not kept: the event is over its limit, and so is the stream.
+                    self.too_large = true;
+                    self.data = String::new();
+                    self.has_data = false;
+                    self.line = Vec::new();
+                    return;
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
                 self.has_data = true;
-                // Valid UTF-8 is the rule; the lossy path only runs for the exception.
-                match std::str::from_utf8(value) {
-                    Ok(text) => self.data.push_str(text),
-                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
-                }
+                self.data.push_str(&text);
             }
             b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
             b"id" if !value.contains(&0) => {
@@ -336,6 +375,28 @@ mod tests {
     }
 
     #[test]
+    fn an_event_over_its_limit_stops_the_decoder() {
+        let mut d = SseDecoder::with_limits(64, 20);
+        d.feed(b"data: small\n\ndata: 0123456789\n");
+        assert_eq!(d.too_large(), None);
+        d.feed(b"data: 0123456789\ndata: more\n\ndata: after\n\n");
+        assert_eq!(d.next_event().unwrap().data, "small");
+        assert_eq!(
+            d.next_event(),
+            None,
+            "neither the big event nor any after it"
+        );
+        assert_eq!(d.too_large(), Some(20));
+        d.finish();
+        assert_eq!(d.next_event(), None);
+        // Exactly at the limit is fine: "0123456789\n012345678" is 20 bytes.
+        let mut d = SseDecoder::with_limits(64, 20);
+        d.feed(b"data: 0123456789\ndata: 012345678\n\n");
+        assert_eq!(d.next_event().unwrap().data.len(), 20);
+        assert_eq!(d.too_large(), None);
+    }
+
+    #[test]
     fn line_limit_bounds_memory() {
         let mut d = SseDecoder::with_max_line_bytes(8);
         d.feed(b"data: 0123456789abcdef");
@@ -364,7 +425,22 @@ mod tests {
             let mut last = 0;
             for c in cuts { pieces.push(&input[last..c]); last = c; }
             pieces.push(&input[last..]);
-            prop_assert_eq!(decode_chunks(pieces), whole);
+            prop_assert_eq!(decode_chunks(pieces.iter().copied()), whole);
+            // With small limits: the same events and the same stop, however chunked.
+            let small = |pieces: &[&[u8]]| {
+                let mut d = SseDecoder::with_limits(8, 12);
+                let mut out = Vec::new();
+                for p in pieces {
+                    d.feed(p);
+                    out.extend(std::iter::from_fn(|| d.next_event()));
+                }
+                d.finish();
+                out.extend(std::iter::from_fn(|| d.next_event()));
+                (out, d.too_large())
+            };
+            let (events, stopped) = small(&pieces);
+            prop_assert!(events.iter().all(|e| e.data.len() <= 12));
+            prop_assert_eq!((events, stopped), small(&[&input[..]]));
         }
     }
 }

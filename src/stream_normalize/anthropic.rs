@@ -169,6 +169,10 @@ enum Block {
     Other,
 }
 
+/// The most thinking text (and signatures) one turn keeps to hand back on its first tool
+/// call: far above any thinking budget.
+const MAX_KEPT_THINKING: usize = 16 << 20;
+
 /// Per-stream state for an Anthropic upstream: Messages events in, OpenAI chunks out (the
 /// rules are in the `stream_normalize` module source, `anthropic.rs`).
 #[derive(Debug)]
@@ -180,6 +184,9 @@ pub struct AnthropicStream {
     tools: u32,
     /// Thinking blocks of this turn, handed to the client on the first tool call.
     thinking: Vec<Value>,
+    /// Bytes of thinking kept (in `thinking` and in open blocks): bounded by
+    /// [`MAX_KEPT_THINKING`].
+    kept: usize,
     counts: Counts,
     stop_reason: Option<String>,
 }
@@ -197,8 +204,26 @@ impl AnthropicStream {
             blocks: HashMap::new(),
             tools: 0,
             thinking: Vec::new(),
+            kept: 0,
             counts: Counts::default(),
             stop_reason: None,
+        }
+    }
+
+    /// Counts `bytes` more of thinking kept; past [`MAX_KEPT_THINKING`] the stream ends in an
+    /// error (memory stays bounded whatever the upstream sends).
+    fn keep(&mut self, bytes: usize, out: &mut BytesMut) {
+        self.kept = self.kept.saturating_add(bytes);
+        if self.kept > MAX_KEPT_THINKING && !self.is_finished() {
+            let err = Error::bad_gateway(
+                format!(
+                    "{}: the provider's thinking passed the limit of {MAX_KEPT_THINKING} bytes a turn",
+                    self.stage.provider()
+                ),
+                crate::error::ErrorSource::Upstream,
+                crate::error::Retry::Never,
+            );
+            self.stage.fail(err, out);
         }
     }
 
@@ -296,6 +321,7 @@ impl AnthropicStream {
                     }
                     "redacted_thinking" => {
                         self.thinking.push(block.clone());
+                        self.keep(block.to_string().len(), out);
                         Block::Other
                     }
                     "tool_use" => {
@@ -335,6 +361,7 @@ impl AnthropicStream {
                         let t = piece("thinking");
                         if let Some(Block::Thinking { text, .. }) = self.blocks.get_mut(&index) {
                             text.push_str(&t);
+                            self.keep(t.len(), out);
                         }
                         if !t.is_empty() {
                             self.send(translate::reasoning(t), out);
@@ -343,7 +370,9 @@ impl AnthropicStream {
                     "signature_delta" => {
                         if let Some(Block::Thinking { signature, .. }) = self.blocks.get_mut(&index)
                         {
-                            signature.push_str(&piece("signature"));
+                            let s = piece("signature");
+                            signature.push_str(&s);
+                            self.keep(s.len(), out);
                         }
                     }
                     "input_json_delta" => {
@@ -428,12 +457,13 @@ impl AnthropicStream {
             ("thinking_delta", _, Some(t)) => {
                 if let Some(Block::Thinking { text, .. }) = self.blocks.get_mut(&ev.index) {
                     text.push_str(&t);
+                    self.keep(t.len(), out);
                 }
                 ("reasoning_content", t)
             }
             _ => return false,
         };
-        if !piece.is_empty() {
+        if !piece.is_empty() && !self.is_finished() {
             self.start(out);
             self.stage
                 .emit_delta_str(field, &piece, self.head.created, out);
@@ -454,6 +484,9 @@ impl AnthropicStream {
     }
 
     fn send(&mut self, delta: crate::chat::Delta, out: &mut BytesMut) {
+        if self.is_finished() {
+            return;
+        }
         self.start(out);
         emit(&mut self.stage, &self.head, 0, delta, None, out);
     }
@@ -614,5 +647,46 @@ mod tests {
         assert_eq!(raw.len(), 2);
         assert_eq!(raw, general);
         assert_eq!(raw[1]["choices"][0]["delta"]["content"], "hé\n");
+    }
+
+    #[test]
+    fn thinking_kept_for_the_tool_call_is_bounded() {
+        let ctx = StreamContext {
+            id: crate::GenerationId::new(),
+            model: "m".into(),
+            provider: "p".into(),
+            include_usage: true,
+            created: 0,
+            pricing: None,
+            secrets: crate::error::Secrets::none(),
+        };
+        let mut s = AnthropicStream::new(ctx);
+        let mut out = BytesMut::new();
+        let event = |data: String| SseEvent {
+            data,
+            ..Default::default()
+        };
+        s.on_event(&event(r#"{"type":"message_start","message":{"id":"msg_1","model":"c","usage":{"input_tokens":3,"output_tokens":0}}}"#.into()), &mut out);
+        s.on_event(&event(r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#.into()), &mut out);
+        let piece = "t".repeat(1 << 20);
+        for _ in 0..=MAX_KEPT_THINKING >> 20 {
+            let delta = format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"thinking_delta","thinking":"{piece}"}}}}"#
+            );
+            s.on_event(&event(delta), &mut out);
+        }
+        assert!(s.is_finished());
+        let err = s.error().expect("the stream ended in an error");
+        assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY);
+        assert!(
+            err.message().contains("thinking passed the limit"),
+            "{}",
+            err.message()
+        );
+        assert!(s.kept <= MAX_KEPT_THINKING + (1 << 20));
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.ends_with("}\n\n") && text.rsplit("\n\n").nth(1).unwrap().contains("\"error\"")
+        );
     }
 }

@@ -195,6 +195,16 @@ where
                         }
                         this.decoder.recycle(ev);
                     }
+                    if let Some(limit) = this.decoder.too_large() {
+                        if !this.state.is_finished() {
+                            let err = Error::bad_gateway(
+                                format!("the provider sent a stream event larger than the limit of {limit} bytes"),
+                                ErrorSource::Upstream,
+                                Retry::Retryable,
+                            );
+                            this.state.on_error(err, this.out);
+                        }
+                    }
                     if this.first_event_at.is_none() && !this.out.is_empty() {
                         *this.first_event_at = Some(tokio::time::Instant::now());
                     }
