@@ -580,3 +580,55 @@ async fn azure_deployment_and_v1_urls() {
     assert_eq!(fake.last().path, "/openai/v1/chat/completions");
     assert_eq!(fake.last().body["model"], "up-model");
 }
+
+#[tokio::test]
+async fn a_model_in_the_url_path_is_never_a_dot_segment_or_a_separator() {
+    let fake = FakeProvider::start(standard).await;
+    let c = client();
+    for (kind, extra) in [("azure", r#"api_version = "2024-10-21""#), ("gemini", "")] {
+        let gw = Gateway::start(&config(&fake, kind, extra)).await;
+        for model in ["..", ".", "../../x", "a/b", "a\\b"] {
+            let body = chat(&format!("up/{model}"), false, false);
+            let a = post(&c, &gw.url("/v1/chat/completions"), body).await;
+            assert_eq!(
+                a.status,
+                StatusCode::BAD_REQUEST,
+                "{kind} `{model}`: {}",
+                a.text()
+            );
+            assert_eq!(a.json()["error"]["param"], "model");
+        }
+        // `...` is an ordinary name.
+        let a = post(
+            &c,
+            &gw.url("/v1/chat/completions"),
+            chat("up/...", false, false),
+        )
+        .await;
+        assert_ne!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    }
+    let paths: Vec<String> = fake
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(!paths.is_empty());
+    for p in &paths {
+        assert!(
+            p.contains("/...") && !p.contains("/../") && !p.contains("%2F"),
+            "{p}"
+        );
+    }
+    // A catalog endpoint so named is a start-up error.
+    let toml = config(&fake, "azure", r#"api_version = "2024-10-21""#)
+        .replace(r#"model = "up-model""#, r#"model = "..""#);
+    let err = modelgate::proxy::Proxy::from_config(
+        &modelgate::proxy::Config::from_toml(&toml).unwrap(),
+        &|_: &str| None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.0.contains("cannot be a segment"), "{err}");
+}

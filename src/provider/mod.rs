@@ -182,6 +182,16 @@ impl Provider {
         &self.chat_uri
     }
 
+    /// Whether this provider can be asked for `model`: an adapter that puts the model in the
+    /// URL's path (Azure deployments, Gemini) refuses a name that would be a dot segment or
+    /// hold a separator. `Err` says why.
+    pub fn check_model(&self, model: &str) -> Result<(), String> {
+        match (self.kind, &self.api_version) {
+            (ProviderKind::Gemini, _) | (ProviderKind::Azure, Some(_)) => check_segment(model),
+            _ => Ok(()),
+        }
+    }
+
     /// What must never leave the gateway: the key, the values of the configured headers
     /// (those of at least 8 bytes: `true` or `eu` are settings, not secrets) and the base
     /// URL's user and password. Text copied from this provider's answers is scrubbed of them.
@@ -205,6 +215,8 @@ impl Provider {
         target: &Target,
     ) -> Result<Request<Full<Bytes>>, Error> {
         let stream = body.is_stream();
+        self.check_model(&target.upstream_model)
+            .map_err(|e| Error::invalid_request(e, Some("model".into())))?;
         let (uri, bytes) = match self.kind {
             ProviderKind::OpenAi | ProviderKind::Azure => {
                 body.model.clear();
@@ -392,6 +404,19 @@ fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `model` can be one segment of an upstream URL's path: not empty, not `.` or `..`
+/// (which a server that normalises paths would resolve to another resource, with this
+/// provider's key attached; encoding the dots does not help, `%2E` is a dot to such a server),
+/// and no `/` or `\\` (some servers decode `%2F` and `%5C`).
+fn check_segment(model: &str) -> Result<(), String> {
+    if model.is_empty() || model == "." || model == ".." || model.contains(['/', '\\']) {
+        return Err(format!(
+            "the model name `{model}` cannot be a segment of the provider's URL (empty, `.`, `..`, or with `/` or `\\`)"
+        ));
+    }
+    Ok(())
 }
 
 /// Builds a [`Provider`]. Its `Debug` shows neither the key nor the extra headers' values.

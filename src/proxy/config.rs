@@ -699,6 +699,12 @@ impl Config {
                         m.id, e.provider
                     ))
                 })?;
+                provider.check_model(&e.model).map_err(|why| {
+                    ConfigError(format!(
+                        "model `{}`, endpoint `{}`: {why}",
+                        m.id, e.provider
+                    ))
+                })?;
                 let mut endpoint = Endpoint::new(
                     provider,
                     e.model.as_str(),
