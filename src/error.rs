@@ -57,6 +57,10 @@ pub enum Retry {
     /// The provider saw the request and failed in a way worth retrying (429, 5xx, 529, a
     /// timeout waiting for the first byte). The failed attempt may still be billed.
     Retryable,
+    /// The provider answered `200`, then the answer was unusable (not JSON, cut, an error
+    /// inside it, a stream that failed before its first event). The provider may have billed
+    /// it: another target may be tried, this one not again for this request.
+    Elsewhere,
     /// Retrying cannot help (bad request, quota exhausted, unknown model).
     Never,
 }
@@ -362,7 +366,10 @@ impl Error {
 
     /// True when another attempt may succeed ([`Retry::Safe`] or [`Retry::Retryable`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.inner.retry, Retry::Safe | Retry::Retryable)
+        matches!(
+            self.inner.retry,
+            Retry::Safe | Retry::Retryable | Retry::Elsewhere
+        )
     }
 
     /// The wait the provider asked for before a retry, if any.

@@ -400,6 +400,45 @@ completion_price = 3.0
 }
 
 #[tokio::test]
+async fn an_unusable_200_is_asked_once_per_target_then_fails_over() {
+    let s = setup(
+        "",
+        r#"
+[[models]]
+id = "v/garbage"
+[[models.endpoints]]
+provider = "a"
+model = "garbage"
+prompt_price = 1.0
+completion_price = 1.0
+[[models.endpoints]]
+provider = "b"
+model = "text"
+prompt_price = 3.0
+completion_price = 3.0
+
+[[models]]
+id = "v/only-garbage"
+[[models.endpoints]]
+provider = "a"
+model = "garbage"
+prompt_price = 1.0
+completion_price = 1.0
+"#,
+    )
+    .await;
+    let a = s
+        .chat(json!({"model": "v/garbage", "provider": {"sort": "price"}}))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!((s.a.count(), s.b.count()), (1, 1));
+    // Alone, it is not asked again (it answered, and may have billed): the 502 at once.
+    let a = s.chat(json!({"model": "v/only-garbage"})).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());
+    assert_eq!((s.a.count(), s.b.count()), (2, 1));
+}
+
+#[tokio::test]
 async fn a_provider_out_of_requests_is_skipped() {
     let s = setup("", "").await;
     let toml = format!(

@@ -695,7 +695,8 @@ where
                 (StatusCode::SERVICE_UNAVAILABLE, wait) => t.health.on_failure(now, wait, policy),
                 _ => t.health.on_failure(now, None, policy),
             }
-            self.state[i].retry = true;
+            // After a `200` (the provider answered, and may have billed), not this target again.
+            self.state[i].retry = e.retry() != crate::error::Retry::Elsewhere;
             self.state[i].retry_after = e.retry_after();
         } else if probe {
             // The request's fault, not the endpoint's: someone else may probe.
@@ -1004,6 +1005,12 @@ where
     }
 
     fn resume(mut self: Box<Self>, failure: Error, started: Instant) -> body::Next<B> {
+        // The stream's head was a `200`: another target may serve, this one not again.
+        let failure = if failure.is_retryable() {
+            failure.with_retry(crate::error::Retry::Elsewhere)
+        } else {
+            failure
+        };
         Box::pin(async move {
             let result = if self.on_failed(started, failure) {
                 self.next().await

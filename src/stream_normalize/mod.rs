@@ -427,14 +427,14 @@ where
             Retry::Never,
         )
         .with_provider(provider.clone())),
-        Err(CollectError::Body(e)) => Err(match e.downcast::<Error>() {
+        Err(CollectError::Body(e)) => Err(answered(match e.downcast::<Error>() {
             Ok(err) => *err,
             Err(e) => Error::bad_gateway(
                 format!("{provider}: reading the answer failed: {e}"),
                 ErrorSource::Transport,
                 Retry::Retryable,
             ),
-        }
+        })
         .with_provider(provider.clone())),
     }
 }
@@ -444,7 +444,7 @@ fn unusable_answer(ctx: &StreamContext, bytes: &[u8], why: String) -> Error {
     Error::bad_gateway(
         format!("{}: {why}", ctx.provider),
         ErrorSource::Upstream,
-        Retry::Retryable,
+        Retry::Elsewhere,
     )
     .with_provider(ctx.provider.clone())
     .with_raw(Some(crate::error::scrub(
@@ -453,15 +453,26 @@ fn unusable_answer(ctx: &StreamContext, bytes: &[u8], why: String) -> Error {
     )))
 }
 
-/// A 200 answer that holds an `error` object: that error, as a 502.
+/// An error about an answer whose head was a `200`: whatever it says about retries, not at
+/// this target again (it answered, and may have billed).
+fn answered(e: Error) -> Error {
+    if e.is_retryable() {
+        e.with_retry(Retry::Elsewhere)
+    } else {
+        e
+    }
+}
+
+/// A 200 answer that holds an `error` object: that error, as a 502 (not retried at this
+/// target: it answered).
 fn error_in_answer(ctx: &StreamContext, bytes: &[u8]) -> Error {
-    Error::from_upstream(
+    answered(Error::from_upstream(
         StatusCode::BAD_GATEWAY,
         &http::HeaderMap::new(),
         bytes,
         &ctx.provider,
         &ctx.secrets,
-    )
+    ))
 }
 
 /// Parses a non-streamed upstream answer; an unusable one is a 502 with the body as `raw`.
