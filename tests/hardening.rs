@@ -697,3 +697,37 @@ async fn an_upstream_event_that_never_ends_is_cut_at_its_limit() {
     assert_eq!(only["error"]["code"], 502, "{only}");
     assert!(a.text().contains("larger than the limit"), "{}", a.text());
 }
+
+#[tokio::test]
+async fn an_absurd_upstream_retry_after_is_told_as_the_cool_down_the_gateway_applies() {
+    let fake = FakeProvider::start(|_: &Received| {
+        Script::json(
+            429,
+            r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+        )
+        .header("retry-after", "999999")
+    })
+    .await;
+    let gw = Gateway::in_front_of(&fake, "").await;
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let first = post(&c, &url, chat("vendor/fake-model", false, false)).await;
+    assert_eq!(
+        first.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        first.text()
+    );
+    let second = post(&c, &url, chat("vendor/fake-model", false, false)).await;
+    assert_eq!(
+        second.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        second.text()
+    );
+    assert_eq!(fake.count(), 1, "the second waits out the cool-down");
+    let wait = |a: &Answer| -> u64 { a.headers["retry-after"].to_str().unwrap().parse().unwrap() };
+    // The default longest cool-down: 300 s, both times.
+    assert_eq!(wait(&first), 300);
+    assert_eq!(wait(&second), 300);
+}

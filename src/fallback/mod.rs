@@ -728,6 +728,17 @@ where
         go_on
     }
 
+    /// An upstream's `Retry-After` as the client hears it: no longer than the cool-down the
+    /// gateway applies for it (so the answers that follow, refused while the endpoint cools,
+    /// say the same figure).
+    fn bounded_wait(&self, e: Error) -> Error {
+        let cap = self.shared.policy.health.max_cooldown;
+        match e.retry_after() {
+            Some(wait) if !cap.is_zero() && wait > cap => e.with_retry_after(Some(cap)),
+            _ => e,
+        }
+    }
+
     /// The hedging delay for target `i`, if its model hedges and another target is left.
     fn hedge_delay(&self, i: usize) -> Option<Duration> {
         if self.pass > 0 || self.next >= self.targets.len() {
@@ -922,7 +933,7 @@ where
 
     /// The answer when no target served.
     fn final_error(&mut self) -> Error {
-        match self.last_error.take() {
+        match self.last_error.take().map(|e| self.bounded_wait(e)) {
             Some(e) if self.sent > 1 => e.with_should_retry(Some(false)),
             Some(e) => e,
             None if self.out_of_time => Error::gateway_timeout(
