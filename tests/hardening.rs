@@ -731,3 +731,70 @@ async fn an_absurd_upstream_retry_after_is_told_as_the_cool_down_the_gateway_app
     assert_eq!(wait(&first), 300);
     assert_eq!(wait(&second), 300);
 }
+
+#[tokio::test]
+async fn keys_show_little_guessing_is_held_back_and_two_different_keys_are_refused() {
+    let fake = FakeProvider::start(standard).await;
+    let key = "a-config-key-of-thirty-two-chars";
+    let gw = Gateway::in_front_of(
+        &fake,
+        &format!("[[keys]]\nname = \"app\"\nkey = \"{key}\"\n"),
+    )
+    .await;
+    let c = client();
+    let with = |headers: &[(&str, &str)]| {
+        let mut req = Request::get(gw.url("/v1/key"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        send(
+            &c,
+            req.body(http_body_util::Full::new(Bytes::new())).unwrap(),
+        )
+    };
+    let bearer = format!("Bearer {key}");
+    let info = with(&[("authorization", &bearer)]).await;
+    assert_eq!(info.status, StatusCode::OK, "{}", info.text());
+    assert_eq!(
+        info.json()["data"]["label"],
+        "…ars",
+        "three characters at most"
+    );
+
+    // The same key in both headers is fine; two different ones are refused.
+    let both = with(&[("authorization", &bearer), ("x-api-key", key)]).await;
+    assert_eq!(both.status, StatusCode::OK);
+    let two = with(&[
+        ("authorization", &bearer),
+        ("x-api-key", "another-key-0123456789abcdef"),
+    ])
+    .await;
+    assert_eq!(two.status, StatusCode::UNAUTHORIZED);
+    assert!(two.text().contains("different keys"), "{}", two.text());
+
+    // Guessing from one address: 20 failures a minute, then held back, good key or not.
+    for i in 0..19 {
+        let a = with(&[("authorization", &format!("Bearer guess-{i:026}"))]).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let held = with(&[("authorization", &bearer)]).await;
+    assert_eq!(
+        held.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        held.text()
+    );
+    assert!(held.headers.contains_key("retry-after"));
+    let chat = post(
+        &c,
+        &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", false, false),
+    )
+    .await;
+    assert_eq!(
+        chat.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "every route counts together"
+    );
+    assert_eq!(fake.count(), 0);
+}

@@ -38,6 +38,7 @@
 //! # });
 //! ```
 
+mod failures;
 pub(crate) mod store;
 
 use std::fmt;
@@ -54,6 +55,7 @@ use subtle::ConstantTimeEq;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use self::failures::{ClientAddr, FailedAttempts};
 pub use self::store::LocalKeyStore;
 use crate::body::GatewayBody;
 use crate::decode::GENERATION_ID_NAME;
@@ -274,16 +276,22 @@ impl KeyRecord {
     }
 }
 
-/// The display form of a key: its first ten and last four characters.
+/// The display form of a key: its last three characters (none for a key under 24), after the
+/// gateway's own `sk-mg-` prefix when it has it.
 pub fn label_of(key: &str) -> String {
+    // The gateway's own prefix is the same for every key it makes: it tells nothing.
+    let prefix = if key.starts_with("sk-mg-") {
+        "sk-mg-"
+    } else {
+        ""
+    };
     let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 16 {
-        // Too short to show any of it safely.
-        return "sk-…".into();
+    if chars.len() < 24 {
+        // Too short to show any of it.
+        return format!("{prefix}…");
     }
-    let head: String = chars[..10].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{prefix}…{tail}")
 }
 
 /// The caller of a request, inserted by [`AuthLayer`] into the request extensions.
@@ -348,7 +356,7 @@ impl CredentialsError {
                 "the Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`"
             }
             CredentialsError::Empty => "the API key is empty",
-            CredentialsError::Ambiguous => "more than one API key header was sent; send one",
+            CredentialsError::Ambiguous => "more than one API key was sent (two `Authorization` or `x-api-key` headers, or both with different keys); send one",
             CredentialsError::Malformed => "the API key is malformed",
         }
     }
@@ -359,27 +367,51 @@ impl CredentialsError {
 /// Never panics; any header that is not one clean token is an error, never a guess.
 pub fn credentials(headers: &HeaderMap) -> Result<&str, CredentialsError> {
     let mut auth = headers.get_all(AUTHORIZATION).iter();
-    if let Some(value) = auth.next() {
-        if auth.next().is_some() {
-            return Err(CredentialsError::Ambiguous);
+    let bearer = match (auth.next(), auth.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(CredentialsError::Ambiguous),
+        (Some(value), None) => {
+            let value = value.to_str().map_err(|_| CredentialsError::Malformed)?;
+            let value = value.trim_matches(|c| c == ' ' || c == '\t');
+            let (scheme, token) = match value.find([' ', '\t']) {
+                Some(at) => (&value[..at], &value[at..]),
+                None => (value, ""),
+            };
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(CredentialsError::WrongScheme);
+            }
+            Some(token_of(token)?)
         }
-        let value = value.to_str().map_err(|_| CredentialsError::Malformed)?;
-        let value = value.trim_matches(|c| c == ' ' || c == '\t');
-        let (scheme, token) = match value.find([' ', '\t']) {
-            Some(at) => (&value[..at], &value[at..]),
-            None => (value, ""),
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(CredentialsError::WrongScheme);
-        }
-        return token_of(token);
-    }
+    };
     let mut api_key = headers.get_all("x-api-key").iter();
-    match (api_key.next(), api_key.next()) {
-        (None, _) => Err(CredentialsError::Missing),
-        (Some(_), Some(_)) => Err(CredentialsError::Ambiguous),
-        (Some(value), None) => token_of(value.to_str().map_err(|_| CredentialsError::Malformed)?),
+    let api_key = match (api_key.next(), api_key.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(CredentialsError::Ambiguous),
+        (Some(value), None) => Some(token_of(
+            value.to_str().map_err(|_| CredentialsError::Malformed)?,
+        )?),
+    };
+    match (bearer, api_key) {
+        // Both, saying different things: which one the client meant is a guess, not made.
+        (Some(a), Some(b)) if a != b => Err(CredentialsError::Ambiguous),
+        (Some(key), _) | (None, Some(key)) => Ok(key),
+        (None, None) => Err(CredentialsError::Missing),
     }
+}
+
+/// Whether `key` can ever be presented in a header and accepted: printable ASCII without
+/// spaces, at most [`MAX_KEY_LEN`] bytes. `Err` says why not.
+pub fn check_key_text(key: &str) -> Result<(), String> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(format!("the key is longer than {MAX_KEY_LEN} bytes"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the key holds a space, a control or a non-ASCII character: no client could send it"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn token_of(raw: &str) -> Result<&str, CredentialsError> {
@@ -546,6 +578,7 @@ pub struct AuthLayer {
     store: Arc<dyn KeyStore>,
     role: KeyRole,
     anonymous: bool,
+    failures: Option<Arc<FailedAttempts>>,
 }
 
 impl fmt::Debug for AuthLayer {
@@ -564,7 +597,16 @@ impl AuthLayer {
             store,
             role: KeyRole::Inference,
             anonymous: false,
+            failures: None,
         }
+    }
+
+    /// Counts failed attempts per client address (the request's [`ClientAddr`]) in `failures`
+    /// and holds back an address past its limit: see [`FailedAttempts`]. Share one among the
+    /// layers of a server, so every route counts.
+    pub fn hold_back_failures(mut self, failures: Arc<FailedAttempts>) -> Self {
+        self.failures = Some(failures);
+        self
     }
 
     /// Management keys only (the key management routes).
@@ -637,27 +679,59 @@ pub(crate) fn reject<B>(err: &Error, extensions: &http::Extensions) -> Response<
 impl AuthLayer {
     /// Who is calling, or the refusal. Used by [`Auth`] and by routes that authenticate by
     /// hand.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Error> {
-        match self.authenticate_now(headers) {
+    /// The request's head and extensions say who: its key, and its [`ClientAddr`].
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<Principal, Error> {
+        let addr = client_addr(extensions);
+        match self.authenticate_now(headers, addr) {
             Verdict::Done(verdict) => verdict,
-            Verdict::Ask(digest) => self.judge(self.store.lookup(digest).await),
+            Verdict::Ask(digest) => self.counted(addr, self.judge(self.store.lookup(digest).await)),
         }
     }
 
     /// The verdict when the store answers without waiting, else the digest to look up.
-    fn authenticate_now(&self, headers: &HeaderMap) -> Verdict {
+    fn authenticate_now(&self, headers: &HeaderMap, addr: Option<std::net::IpAddr>) -> Verdict {
+        if let (Some(failures), Some(addr)) = (&self.failures, addr) {
+            if let Some(wait) = failures.held_back(addr) {
+                return Verdict::Done(Err(Error::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    "too many failed API key attempts from this address; retry after the Retry-After delay",
+                )
+                .with_retry_after(Some(wait))));
+            }
+        }
         let token = match credentials(headers) {
             Ok(t) => t,
             Err(_) if self.anonymous => return Verdict::Done(Ok(Principal::anonymous())),
             Err(e) => {
-                return Verdict::Done(Err(refuse(StatusCode::UNAUTHORIZED, e.message())));
+                return Verdict::Done(
+                    self.counted(addr, Err(refuse(StatusCode::UNAUTHORIZED, e.message()))),
+                );
             }
         };
         let digest = KeyDigest::of(token);
         match self.store.lookup_now(digest) {
-            Some(found) => Verdict::Done(self.judge(found)),
+            Some(found) => Verdict::Done(self.counted(addr, self.judge(found))),
             None => Verdict::Ask(digest),
         }
+    }
+
+    /// `verdict`, a `401` counted against the client's address.
+    fn counted(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        verdict: Result<Principal, Error>,
+    ) -> Result<Principal, Error> {
+        if let (Err(e), Some(failures), Some(addr)) = (&verdict, &self.failures, addr) {
+            if e.status() == StatusCode::UNAUTHORIZED {
+                failures.failed(addr);
+            }
+        }
+        verdict
     }
 
     /// The verdict on what the store found for the caller's key.
@@ -704,6 +778,11 @@ enum Verdict {
     Ask(KeyDigest),
 }
 
+/// The request's client address, when the server said it.
+fn client_addr(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<ClientAddr>().map(|a| a.0)
+}
+
 /// Now, in Unix seconds (signed, as key times are).
 pub(crate) fn now_unix() -> i64 {
     crate::route::unix_now() as i64
@@ -725,7 +804,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.layer.authenticate_now(req.headers()) {
+        let addr = client_addr(req.extensions());
+        match self.layer.authenticate_now(req.headers(), addr) {
             Verdict::Done(Ok(principal)) => {
                 req.extensions_mut().insert(principal);
                 ResponseFuture::Inner {
@@ -743,7 +823,8 @@ where
                 let layer = self.layer.clone();
                 ResponseFuture::Asking {
                     future: Box::pin(async move {
-                        match layer.judge(layer.store.lookup(digest).await) {
+                        let verdict = layer.judge(layer.store.lookup(digest).await);
+                        match layer.counted(addr, verdict) {
                             Ok(principal) => {
                                 req.extensions_mut().insert(principal);
                                 let res = inner.call(req).await?;
@@ -864,9 +945,67 @@ mod tests {
             StatusCode::OK
         );
         assert_eq!(
-            call(l, &[("x-api-key", KEY.as_bytes())]).await,
+            call(l.clone(), &[("x-api-key", KEY.as_bytes())]).await,
             (StatusCode::OK, "team-a".into())
         );
+        // Both headers with the same key: no ambiguity.
+        assert_eq!(
+            call(
+                l,
+                &[
+                    ("authorization", bearer.as_bytes()),
+                    ("x-api-key", KEY.as_bytes())
+                ]
+            )
+            .await,
+            (StatusCode::OK, "team-a".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_that_keeps_failing_is_held_back_whatever_key_it_sends() {
+        let failures = Arc::new(FailedAttempts::new(3, std::time::Duration::from_secs(60)));
+        let l = AuthLayer::new(store()).hold_back_failures(failures.clone());
+        let svc = l.layer(service_fn(|_req: Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::<bytes::Bytes>::from("ok")))
+        }));
+        let send = |key: &str, from: &str| {
+            let req = Request::builder()
+                .header("authorization", format!("Bearer {key}"))
+                .extension(ClientAddr(from.parse().unwrap()))
+                .body(())
+                .unwrap();
+            svc.clone().oneshot(req)
+        };
+        for _ in 0..3 {
+            let res = send("sk-mg-wrong-0000000000", "192.0.2.1").await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        }
+        let held = send(KEY, "192.0.2.1").await.unwrap();
+        assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = held.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(wait, 60);
+        assert_eq!(
+            send(KEY, "192.0.2.2").await.unwrap().status(),
+            StatusCode::OK
+        );
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        assert_eq!(
+            send(KEY, "192.0.2.1").await.unwrap().status(),
+            StatusCode::OK
+        );
+        // Good keys are never counted.
+        for _ in 0..10 {
+            assert_eq!(
+                send(KEY, "192.0.2.3").await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+        assert_eq!(failures.tracked(), 1);
     }
 
     #[tokio::test]
@@ -913,6 +1052,15 @@ mod tests {
                 ],
                 StatusCode::UNAUTHORIZED,
                 "more than one",
+            ),
+            // Both headers, two different keys (a good one among them): neither is guessed.
+            (
+                vec![
+                    ("authorization", b"Bearer sk-mg-unknown-000000000"),
+                    ("x-api-key", KEY.as_bytes()),
+                ],
+                StatusCode::UNAUTHORIZED,
+                "both with different keys",
             ),
             (
                 vec![("authorization", b"Bearer sk-mg-unknown-000000000")],
@@ -1087,7 +1235,14 @@ mod tests {
         assert_eq!(KeyDigest::from_hex("zz"), None);
         assert_eq!(KeyDigest::from_hex(&"g".repeat(64)), None);
         assert!(!format!("{d:?}").contains(&d.to_hex()));
-        assert_eq!(label_of(KEY), "sk-mg-test…cdef");
-        assert_eq!(label_of("short"), "sk-…");
+        assert_eq!(label_of(KEY), "sk-mg-…def");
+        assert_eq!(label_of("short"), "…");
+        assert_eq!(
+            label_of("seventeen-chars-k"),
+            "…",
+            "too short to show any of it"
+        );
+        assert_eq!(label_of("a-config-key-of-thirty-two-chars"), "…ars");
+        assert_eq!(label_of("sk-mg-0123456789"), "sk-mg-…");
     }
 }

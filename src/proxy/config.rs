@@ -284,6 +284,8 @@ pub struct ConfigKey {
     digest: KeyDigest,
     label: String,
     len: usize,
+    /// Why no client could ever present it, if so.
+    unusable: Option<String>,
 }
 
 impl std::fmt::Debug for ConfigKey {
@@ -299,6 +301,7 @@ impl<'de> Deserialize<'de> for ConfigKey {
             digest: KeyDigest::of(&key),
             label: label_of(&key),
             len: key.len(),
+            unusable: crate::auth::check_key_text(&key).err(),
         })
     }
 }
@@ -336,6 +339,11 @@ impl KeyConfig {
             (Some(_), Some(_)) => return Err(fail("set `key` or `key_sha256`, not both".into())),
             (None, None) => return Err(fail("set `key` or `key_sha256`".into())),
             (Some(k), None) => {
+                if let Some(why) = &k.unusable {
+                    return Err(fail(format!(
+                        "{why}; no request could authenticate with it"
+                    )));
+                }
                 if k.len < MIN_KEY_LEN {
                     return Err(fail(format!(
                         "the key is too short (at least {MIN_KEY_LEN} characters)"
@@ -875,6 +883,11 @@ impl Config {
                     "admin_key_env: the admin key in `{var}` is too short (at least {MIN_KEY_LEN} characters)"
                 )));
             }
+            if let Err(why) = crate::auth::check_key_text(&key) {
+                return Err(ConfigError(format!(
+                    "admin_key_env: the admin key in `{var}`: {why}"
+                )));
+            }
             store.add(KeyRecord::admin(&key)).map_err(|_| {
                 ConfigError(
                     "admin_key_env: the admin key is also a client key; use a distinct key".into(),
@@ -1037,6 +1050,37 @@ key = "sk-mg-client-secret-4"
         for visible in ["x-portkey-api-key", "<redacted>", "10.0.0.1:6379/0"] {
             assert!(shown.contains(visible), "{visible} not in {shown}");
         }
+    }
+
+    #[test]
+    fn client_keys_no_request_could_carry_are_refused_at_start() {
+        let long = "k".repeat(257);
+        for (key, why) in [
+            ("sk-mg-has a space-inside", "a space"),
+            ("sk-mg-caf\u{e9}-0123456789ab", "non-ASCII"),
+            ("sk-mg-tab\t0123456789abcdef", "a space, a control"),
+            (long.as_str(), "longer than 256 bytes"),
+        ] {
+            let toml = format!("[[keys]]\nname = \"k\"\nkey = {key:?}\n");
+            let cfg = Config::from_toml(&toml).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = LocalKeyStore::open(StateDb::open(dir.path()).unwrap()).unwrap();
+            let err = cfg.add_configured_keys(&mut store, &no_env).unwrap_err().0;
+            assert!(
+                err.contains(why) && err.contains("key `k`"),
+                "{key:?}: {err}"
+            );
+        }
+        let cfg = Config::from_toml("admin_key_env = \"A\"").unwrap();
+        let mut store = LocalKeyStore::in_memory();
+        let err = cfg
+            .add_configured_keys(&mut store, &|_: &str| Some("admin key with spaces".into()))
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("admin_key_env") && err.contains("a space"),
+            "{err}"
+        );
     }
 
     #[test]

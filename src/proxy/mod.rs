@@ -44,7 +44,7 @@ pub use self::config::{
     WELL_KNOWN,
 };
 pub use self::server::{default_max_connections, serve, ServeOptions, MAX_CONNECTIONS};
-use crate::auth::{self, refusal, Auth, AuthLayer, KeyStore};
+use crate::auth::{self, refusal, Auth, AuthLayer, FailedAttempts, KeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer, GENERATION_ID_NAME};
 use crate::dispatch::{self, Dispatch};
@@ -86,6 +86,10 @@ pub type ChatFuture = auth::ResponseFuture<
 
 /// The body of every proxy answer.
 pub type ProxyBody = GatewayBody<ChatBody>;
+
+/// Failed key attempts a client address may make in a minute before it is held back (`429`)
+/// for the rest of that minute.
+pub const FAILED_ATTEMPTS_PER_MINUTE: u32 = 20;
 
 /// The file under `[state] dir` holding the usage records a failing sink had not taken when
 /// the proxy shut down; they are written at the next start.
@@ -253,7 +257,14 @@ impl Proxy {
             config.usage.max_queue_wait_ms.unwrap_or(5_000),
         ))
         .spill_to(spill);
-        let key_auth = AuthLayer::new(store.clone()).allow_anonymous(state.anonymous);
+        // Every route that takes a key counts its failures per address, together.
+        let failures = Arc::new(FailedAttempts::new(
+            FAILED_ATTEMPTS_PER_MINUTE,
+            Duration::from_secs(60),
+        ));
+        let key_auth = AuthLayer::new(store.clone())
+            .allow_anonymous(state.anonymous)
+            .hold_back_failures(failures.clone());
         let max_body_bytes = config
             .max_body_bytes
             .unwrap_or(crate::decode::DEFAULT_MAX_BODY_BYTES);
@@ -272,9 +283,11 @@ impl Proxy {
         Ok(Proxy {
             chat,
             key_auth,
-            admin_auth: state
-                .management
-                .then(|| AuthLayer::new(store.clone()).management()),
+            admin_auth: state.management.then(|| {
+                AuthLayer::new(store.clone())
+                    .management()
+                    .hold_back_failures(failures)
+            }),
             keys: store,
             catalog,
             recorder,
@@ -370,7 +383,7 @@ where
                     let auth = self.key_auth.clone();
                     let ledger = self.recorder.ledger().clone();
                     return ProxyFuture::other(async move {
-                        match auth.authenticate(req.headers()).await {
+                        match auth.authenticate(req.headers(), req.extensions()).await {
                             Ok(p) => match ledger.fetch(&p.id).await {
                                 Ok(spend) => keys::key_info(&p, &spend),
                                 Err(e) => e.to_error().into_response(),
@@ -386,7 +399,7 @@ where
                     let auth = self.key_auth.clone();
                     let recorder = self.recorder.clone();
                     return ProxyFuture::other(async move {
-                        match auth.authenticate(req.headers()).await {
+                        match auth.authenticate(req.headers(), req.extensions()).await {
                             Ok(p) => generation(&recorder, &p, req.uri().query()).await,
                             Err(e) => refusal(&e),
                         }
@@ -408,7 +421,7 @@ where
                 let rest = p["/v1/keys".len()..].to_owned();
                 let store = self.keys.clone();
                 return ProxyFuture::other(async move {
-                    let principal = match auth.authenticate(req.headers()).await {
+                    let principal = match auth.authenticate(req.headers(), req.extensions()).await {
                         Ok(p) => p,
                         Err(e) => return refusal(&e),
                     };

@@ -45,6 +45,7 @@ use tower_http::timeout::TimeoutBody;
 use tower_service::Service;
 
 use super::{Proxy, ProxyBody, ProxyFuture};
+use crate::auth::ClientAddr;
 
 /// How [`serve`] treats connections; [`ServeOptions::default`] is what the bundled proxy uses
 /// when the configuration says nothing.
@@ -124,8 +125,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _peer)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok((tcp, peer)) => (tcp, peer),
             Err(e) => {
                 // Out of descriptors (or a connection reset while queued): make room if an
                 // idle connection can give its descriptor up, else wait a moment; never spin.
@@ -165,6 +166,7 @@ pub async fn serve(
         let service = Tracked {
             proxy: proxy.clone(),
             conn: conn.clone(),
+            peer: ClientAddr(peer.ip()),
             body_idle_timeout: options.body_idle_timeout,
         };
         let connection = builder
@@ -418,6 +420,8 @@ impl Drop for InFlight {
 struct Tracked {
     proxy: Proxy,
     conn: Arc<Conn>,
+    /// The connection's peer, told to the request (for counting failed key attempts).
+    peer: ClientAddr,
     body_idle_timeout: Option<Duration>,
 }
 
@@ -439,7 +443,8 @@ impl Service<Request<Incoming>> for Tracked {
     fn call(&mut self, req: Request<Incoming>) -> TrackedFuture {
         let in_flight = self.conn.begin();
         let timeout = self.body_idle_timeout.unwrap_or(NO_DEADLINE);
-        let req = req.map(|body| -> TimedBody { TimeoutBody::new(timeout, body) });
+        let mut req = req.map(|body| -> TimedBody { TimeoutBody::new(timeout, body) });
+        req.extensions_mut().insert(self.peer);
         TrackedFuture {
             inner: self.proxy.call(req),
             in_flight: Some(in_flight),
