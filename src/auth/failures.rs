@@ -17,7 +17,7 @@ pub struct ClientAddr(pub IpAddr);
 /// Counts failed key attempts (`401`s) per client address: past `max` within a window, the
 /// address is refused (`429` with `Retry-After`) until the window ends, whatever key it sends,
 /// and its keys are not even looked up. An IPv6 client counts by its /64 network (one host
-/// commonly holds a whole one). At most [`MAX_TRACKED`] addresses are tracked: past that,
+/// commonly holds a whole one). At most [`MAX_TRACKED_ADDRESSES`] addresses are tracked: past that,
 /// addresses whose window is over are forgotten, and a new one is not counted until there is
 /// room. Shared by every clone of the layers it is given to.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct FailedAttempts {
 }
 
 /// The most addresses tracked at once.
-pub const MAX_TRACKED: usize = 100_000;
+pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct AddrKey(u128);
@@ -100,12 +100,12 @@ impl FailedAttempts {
     /// Room for one more address: forgets those whose window is over when full. Whether
     /// there is room.
     fn make_room(&self, now: Instant) -> bool {
-        if self.tracked.load(Ordering::Relaxed) < MAX_TRACKED {
+        if self.tracked.load(Ordering::Relaxed) < MAX_TRACKED_ADDRESSES {
             return true;
         }
         self.by_addr.retain(|_, w| now < w.start + self.window);
         self.tracked.store(self.by_addr.len(), Ordering::Relaxed);
-        self.by_addr.len() < MAX_TRACKED
+        self.by_addr.len() < MAX_TRACKED_ADDRESSES
     }
 
     /// Addresses tracked now.
@@ -145,10 +145,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn memory_is_bounded_and_expired_addresses_make_room() {
         let f = FailedAttempts::new(1, Duration::from_secs(60));
-        for i in 0..MAX_TRACKED as u32 + 10 {
+        for i in 0..MAX_TRACKED_ADDRESSES as u32 + 10 {
             f.failed(IpAddr::from(i.to_be_bytes()));
         }
-        assert_eq!(f.tracked(), MAX_TRACKED, "new addresses wait for room");
+        assert_eq!(
+            f.tracked(),
+            MAX_TRACKED_ADDRESSES,
+            "new addresses wait for room"
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
         f.failed("198.51.100.1".parse().unwrap());
         assert_eq!(f.tracked(), 1, "the expired ones were forgotten");

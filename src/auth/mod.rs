@@ -55,7 +55,7 @@ use subtle::ConstantTimeEq;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::failures::{ClientAddr, FailedAttempts};
+pub use self::failures::{ClientAddr, FailedAttempts, MAX_TRACKED_ADDRESSES};
 pub use self::store::LocalKeyStore;
 use crate::body::GatewayBody;
 use crate::decode::GENERATION_ID_NAME;

@@ -1,25 +1,4 @@
-//! The server loop: client connections accepted, counted, timed and closed.
-//!
-//! - **A bounded number of connections** ([`ServeOptions::max_connections`]). At the bound, a
-//!   new connection makes room by closing the connection that has been idle (nothing in
-//!   flight) the longest; when every connection is busy, the loop stops accepting (new
-//!   clients wait in the listen backlog) until one frees up, and each connection that goes
-//!   idle meanwhile closes itself. The accept loop never spins: out of file descriptors, it
-//!   also closes the oldest idle connection, or waits.
-//! - **A deadline for every request head** ([`ServeOptions::request_head_timeout`]). A
-//!   connection with nothing in flight must deliver the head of its next request within it,
-//!   on every protocol: the first request's included, before HTTP/1 or HTTP/2 is even
-//!   recognised, and the HTTP/2 handshake with it. Past it, the connection is closed. So a
-//!   connection that sends nothing, half a preface, or a preface and SETTINGS and then nothing
-//!   holds its descriptor for that long at most, and so does an idle keep-alive connection.
-//! - **HTTP/2 keep-alive pings** ([`ServeOptions::http2_keepalive`]): a peer that does not
-//!   answer a ping within the same interval is gone, and its connection is closed.
-//! - **An idle deadline on request bodies** ([`ServeOptions::body_idle_timeout`]): a body that
-//!   sends no byte for that long fails; the gateway answers 408. A slow but steady upload is
-//!   never cut.
-//! - **Graceful shutdown**: when the shutdown future completes, the loop stops accepting, every
-//!   connection is asked to finish what it has in flight, and [`serve`] returns when all have,
-//!   or after [`ServeOptions::shutdown_grace`].
+//! The server loop behind [`serve`]: client connections accepted, counted, timed and closed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -96,7 +75,28 @@ pub fn default_max_connections() -> usize {
 
 /// Serves `proxy` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` completes; then stops
 /// accepting and lets in-flight requests, streams included, finish for at most
-/// `options.shutdown_grace`. See the [module docs](self).
+/// `options.shutdown_grace`.
+///
+/// - **A bounded number of connections** ([`ServeOptions::max_connections`]). At the bound, a
+///   new connection makes room by closing the connection that has been idle (nothing in
+///   flight) the longest; when every connection is busy, the loop stops accepting (new
+///   clients wait in the listen backlog) until one frees up, and each connection that goes
+///   idle meanwhile closes itself. The accept loop never spins: out of file descriptors, it
+///   also closes the oldest idle connection, or waits.
+/// - **A deadline for every request head** ([`ServeOptions::request_head_timeout`]). A
+///   connection with nothing in flight must deliver the head of its next request within it,
+///   on every protocol: the first request's included, before HTTP/1 or HTTP/2 is even
+///   recognised, and the HTTP/2 handshake with it. Past it, the connection is closed. So a
+///   connection that sends nothing, half a preface, or a preface and SETTINGS and then nothing
+///   holds its descriptor for that long at most, and so does an idle keep-alive connection.
+/// - **HTTP/2 keep-alive pings** ([`ServeOptions::http2_keepalive`]): a peer that does not
+///   answer a ping within the same interval is gone, and its connection is closed.
+/// - **An idle deadline on request bodies** ([`ServeOptions::body_idle_timeout`]): a body that
+///   sends no byte for that long fails; the gateway answers 408. A slow but steady upload is
+///   never cut.
+/// - **Graceful shutdown**: when the shutdown future completes, the loop stops accepting, every
+///   connection is asked to finish what it has in flight, and [`serve`] returns when all have,
+///   or after [`ServeOptions::shutdown_grace`].
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
