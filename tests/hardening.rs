@@ -798,3 +798,40 @@ async fn keys_show_little_guessing_is_held_back_and_two_different_keys_are_refus
     );
     assert_eq!(fake.count(), 0);
 }
+
+/// `late-200`: the headers at once, the first event after 350 ms; `late-500`: a 500 after
+/// 350 ms.
+fn late(r: &Received) -> Script {
+    let late = Duration::from_millis(350);
+    match r.body["model"].as_str().unwrap_or("") {
+        "late-500" => Script {
+            headers_after: Some(late),
+            ..Script::json(500, r#"{"error":{"message":"boom","type":"server_error"}}"#)
+        },
+        _ => {
+            let mut pieces = vec![Piece::Pause(late)];
+            pieces.extend(events_of(&fixture("openai/openai_text.sse")));
+            Script::sse(pieces)
+        }
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_comments_start_at_the_providers_200_never_before() {
+    let fake = FakeProvider::start(late).await;
+    let gw = Gateway::in_front_of(
+        &fake,
+        "keepalive_interval_ms = 100\n[fallback]\nmax_attempts = 1\n",
+    )
+    .await;
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let a = post(&c, &url, chat("fake/late-200", true, false)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.text().starts_with(": keepalive\n\n"), "{}", a.text());
+    assert!(a.chunks().len() > 1);
+    // Before the provider's head, nothing goes out: its status is still the answer's.
+    let a = post(&c, &url, chat("fake/late-500", true, false)).await;
+    assert!(a.status.is_server_error(), "{}: {}", a.status, a.text());
+    assert!(!a.text().contains("keepalive"), "{}", a.text());
+}

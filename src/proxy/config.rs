@@ -31,7 +31,7 @@ pub struct Config {
     /// Largest request body, in bytes (default 32 MiB).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
-    /// Keep-alive comment interval while the first upstream byte is awaited (default 10000;
+    /// Keep-alive comment interval between the provider's `200` and its first event (default 10000;
     /// 0 disables).
     #[serde(default)]
     pub keepalive_interval_ms: Option<u64>,

@@ -81,7 +81,7 @@ where
 
 /// An upstream SSE body turned into the gateway's stream: decoded, normalised and re-encoded;
 /// events the upstream has ready together leave in one frame (nothing waits for more);
-/// `: keepalive` comments while the first upstream byte is awaited.
+/// `: keepalive` comments from the provider's `200` until its first event.
 /// It never fails: upstream failures become the one error event, then the end.
 #[pin_project(PinnedDrop)]
 pub struct SseStream<B> {

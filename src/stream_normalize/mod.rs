@@ -11,9 +11,11 @@
 //!   serving `provider`; everything else passes untouched.
 //! - Streaming: `data: <compact JSON>\n\n` per event, LF only, sent as soon as it is ready,
 //!   ending `data: [DONE]\n\n`; `role` once; tool-call `id`/`type`/`name` once with a dense
-//!   `index`; `: keepalive` comments while the first upstream byte is awaited; an upstream
-//!   error, cut, idle timeout or end without `[DONE]` after the `200` becomes exactly one
-//!   `data: {"error":…}` event, then the end.
+//!   `index`; `: keepalive` comments from the provider's `200` until its first event (not
+//!   before the provider answers: a comment sent then would commit the answer's status to
+//!   `200` before the provider's own is known, and no fallback or error status would be
+//!   possible any more); an upstream error, cut, idle timeout or end without `[DONE]` after
+//!   the `200` becomes exactly one `data: {"error":…}` event, then the end.
 //! - An upstream error status (before any byte reached the client) becomes `Err(Error)` with
 //!   the real status, `metadata.provider_name` and a scrubbed `metadata.raw`, so fallback can
 //!   decide on it and the edge can answer with the envelope.
@@ -22,7 +24,7 @@
 //! use std::time::Duration;
 //! use modelgate::stream_normalize::StreamNormalizeLayer;
 //!
-//! // Default: a keep-alive comment every 10 s while the first upstream byte is awaited.
+//! // Default: a keep-alive comment every 10 s until the provider's first event.
 //! let _default = StreamNormalizeLayer::new();
 //! // Customised: every 2 s, and a 16 MiB cap on non-streamed answers.
 //! let _custom = StreamNormalizeLayer::new()
@@ -204,8 +206,8 @@ impl StreamNormalizeLayer {
         Self::default()
     }
 
-    /// How often a `: keepalive` comment goes out while the first upstream byte is awaited
-    /// (`None`: never).
+    /// How often a `: keepalive` comment goes out between the provider's `200` and its first
+    /// event (`None`: never).
     pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keepalive = interval.filter(|d| !d.is_zero());
         self

@@ -48,6 +48,8 @@ pub struct Script {
     pub headers: Vec<(&'static str, String)>,
     /// Never answer at all (no headers).
     pub hang_before_headers: bool,
+    /// Wait this long before the headers (real time; keep it short).
+    pub headers_after: Option<Duration>,
     pub body: Vec<Piece>,
 }
 
@@ -57,6 +59,7 @@ impl Script {
             status,
             headers: vec![("content-type", "application/json".into())],
             hang_before_headers: false,
+            headers_after: None,
             body: vec![Piece::Data(body.into())],
         }
     }
@@ -66,6 +69,7 @@ impl Script {
             status: 200,
             headers: vec![("content-type", "text/event-stream".into())],
             hang_before_headers: false,
+            headers_after: None,
             body: pieces,
         }
     }
@@ -173,6 +177,9 @@ async fn answer(
     rec.lock().unwrap().push(received);
     if script.hang_before_headers {
         std::future::pending::<()>().await;
+    }
+    if let Some(wait) = script.headers_after {
+        tokio::time::sleep(wait).await;
     }
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
