@@ -835,3 +835,151 @@ async fn keep_alive_comments_start_at_the_providers_200_never_before() {
     assert!(a.status.is_server_error(), "{}: {}", a.status, a.text());
     assert!(!a.text().contains("keepalive"), "{}", a.text());
 }
+
+/// Set in the child process that runs the proxy until it is killed.
+const CRASH_CHILD: &str = "MODELGATE_TEST_CRASH_CHILD";
+const CRASH_KEY: &str = "sk-client-secret-do-not-forward";
+
+fn crash_config(fake: &str, dir: &std::path::Path) -> String {
+    standard_config_at(
+        fake,
+        &format!(
+            "admin_key_env = \"TEST_ADMIN_KEY\"\n[[keys]]\nname = \"app\"\nkey = \"{CRASH_KEY}\"\n[state]\ndir = {:?}\n",
+            dir.display().to_string()
+        ),
+    )
+}
+
+/// `kill -9` in the middle of traffic: every record of a request that ended more than the
+/// writer's linger (plus a write) before the kill is there after the restart, with its spend;
+/// keys made through the API are all there.
+#[test]
+fn after_kill_9_what_ended_before_the_window_is_all_there() {
+    if let Ok(dir) = std::env::var(CRASH_CHILD) {
+        return crash_child(std::path::Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeProvider::start(standard));
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "after_kill_9_what_ended_before_the_window_is_all_there",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, dir.path())
+        .env("MODELGATE_TEST_FAKE", fake.base_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("the child proxy starts").unwrap();
+        if let Some((_, a)) = line.split_once("LISTENING ") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    let c = client();
+    let (durable, recent, keys) = rt.block_on(async {
+        let mut keys = Vec::new();
+        for i in 0..3 {
+            let req = Request::post(format!("http://{addr}/v1/keys"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(http_body_util::Full::new(Bytes::from(format!(
+                    r#"{{"name":"k{i}"}}"#
+                ))))
+                .unwrap();
+            let a = send(&c, req).await;
+            assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+            keys.push(a.json()["key"].as_str().unwrap().to_owned());
+        }
+        let url = format!("http://{addr}/v1/chat/completions");
+        let mut ids = |n: usize| {
+            let (c, url) = (c.clone(), url.clone());
+            async move {
+                let mut ids = Vec::new();
+                for _ in 0..n {
+                    let a = post(&c, &url, chat("vendor/fake-model", false, false)).await;
+                    assert_eq!(a.status, StatusCode::OK);
+                    ids.push(a.headers["x-generation-id"].to_str().unwrap().to_owned());
+                }
+                ids
+            }
+        };
+        let durable = ids(40).await;
+        // The linger is 100 ms: well past it (and a write), these are on disk.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let recent = ids(10).await;
+        (durable, recent, keys)
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    rt.block_on(async {
+        let gw = Gateway::start_with_env(
+            &crash_config(&fake.base_url(), dir.path()),
+            &[("TEST_ADMIN_KEY", ADMIN)],
+        )
+        .await;
+        let record = |id: String| {
+            let req = Request::get(gw.url(&format!("/v1/generation?id={id}")))
+                .header("authorization", format!("Bearer {CRASH_KEY}"))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap();
+            send(&c, req)
+        };
+        for id in &durable {
+            let r = record(id.clone()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{id} ended well before the kill: {}",
+                r.text()
+            );
+        }
+        let mut kept = durable.len();
+        for id in &recent {
+            kept += usize::from(record(id.clone()).await.status == StatusCode::OK);
+        }
+        eprintln!("records kept: {kept} of {}", durable.len() + recent.len());
+        // The spend is that of exactly the records kept.
+        let req = Request::get(gw.url("/v1/key"))
+            .header("authorization", format!("Bearer {CRASH_KEY}"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let usage = send(&c, req).await.json()["data"]["usage"]
+            .as_f64()
+            .unwrap();
+        let cost = (18.0 * 3.0 + 11.0 * 15.0) / 1e6;
+        assert!(
+            (usage - kept as f64 * cost).abs() < 1e-9,
+            "spend {usage} for {kept} records"
+        );
+        for key in &keys {
+            let req = Request::get(gw.url("/v1/key"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap();
+            assert_eq!(
+                send(&c, req).await.status,
+                StatusCode::OK,
+                "a key made before the kill"
+            );
+        }
+    });
+}
+
+/// The child: the proxy on the state directory, until it is killed.
+fn crash_child(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let fake = std::env::var("MODELGATE_TEST_FAKE").unwrap();
+        let toml = crash_config(&fake, dir);
+        let gw = Gateway::start_with_env(&toml, &[("TEST_ADMIN_KEY", ADMIN)]).await;
+        println!("LISTENING {}", gw.addr);
+        std::future::pending::<()>().await;
+    });
+}

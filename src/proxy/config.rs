@@ -86,6 +86,10 @@ pub struct UsageConfig {
     pub queue_capacity: Option<usize>,
     /// How long a request waits for a place when the queue is full before a 503 (default 5000).
     pub max_queue_wait_ms: Option<u64>,
+    /// How long the writer lets a batch of records fill before it writes it (default 100; 0:
+    /// each record as soon as the writer is free). A record is durable this long, plus one
+    /// write, after its request ended: what a crash (`kill -9`, power loss) can lose.
+    pub linger_ms: Option<u64>,
     /// Also append every record to this JSON Lines file (export).
     pub jsonl_path: Option<PathBuf>,
     /// Refuse (402) a request whose `max_tokens` the key could not pay for (default false).

@@ -247,10 +247,14 @@ impl Proxy {
             )),
             Spend::Shared(store) => store,
         };
-        let recorder = Recorder::start(
+        let recorder = Recorder::start_with_linger(
             sinks,
             spend,
             config.usage.queue_capacity.unwrap_or(DEFAULT_USAGE_QUEUE),
+            config
+                .usage
+                .linger_ms
+                .map_or(crate::usage::DEFAULT_LINGER, Duration::from_millis),
         )
         .map_err(|e| ConfigError(e.0))?
         .max_wait(Duration::from_millis(

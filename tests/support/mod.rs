@@ -404,6 +404,11 @@ impl Gateway {
 }
 
 pub fn standard_config(fake: &FakeProvider, extra: &str) -> String {
+    standard_config_at(&fake.base_url(), extra)
+}
+
+/// [`standard_config`] for a fake provider at `base_url` (one in another process).
+pub fn standard_config_at(base_url: &str, extra: &str) -> String {
     format!(
         r#"
 {extra}
@@ -428,7 +433,7 @@ completion_price = 15.0
 [aliases]
 smart = "vendor/fake-model"
 "#,
-        fake.base_url()
+        base_url
     )
 }
 
