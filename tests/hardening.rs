@@ -897,7 +897,7 @@ fn after_kill_9_what_ended_before_the_window_is_all_there() {
             keys.push(a.json()["key"].as_str().unwrap().to_owned());
         }
         let url = format!("http://{addr}/v1/chat/completions");
-        let mut ids = |n: usize| {
+        let ids = |n: usize| {
             let (c, url) = (c.clone(), url.clone());
             async move {
                 let mut ids = Vec::new();
