@@ -182,6 +182,8 @@ pub async fn serve(
     }
     drop(listener);
     drop(stopped);
+    // Every connection: finish what is in flight, then close.
+    stop.send_replace(());
     tracing::info!(
         grace_secs = options.shutdown_grace.as_secs(),
         "shutting down: waiting for in-flight requests"
