@@ -4,9 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -572,20 +569,6 @@ expires_at = "2020-01-01T00:00:00Z"
     );
 }
 
-/// A writer the log subscriber appends to.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_key_ever_reaches_a_log_line() {
     let capture = Capture::default();
@@ -631,7 +614,7 @@ async fn no_key_ever_reaches_a_log_line() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());
     drop(gw);
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = String::from_utf8(capture.bytes()).unwrap();
     assert!(logs.contains("key created"), "the capture works: {logs}");
     for secret in [
         CLIENT_KEY,

@@ -4,23 +4,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelgate::sse::{decode_chunks, SseDecoder, SseEvent};
+use modelgate::sse::{decode_chunks, decode_chunks_with, SseDecoder, SseEvent};
 
 /// Decodes `pieces` with a 32-byte line and a 64-byte event limit: the events, and whether
 /// the decoder stopped at an event over its limit.
 fn decode_small(pieces: &[&[u8]]) -> (Vec<SseEvent>, Option<usize>) {
-    let mut d = SseDecoder::with_limits(32, 64);
-    let mut out = Vec::new();
-    for p in pieces {
-        d.feed(p);
-        out.extend(std::iter::from_fn(|| d.next_event()));
-    }
-    d.finish();
-    out.extend(std::iter::from_fn(|| d.next_event()));
-    for ev in &out {
+    let (events, stopped) = decode_chunks_with(SseDecoder::with_limits(32, 64), pieces.iter().copied());
+    for ev in &events {
         assert!(ev.data.len() <= 64, "an event over its limit was kept");
     }
-    (out, d.too_large())
+    (events, stopped)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -271,15 +271,23 @@ impl SseDecoder {
 
 /// Decodes a whole stream given in pieces (for tests and fuzzing).
 pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<SseEvent> {
-    let mut d = SseDecoder::new();
+    decode_chunks_with(SseDecoder::new(), chunks).0
+}
+
+/// Decodes a whole stream given in pieces with `decoder` (its limits): the events, and
+/// [`SseDecoder::too_large`] at the end (for tests and fuzzing).
+pub fn decode_chunks_with<'a>(
+    mut decoder: SseDecoder,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<SseEvent>, Option<usize>) {
     let mut out = Vec::new();
     for c in chunks {
-        d.feed(c);
-        out.extend(std::iter::from_fn(|| d.next_event()));
+        decoder.feed(c);
+        out.extend(std::iter::from_fn(|| decoder.next_event()));
     }
-    d.finish();
-    out.extend(std::iter::from_fn(|| d.next_event()));
-    out
+    decoder.finish();
+    out.extend(std::iter::from_fn(|| decoder.next_event()));
+    (out, decoder.too_large())
 }
 
 /// Appends `data: <compact JSON>\n\n`.
@@ -428,15 +436,7 @@ mod tests {
             prop_assert_eq!(decode_chunks(pieces.iter().copied()), whole);
             // With small limits: the same events and the same stop, however chunked.
             let small = |pieces: &[&[u8]]| {
-                let mut d = SseDecoder::with_limits(8, 12);
-                let mut out = Vec::new();
-                for p in pieces {
-                    d.feed(p);
-                    out.extend(std::iter::from_fn(|| d.next_event()));
-                }
-                d.finish();
-                out.extend(std::iter::from_fn(|| d.next_event()));
-                (out, d.too_large())
+                decode_chunks_with(SseDecoder::with_limits(8, 12), pieces.iter().copied())
             };
             let (events, stopped) = small(&pieces);
             prop_assert!(events.iter().all(|e| e.data.len() <= 12));

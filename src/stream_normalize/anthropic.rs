@@ -603,9 +603,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn raw_and_general_paths_write_the_same_chunks() {
-        let ctx = || StreamContext {
+    fn ctx() -> StreamContext {
+        StreamContext {
             id: crate::GenerationId::new(),
             model: "m".into(),
             provider: "p".into(),
@@ -613,7 +612,11 @@ mod tests {
             created: 0,
             pricing: None,
             secrets: crate::error::Secrets::none(),
-        };
+        }
+    }
+
+    #[test]
+    fn raw_and_general_paths_write_the_same_chunks() {
         let run = |events: &[&str]| {
             let mut s = AnthropicStream::new(ctx());
             let mut out = BytesMut::new();
@@ -651,16 +654,7 @@ mod tests {
 
     #[test]
     fn thinking_kept_for_the_tool_call_is_bounded() {
-        let ctx = StreamContext {
-            id: crate::GenerationId::new(),
-            model: "m".into(),
-            provider: "p".into(),
-            include_usage: true,
-            created: 0,
-            pricing: None,
-            secrets: crate::error::Secrets::none(),
-        };
-        let mut s = AnthropicStream::new(ctx);
+        let mut s = AnthropicStream::new(ctx());
         let mut out = BytesMut::new();
         let event = |data: String| SseEvent {
             data,
