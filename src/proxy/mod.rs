@@ -109,6 +109,7 @@ enum Spend {
     /// The embedded store's spend, loaded into memory once the spill file is written back.
     Embedded(crate::state::StateDb),
     /// A store that is read live (Redis).
+    #[cfg(feature = "redis")]
     Shared(Arc<dyn SpendStore>),
 }
 
@@ -245,6 +246,7 @@ impl Proxy {
             Spend::Embedded(db) => Arc::new(SpendLedger::with(
                 db.load_spend().map_err(|e| ConfigError(e.0))?,
             )),
+            #[cfg(feature = "redis")]
             Spend::Shared(store) => store,
         };
         let recorder = Recorder::start_with_linger(
