@@ -1,7 +1,9 @@
 //! [`GatewayBody`]: the inner service's body, or a complete answer the layer wrote itself.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -131,6 +133,80 @@ pub(crate) fn number_header(n: u64) -> http::HeaderValue {
         .unwrap_or_else(|_| http::HeaderValue::from(n))
 }
 
+/// A request body that fails with a `408` [`Error`](crate::Error) when no byte comes for
+/// its timeout. Only waiting counts: the deadline is armed when the body has nothing ready
+/// and disarmed by each frame, so a slow but steady upload is never cut, and a body that
+/// arrives with its head (most do) never touches a timer. [`Error::from_request_body`]
+/// (crate::Error::from_request_body) gives the `408` back to whoever reads the body.
+#[pin_project]
+#[derive(Debug)]
+pub struct IdleTimeout<B> {
+    #[pin]
+    body: B,
+    timeout: Option<Duration>,
+    #[pin]
+    deadline: Option<tokio::time::Sleep>,
+}
+
+impl<B> IdleTimeout<B> {
+    /// `body`, failing after `timeout` without a byte (`None`: never).
+    pub fn new(body: B, timeout: Option<Duration>) -> Self {
+        IdleTimeout {
+            body,
+            timeout,
+            deadline: None,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body,
+    B::Error: Into<crate::error::BoxError>,
+{
+    type Data = B::Data;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            this.deadline.set(None);
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let Some(timeout) = *this.timeout else {
+            return Poll::Pending;
+        };
+        if this.deadline.is_none() {
+            this.deadline.set(Some(tokio::time::sleep(timeout)));
+        }
+        match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(
+                crate::Error::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body stopped arriving: no byte for {} ms",
+                        timeout.as_millis()
+                    ),
+                )
+                .with_source(crate::error::ErrorSource::Client),
+            )))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -210,6 +286,55 @@ mod tests {
             Err(CollectError::Body(e)) => assert_eq!(e.to_string(), "cut"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A body fed by a channel: pending while nothing is sent.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Fed {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_body_is_a_408_and_a_slow_steady_one_is_whole() {
+        use std::time::Duration;
+        let idle = Duration::from_secs(30);
+        // Steady: a piece every 20 s, 200 s in all.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                tx.send(Bytes::from_static(b"ab")).await.unwrap();
+            }
+        });
+        let body = super::IdleTimeout::new(Fed(rx), Some(idle));
+        let got = collect_limited(std::pin::pin!(body), 100).await.unwrap();
+        assert_eq!(got.len(), 20);
+        // Silent after one piece: the error is the 408.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Bytes::from_static(b"ab")).await.unwrap();
+        let body = super::IdleTimeout::new(Fed(rx), Some(idle));
+        let started = tokio::time::Instant::now();
+        let err = match collect_limited(std::pin::pin!(body), 100).await {
+            Err(CollectError::Body(e)) => crate::Error::from_request_body(e),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(err.status(), http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(started.elapsed(), idle);
+        drop(tx);
+        // A body ready at once never arms a timer: no deadline, no error, even with none.
+        let body = super::IdleTimeout::new(pieces(&["a", "b"]), None);
+        assert_eq!(
+            collect_limited(std::pin::pin!(body), 100).await.unwrap(),
+            "ab"
+        );
     }
 
     #[test]

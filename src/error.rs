@@ -139,23 +139,13 @@ impl Error {
     }
 
     /// Why a request body could not be read, as the client should hear it: the error a body
-    /// wrapper failed with when it is one of ours (a rate limit settled at the body's end,
-    /// say), 408 when the body went silent past its idle deadline (tower-http's
-    /// [`TimeoutBody`](tower_http::timeout::TimeoutBody)), else a 400.
+    /// wrapper of ours failed with (the `408` of an [`IdleTimeout`](crate::body::IdleTimeout)
+    /// body, say), else a `400`.
     pub fn from_request_body(e: BoxError) -> Self {
-        let e = match e.downcast::<Error>() {
-            Ok(ours) => return *ours,
-            Err(e) => e,
-        };
-        if e.is::<tower_http::timeout::TimeoutError>() {
-            return Error::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the request body stopped arriving: no byte within the idle deadline",
-            )
-            .with_source(ErrorSource::Client);
+        match e.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(e) => Error::invalid_request(format!("cannot read the request body: {e}"), None),
         }
-        Error::invalid_request(format!("cannot read the request body: {e}"), None)
     }
 
     /// 500: an internal invariant does not hold (a layer is missing from the stack, …).

@@ -18,13 +18,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project::pin_project;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tower_http::timeout::TimeoutBody;
 use tower_service::Service;
 
 use super::{Proxy, ProxyBody, ProxyFuture};
 use crate::auth::ClientAddr;
+use crate::body::IdleTimeout;
 
 /// How [`serve`] treats connections; [`ServeOptions::default`] is what the bundled proxy uses
 /// when the configuration says nothing.
@@ -116,8 +116,6 @@ pub async fn serve(
         builder.http2().keep_alive_timeout(every);
     }
     let table = Arc::new(Table::new(options.max_connections.max(1)));
-    // Dropped when the loop ends: every connection finishes what it has in flight.
-    let (stop, stopped) = watch::channel(());
     let mut accept_failures = Throttle::default();
     tokio::pin!(shutdown);
     loop {
@@ -177,19 +175,17 @@ pub async fn serve(
             conn,
             table.clone(),
             options.request_head_timeout,
-            stopped.clone(),
         ));
     }
     drop(listener);
-    drop(stopped);
     // Every connection: finish what is in flight, then close.
-    stop.send_replace(());
+    table.shut_down();
     tracing::info!(
         grace_secs = options.shutdown_grace.as_secs(),
         "shutting down: waiting for in-flight requests"
     );
     tokio::select! {
-        () = stop.closed() => tracing::info!("all connections closed"),
+        () = table.all_closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(options.shutdown_grace) => tracing::warn!("grace period over; closing the remaining connections"),
     }
     Ok(())
@@ -212,18 +208,15 @@ async fn run_connection(
     conn: Arc<Conn>,
     table: Arc<Table>,
     head_timeout: Duration,
-    mut stopped: watch::Receiver<()>,
 ) {
     tokio::pin!(connection);
     // Once asked to close gracefully: `Some(by)`, dropped at `by` if still idle then (a
-    // peer that never acknowledges the GOAWAY does not hold its place).
+    // peer that never acknowledges the GOAWAY does not hold its place); `Some(None)`: at
+    // shutdown, or with a request in flight, it finishes first.
     let mut closing: Option<Option<Instant>> = None;
+    let deadline = tokio::time::sleep_until(conn.deadline(head_timeout));
+    tokio::pin!(deadline);
     loop {
-        let deadline = match closing {
-            Some(Some(by)) => by,
-            Some(None) => Instant::now() + NO_DEADLINE,
-            None => conn.deadline(head_timeout),
-        };
         tokio::select! {
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
@@ -231,40 +224,47 @@ async fn run_connection(
                 }
                 break;
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = deadline.as_mut() => {
                 let now = Instant::now();
-                if closing.is_some() {
-                    if conn.idle_since().is_some() {
+                match closing {
+                    Some(Some(_)) if conn.idle_since().is_some() => break,
+                    // A request slipped in: let it finish; the connection closes after it.
+                    Some(_) => closing = Some(None),
+                    None if !conn.is_idle_since(now - head_timeout) => {}
+                    None if !conn.has_served() => {
+                        // Never a request: silence, half a preface, a handshake and nothing.
+                        tracing::debug!("connection closed: no request head in time");
                         break;
                     }
-                    // A request slipped in: let it finish; the connection closes after it.
-                    closing = Some(None);
-                    continue;
+                    None => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(Some(now + CLOSE_GRACE));
+                    }
                 }
-                if !conn.is_idle_since(now - head_timeout) {
-                    continue;
-                }
-                if !conn.has_served() {
-                    // Never a request: silence, half a preface, a handshake and nothing.
-                    tracing::debug!("connection closed: no request head in time");
-                    break;
-                }
-                connection.as_mut().graceful_shutdown();
-                closing = Some(Some(now + CLOSE_GRACE));
+                let next = match closing {
+                    Some(Some(by)) => by,
+                    Some(None) => now + NO_DEADLINE,
+                    None => conn.deadline(head_timeout),
+                };
+                deadline.as_mut().reset(next);
             }
-            () = conn.evict.notified(), if closing.is_none() => {
+            () = conn.close.notified(), if closing.is_none() => {
+                if table.shutting_down.load(Ordering::Relaxed) {
+                    // Shutdown: what is in flight may finish (the grace period bounds it).
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(None);
+                    deadline.as_mut().reset(Instant::now() + NO_DEADLINE);
+                    continue;
+                }
                 conn.evicted.store(true, Ordering::Relaxed);
                 if !conn.has_served() {
                     break;
                 }
                 tracing::debug!("idle connection closed to make room for a new one");
                 connection.as_mut().graceful_shutdown();
-                closing = Some(Some(Instant::now() + CLOSE_GRACE));
-            }
-            _ = stopped.changed(), if closing.is_none() => {
-                // Shutdown: what is in flight may finish (the grace period bounds it).
-                connection.as_mut().graceful_shutdown();
-                closing = Some(None);
+                let by = Instant::now() + CLOSE_GRACE;
+                closing = Some(Some(by));
+                deadline.as_mut().reset(by);
             }
         }
     }
@@ -281,16 +281,36 @@ struct Table {
     next_id: AtomicU64,
     /// Set while a new connection waits for room: a connection going idle then closes.
     pressure: AtomicBool,
+    /// Set at shutdown: a connection asked to close finishes what it has in flight.
+    shutting_down: AtomicBool,
+    /// The bound, as permits.
+    max: u32,
 }
 
 impl Table {
     fn new(max: usize) -> Self {
+        let max = u32::try_from(max.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Table {
-            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            slots: Arc::new(Semaphore::new(max as usize)),
             conns: Mutex::default(),
             next_id: AtomicU64::new(0),
             pressure: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            max,
         }
+    }
+
+    /// Asks every connection to finish what it has in flight and close.
+    fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        for conn in self.lock().values() {
+            conn.close.notify_one();
+        }
+    }
+
+    /// Completes when every connection has ended (each holds a permit until then).
+    async fn all_closed(&self) {
+        let _all = self.slots.acquire_many(self.max).await;
     }
 
     fn open(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Arc<Conn> {
@@ -301,7 +321,7 @@ impl Table {
                 served: false,
                 idle_since: Instant::now(),
             }),
-            evict: Notify::new(),
+            close: Notify::new(),
             evicted: AtomicBool::new(false),
             table: Arc::downgrade(self),
             _permit: permit,
@@ -324,7 +344,7 @@ impl Table {
             .min_by_key(|(since, _)| *since);
         match oldest {
             Some((_, conn)) => {
-                conn.evict.notify_one();
+                conn.close.notify_one();
                 true
             }
             None => false,
@@ -340,8 +360,9 @@ impl Table {
 struct Conn {
     id: u64,
     activity: Mutex<Activity>,
-    /// Asks the connection to close (it is idle and another needs its place).
-    evict: Notify,
+    /// Asks the connection to close: it is idle and another needs its place, or the server
+    /// shuts down.
+    close: Notify,
     /// Set once it was asked: it is not chosen again.
     evicted: AtomicBool,
     table: std::sync::Weak<Table>,
@@ -411,7 +432,7 @@ impl Drop for InFlight {
             .upgrade()
             .is_some_and(|t| t.pressure.load(Ordering::Relaxed));
         if idle && pressed {
-            self.0.evict.notify_one();
+            self.0.close.notify_one();
         }
     }
 }
@@ -427,10 +448,7 @@ struct Tracked {
     body_idle_timeout: Option<Duration>,
 }
 
-/// A request body under the idle deadline (none: a deadline too far to matter).
-type TimedBody = TimeoutBody<Incoming>;
-
-/// No deadline: a year is as good as none, and keeps the body one type.
+/// No deadline: a year is as good as none.
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 86_400);
 
 impl Service<Request<Incoming>> for Tracked {
@@ -444,8 +462,7 @@ impl Service<Request<Incoming>> for Tracked {
 
     fn call(&mut self, req: Request<Incoming>) -> TrackedFuture {
         let in_flight = self.conn.begin();
-        let timeout = self.body_idle_timeout.unwrap_or(NO_DEADLINE);
-        let mut req = req.map(|body| -> TimedBody { TimeoutBody::new(timeout, body) });
+        let mut req = req.map(|body| IdleTimeout::new(body, self.body_idle_timeout));
         req.extensions_mut().insert(self.peer);
         TrackedFuture {
             inner: self.proxy.call(req),
