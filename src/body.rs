@@ -144,8 +144,9 @@ pub struct IdleTimeout<B> {
     #[pin]
     body: B,
     timeout: Option<Duration>,
-    #[pin]
-    deadline: Option<tokio::time::Sleep>,
+    /// Boxed: armed only while the body waits, and a request body is moved through every
+    /// layer, so its unarmed size is what counts.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
@@ -171,19 +172,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
-            this.deadline.set(None);
+            *this.deadline = None;
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let Some(timeout) = *this.timeout else {
             return Poll::Pending;
         };
-        if this.deadline.is_none() {
-            this.deadline.set(Some(tokio::time::sleep(timeout)));
-        }
-        match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(
                 crate::Error::new(
                     http::StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
@@ -194,7 +195,7 @@ where
                 )
                 .with_source(crate::error::ErrorSource::Client),
             )))),
-            _ => Poll::Pending,
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -63,6 +63,10 @@ use crate::future::BoxFuture;
 use crate::route::GenerationId;
 use crate::Error;
 
+/// `x-api-key`, as the Anthropic SDK sends the key (a constant: a name given as text is
+/// parsed and hashed at each lookup).
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// Longest key accepted in a header, in bytes; anything longer is a malformed key (401).
 pub const MAX_KEY_LEN: usize = 256;
 
@@ -383,7 +387,7 @@ pub fn credentials(headers: &HeaderMap) -> Result<&str, CredentialsError> {
             Some(token_of(token)?)
         }
     };
-    let mut api_key = headers.get_all("x-api-key").iter();
+    let mut api_key = headers.get_all(X_API_KEY).iter();
     let api_key = match (api_key.next(), api_key.next()) {
         (None, _) => None,
         (Some(_), Some(_)) => return Err(CredentialsError::Ambiguous),

@@ -218,6 +218,8 @@ async fn run_connection(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
+            // The connection first: it is what wakes the task nearly every time.
+            biased;
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
