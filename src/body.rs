@@ -136,8 +136,9 @@ pub(crate) fn number_header(n: u64) -> http::HeaderValue {
 /// A request body that fails with a `408` [`Error`](crate::Error) when no byte comes for
 /// its timeout. Only waiting counts: the deadline is armed when the body has nothing ready
 /// and disarmed by each frame, so a slow but steady upload is never cut, and a body that
-/// arrives with its head (most do) never touches a timer. [`Error::from_request_body`]
-/// (crate::Error::from_request_body) gives the `408` back to whoever reads the body.
+/// arrives with its head (most do) never touches a timer.
+/// [`Error::from_request_body`](crate::Error::from_request_body) gives the `408` back to
+/// whoever reads the body.
 #[pin_project]
 #[derive(Debug)]
 pub struct IdleTimeout<B> {
