@@ -104,6 +104,7 @@ pub mod error;
 pub mod fallback;
 pub mod future;
 pub mod health;
+pub(crate) mod json;
 pub mod model_rewrite;
 pub mod observe;
 pub mod provider;

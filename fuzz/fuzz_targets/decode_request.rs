@@ -1,6 +1,6 @@
-//! Property: the request decoder never panics; it reads a request exactly as serde's derived
-//! code reads it (its own fast reader included); what it accepts survives a round trip; and
-//! the body sent to an OpenAI-compatible provider is byte for byte what serde writes.
+//! Property: the request decoder (serde's derived code) never panics; it reads a request
+//! exactly as `serde_json::from_str` does; what it accepts survives a round trip; and the body
+//! sent to an OpenAI-compatible provider is byte for byte what serde writes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

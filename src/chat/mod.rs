@@ -19,7 +19,6 @@
 
 mod request;
 mod response;
-mod write;
 
 pub use request::{
     ChatRequest, Content, ContentPart, FileRef, FunctionCall, FunctionDef, ImageUrl, InputAudio,

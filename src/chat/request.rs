@@ -192,8 +192,6 @@ pub enum Role {
 }
 
 /// One message of the conversation.
-// A field added here (or to `ChatRequest`) must also be read by `decode::fast` and written by
-// `chat::write`, which hold themselves to serde's derived code in tests and fuzzing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Who wrote it.

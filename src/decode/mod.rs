@@ -18,8 +18,6 @@
 //! let _small = DecodeLayer::new().max_body_bytes(1 << 20);
 //! ```
 
-mod fast;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -225,12 +223,9 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, Error> {
             None,
         ));
     };
-    let chat: ChatRequest = match fast::chat_request(text) {
-        Some(c) => c,
-        None => match serde_json::from_str(text) {
-            Ok(c) => c,
-            Err(first) => return Err(describe_parse_error(bytes, first)),
-        },
+    let chat: ChatRequest = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(first) => return Err(describe_parse_error(bytes, first)),
     };
     chat.validate()?;
     Ok(chat)
@@ -461,6 +456,92 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A request with every field the gateway types, and some it does not.
+    const FULL: &str = r#"{"model":"m","messages":[{"role":"system","content":"Be \"brief\"\n"},
+        {"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url",
+         "image_url":{"url":"data:x"}}],"name":"ann"},
+        {"role":"assistant","tool_calls":[{"id":"c1","type":"function",
+         "function":{"name":"f","arguments":"{}"}}],"refusal":"no"},
+        {"role":"tool","tool_call_id":"c1","content":"42","x_part":[1,{"a":null}]},
+        {"role":"developer","content":"d","reasoning_content":"r"},
+        {"role":"function","content":"f","name":"g"}],
+      "stream":true,"stream_options":{"include_usage":true},"temperature":0.7,
+      "top_p":0.5,"n":2,"stop":["\n"],"tools":[{"type":"function","function":{"name":"f"}}],
+      "tool_choice":"auto","parallel_tool_calls":false,"response_format":{"type":"json_object"},
+      "reasoning_effort":"low","user":"u-1","seed":-5,"logprobs":true,"top_logprobs":3,
+      "presence_penalty":-0.5,"frequency_penalty":1e-3,"models":["a","b"],
+      "provider":{"sort":"price"},"route":"fallback","max_completion_tokens":4294967295,
+      "max_tokens":0,"top_k":5,"x_custom":{"b":1,"a":[true,"\u00e9"]},"":null}"#;
+
+    #[test]
+    fn every_field_is_read_and_written_back_but_the_gateways_own() {
+        let r = parse_chat_request(FULL.as_bytes()).unwrap();
+        assert_eq!(
+            r.models.as_deref(),
+            Some(&["a".to_owned(), "b".to_owned()][..])
+        );
+        assert_eq!(r.route.as_deref(), Some("fallback"));
+        assert_eq!(r.extra["top_k"], 5);
+        // What goes upstream: every field as it came, but `models`, `provider` and `route`.
+        let mut sent: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        let mut came: serde_json::Value = serde_json::from_str(FULL).unwrap();
+        for own in ["models", "provider", "route"] {
+            assert!(sent.as_object_mut().unwrap().remove(own).is_none(), "{own}");
+            came.as_object_mut().unwrap().remove(own);
+        }
+        assert_eq!(sent, came);
+        // And read again, the same request.
+        let again: ChatRequest = serde_json::from_value(sent).unwrap();
+        assert_eq!((again.messages, again.extra), (r.messages, r.extra));
+    }
+
+    #[test]
+    fn what_serde_refuses_is_a_400() {
+        for (text, param) in [
+            (r#"{"model":"m","model":"n","messages":[]}"#, None),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
+            (r#"{"model":"m"}"#, Some("messages")),
+            (
+                r#"{"model":"m","messages":[{"content":"x"}]}"#,
+                Some("messages[0]"),
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+            (
+                r#"{"model":"m","messages":[],"max_tokens":-1}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[],"max_tokens":4294967296}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (r#"{"model":"\ud800","messages":[]}"#, None),
+            (r#"[]"#, None),
+        ] {
+            let e = parse_chat_request(text.as_bytes()).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{text}");
+            if let Some(p) = param {
+                assert!(e.message().contains(p), "{text}: {}", e.message());
+            }
+        }
+        // An escaped key or value is read as any JSON reader reads it.
+        let r = parse_chat_request(
+            br#"{"mod\u0065l":"m\u00e9","messages":[{"role":"us\u0065r","content":"\ta"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "mé");
     }
 
     #[tokio::test]

@@ -231,7 +231,8 @@ impl Provider {
                     })
                     .sum();
                 let mut bytes = Vec::with_capacity(256 + texts + 32 * body.messages.len());
-                body.write_json(&mut bytes);
+                serde_json::to_writer(&mut bytes, &body)
+                    .map_err(|e| Error::internal(format!("cannot serialise the request: {e}")))?;
                 let uri = match (&self.kind, &self.api_version) {
                     (ProviderKind::Azure, Some(version)) => self.uri(&format!(
                         "{}/openai/deployments/{}/chat/completions?api-version={}",

@@ -36,7 +36,7 @@ mod anthropic;
 mod body;
 mod gemini;
 mod openai;
-pub(crate) mod raw;
+
 mod translate;
 
 use std::future::Future;
@@ -56,10 +56,10 @@ pub use self::anthropic::AnthropicStream;
 pub use self::body::{ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
 pub use self::openai::OpenAiStream;
-use self::raw::{key, ObjectWriter};
 use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry, Secrets};
+use crate::json::{self as raw, key, ObjectWriter};
 use crate::provider::ProviderKind;
 use crate::route::{GenerationId, PriceAnswers, Pricing, Target, UsageSlot};
 use crate::sse::SseEvent;

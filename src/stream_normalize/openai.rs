@@ -5,14 +5,14 @@ use std::ops::Range;
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 
-use super::raw::{
-    self, key, write_str, ChoiceView, ChunkScratch, ChunkView, Member, Members, ObjectWriter,
-};
 use crate::chat::{
     ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, Usage,
     UsageField,
 };
 use crate::error::{ErrorSource, Retry};
+use crate::json::{
+    self as raw, key, write_str, ChoiceView, ChunkScratch, ChunkView, Member, Members, ObjectWriter,
+};
 use crate::route::GenerationId;
 use crate::sse::{self, SseEvent};
 use crate::Error;
@@ -33,6 +33,30 @@ struct ChoiceState {
     /// Upstream tool-call indexes in order of first sight; the position is the dense index.
     tools: Vec<u32>,
 }
+
+/// The members of a chunk the hand-written chunk head (in `emit_delta_raw`) writes, named one
+/// by one: a field added to `ChatChunk` or `ChunkChoice` fails to compile here until the head
+/// writes it (or says why a text chunk never carries it).
+const _: fn(ChatChunk, ChunkChoice) = |chunk, choice| {
+    let ChatChunk {
+        id: _,       // the gateway's
+        object: _,   // `chat.completion.chunk`
+        created: _,  // the stream's
+        model: _,    // the public model
+        provider: _, // the serving provider
+        choices: _,  // one: the text's
+        usage: _,    // `null` when the client asked for usage, else absent
+        extra: _,    // none on a text chunk the gateway writes
+    } = chunk;
+    let ChunkChoice {
+        index: _,                // 0
+        delta: _,                // the text
+        logprobs: _,             // `null`
+        finish_reason: _,        // `null`
+        native_finish_reason: _, // absent until the last chunk
+        extra: _,                // none
+    } = choice;
+};
 
 /// Per-stream state for an OpenAI-dialect upstream. Pure: bytes in, bytes out.
 ///
@@ -381,6 +405,8 @@ impl OpenAiStream {
         };
         if self.delta_head.is_empty() {
             // Everything up to choice 0's delta, and everything after it: fixed for the stream.
+            // The members written here are those of `ChatChunk` and `ChunkChoice` (see
+            // the constant that names them, at the top of this file).
             let mut h = Vec::with_capacity(160);
             h.extend_from_slice(b"data: {\"id\":");
             h.extend_from_slice(self.json.id.as_bytes());

@@ -1,6 +1,26 @@
-//! Splicing JSON objects without a full parse: the fields the gateway rewrites are replaced,
-//! every other field is copied byte for byte from the provider's text. This keeps unknown
-//! fields exact and costs a fraction of a typed round trip on the hot path.
+//! JSON read and written without a full parse, for the stream splice: the hot path that turns
+//! each upstream chunk of a Chat Completions stream (and each non-streamed answer of an
+//! OpenAI-compatible provider) into the gateway's.
+//!
+//! The gateway rewrites a few members of a provider's JSON (`id`, `model`, `provider`, the
+//! usage's `cost`) and must pass every other member through exactly as the provider wrote it,
+//! unknown ones included. A typed round trip through serde would read and rewrite every
+//! member of every chunk; here a [`Scanner`] validates the text in one pass and records where
+//! each member is ([`RawObject`], [`ChunkView`]), and an [`ObjectWriter`] writes the rewritten
+//! members and copies the others byte for byte.
+//!
+//! Everything else in the crate reads and writes JSON with serde (derived types, borrowed
+//! fields, `RawValue`). This module stays only because streams pay for it per chunk. Its
+//! rules, held by its tests and the fuzz targets:
+//! - it accepts exactly the texts serde_json accepts, and reads the same values;
+//! - whatever it writes is what serde_json would write for the same values;
+//! - where it mirrors one of the crate's types member by member (the chunk head of
+//!   `stream_normalize::openai`, [`plain_usage`]), the type is destructured or built without
+//!   `..`, so a field added to it fails to compile until this code handles it.
+
+mod write;
+
+pub(crate) use self::write::{key, write_str, Key, ObjectWriter};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -351,26 +371,36 @@ pub(crate) fn string_value(raw: Raw<'_>) -> Option<String> {
 /// servers send it. `None` for anything else, which the caller reads with serde: whatever
 /// this reads, serde reads the same.
 pub(crate) fn plain_usage(text: &str) -> Option<Usage> {
-    let mut usage = Usage::default();
+    let mut counts = [0u64; 3];
     let mut seen = [false; 3];
     Scanner::new(text)
         .document(|sc| {
             sc.object_with(false, |sc, head| {
-                let (i, count) = match head.quoted {
-                    "\"prompt_tokens\"" => (0, &mut usage.prompt_tokens),
-                    "\"completion_tokens\"" => (1, &mut usage.completion_tokens),
-                    "\"total_tokens\"" => (2, &mut usage.total_tokens),
+                let i = match head.quoted {
+                    "\"prompt_tokens\"" => 0,
+                    "\"completion_tokens\"" => 1,
+                    "\"total_tokens\"" => 2,
                     _ => return sc.err("not a plain count"),
                 };
                 if std::mem::replace(&mut seen[i], true) {
                     return sc.err("a repeated count");
                 }
-                *count = sc.plain_u64()?;
+                counts[i] = sc.plain_u64()?;
                 Ok(())
             })
         })
         .ok()?;
-    Some(usage)
+    let [prompt_tokens, completion_tokens, total_tokens] = counts;
+    // Every field named (no `..`): a field added to `Usage` must be decided on here.
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        prompt_tokens_details: None,
+        completion_tokens_details: None,
+        cost: None,
+        extra: crate::chat::Extra::new(),
+    })
 }
 
 /// The end of the JSON string literal that starts at `at` in `text` (validated), if one does.
@@ -662,69 +692,6 @@ impl<'a> Scanner<'a> {
         Ok(n)
     }
 
-    /// An object whose keys are written without escapes (one with an escape is an error);
-    /// `member` is called with each key, unquoted, and must read the value.
-    pub(crate) fn plain_object(
-        &mut self,
-        mut member: impl FnMut(&mut Self, &'a str) -> Scan<()>,
-    ) -> Scan<()> {
-        self.object_with(false, |sc, head| {
-            if head.escaped {
-                return sc.err("a key with an escape");
-            }
-            member(sc, &head.quoted[1..head.quoted.len() - 1])
-        })
-    }
-
-    /// A value, its text handed to serde (which reads it as it would inside a larger text).
-    pub(crate) fn with_serde<T: serde::de::DeserializeOwned>(&mut self) -> Scan<T> {
-        let at = self.i;
-        self.value()?;
-        serde_json::from_str(&self.text[at..self.i]).or_else(|_| self.err("refused by serde"))
-    }
-
-    /// A string, decoded: without escapes, the text between the quotes, borrowed.
-    pub(crate) fn str_value(&mut self) -> Scan<Cow<'a, str>> {
-        if self.peek() != Some(b'"') {
-            return self.err("expected a string");
-        }
-        let at = self.i;
-        if !self.string()? {
-            return Ok(Cow::Borrowed(&self.text[at + 1..self.i - 1]));
-        }
-        match serde_json::from_str(&self.text[at..self.i]) {
-            Ok(s) => Ok(Cow::Owned(s)),
-            Err(_) => self.err("an invalid escape"),
-        }
-    }
-
-    /// A string, decoded.
-    pub(crate) fn owned_string(&mut self) -> Scan<String> {
-        self.str_value().map(Cow::into_owned)
-    }
-
-    /// `null` or a string.
-    pub(crate) fn optional_string(&mut self) -> Scan<Option<String>> {
-        self.nullable(Self::owned_string)
-    }
-
-    /// `null`, `true` or `false`.
-    pub(crate) fn optional_bool(&mut self) -> Scan<Option<bool>> {
-        self.nullable(|sc| match sc.peek() {
-            Some(b't') => sc.literal(b"true").map(|()| true),
-            Some(b'f') => sc.literal(b"false").map(|()| false),
-            _ => sc.err("expected a boolean"),
-        })
-    }
-
-    /// `null` or an integer from 0 to `u32::MAX` without a fraction or an exponent.
-    pub(crate) fn optional_u32(&mut self) -> Scan<Option<u32>> {
-        self.nullable(|sc| {
-            let n = sc.plain_u64()?;
-            u32::try_from(n).or_else(|_| sc.err("not a u32"))
-        })
-    }
-
     fn literal(&mut self, word: &'static [u8]) -> Scan<()> {
         if !self.b[self.i..].starts_with(word) {
             return self.err("expected a value");
@@ -825,7 +792,7 @@ impl<'a> Scanner<'a> {
 /// The bytes of `word` (eight, little-endian) that are `"`, `\` or a control character (below
 /// 0x20), as their high bits; zero when there is none. The usual bit tricks: a borrow can mark
 /// a byte above a true match, never below, so the lowest mark is the first such byte.
-fn special_bytes(word: u64) -> u64 {
+pub(super) fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
@@ -833,108 +800,6 @@ fn special_bytes(word: u64) -> u64 {
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     control | quote | backslash
-}
-
-/// A key for [`ObjectWriter`], as the text `,"key":` (the comma is left out before the first
-/// member), so that writing it is one copy. Made by [`key!`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Key(pub(crate) &'static str);
-
-/// The [`Key`] for a literal: `key!("id")`.
-macro_rules! key {
-    ($k:literal) => {
-        $crate::stream_normalize::raw::Key(concat!(",\"", $k, "\":"))
-    };
-}
-pub(crate) use key;
-
-/// Writes JSON objects member by member into a byte buffer.
-pub(crate) struct ObjectWriter<'o> {
-    out: &'o mut Vec<u8>,
-    first: bool,
-}
-
-impl<'o> ObjectWriter<'o> {
-    pub(crate) fn begin(out: &'o mut Vec<u8>) -> Self {
-        out.push(b'{');
-        ObjectWriter { out, first: true }
-    }
-
-    /// Writes `key` and returns the buffer, for the caller to write its value.
-    pub(crate) fn field(&mut self, key: Key) -> &mut Vec<u8> {
-        let text = if std::mem::take(&mut self.first) {
-            &key.0[1..]
-        } else {
-            key.0
-        };
-        self.out.extend_from_slice(text.as_bytes());
-        self.out
-    }
-
-    /// A member copied as the provider wrote it; where it starts in the buffer.
-    pub(crate) fn member(&mut self, member: &Member<'_>) -> usize {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(b',');
-        }
-        let at = self.out.len();
-        self.out.extend_from_slice(member.text.as_bytes());
-        at
-    }
-
-    pub(crate) fn str_field(&mut self, key: Key, value: &str) {
-        write_str(self.field(key), value);
-    }
-
-    /// A member whose value is already JSON text (a pre-escaped string, `null`, a number).
-    pub(crate) fn raw_field(&mut self, key: Key, raw: &str) {
-        self.field(key).extend_from_slice(raw.as_bytes());
-    }
-
-    pub(crate) fn json_field<T: serde::Serialize + ?Sized>(&mut self, key: Key, value: &T) {
-        // Serialising our own values into memory cannot fail.
-        let _ = serde_json::to_writer(self.field(key), value);
-    }
-
-    /// A member whose key is known only now.
-    pub(crate) fn dynamic_field<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(b',');
-        }
-        write_str(self.out, key);
-        self.out.push(b':');
-        let _ = serde_json::to_writer(&mut *self.out, value);
-    }
-
-    pub(crate) fn end(self) {
-        self.out.push(b'}');
-    }
-}
-
-/// `s` as a JSON string, written as serde_json writes it. A string with nothing to escape (no
-/// `"`, `\\` or control character), the usual case, is copied in one piece.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s.as_bytes()) {
-        let _ = serde_json::to_writer(out, s);
-        return;
-    }
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-}
-
-/// Whether `bytes` hold a `"`, a `\\` or a control character (what JSON escapes).
-fn needs_escape(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        if special_bytes(u64::from_le_bytes(w.try_into().expect("eight bytes"))) != 0 {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 #[cfg(test)]
@@ -1321,27 +1186,6 @@ mod tests {
             r#"[]"#,
         ] {
             assert_eq!(plain_usage(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn strings_are_written_as_serde_json_writes_them() {
-        let mut bytes: Vec<char> = (0u8..0x80).map(char::from).collect();
-        bytes.extend(['é', '\u{2028}', '😀', '\u{7f}']);
-        for c in bytes {
-            for at in 0..10 {
-                let s: String = "abcdefghijk"
-                    .chars()
-                    .take(at)
-                    .chain([c])
-                    .chain("xyz".chars())
-                    .collect();
-                let mut out = b"[".to_vec();
-                write_str(&mut out, &s);
-                let mut theirs = b"[".to_vec();
-                serde_json::to_writer(&mut theirs, &s).unwrap();
-                assert_eq!(out, theirs, "{s:?}");
-            }
         }
     }
 
