@@ -691,6 +691,16 @@ impl Secrets {
     }
 }
 
+/// `url` without its user and password (`redis://…@host:port`), for messages and `Debug`.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Removes secrets from text that may be shown to a client or logged: each of `secrets`
 /// wherever it appears, and anything shaped like a common API key or bearer token.
 pub fn scrub(text: &str, secrets: &Secrets) -> String {

@@ -108,12 +108,14 @@ pub(crate) mod json;
 pub mod model_rewrite;
 pub mod observe;
 pub mod provider;
+#[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod route;
 pub mod sse;
+#[cfg(feature = "proxy")]
 pub mod state;
 pub mod stream_normalize;
 pub mod usage;

@@ -472,16 +472,6 @@ impl StateDb {
 const RECORD_POSTCARD_V1: u8 = 1;
 const RECORD_POSTCARD_V2: u8 = 2;
 
-/// `url` without its user and password (`redis://…@host:port`), for messages and `Debug`.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
     let mut out = Vec::with_capacity(256);
     out.push(RECORD_POSTCARD_V2);
@@ -516,6 +506,24 @@ impl StateDb {
             .unwrap()
             .map(|row| decode_record(row.unwrap().1.value()).unwrap())
             .collect()
+    }
+}
+
+/// The keys made through the API, for [`LocalKeyStore`](crate::auth::LocalKeyStore).
+impl crate::auth::KeyFile for StateDb {
+    fn load(&self) -> Result<Vec<KeyRecord>, crate::auth::StoreError> {
+        self.load_keys()
+            .map_err(|e| crate::auth::StoreError::Unavailable(e.0))
+    }
+
+    fn put(&self, record: &KeyRecord) -> Result<(), crate::auth::StoreError> {
+        self.put_key(record)
+            .map_err(|e| crate::auth::StoreError::Unavailable(e.0))
+    }
+
+    fn remove(&self, id: &str) -> Result<(), crate::auth::StoreError> {
+        self.delete_key(id)
+            .map_err(|e| crate::auth::StoreError::Unavailable(e.0))
     }
 }
 

@@ -56,7 +56,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::failures::{ClientAddr, FailedAttempts, MAX_TRACKED_ADDRESSES};
-pub use self::store::LocalKeyStore;
+pub use self::store::{KeyFile, LocalKeyStore};
 use crate::body::GatewayBody;
 use crate::decode::GENERATION_ID_NAME;
 use crate::future::BoxFuture;
@@ -564,6 +564,12 @@ pub trait KeyStore: Send + Sync + 'static {
         let _ = digest;
         None
     }
+}
+
+/// A [`KeyStore`] whose keys can be made and changed at run time: what the proxy's key
+/// management API (`/v1/keys`) needs. An embedder that only authenticates implements
+/// [`KeyStore`] alone.
+pub trait ManagedKeyStore: KeyStore {
     /// Creates an inference key; returns its record and the plaintext key (shown once).
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>>;
     /// Every inference key, configured ones included.
@@ -655,6 +661,7 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Error {
 }
 
 /// The envelope answer of a refusal; a 401 says `WWW-Authenticate: Bearer`.
+#[cfg(feature = "proxy")]
 pub(crate) fn refusal(err: &Error) -> Response<http_body_util::Full<bytes::Bytes>> {
     let mut res = err.clone().into_response();
     if err.status() == StatusCode::UNAUTHORIZED {
@@ -1109,6 +1116,9 @@ mod tests {
         fn lookup(&self, d: KeyDigest) -> BoxFuture<'_, Result<Option<Principal>, StoreError>> {
             self.0.lookup(d)
         }
+    }
+
+    impl ManagedKeyStore for Remote {
         fn create(&self, k: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
             self.0.create(k)
         }

@@ -3,22 +3,34 @@ use std::fmt;
 use std::sync::RwLock;
 
 use super::{
-    hex, label_of, now_unix, KeyDigest, KeyPatch, KeyRecord, KeyRole, KeySource, KeyStore, NewKey,
-    Principal, StoreError,
+    hex, label_of, now_unix, KeyDigest, KeyPatch, KeyRecord, KeyRole, KeySource, KeyStore,
+    ManagedKeyStore, NewKey, Principal, StoreError,
 };
 use crate::future::BoxFuture;
-use crate::state::StateDb;
 
 /// Longest key name.
 const MAX_NAME: usize = 128;
 
+/// Where a [`LocalKeyStore`] keeps the keys made through the API, so that they survive a
+/// restart (the proxy's embedded state store is one). Its calls block on the disk: the store
+/// makes them off the async threads.
+pub trait KeyFile: Send + Sync + 'static {
+    /// Every key kept. A record that cannot be read is an error, never skipped: a key
+    /// silently missing could be a key silently unlimited or silently re-enabled.
+    fn load(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Writes (inserts or replaces) a key; durable when it returns.
+    fn put(&self, record: &KeyRecord) -> Result<(), StoreError>;
+    /// Deletes a key; durable when it returns.
+    fn remove(&self, id: &str) -> Result<(), StoreError>;
+}
+
 /// The in-process [`KeyStore`]: every key in memory (lookups never touch the disk), keys
-/// made through the API written to the embedded [`StateDb`] before they take effect, so they
-/// survive a restart. Configured keys and the admin key are added at start-up with
-/// [`add`](Self::add) and are read-only through the API.
+/// made through the API written to its [`KeyFile`] (when it has one) before they take
+/// effect, so they survive a restart. Configured keys and the admin key are added at
+/// start-up with [`add`](Self::add) and are read-only through the API.
 pub struct LocalKeyStore {
     index: RwLock<Index>,
-    db: Option<StateDb>,
+    db: Option<std::sync::Arc<dyn KeyFile>>,
     /// Serialises changes, so the database and the index agree on the last write.
     writes: tokio::sync::Mutex<()>,
 }
@@ -49,7 +61,7 @@ impl fmt::Debug for LocalKeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalKeyStore")
             .field("keys", &self.read().by_id.len())
-            .field("db", &self.db)
+            .field("persistent", &self.db.is_some())
             .finish()
     }
 }
@@ -64,10 +76,11 @@ impl LocalKeyStore {
         }
     }
 
-    /// A store backed by the state database: loads the keys made through the API.
-    pub fn open(db: StateDb) -> Result<Self, crate::state::StateError> {
+    /// A store whose keys made through the API are kept in `file`: loads them.
+    pub fn open(file: std::sync::Arc<dyn KeyFile>) -> Result<Self, StoreError> {
+        let db = file;
         let mut index = Index::default();
-        for record in db.load_keys()? {
+        for record in db.load()? {
             index.insert(Principal::new(record));
         }
         Ok(LocalKeyStore {
@@ -124,10 +137,9 @@ impl LocalKeyStore {
         if let Some(db) = &self.db {
             let db = db.clone();
             let copy = record.clone();
-            tokio::task::spawn_blocking(move || db.put_key(&copy))
+            tokio::task::spawn_blocking(move || db.put(&copy))
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                .map_err(|e| StoreError::Unavailable(e.0))?;
+                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         }
         let p = Principal::new(record);
         self.write_index().insert(p.clone());
@@ -253,7 +265,9 @@ impl KeyStore for LocalKeyStore {
     fn lookup_now(&self, digest: KeyDigest) -> Option<Result<Option<Principal>, StoreError>> {
         Some(Ok(self.read().by_digest.get(&digest).cloned()))
     }
+}
 
+impl ManagedKeyStore for LocalKeyStore {
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
         Box::pin(async move {
             let _guard = self.writes.lock().await;
@@ -304,10 +318,9 @@ impl KeyStore for LocalKeyStore {
             if let Some(db) = &self.db {
                 let db = db.clone();
                 let key = id.clone();
-                tokio::task::spawn_blocking(move || db.delete_key(&key))
+                tokio::task::spawn_blocking(move || db.remove(&key))
                     .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                    .map_err(|e| StoreError::Unavailable(e.0))?;
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
             }
             self.write_index().remove(&id);
             Ok(())
@@ -326,11 +339,15 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "proxy")]
     #[tokio::test]
     async fn lifecycle_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (id, plaintext) = {
-            let store = LocalKeyStore::open(StateDb::open(dir.path()).unwrap()).unwrap();
+            let store = LocalKeyStore::open(std::sync::Arc::new(
+                crate::state::StateDb::open(dir.path()).unwrap(),
+            ))
+            .unwrap();
             let (p, plaintext) = store.create(new_key("app")).await.unwrap();
             assert!(plaintext.starts_with("sk-mg-") && plaintext.len() == 70);
             assert_eq!(p.label, label_of(&plaintext));
@@ -355,7 +372,10 @@ mod tests {
             );
             (p.id.clone(), plaintext)
         };
-        let store = LocalKeyStore::open(StateDb::open(dir.path()).unwrap()).unwrap();
+        let store = LocalKeyStore::open(std::sync::Arc::new(
+            crate::state::StateDb::open(dir.path()).unwrap(),
+        ))
+        .unwrap();
         let p = store
             .lookup(KeyDigest::of(&plaintext))
             .await

@@ -107,7 +107,7 @@ impl fmt::Debug for Provider {
         f.debug_struct("Provider")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &crate::state::redact_url(&self.base_url))
+            .field("base_url", &crate::error::redact_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeouts", &self.timeouts)
             .field("requests_per_minute", &self.requests_per_minute)
@@ -201,7 +201,7 @@ impl Provider {
 
     /// The base URL without its credentials, for logs and messages.
     pub fn display_url(&self) -> String {
-        crate::state::redact_url(&self.base_url)
+        crate::error::redact_url(&self.base_url)
     }
 
     /// Translates a typed request into this provider's HTTP request.
@@ -438,7 +438,7 @@ impl fmt::Debug for ProviderBuilder {
         f.debug_struct("ProviderBuilder")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &crate::state::redact_url(&self.base_url))
+            .field("base_url", &crate::error::redact_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_version", &self.api_version)
             .field("headers", &headers)
@@ -529,7 +529,7 @@ impl ProviderBuilder {
         let chat_uri: Uri = chat.parse().map_err(|e| {
             format!(
                 "provider `{name}`: base_url `{}` is not a valid URL: {e}",
-                crate::state::redact_url(&self.base_url)
+                crate::error::redact_url(&self.base_url)
             )
         })?;
         match chat_uri.scheme_str() {
@@ -543,7 +543,7 @@ impl ProviderBuilder {
         if chat_uri.host().is_none() {
             return Err(format!(
                 "provider `{name}`: base_url `{}` has no host",
-                crate::state::redact_url(&self.base_url)
+                crate::error::redact_url(&self.base_url)
             ));
         }
         let auth = match &self.api_key {

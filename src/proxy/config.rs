@@ -228,7 +228,7 @@ impl std::fmt::Debug for StateConfig {
             .field("dir", &self.dir)
             .field(
                 "redis_url",
-                &self.redis_url.as_deref().map(crate::state::redact_url),
+                &self.redis_url.as_deref().map(crate::error::redact_url),
             )
             .field("redis_ca_file", &self.redis_ca_file)
             .field("redis_client_cert_file", &self.redis_client_cert_file)
@@ -448,7 +448,7 @@ impl std::fmt::Debug for ProviderConfig {
         f.debug_struct("ProviderConfig")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &crate::state::redact_url(&self.base_url))
+            .field("base_url", &crate::error::redact_url(&self.base_url))
             .field("api_key_env", &self.api_key_env)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("headers", &headers)
@@ -780,7 +780,8 @@ impl Config {
             ));
         }
         let db = StateDb::open(&self.state_dir()).map_err(|e| ConfigError(e.0))?;
-        let mut store = LocalKeyStore::open(db.clone()).map_err(|e| ConfigError(e.0))?;
+        let mut store =
+            LocalKeyStore::open(Arc::new(db.clone())).map_err(|e| ConfigError(e.to_string()))?;
         let management = self.add_configured_keys(&mut store, env)?;
         let anonymous = !management && !store.has_inference_keys();
         self.check_anonymous(anonymous)?;
@@ -1068,7 +1069,8 @@ key = "sk-mg-client-secret-4"
             let toml = format!("[[keys]]\nname = \"k\"\nkey = {key:?}\n");
             let cfg = Config::from_toml(&toml).unwrap();
             let dir = tempfile::tempdir().unwrap();
-            let mut store = LocalKeyStore::open(StateDb::open(dir.path()).unwrap()).unwrap();
+            let mut store =
+                LocalKeyStore::open(Arc::new(StateDb::open(dir.path()).unwrap())).unwrap();
             let err = cfg.add_configured_keys(&mut store, &no_env).unwrap_err().0;
             assert!(
                 err.contains(why) && err.contains("key `k`"),

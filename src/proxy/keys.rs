@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Map, Value};
 
 use super::config::{parse_limit_reset, parse_rfc3339};
-use crate::auth::{now_unix, KeyPatch, KeyRecord, KeyStore, LimitReset, NewKey, Principal};
+use crate::auth::{now_unix, KeyPatch, KeyRecord, LimitReset, ManagedKeyStore, NewKey, Principal};
 use crate::error::BoxError;
 use crate::usage::KeySpend;
 use crate::Error;
@@ -227,7 +227,7 @@ const UPDATE_FIELDS: &[&str] = &[
 
 /// `/v1/keys[/{id}]` after the admin key was checked. `rest` is what follows `/v1/keys`.
 pub(crate) async fn manage<B>(
-    store: &dyn KeyStore,
+    store: &dyn ManagedKeyStore,
     method: Method,
     rest: &str,
     body: B,

@@ -20,6 +20,7 @@
 
 mod config;
 mod keys;
+mod metrics;
 mod models;
 mod server;
 
@@ -44,7 +45,7 @@ pub use self::config::{
     WELL_KNOWN,
 };
 pub use self::server::{default_max_connections, serve, ServeOptions, MAX_CONNECTIONS};
-use crate::auth::{self, refusal, Auth, AuthLayer, FailedAttempts, KeyStore};
+use crate::auth::{self, refusal, Auth, AuthLayer, FailedAttempts, ManagedKeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer, GENERATION_ID_NAME};
 use crate::dispatch::{self, Dispatch};
@@ -97,7 +98,7 @@ pub const SPILL_FILE: &str = "usage-spill.jsonl";
 
 /// Where keys, rate limits and spend live: this process, or a shared Redis.
 struct SharedState {
-    keys: Arc<dyn KeyStore>,
+    keys: Arc<dyn ManagedKeyStore>,
     rate_limits: RateLimitLayer,
     spend: Spend,
     management: bool,
@@ -168,7 +169,7 @@ pub struct Proxy {
     key_auth: AuthLayer,
     /// Authenticates `/v1/keys` (the admin key); `None` when management is off.
     admin_auth: Option<AuthLayer>,
-    keys: Arc<dyn KeyStore>,
+    keys: Arc<dyn ManagedKeyStore>,
     catalog: Arc<Catalog>,
     recorder: Recorder,
     anonymous: bool,
@@ -219,7 +220,7 @@ impl Proxy {
         let store = state.keys;
         let dispatch = Dispatch::new(catalog.providers());
         let alive = Arc::new(());
-        if let Some(handle) = crate::observe::prometheus() {
+        if let Some(handle) = metrics::prometheus() {
             // Histogram samples are folded in at each scrape, and every few seconds without
             // one, so memory stays flat when nobody scrapes.
             let alive = Arc::downgrade(&alive);
@@ -364,8 +365,8 @@ where
             }
             "/metrics" => {
                 if method == Method::GET || method == Method::HEAD {
-                    let text = match crate::observe::prometheus() {
-                        Some(h) => crate::observe::render(h, self.recorder.stats()),
+                    let text = match metrics::prometheus() {
+                        Some(h) => metrics::render(h, self.recorder.stats()),
                         None => String::new(),
                     };
                     let mut res = Response::new(Full::new(Bytes::from(text)));

@@ -11,8 +11,8 @@ use redis::Script;
 use super::{Concern, RedisState};
 use crate::auth::store::{fresh_id, new_record, patched, Index};
 use crate::auth::{
-    KeyDigest, KeyPatch, KeyRecord, KeyRole, KeySource, KeyStore, LocalKeyStore, NewKey, Principal,
-    StoreError,
+    KeyDigest, KeyPatch, KeyRecord, KeyRole, KeySource, KeyStore, LocalKeyStore, ManagedKeyStore,
+    NewKey, Principal, StoreError,
 };
 use crate::future::BoxFuture;
 use crate::state::StateError;
@@ -225,7 +225,9 @@ impl KeyStore for RedisKeyStore {
             None => None,
         }
     }
+}
 
+impl ManagedKeyStore for RedisKeyStore {
     fn create(&self, key: NewKey) -> BoxFuture<'_, Result<(Principal, String), StoreError>> {
         Box::pin(async move {
             let (mut record, plaintext) = new_record(key, fresh_id())?;

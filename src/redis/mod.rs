@@ -144,7 +144,7 @@ impl RedisOptions {
 
 /// `url` without its password, for messages.
 pub fn redact(url: &str) -> String {
-    crate::state::redact_url(url)
+    crate::error::redact_url(url)
 }
 
 /// One concern's health, for the log line and the recovery message.

@@ -549,6 +549,7 @@ async fn at_shutdown_what_a_failing_sink_has_not_taken_is_spilled_then_replayed(
     assert!(!recorder.close(Duration::from_millis(100)).await);
 }
 
+#[cfg(feature = "proxy")]
 #[tokio::test]
 async fn the_state_store_keeps_records_and_spend_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
