@@ -22,6 +22,20 @@
 //!         .unwrap(),
 //! );
 //! let dispatch = Dispatch::new([&openai]);
+//!
+//! // A private certificate authority, through an egress proxy:
+//! # fn private_roots() -> rustls::RootCertStore { rustls::RootCertStore::empty() }
+//! let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+//!     rustls::crypto::ring::default_provider(),
+//! ))
+//! .with_safe_default_protocol_versions()
+//! .unwrap()
+//! .with_root_certificates(private_roots())
+//! .with_no_client_auth();
+//! let dispatch = Dispatch::builder()
+//!     .tls_config(tls)
+//!     .egress_proxy("http://proxy.internal:3128".parse().unwrap())
+//!     .build([&openai]);
 //! ```
 
 mod body;
@@ -35,9 +49,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
 pub use self::body::ResponseBody;
@@ -48,7 +63,7 @@ use crate::provider::Provider;
 use crate::route::Target;
 use crate::Error;
 
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+type HttpsConnector = hyper_rustls::HttpsConnector<Egress>;
 
 /// Sends one attempt to its provider. Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
@@ -64,26 +79,107 @@ impl std::fmt::Debug for Dispatch {
 }
 
 impl Dispatch {
-    /// A dispatcher for these providers (their connect timeouts are applied per host).
+    /// A dispatcher for these providers (their connect timeouts are applied per host), on the
+    /// defaults of [`DispatchBuilder`].
     pub fn new<'a>(providers: impl IntoIterator<Item = &'a Arc<Provider>>) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
+        Self::builder().build(providers)
+    }
+
+    /// A dispatcher with the embedder's TLS configuration, TCP connector or egress proxy.
+    pub fn builder() -> DispatchBuilder {
+        DispatchBuilder::default()
+    }
+}
+
+/// Builds a [`Dispatch`] whose connections are made the embedder's way: a TLS configuration of
+/// its own (a private certificate authority, client certificates), a TCP connector of its own
+/// (a local address to bind), an HTTP `CONNECT` proxy for egress. Defaults: rustls with the
+/// webpki roots, HTTP/1.1 and HTTP/2 by ALPN, TCP keep-alive and no Nagle, no proxy.
+#[derive(Default)]
+pub struct DispatchBuilder {
+    tls: Option<rustls::ClientConfig>,
+    http: Option<HttpConnector>,
+    proxy: Option<(http::Uri, Option<http::HeaderValue>)>,
+}
+
+impl std::fmt::Debug for DispatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchBuilder")
+            .field("tls", &self.tls.is_some())
+            .field("http", &self.http.is_some())
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_ref()
+                    .map(|(uri, _)| crate::error::redact_url(&uri.to_string())),
+            )
+            .finish()
+    }
+}
+
+impl DispatchBuilder {
+    /// The TLS configuration of connections to providers (its ALPN protocols are set to
+    /// HTTP/2 and HTTP/1.1).
+    pub fn tls_config(mut self, tls: rustls::ClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TCP connector under TLS (it must allow `https` URIs: `enforce_http(false)`).
+    pub fn http_connector(mut self, http: HttpConnector) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Every connection goes through this HTTP proxy, tunnelled with `CONNECT` (TLS to the
+    /// provider stays end to end).
+    pub fn egress_proxy(mut self, proxy: http::Uri) -> Self {
+        self.proxy = Some((proxy, None));
+        self
+    }
+
+    /// As [`egress_proxy`](Self::egress_proxy), with a `Proxy-Authorization` value.
+    pub fn egress_proxy_with_auth(mut self, proxy: http::Uri, auth: http::HeaderValue) -> Self {
+        self.proxy = Some((proxy, Some(auth)));
+        self
+    }
+
+    /// The dispatcher for these providers.
+    pub fn build<'a>(self, providers: impl IntoIterator<Item = &'a Arc<Provider>>) -> Dispatch {
+        let http = self.http.unwrap_or_else(|| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+            http
+        });
+        let egress = match self.proxy {
+            None => Egress::Direct(http),
+            Some((uri, auth)) => {
+                let tunnel = Tunnel::new(uri, http);
+                Egress::Tunnel(match auth {
+                    Some(a) => tunnel.with_auth(a),
+                    None => tunnel,
+                })
+            }
+        };
+        let tls = self.tls.unwrap_or_else(|| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+            .with_no_client_auth()
+        });
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(egress);
         let connector = TimeoutConnector::new(https, providers);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -93,6 +189,39 @@ impl Dispatch {
             .build(connector);
         Dispatch {
             client: Arc::new(client),
+        }
+    }
+}
+
+/// The TCP connection to a provider: direct, or tunnelled through an egress proxy.
+#[derive(Clone)]
+enum Egress {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+}
+
+impl Service<http::Uri> for Egress {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = crate::error::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Egress::Direct(c) => c.poll_ready(cx).map_err(Into::into),
+            Egress::Tunnel(c) => c.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        match self {
+            Egress::Direct(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+            Egress::Tunnel(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
         }
     }
 }
