@@ -26,11 +26,9 @@ fn store() -> Arc<LocalKeyStore> {
         .unwrap();
     }
     let mut r = KeyRecord::from_config("bench", KEY);
-    r.rate_limits = RateLimits {
-        requests_per_minute: Some(u32::MAX),
-        requests_per_day: None,
-        tokens_per_minute: Some(u32::MAX),
-    };
+    r.rate_limits = RateLimits::default()
+        .with_requests_per_minute(u32::MAX)
+        .with_tokens_per_minute(u32::MAX);
     s.add(r).unwrap();
     Arc::new(s)
 }
@@ -92,11 +90,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let clock = FakeRelativeClock::default();
             let limits = MemoryRateLimits::with_clock(clock.clone());
-            let rl = RateLimits {
-                requests_per_minute: Some(10),
-                requests_per_day: None,
-                tokens_per_minute: Some(10_000),
-            };
+            let rl = RateLimits::default()
+                .with_requests_per_minute(10)
+                .with_tokens_per_minute(10_000);
             let before = rss_kib();
             let mut peak = 0;
             for i in 0..1_000_000u32 {

@@ -1,8 +1,6 @@
 //! Hot paths: SSE decoding, OpenAI chunk normalisation, request parsing, answer rendering.
 //! `cargo bench --bench sse`; throughput in MB/s of upstream bytes in.
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use modelgate::decode::parse_chat_request;
@@ -21,15 +19,9 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn ctx() -> StreamContext {
-    StreamContext {
-        id: GenerationId::new(),
-        model: Arc::from("vendor/model"),
-        provider: Arc::from("provider"),
-        include_usage: true,
-        created: 0,
-        pricing: None,
-        secrets: modelgate::error::Secrets::none(),
-    }
+    let mut ctx = StreamContext::new(GenerationId::new(), "vendor/model", "provider");
+    ctx.include_usage = true;
+    ctx
 }
 
 fn benches(c: &mut Criterion) {

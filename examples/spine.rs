@@ -237,11 +237,8 @@ where
         return serve(listener, gateway).await;
     };
     let mut record = KeyRecord::from_config("spine", key);
-    record.rate_limits = RateLimits {
-        requests_per_minute: Some(args.rpm.unwrap_or(100_000_000)),
-        requests_per_day: None,
-        tokens_per_minute: None,
-    };
+    record.rate_limits =
+        RateLimits::default().with_requests_per_minute(args.rpm.unwrap_or(100_000_000));
     let mut keys = LocalKeyStore::in_memory();
     keys.add(record)?;
     let edge = ServiceBuilder::new()

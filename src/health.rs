@@ -36,6 +36,7 @@ const WINDOW: u32 = 64;
 
 /// How health turns failures into cool-downs.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct HealthPolicy {
     /// Failures in a row before an endpoint cools down (default 5); half of the recent
     /// outcomes must have failed too, so scattered failures never cool a busy endpoint.

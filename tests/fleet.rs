@@ -728,10 +728,7 @@ async fn token_limits_are_reserved_and_settled_in_redis() {
         return;
     };
     let limits = redis_limits(&redis).await;
-    let tpm = RateLimits {
-        tokens_per_minute: Some(100),
-        ..RateLimits::default()
-    };
+    let tpm = RateLimits::default().with_tokens_per_minute(100);
     let d = limits.acquire("k", &tpm, 60).await.unwrap();
     assert!(d.allowed);
     assert_eq!(d.tokens.unwrap().remaining, 40);
@@ -749,14 +746,7 @@ async fn token_limits_are_reserved_and_settled_in_redis() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let d = limits
-            .acquire(
-                "k",
-                &RateLimits {
-                    tokens_per_minute: Some(100),
-                    ..RateLimits::default()
-                },
-                0,
-            )
+            .acquire("k", &RateLimits::default().with_tokens_per_minute(100), 0)
             .await
             .unwrap();
         if d.tokens.unwrap().remaining >= 89 {
@@ -874,10 +864,7 @@ async fn an_absurd_usage_settles_as_a_long_wait_and_redis_stays_healthy() {
         return;
     };
     let limits = redis_limits(&redis).await;
-    let tpm = RateLimits {
-        tokens_per_minute: Some(1),
-        ..RateLimits::default()
-    };
+    let tpm = RateLimits::default().with_tokens_per_minute(1);
     assert!(limits.acquire("k", &tpm, 1).await.unwrap().allowed);
     // A provider that reports u64::MAX tokens: the key owes them, Redis takes the debt.
     limits.reconcile("k", &tpm, 1, u64::MAX);

@@ -8,8 +8,6 @@
 //! checked separately and removed before the comparison; generated Gemini call ids are checked
 //! for their shape (`call_` + 24 hex digits).
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use modelgate::provider::ProviderKind;
 use modelgate::route::GenerationId;
@@ -26,15 +24,9 @@ fn fixture(path: &str) -> String {
 }
 
 fn ctx() -> StreamContext {
-    StreamContext {
-        id: GenerationId::new(),
-        model: Arc::from("public/model"),
-        provider: Arc::from("up"),
-        include_usage: true,
-        created: 0,
-        pricing: None,
-        secrets: modelgate::error::Secrets::none(),
-    }
+    let mut ctx = StreamContext::new(GenerationId::new(), "public/model", "up");
+    ctx.include_usage = true;
+    ctx
 }
 
 /// Feeds `pieces` through a fresh translator; returns the raw output.

@@ -8,8 +8,6 @@
 //! and serde_json's `Value` refuses them, so the structural checks run when it reads both.
 #![no_main]
 
-use std::sync::Arc;
-
 use libfuzzer_sys::fuzz_target;
 use modelgate::route::Pricing;
 use modelgate::stream_normalize::{render_completion, StreamContext};
@@ -22,19 +20,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let priced = flags & 1 == 1;
-    let ctx = StreamContext {
-        id: GenerationId::new(),
-        model: Arc::from("public/model"),
-        provider: Arc::from("prov"),
-        include_usage: false,
-        created: 0,
-        // Cache prices too (the second flag bit), so fuzzed cache counts reach the arithmetic.
-        pricing: priced.then_some(Pricing::new(1.0, 2.0).with_cache(
-            (flags & 2 == 2).then_some(0.1),
-            (flags & 2 == 2).then_some(1.25),
-        )),
-        secrets: modelgate::error::Secrets::none(),
-    };
+    let mut ctx = StreamContext::new(GenerationId::new(), "public/model", "prov");
+    // Cache prices too (the second flag bit), so fuzzed cache counts reach the arithmetic.
+    ctx.pricing = priced.then_some(Pricing::new(1.0, 2.0).with_cache(
+        (flags & 2 == 2).then_some(0.1),
+        (flags & 2 == 2).then_some(1.25),
+    ));
     let is_json = |b: &[u8]| serde_json::from_slice::<Box<RawValue>>(b).is_ok();
     match render_completion(answer, &ctx) {
         Ok(rendered) => {

@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!e.message().is_empty());
             // Refused by serde, or by the checks after it.
             if let Some(req) = serde {
-                assert!(req.validate().is_err(), "refused what serde reads and is valid");
+                assert!(
+                    req.validate().is_err(),
+                    "refused what serde reads and is valid"
+                );
             }
         }
     }

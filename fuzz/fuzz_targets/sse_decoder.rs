@@ -9,7 +9,8 @@ use modelgate::sse::{decode_chunks, decode_chunks_with, SseDecoder, SseEvent};
 /// Decodes `pieces` with a 32-byte line and a 64-byte event limit: the events, and whether
 /// the decoder stopped at an event over its limit.
 fn decode_small(pieces: &[&[u8]]) -> (Vec<SseEvent>, Option<usize>) {
-    let (events, stopped) = decode_chunks_with(SseDecoder::with_limits(32, 64), pieces.iter().copied());
+    let (events, stopped) =
+        decode_chunks_with(SseDecoder::with_limits(32, 64), pieces.iter().copied());
     for ev in &events {
         assert!(ev.data.len() <= 64, "an event over its limit was kept");
     }

@@ -2,8 +2,6 @@
 //! well-formed OpenAI stream: compact JSON `data:` events, ending in exactly one of `[DONE]` or
 //! one error event.
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use modelgate::provider::ProviderKind;
 use modelgate::sse::SseDecoder;
@@ -12,16 +10,10 @@ use modelgate::GenerationId;
 
 pub fn check(kind: ProviderKind, data: &[u8]) {
     let flags = data.first().copied().unwrap_or_default();
-    let ctx = StreamContext {
-        id: GenerationId::new(),
-        model: Arc::from("m"),
-        provider: Arc::from("p"),
-        include_usage: flags & 1 == 1,
-        // Taken from the upstream (or the clock) when 0.
-        created: if flags & 2 == 2 { 0 } else { 1_767_225_600 },
-        pricing: None,
-        secrets: modelgate::error::Secrets::none(),
-    };
+    let mut ctx = StreamContext::new(GenerationId::new(), "m", "p");
+    ctx.include_usage = flags & 1 == 1;
+    // Taken from the upstream (or the clock) when 0.
+    ctx.created = if flags & 2 == 2 { 0 } else { 1_767_225_600 };
     let out = translate(kind, &ctx, data, true);
     // Chunks translated like an earlier one of the same shape (and event buffers reused) read
     // as if each was read in full. (With the clock in play two runs could straddle a second.)

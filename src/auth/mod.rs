@@ -180,6 +180,7 @@ pub enum LimitReset {
 
 /// A key's rate limits; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RateLimits {
     /// Requests per minute.
     #[serde(default)]
@@ -193,6 +194,24 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// With at most `n` requests a minute.
+    pub fn with_requests_per_minute(mut self, n: u32) -> Self {
+        self.requests_per_minute = Some(n);
+        self
+    }
+
+    /// With at most `n` requests a day.
+    pub fn with_requests_per_day(mut self, n: u32) -> Self {
+        self.requests_per_day = Some(n);
+        self
+    }
+
+    /// With at most `n` tokens a minute.
+    pub fn with_tokens_per_minute(mut self, n: u32) -> Self {
+        self.tokens_per_minute = Some(n);
+        self
+    }
+
     /// Whether no limit is set.
     pub fn is_unlimited(&self) -> bool {
         self.requests_per_minute.is_none()
@@ -203,6 +222,7 @@ impl RateLimits {
 
 /// Everything the gateway knows about one key, except the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KeyRecord {
     /// Stable id (`key_…` for keys made through the API, `cfg_<name>` for configured ones).
     pub id: String,

@@ -16,6 +16,7 @@ use super::Extra;
 /// histories, JSON schemas), are shared (`Arc`): the fallback layer clones the request for
 /// each attempt without copying them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatRequest {
     /// The model id the client asked for (a catalog id, an alias, or `<provider>/<model>`).
     pub model: String,

@@ -43,12 +43,11 @@
 //! use modelgate::fallback::{FallbackLayer, FallbackPolicy};
 //!
 //! let _default = FallbackLayer::new();
+//! let mut policy = FallbackPolicy::default();
+//! policy.retries_per_target = 1;
+//! policy.deadline = Some(Duration::from_secs(60));
 //! let _custom = FallbackLayer::new()
-//!     .policy(FallbackPolicy {
-//!         retries_per_target: 1,
-//!         deadline: Some(Duration::from_secs(60)),
-//!         ..FallbackPolicy::default()
-//!     })
+//!     .policy(policy)
 //!     .retry_budget(Duration::from_secs(10), 5, 0.1);
 //! ```
 
@@ -81,6 +80,7 @@ use crate::Error;
 
 /// How the fallback layer retries, fails over and cools endpoints down.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FallbackPolicy {
     /// Attempts sent upstream per client request, at most (default 12).
     pub max_attempts: usize,

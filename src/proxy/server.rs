@@ -29,6 +29,7 @@ use crate::body::IdleTimeout;
 /// How [`serve`] treats connections; [`ServeOptions::default`] is what the bundled proxy uses
 /// when the configuration says nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServeOptions {
     /// In-flight requests, streams included, may run this long after the shutdown signal.
     pub shutdown_grace: Duration,

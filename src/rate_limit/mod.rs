@@ -20,7 +20,10 @@
 //!   request's [`UsageSlot`]). A key that used more than its estimate goes into debt and
 //!   waits it out; one that used less gets the rest back. When no usage ever arrives (the
 //!   client left early) the estimate stands.
-//! - A request without a `Principal`, or whose key has no limits, goes straight through.
+//! - A key without limits goes straight through. A request without a `Principal` is refused
+//!   with a `500` that names the missing [`AuthLayer`](crate::auth::AuthLayer), unless the
+//!   layer was given a [key function](RateLimitLayer::key_fn) that says which key a request
+//!   is (an embedder with its own authentication): never a silent pass.
 
 mod memory;
 
@@ -104,11 +107,28 @@ pub trait RateLimitStore: Send + Sync + 'static {
     fn reconcile(&self, key: &str, limits: &RateLimits, reserved: u32, used: u64);
 }
 
+/// A key the embedder's own authentication chose for a request (see
+/// [`RateLimitLayer::key_fn`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitedKey {
+    /// The key's stable id: what its limits are counted under.
+    pub id: String,
+    /// How refusals name it (never the key itself).
+    pub label: String,
+    /// Its limits.
+    pub limits: RateLimits,
+}
+
+/// Which key a request is, read from its head: `None`, not limited.
+pub type KeyFn =
+    Arc<dyn Fn(&HeaderMap, &http::Extensions) -> Option<LimitedKey> + Send + Sync + 'static>;
+
 /// Applies per-key rate limits; see the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimitLayer {
     store: Arc<dyn RateLimitStore>,
     max_body_bytes: usize,
+    key_fn: Option<KeyFn>,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -123,7 +143,19 @@ impl RateLimitLayer {
         RateLimitLayer {
             store,
             max_body_bytes: crate::decode::DEFAULT_MAX_BODY_BYTES,
+            key_fn: None,
         }
+    }
+
+    /// Says which key a request without a [`Principal`] is (an embedder with its own
+    /// authentication); without it, such a request is refused with a `500` naming the missing
+    /// `AuthLayer`.
+    pub fn key_fn(
+        mut self,
+        f: impl Fn(&HeaderMap, &http::Extensions) -> Option<LimitedKey> + Send + Sync + 'static,
+    ) -> Self {
+        self.key_fn = Some(Arc::new(f));
+        self
     }
 
     /// The most bytes read of a body that does not say its length, to estimate its tokens
@@ -146,6 +178,7 @@ impl<S> Layer<S> for RateLimitLayer {
             inner,
             store: self.store.clone(),
             max_body_bytes: self.max_body_bytes,
+            key_fn: self.key_fn.clone(),
         }
     }
 }
@@ -156,6 +189,37 @@ pub struct RateLimit<S> {
     inner: S,
     store: Arc<dyn RateLimitStore>,
     max_body_bytes: usize,
+    key_fn: Option<KeyFn>,
+}
+
+/// The limited key a request is: its [`Principal`], or the key function's choice.
+#[derive(Clone)]
+enum Who {
+    Principal(Principal),
+    Key(Arc<LimitedKey>),
+}
+
+impl Who {
+    fn id(&self) -> &str {
+        match self {
+            Who::Principal(p) => &p.id,
+            Who::Key(k) => &k.id,
+        }
+    }
+
+    fn label(&self) -> &str {
+        match self {
+            Who::Principal(p) => &p.label,
+            Who::Key(k) => &k.label,
+        }
+    }
+
+    fn limits(&self) -> &RateLimits {
+        match self {
+            Who::Principal(p) => &p.rate_limits,
+            Who::Key(k) => &k.limits,
+        }
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
@@ -206,12 +270,23 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let principal = req
-            .extensions()
-            .get::<Principal>()
-            .filter(|p| !p.rate_limits.is_unlimited())
-            .cloned();
-        let Some(principal) = principal else {
+        let who = match req.extensions().get::<Principal>() {
+            Some(p) => (!p.rate_limits.is_unlimited()).then(|| Who::Principal(p.clone())),
+            None => match &self.key_fn {
+                Some(f) => f(req.headers(), req.extensions())
+                    .filter(|k| !k.limits.is_unlimited())
+                    .map(|k| Who::Key(Arc::new(k))),
+                None => {
+                    let e = Error::internal(
+                        "no Principal on the request: put AuthLayer before RateLimitLayer, or give RateLimitLayer a key function (RateLimitLayer::key_fn)",
+                    );
+                    return ResponseFuture::Refused {
+                        response: Some(reject(&e, req.extensions())),
+                    };
+                }
+            },
+        };
+        let Some(principal) = who else {
             return ResponseFuture::Inner {
                 future: self.inner.call(req.map(GatewayBody::inner)),
                 decision: None,
@@ -219,14 +294,14 @@ where
             };
         };
         // Tokens to reserve; `None`: the body must be read to know.
-        let reserved = match principal.rate_limits.tokens_per_minute {
+        let reserved = match principal.limits().tokens_per_minute {
             None => Some(0),
             Some(tpm) => declared_length(&req).map(|len| estimate(len, tpm)),
         };
         let mut req = req.map(GatewayBody::inner);
         if let Some(reserved) = reserved {
-            let limits = &principal.rate_limits;
-            if let Some(decided) = self.store.acquire_now(&principal.id, limits, reserved) {
+            let limits = principal.limits();
+            if let Some(decided) = self.store.acquire_now(principal.id(), limits, reserved) {
                 return match admit(&self.store, &mut req, &principal, reserved, decided) {
                     Ok((decision, slot)) => ResponseFuture::Inner {
                         future: self.inner.call(req),
@@ -252,15 +327,15 @@ where
                     None => match read_whole(&mut req, max_body_bytes).await {
                         Ok(len) => estimate(
                             len,
-                            principal.rate_limits.tokens_per_minute.unwrap_or(u32::MAX),
+                            principal.limits().tokens_per_minute.unwrap_or(u32::MAX),
                         ),
                         Err(e) => return Ok(reject(&e, req.extensions())),
                     },
                 };
-                let limits = &principal.rate_limits;
-                let decided = match store.acquire_now(&principal.id, limits, reserved) {
+                let limits = principal.limits();
+                let decided = match store.acquire_now(principal.id(), limits, reserved) {
                     Some(decided) => decided,
-                    None => store.acquire(&principal.id, limits, reserved).await,
+                    None => store.acquire(principal.id(), limits, reserved).await,
                 };
                 let (decision, slot) = match admit(&store, &mut req, &principal, reserved, decided)
                 {
@@ -298,7 +373,7 @@ where
 fn admit<B, ResB>(
     store: &Arc<dyn RateLimitStore>,
     req: &mut Request<B>,
-    principal: &Principal,
+    principal: &Who,
     reserved: u32,
     decided: Result<Decision, StoreError>,
 ) -> Result<(Decision, Option<UsageSlot>), Response<GatewayBody<ResB>>> {
@@ -313,7 +388,7 @@ fn admit<B, ResB>(
             "rate_limit_exceeded",
             format!(
                 "rate limit of key {} reached ({which}); retry after the Retry-After delay",
-                principal.label
+                principal.label()
             ),
         )
         .with_retry_after(decision.retry_after);
@@ -331,8 +406,8 @@ fn admit<B, ResB>(
     });
     if let Some(slot) = &slot {
         let store = store.clone();
-        let key = principal.id.clone();
-        let limits = principal.rate_limits;
+        let key = principal.id().to_owned();
+        let limits = *principal.limits();
         slot.on_final(move |usage| {
             if let Some(u) = usage {
                 let used = u.prompt_tokens.saturating_add(u.completion_tokens);

@@ -352,3 +352,59 @@ async fn an_upstream_that_reports_absurd_usage_spends_the_window_and_panics_noth
     let year = 365 * 86_400;
     assert!(wait > year && wait <= 100 * year, "{wait}");
 }
+
+#[tokio::test]
+async fn without_a_principal_it_refuses_loudly_unless_told_which_key_a_request_is() {
+    let inner = || {
+        service_fn(|_req: Request<GatewayBody<Full<bytes::Bytes>>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::new())))
+        })
+    };
+    let req = || Request::new(Full::new(bytes::Bytes::from_static(b"{}")));
+    let res = RateLimitLayer::in_memory()
+        .layer(inner())
+        .oneshot(req())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("AuthLayer") && text.contains("key_fn"),
+        "{text}"
+    );
+
+    // The embedder's own authentication says who: a tenant header here.
+    let layer = RateLimitLayer::in_memory().key_fn(|headers, _| {
+        let tenant = headers.get("x-tenant")?.to_str().ok()?;
+        Some(LimitedKey {
+            id: format!("tenant:{tenant}"),
+            label: tenant.to_owned(),
+            limits: RateLimits {
+                requests_per_minute: Some(1),
+                ..RateLimits::default()
+            },
+        })
+    });
+    let tenant = |name: &'static str| {
+        let mut r = req();
+        r.headers_mut().insert("x-tenant", name.parse().unwrap());
+        r
+    };
+    let svc = layer.layer(inner());
+    assert_eq!(
+        svc.clone().oneshot(tenant("a")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        svc.clone().oneshot(tenant("a")).await.unwrap().status(),
+        429
+    );
+    assert_eq!(
+        svc.clone().oneshot(tenant("b")).await.unwrap().status(),
+        200
+    );
+    // No key for it: not limited.
+    assert_eq!(svc.clone().oneshot(req()).await.unwrap().status(), 200);
+    assert_eq!(svc.oneshot(req()).await.unwrap().status(), 200);
+}

@@ -70,6 +70,7 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// What a stream's chunks are stamped with.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StreamContext {
     /// The gateway's id (`gen-…`), used as every chunk's `id`.
     pub id: GenerationId,
@@ -86,6 +87,27 @@ pub struct StreamContext {
     pub pricing: Option<Pricing>,
     /// Scrubbed out of every error the provider's answer becomes.
     pub secrets: Secrets,
+}
+
+impl StreamContext {
+    /// Chunks stamped with `id`, the public `model` and the serving `provider`; no usage chunk
+    /// for the client, `created` taken from the provider, no pricing, no secrets. Set the
+    /// other fields as needed.
+    pub fn new(
+        id: GenerationId,
+        model: impl Into<Arc<str>>,
+        provider: impl Into<Arc<str>>,
+    ) -> Self {
+        StreamContext {
+            id,
+            model: model.into(),
+            provider: provider.into(),
+            include_usage: false,
+            created: 0,
+            pricing: None,
+            secrets: Secrets::none(),
+        }
+    }
 }
 
 /// The per-stream state of one upstream dialect: bytes in, OpenAI chunks out.

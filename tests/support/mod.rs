@@ -345,12 +345,10 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = ServeOptions {
-            shutdown_grace: Duration::from_secs(5),
-            ..config
-                .serve_options()
-                .expect("test config's server options")
-        };
+        let mut options: ServeOptions = config
+            .serve_options()
+            .expect("test config's server options");
+        options.shutdown_grace = Duration::from_secs(5);
         let task = tokio::spawn(serve(
             listener,
             proxy,
