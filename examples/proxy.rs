@@ -100,7 +100,7 @@ async fn main() -> ExitCode {
         );
     }
     let recorder = proxy.recorder().clone();
-    let served = serve(listener, proxy, shutdown_signal(), options).await;
+    let served = serve(listener, proxy.router(), shutdown_signal(), options).await;
     // Every usage record of the requests that ran is written before the process exits.
     // A sink still failing after 30 s (the shared Redis down, say): what it has not taken
     // goes to the spill file of the state dir, written at the next start.

@@ -142,10 +142,19 @@ impl Error {
     /// wrapper of ours failed with (the `408` of an [`IdleTimeout`](crate::body::IdleTimeout)
     /// body, say), else a `400`.
     pub fn from_request_body(e: BoxError) -> Self {
-        match e.downcast::<Error>() {
-            Ok(ours) => *ours,
-            Err(e) => Error::invalid_request(format!("cannot read the request body: {e}"), None),
+        let e = match e.downcast::<Error>() {
+            Ok(ours) => return *ours,
+            Err(e) => e,
+        };
+        // Wrapped on the way (a router's body type boxes the error it carries).
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            if let Some(ours) = c.downcast_ref::<Error>() {
+                return ours.clone();
+            }
+            cause = c.source();
         }
+        Error::invalid_request(format!("cannot read the request body: {e}"), None)
     }
 
     /// 500: an internal invariant does not hold (a layer is missing from the stack, …).

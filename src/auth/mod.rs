@@ -838,9 +838,10 @@ where
         let addr = client_addr(req.extensions());
         match self.layer.authenticate_now(req.headers(), addr) {
             Verdict::Done(Ok(principal)) => {
-                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(principal.clone());
                 ResponseFuture::Inner {
                     future: self.inner.call(req),
+                    principal: Some(principal),
                 }
             }
             // The inner service stays ready for the next request.
@@ -857,9 +858,9 @@ where
                         let verdict = layer.judge(layer.store.lookup(digest).await);
                         match layer.counted(addr, verdict) {
                             Ok(principal) => {
-                                req.extensions_mut().insert(principal);
+                                req.extensions_mut().insert(principal.clone());
                                 let res = inner.call(req).await?;
-                                Ok(res.map(GatewayBody::inner))
+                                Ok(answered(res, Some(principal)))
                             }
                             Err(e) => Ok(reject(&e, req.extensions())),
                         }
@@ -870,6 +871,15 @@ where
     }
 }
 
+/// The inner service's answer, with the caller's [`Principal`] in its extensions (so layers
+/// outside, an access log, can name the key).
+fn answered<B>(mut res: Response<B>, principal: Option<Principal>) -> Response<GatewayBody<B>> {
+    if let Some(p) = principal {
+        res.extensions_mut().insert(p);
+    }
+    res.map(GatewayBody::inner)
+}
+
 /// The [`Auth`] service's response future.
 #[pin_project(project = ResponseFutureProj)]
 pub enum ResponseFuture<F, B, E> {
@@ -878,6 +888,8 @@ pub enum ResponseFuture<F, B, E> {
         /// The inner future.
         #[pin]
         future: F,
+        /// Who was let in, told to the answer.
+        principal: Option<Principal>,
     },
     /// Refused (`401`, `403`), or the store failed: the layer's own answer.
     Refused {
@@ -909,9 +921,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ResponseFutureProj::Inner { future } => future
+            ResponseFutureProj::Inner { future, principal } => future
                 .poll(cx)
-                .map(|res| res.map(|r| r.map(GatewayBody::inner))),
+                .map(|res| res.map(|r| answered(r, principal.take()))),
             ResponseFutureProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),

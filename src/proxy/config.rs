@@ -53,6 +53,14 @@ pub struct Config {
     /// Longest silence while a request body is read: past it, 408 (default 30000; 0 disables).
     #[serde(default)]
     pub body_idle_timeout_ms: Option<u64>,
+    /// One log line per request (method, path, status, latency, generation id, key name), at
+    /// `info` under the `modelgate::access` target (default true).
+    #[serde(default)]
+    pub access_log: Option<bool>,
+    /// Origins allowed to call the gateway from a browser (`"*"`: any); empty: no CORS
+    /// headers.
+    #[serde(default)]
+    pub cors_allow_origins: Vec<String>,
     /// Providers.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -640,6 +648,8 @@ impl Config {
             request_head_timeout_ms: None,
             http2_keepalive_interval_ms: None,
             body_idle_timeout_ms: None,
+            access_log: None,
+            cors_allow_origins: Vec::new(),
             providers,
             models: Vec::new(),
             aliases: BTreeMap::new(),

@@ -1,10 +1,13 @@
-//! The bundled proxy: configuration, routes and the server loop behind `examples/proxy.rs`.
+//! The bundled proxy (feature `proxy`): configuration, an axum router, and the server loop
+//! behind `examples/proxy.rs`.
 //!
-//! Routes: `POST /v1/chat/completions` (auth, rate limits, then the gateway stack),
-//! `GET /v1/models` (the catalog, OpenRouter-shaped), `GET /v1/key` (the calling key),
-//! `/v1/keys[/{id}]` (key management with the admin key), `GET /v1/generation?id=` (one of
-//! the calling key's records), `GET /metrics` (Prometheus text), `GET /health`. Everything else is a
-//! 404 (or 405) in the envelope. Every answer carries `X-Generation-Id`.
+//! Routes ([`Proxy::routes`]): `POST /v1/chat/completions` (auth, rate limits, then the gateway
+//! stack), `GET /v1/models` (the catalog, OpenRouter-shaped), `GET /v1/key` (the calling key),
+//! `/v1/keys[/{id}]` (key management with the admin key), `GET /v1/generation?id=` (one of the
+//! calling key's records), `GET /metrics` (Prometheus text), `GET /health`. Everything else is a
+//! 404 (or 405) in the envelope. Every answer carries `X-Generation-Id`. Around them
+//! ([`Proxy::with_server_layers`]), tower-http's layers: the access log, sensitive headers,
+//! panics answered as `500`s, and CORS.
 //!
 //! ```no_run
 //! use modelgate::proxy::{serve, shutdown_signal, Config, Proxy};
@@ -14,7 +17,7 @@
 //! let config = Config::embedded_default(&env);
 //! let proxy = Proxy::from_config(&config, &env).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! serve(listener, proxy, shutdown_signal(), config.serve_options()?).await?;
+//! serve(listener, proxy.router(), shutdown_signal(), config.serve_options()?).await?;
 //! # Ok(()) }
 //! ```
 
@@ -22,22 +25,17 @@ mod config;
 mod keys;
 mod metrics;
 mod models;
+mod router;
 mod server;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
-use http_body::Body;
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::ServiceBuilder;
-use tower_service::Service;
 
 pub use self::config::{
     Config, ConfigError, ConfigKey, EndpointConfig, FallbackConfig, HedgeConfig, KeyConfig, Keys,
@@ -45,16 +43,13 @@ pub use self::config::{
     WELL_KNOWN,
 };
 pub use self::server::{default_max_connections, serve, ServeOptions, MAX_CONNECTIONS};
-use crate::auth::{self, refusal, Auth, AuthLayer, FailedAttempts, ManagedKeyStore};
+use crate::auth::{Auth, AuthLayer, FailedAttempts, ManagedKeyStore};
 use crate::body::GatewayBody;
-use crate::decode::{Decode, DecodeLayer, GENERATION_ID_NAME};
+use crate::decode::{Decode, DecodeLayer};
 use crate::dispatch::{self, Dispatch};
-use crate::error::BoxError;
 use crate::fallback::{Fallback, FallbackBody};
-use crate::future::BoxFuture;
 use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
-use crate::rate_limit::{self, RateLimit, RateLimitLayer};
-use crate::route::GenerationId;
+use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
 use crate::usage::{
     replay_spill, JsonLinesSink, Meter, Recorder, SpendLedger, SpendStore, UsageLayer, UsageSink,
@@ -73,20 +68,6 @@ pub type GatewayStackBody =
 
 /// The body of a chat answer.
 pub type ChatBody = GatewayBody<GatewayBody<GatewayStackBody>>;
-
-/// The response future of the [`ChatStack`]: auth and rate limits answer without boxing.
-pub type ChatFuture = auth::ResponseFuture<
-    rate_limit::ResponseFuture<
-        BoxFuture<'static, Result<Response<GatewayStackBody>, Infallible>>,
-        GatewayStackBody,
-        Infallible,
-    >,
-    GatewayBody<GatewayStackBody>,
-    Infallible,
->;
-
-/// The body of every proxy answer.
-pub type ProxyBody = GatewayBody<ChatBody>;
 
 /// Failed key attempts a client address may make in a minute before it is held back (`429`)
 /// for the rest of that minute.
@@ -173,6 +154,10 @@ pub struct Proxy {
     catalog: Arc<Catalog>,
     recorder: Recorder,
     anonymous: bool,
+    /// One access-log line per request.
+    access_log: bool,
+    /// CORS for browser apps, when origins are configured.
+    cors: Option<tower_http::cors::CorsLayer>,
     /// Ends the metrics upkeep task when the last clone goes.
     _alive: Arc<()>,
 }
@@ -299,6 +284,8 @@ impl Proxy {
             catalog,
             recorder,
             anonymous: state.anonymous,
+            access_log: config.access_log.unwrap_or(true),
+            cors: router::cors(&config.cors_allow_origins).map_err(ConfigError)?,
             _alive: alive,
         })
     }
@@ -322,156 +309,6 @@ impl Proxy {
     /// Whether the key management API is on (an admin key is configured).
     pub fn has_management(&self) -> bool {
         self.admin_auth.is_some()
-    }
-}
-
-impl<B> Service<Request<B>> for Proxy
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = ProxyFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let full = req.uri().path();
-        // OpenRouter's `/api/v1/…` and the bare `/…` forms are the same routes.
-        let path = full
-            .strip_prefix("/api")
-            .filter(|p| p.starts_with("/v1/"))
-            .unwrap_or(full);
-        let method = req.method();
-        let route = match path {
-            "/v1/chat/completions" | "/chat/completions" => {
-                if method == Method::POST {
-                    // Assigned here, so a refusal by auth or rate limits carries it too.
-                    req.extensions_mut().insert(GenerationId::new());
-                    return ProxyFuture::Chat(self.chat.call(req));
-                }
-                Route::WrongMethod("POST")
-            }
-            "/v1/models" | "/models" => {
-                if method == Method::GET || method == Method::HEAD {
-                    // Rendered per request: it shows each endpoint's live health.
-                    Route::Json(models::render(&self.catalog))
-                } else {
-                    Route::WrongMethod("GET")
-                }
-            }
-            "/metrics" => {
-                if method == Method::GET || method == Method::HEAD {
-                    let text = match metrics::prometheus() {
-                        Some(h) => metrics::render(h, self.recorder.stats()),
-                        None => String::new(),
-                    };
-                    let mut res = Response::new(Full::new(Bytes::from(text)));
-                    res.headers_mut().insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                    );
-                    return ProxyFuture::ready(res);
-                }
-                Route::WrongMethod("GET")
-            }
-            "/health" | "/healthz" => {
-                if method == Method::GET || method == Method::HEAD {
-                    Route::Json(Bytes::from_static(b"{\"status\":\"ok\"}"))
-                } else {
-                    Route::WrongMethod("GET")
-                }
-            }
-            "/v1/key" => {
-                if method == Method::GET {
-                    let auth = self.key_auth.clone();
-                    let ledger = self.recorder.ledger().clone();
-                    return ProxyFuture::other(async move {
-                        match auth.authenticate(req.headers(), req.extensions()).await {
-                            Ok(p) => match ledger.fetch(&p.id).await {
-                                Ok(spend) => keys::key_info(&p, &spend),
-                                Err(e) => e.to_error().into_response(),
-                            },
-                            Err(e) => refusal(&e),
-                        }
-                    });
-                }
-                Route::WrongMethod("GET")
-            }
-            "/v1/generation" => {
-                if method == Method::GET {
-                    let auth = self.key_auth.clone();
-                    let recorder = self.recorder.clone();
-                    return ProxyFuture::other(async move {
-                        match auth.authenticate(req.headers(), req.extensions()).await {
-                            Ok(p) => generation(&recorder, &p, req.uri().query()).await,
-                            Err(e) => refusal(&e),
-                        }
-                    });
-                }
-                Route::WrongMethod("GET")
-            }
-            p if p == "/v1/keys" || p.starts_with("/v1/keys/") => {
-                let Some(auth) = self.admin_auth.clone() else {
-                    return ProxyFuture::ready(
-                        Error::new(
-                            StatusCode::NOT_FOUND,
-                            "not_found_error",
-                            "key management is off: set `admin_key_env` in the configuration",
-                        )
-                        .into_response(),
-                    );
-                };
-                let rest = p["/v1/keys".len()..].to_owned();
-                let store = self.keys.clone();
-                return ProxyFuture::other(async move {
-                    let principal = match auth.authenticate(req.headers(), req.extensions()).await {
-                        Ok(p) => p,
-                        Err(e) => return refusal(&e),
-                    };
-                    let (parts, body) = req.into_parts();
-                    tracing::debug!(by = %principal.id, method = %parts.method, "key management");
-                    match keys::manage(&*store, parts.method, &rest, body).await {
-                        Ok(res) => res,
-                        Err(e) => e.into_response(),
-                    }
-                });
-            }
-            _ => Route::NotFound,
-        };
-        let res = match route {
-            Route::Json(bytes) => {
-                let mut res = Response::new(Full::new(bytes));
-                res.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                res
-            }
-            Route::WrongMethod(allowed) => {
-                let mut res = Error::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "invalid_request_error",
-                    format!(
-                        "{} is not allowed on {}; use {allowed}",
-                        req.method(),
-                        req.uri().path()
-                    ),
-                )
-                .into_response();
-                res.headers_mut()
-                    .insert(http::header::ALLOW, HeaderValue::from_static(allowed));
-                res
-            }
-            Route::NotFound => Error::new(
-                StatusCode::NOT_FOUND,
-                "not_found_error",
-                format!("no route for {} {}", req.method(), req.uri().path()),
-            )
-            .into_response(),
-        };
-        ProxyFuture::ready(res)
     }
 }
 
@@ -516,66 +353,6 @@ async fn generation(
                 "the usage store cannot be read right now",
             )
             .into_response()
-        }
-    }
-}
-
-enum Route {
-    Json(Bytes),
-    WrongMethod(&'static str),
-    NotFound,
-}
-
-/// The response future of [`Proxy`].
-pub enum ProxyFuture {
-    /// The chat stack.
-    Chat(ChatFuture),
-    /// A route the proxy answers itself, asynchronously.
-    Other(BoxFuture<'static, Response<Full<Bytes>>>),
-    /// A route the proxy answered at once.
-    Ready(Option<Response<Full<Bytes>>>),
-}
-
-impl std::fmt::Debug for ProxyFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ProxyFuture::Chat(_) => "ProxyFuture::Chat",
-            ProxyFuture::Other(_) => "ProxyFuture::Other",
-            ProxyFuture::Ready(_) => "ProxyFuture::Ready",
-        })
-    }
-}
-
-impl ProxyFuture {
-    fn other(fut: impl Future<Output = Response<Full<Bytes>>> + Send + 'static) -> Self {
-        ProxyFuture::Other(Box::pin(fut))
-    }
-
-    fn ready(res: Response<Full<Bytes>>) -> Self {
-        ProxyFuture::Ready(Some(res))
-    }
-}
-
-/// The proxy's own answers carry a generation id too.
-fn own(mut res: Response<Full<Bytes>>) -> Response<ProxyBody> {
-    if let Ok(v) = HeaderValue::from_str(GenerationId::new().as_str()) {
-        res.headers_mut().insert(GENERATION_ID_NAME, v);
-    }
-    res.map(GatewayBody::full)
-}
-
-impl Future for ProxyFuture {
-    type Output = Result<Response<ProxyBody>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut *self {
-            ProxyFuture::Chat(fut) => Pin::new(fut)
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(GatewayBody::inner))),
-            ProxyFuture::Other(fut) => fut.as_mut().poll(cx).map(|res| Ok(own(res))),
-            ProxyFuture::Ready(res) => Poll::Ready(Ok(own(res
-                .take()
-                .expect("ProxyFuture polled after completion")))),
         }
     }
 }

@@ -22,9 +22,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{Proxy, ProxyBody, ProxyFuture};
 use crate::auth::ClientAddr;
 use crate::body::IdleTimeout;
+use axum::body::Body as AppBody;
+use axum::routing::future::RouteFuture;
+use axum::Router;
 
 /// How [`serve`] treats connections; [`ServeOptions::default`] is what the bundled proxy uses
 /// when the configuration says nothing.
@@ -74,7 +76,8 @@ pub fn default_max_connections() -> usize {
     MAX_CONNECTIONS
 }
 
-/// Serves `proxy` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` completes; then stops
+/// Serves `app` (the proxy's [`router`](super::Proxy::router), or any axum router) on
+/// `listener` (HTTP/1.1 and HTTP/2) until `shutdown` completes; then stops
 /// accepting and lets in-flight requests, streams included, finish for at most
 /// `options.shutdown_grace`.
 ///
@@ -100,7 +103,7 @@ pub fn default_max_connections() -> usize {
 ///   or after [`ServeOptions::shutdown_grace`].
 pub async fn serve(
     listener: TcpListener,
-    proxy: Proxy,
+    app: Router,
     shutdown: impl Future<Output = ()>,
     options: ServeOptions,
 ) -> std::io::Result<()> {
@@ -163,7 +166,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let conn = table.open(permit);
         let service = Tracked {
-            proxy: proxy.clone(),
+            app: app.clone(),
             conn: conn.clone(),
             peer: ClientAddr(peer.ip()),
             body_idle_timeout: options.body_idle_timeout,
@@ -444,7 +447,7 @@ impl Drop for InFlight {
 /// body ends, and its body read under the idle deadline.
 #[derive(Clone)]
 struct Tracked {
-    proxy: Proxy,
+    app: Router,
     conn: Arc<Conn>,
     /// The connection's peer, told to the request (for counting failed key attempts).
     peer: ClientAddr,
@@ -455,12 +458,12 @@ struct Tracked {
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 86_400);
 
 impl Service<Request<Incoming>> for Tracked {
-    type Response = Response<TrackedBody<ProxyBody>>;
+    type Response = Response<TrackedBody<AppBody>>;
     type Error = Infallible;
     type Future = TrackedFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<IdleTimeout<Incoming>>>::poll_ready(&mut self.app, cx)
     }
 
     fn call(&mut self, req: Request<Incoming>) -> TrackedFuture {
@@ -468,7 +471,7 @@ impl Service<Request<Incoming>> for Tracked {
         let mut req = req.map(|body| IdleTimeout::new(body, self.body_idle_timeout));
         req.extensions_mut().insert(self.peer);
         TrackedFuture {
-            inner: self.proxy.call(req),
+            inner: self.app.call(req),
             in_flight: Some(in_flight),
         }
     }
@@ -478,12 +481,12 @@ impl Service<Request<Incoming>> for Tracked {
 #[pin_project]
 struct TrackedFuture {
     #[pin]
-    inner: ProxyFuture,
+    inner: RouteFuture<Infallible>,
     in_flight: Option<InFlight>,
 }
 
 impl Future for TrackedFuture {
-    type Output = Result<Response<TrackedBody<ProxyBody>>, Infallible>;
+    type Output = Result<Response<TrackedBody<AppBody>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

@@ -316,6 +316,16 @@ impl Gateway {
 
     /// Starts the proxy with this TOML and these environment variables.
     pub async fn start_with_env(toml: &str, vars: &[(&str, &str)]) -> Self {
+        Self::start_app(toml, vars, Proxy::router).await
+    }
+
+    /// Starts the proxy with this TOML and these environment variables, serving the router
+    /// `app` makes of it.
+    pub async fn start_app(
+        toml: &str,
+        vars: &[(&str, &str)],
+        app: impl FnOnce(&Proxy) -> axum::Router,
+    ) -> Self {
         let mut config = Config::from_toml(toml).expect("test config parses");
         let mut state = None;
         if config.state.as_ref().is_none_or(|s| s.dir.is_none()) {
@@ -351,7 +361,7 @@ impl Gateway {
         options.shutdown_grace = Duration::from_secs(5);
         let task = tokio::spawn(serve(
             listener,
-            proxy,
+            app(&proxy),
             async move {
                 let _ = stopped.await;
             },

@@ -1,0 +1,334 @@
+//! The proxy's routes, on an axum [`Router`], and the server's cross-cutting layers from
+//! tower-http: the access log, sensitive headers, panics as `500`s and CORS.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request};
+use axum::response::Response;
+use axum::routing::{any, get, post_service, MethodRouter};
+use axum::Router;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use super::{keys, metrics, models, Proxy};
+use crate::auth::{refusal, Principal};
+use crate::decode::GENERATION_ID_NAME;
+use crate::route::GenerationId;
+use crate::Error;
+
+/// What a route of the proxy answers with when it answers itself.
+type Own = Response<Full<Bytes>>;
+
+impl Proxy {
+    /// The proxy as the bundled binary serves it: [`routes`](Self::routes) with the server's
+    /// layers ([`with_server_layers`](Self::with_server_layers)).
+    pub fn router(&self) -> Router {
+        self.with_server_layers(self.routes())
+    }
+
+    /// The routes alone, for an embedder to mount or to add its own to:
+    /// `POST /v1/chat/completions` (the gateway stack), `GET /v1/models`, `GET /v1/key`,
+    /// `GET /v1/generation?id=`, `/v1/keys[/{id}]` (key management with the admin key),
+    /// `GET /metrics`, `GET /health`. Each `/v1/…` route answers at `/api/v1/…` too
+    /// (OpenRouter's form), chat and models also without `/v1`. Anything else is a `404`, a
+    /// wrong method a `405` with `Allow`, both in the error envelope.
+    pub fn routes(&self) -> Router {
+        let chat = ServiceBuilder::new()
+            // Assigned here, so a refusal by auth or rate limits carries it too.
+            .map_request(|mut req: Request| {
+                req.extensions_mut().insert(GenerationId::new());
+                req
+            })
+            .service(self.chat.clone());
+        let chat = post_service(chat).fallback(wrong_method("POST"));
+        let catalog = self.catalog.clone();
+        let models = get(move || {
+            let catalog = catalog.clone();
+            // Rendered per request: it shows each endpoint's live health.
+            async move { json(models::render(&catalog)) }
+        })
+        .fallback(wrong_method("GET"));
+        let recorder = self.recorder.clone();
+        let scrape = get(move || {
+            let stats = recorder.stats();
+            async move {
+                let text = match metrics::prometheus() {
+                    Some(h) => metrics::render(h, stats),
+                    None => String::new(),
+                };
+                let mut res = Response::new(Full::new(Bytes::from(text)));
+                res.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                res
+            }
+        })
+        .fallback(wrong_method("GET"));
+        let health = get(|| async { json(Bytes::from_static(b"{\"status\":\"ok\"}")) })
+            .fallback(wrong_method("GET"));
+        let (auth, ledger) = (self.key_auth.clone(), self.recorder.ledger().clone());
+        let key = get(move |req: Request| async move {
+            match auth.authenticate(req.headers(), req.extensions()).await {
+                Ok(p) => match ledger.fetch(&p.id).await {
+                    Ok(spend) => keys::key_info(&p, &spend),
+                    Err(e) => e.to_error().into_response(),
+                },
+                Err(e) => refusal(&e),
+            }
+        })
+        .fallback(wrong_method("GET"));
+        let (auth, recorder) = (self.key_auth.clone(), self.recorder.clone());
+        let generation = get(move |req: Request| async move {
+            match auth.authenticate(req.headers(), req.extensions()).await {
+                Ok(p) => super::generation(&recorder, &p, req.uri().query()).await,
+                Err(e) => refusal(&e),
+            }
+        })
+        .fallback(wrong_method("GET"));
+        let manage = |rest: Option<String>| self.management(rest);
+        let v1 = Router::new()
+            .route("/v1/chat/completions", chat.clone())
+            .route("/v1/models", models.clone())
+            .route("/v1/key", key)
+            .route("/v1/generation", generation)
+            .route("/v1/keys", manage(None))
+            .route(
+                "/v1/keys/{*id}",
+                any({
+                    let proxy = self.clone();
+                    move |Path(id): Path<String>, req: Request| async move {
+                        proxy.manage(Some(id), req).await
+                    }
+                }),
+            );
+        Router::new()
+            .merge(v1.clone())
+            .nest("/api", v1)
+            .route("/chat/completions", chat)
+            .route("/models", models)
+            .route("/metrics", scrape)
+            .route("/health", health.clone())
+            .route("/healthz", health)
+            .fallback(|req: Request| async move {
+                own(Error::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found_error",
+                    format!("no route for {} {}", req.method(), req.uri().path()),
+                )
+                .into_response())
+            })
+    }
+
+    /// `/v1/keys`: the management API, or a 404 when it is off.
+    fn management(&self, id: Option<String>) -> MethodRouter {
+        let proxy = self.clone();
+        any(move |req: Request| {
+            let proxy = proxy.clone();
+            let id = id.clone();
+            async move { proxy.manage(id, req).await }
+        })
+    }
+
+    async fn manage(&self, id: Option<String>, req: Request) -> Own {
+        let Some(auth) = &self.admin_auth else {
+            return Error::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "key management is off: set `admin_key_env` in the configuration",
+            )
+            .into_response();
+        };
+        let principal = match auth.authenticate(req.headers(), req.extensions()).await {
+            Ok(p) => p,
+            Err(e) => return refusal(&e),
+        };
+        let (parts, body) = req.into_parts();
+        tracing::debug!(by = %principal.id, method = %parts.method, "key management");
+        let rest = id.map(|id| format!("/{id}")).unwrap_or_default();
+        match keys::manage(&*self.keys, parts.method, &rest, body).await {
+            Ok(res) => res,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    /// The server's cross-cutting layers around `routes`: panics answered as `500`s in the
+    /// envelope, credentials marked sensitive (never in a log line), the access log (one line
+    /// per request, `access_log`), CORS (`cors_allow_origins`), and a generation id on every
+    /// answer.
+    pub fn with_server_layers(&self, routes: Router) -> Router {
+        let mut app = routes
+            .layer(CatchPanicLayer::custom(panic_answer))
+            .layer(axum::middleware::map_response(with_generation_id));
+        if self.access_log {
+            app = app.layer(access_log());
+        }
+        if let Some(cors) = &self.cors {
+            app = app.layer(cors.clone());
+        }
+        app.layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
+    }
+}
+
+/// Request headers that carry credentials: marked sensitive, so no log or `Debug` shows them.
+const SENSITIVE: [HeaderName; 6] = [
+    AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
+/// tower-http's trace layer as the access log sets it up.
+type AccessLog = TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&Request) -> tracing::Span,
+    (),
+    fn(&Response, Duration, &tracing::Span),
+    (),
+    (),
+    (),
+>;
+
+/// The access log: a line per request, at `info` under the `modelgate::access` target, when
+/// its answer's head goes out (a stream's, then): method, path, status, latency, generation
+/// id and the key's name (never the key).
+fn access_log() -> AccessLog {
+    fn span(req: &Request) -> tracing::Span {
+        tracing::info_span!(
+            target: "modelgate::access",
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+        )
+    }
+    fn line(res: &Response, latency: Duration, span: &tracing::Span) {
+        let id = res
+            .headers()
+            .get(GENERATION_ID_NAME)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let key = res
+            .extensions()
+            .get::<Principal>()
+            .map_or("-", |p| p.name.as_str());
+        tracing::info!(
+            target: "modelgate::access",
+            parent: span,
+            status = res.status().as_u16(),
+            latency_ms = %format_args!("{:.3}", latency.as_secs_f64() * 1000.0),
+            generation_id = id,
+            key,
+            "answered"
+        );
+    }
+    TraceLayer::new_for_http()
+        .make_span_with(span as fn(&Request) -> tracing::Span)
+        .on_request(())
+        .on_response(line as fn(&Response, Duration, &tracing::Span))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+/// CORS for the origins of `cors_allow_origins` (`"*"`: any): the methods and request headers
+/// the API uses, and the answer headers a browser app reads (generation id, rate limits).
+pub(super) fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .map_err(|_| format!("`cors_allow_origins`: `{o}` is not a valid origin"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    let expose: Vec<HeaderName> = [
+        "x-generation-id",
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ]
+    .into_iter()
+    .map(HeaderName::from_static)
+    .collect();
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(ExposeHeaders::list(expose))
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+/// A panic while answering: a `500` in the envelope (the connection and the proxy go on).
+fn panic_answer(_: Box<dyn std::any::Any + Send + 'static>) -> Own {
+    tracing::error!("a request panicked; answered 500");
+    Error::internal("the gateway failed while answering this request").into_response()
+}
+
+/// Every answer carries a generation id: the gateway stack's own, or a new one.
+async fn with_generation_id(mut res: Response) -> Response {
+    if !res.headers().contains_key(GENERATION_ID_NAME) {
+        if let Ok(v) = HeaderValue::from_str(GenerationId::new().as_str()) {
+            res.headers_mut().insert(GENERATION_ID_NAME, v);
+        }
+    }
+    res
+}
+
+/// A route's method router answers a wrong method with a `405` in the envelope and `Allow`.
+fn wrong_method(allowed: &'static str) -> impl Fn(Request) -> std::future::Ready<Own> + Clone {
+    move |req: Request| {
+        let mut res = Error::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!(
+                "{} is not allowed on {}; use {allowed}",
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+        std::future::ready(res)
+    }
+}
+
+fn json(bytes: Bytes) -> Own {
+    let mut res = Response::new(Full::new(bytes));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+fn own(res: Own) -> Response<Body> {
+    res.map(Body::new)
+}
