@@ -8,9 +8,9 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use http_body_util::Full;
+use modelgate::facts::{Pricing, Target};
 use modelgate::model_rewrite::{Catalog, Endpoint, Model};
 use modelgate::provider::{Provider, ProviderKind};
-use modelgate::route::{Pricing, Target};
 use modelgate::{ChatRequest, Error, FallbackLayer, ModelRewriteLayer};
 use tower::{service_fn, Layer, Service};
 

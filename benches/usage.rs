@@ -8,9 +8,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use http::{Request, Response};
 use modelgate::auth::{KeyRecord, Principal};
 use modelgate::chat::Usage;
+use modelgate::facts::{Pricing, Target, UsageSlot};
 use modelgate::future::BoxFuture;
 use modelgate::provider::{Provider, ProviderKind};
-use modelgate::route::{Pricing, Target, UsageSlot};
 use modelgate::state::StateDb;
 use modelgate::usage::{Recorder, SinkError, SpendLedger, UsageLayer, UsageRecord, UsageSink};
 use modelgate::{ChatRequest, Error};
@@ -106,7 +106,7 @@ fn benches(c: &mut Criterion) {
                 .map(|_| {
                     let mut r = template.clone();
                     // Real ids: their order (time) decides how many pages an insert dirties.
-                    r.id = modelgate::route::GenerationId::new().as_str().to_owned();
+                    r.id = modelgate::facts::GenerationId::new().as_str().to_owned();
                     r
                 })
                 .collect();

@@ -28,10 +28,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use modelgate::auth::{AuthLayer, KeyRecord, LocalKeyStore, RateLimits};
 use modelgate::body::GatewayBody;
+use modelgate::facts::Pricing;
 use modelgate::model_rewrite::{Endpoint, Model};
 use modelgate::provider::{Provider, ProviderKind};
 use modelgate::rate_limit::RateLimitLayer;
-use modelgate::route::Pricing;
 use modelgate::{
     Catalog, DecodeLayer, Dispatch, FallbackLayer, ModelRewriteLayer, StreamNormalizeLayer,
 };

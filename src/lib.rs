@@ -20,14 +20,14 @@
 //!   [`RoutePlan`] (and the first [`Target`], for stacks without fallback).
 //! - [`usage`]: credit limits (402), cost from the serving endpoint's prices, one
 //!   [`usage::UsageRecord`] per request through a bounded queue to [`usage::UsageSink`]s;
-//!   [`observe`]: the Prometheus metrics it emits.
+//!   [`usage::metrics`]: the Prometheus metrics it emits.
 //! - [`fallback`]: walks the plan: fail-over, budgeted retries with backoff, cool-down of failing
 //!   endpoints ([`health`]), a stream failing before its first event moved on unnoticed.
 //! - [`stream_normalize`]: the provider's answer → the OpenAI shape, streams included.
 //! - [`dispatch`]: the typed request → the provider's HTTP request, on one pooled client.
 //!
 //! Data flows in two lanes: the payload as the typed body, facts (generation id, plan, target)
-//! as request extensions ([`route`]).
+//! as request extensions ([`facts`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -101,19 +101,18 @@ pub mod chat;
 pub mod decode;
 pub mod dispatch;
 pub mod error;
+pub mod facts;
 pub mod fallback;
 pub mod future;
 pub mod health;
 pub(crate) mod json;
 pub mod model_rewrite;
-pub mod observe;
 pub mod provider;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
-pub mod route;
 pub mod sse;
 #[cfg(feature = "proxy")]
 pub mod state;
@@ -129,9 +128,9 @@ pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;
 pub use crate::dispatch::Dispatch;
 pub use crate::error::Error;
+pub use crate::facts::{GenerationId, RoutePlan, Target};
 pub use crate::fallback::FallbackLayer;
 pub use crate::model_rewrite::{Catalog, ModelRewriteLayer};
 pub use crate::rate_limit::RateLimitLayer;
-pub use crate::route::{GenerationId, RoutePlan, Target};
 pub use crate::stream_normalize::StreamNormalizeLayer;
 pub use crate::usage::UsageLayer;

@@ -428,7 +428,7 @@ impl StateDb {
     fn prune_if_due(&self) {
         use std::sync::atomic::Ordering;
         let Some(keep) = self.retention else { return };
-        let now = crate::route::unix_now() as i64;
+        let now = crate::facts::unix_now() as i64;
         let last = self.pruned_at.load(Ordering::Relaxed);
         if now - last < 3_600
             || self

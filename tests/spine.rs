@@ -599,8 +599,8 @@ async fn timeouts_and_keepalives_of_the_maximum_duration_mean_never() {
     use http_body_util::BodyExt;
     use modelgate::chat::ChatRequest;
     use modelgate::dispatch::Dispatch;
+    use modelgate::facts::Target;
     use modelgate::provider::{Provider, ProviderKind, Timeouts};
-    use modelgate::route::Target;
     use modelgate::stream_normalize::StreamNormalizeLayer;
     use tower::{Layer, ServiceExt};
 

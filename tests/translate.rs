@@ -9,8 +9,8 @@
 //! for their shape (`call_` + 24 hex digits).
 
 use bytes::BytesMut;
+use modelgate::facts::GenerationId;
 use modelgate::provider::ProviderKind;
-use modelgate::route::GenerationId;
 use modelgate::sse::SseDecoder;
 use modelgate::stream_normalize::{StreamContext, Translator};
 use serde_json::Value;

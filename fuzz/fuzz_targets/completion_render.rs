@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelgate::route::Pricing;
+use modelgate::facts::Pricing;
 use modelgate::stream_normalize::{render_completion, StreamContext};
 use modelgate::GenerationId;
 use serde_json::value::RawValue;

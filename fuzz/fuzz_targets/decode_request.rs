@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use modelgate::decode::parse_chat_request;
 use modelgate::provider::{Provider, ProviderKind};
-use modelgate::route::Target;
+use modelgate::facts::Target;
 use modelgate::ChatRequest;
 
 fuzz_target!(|data: &[u8]| {
@@ -49,7 +49,7 @@ fn provider_body(target: &Target, req: ChatRequest) -> Vec<u8> {
     use std::task::{Context, Poll, Waker};
     let built = target
         .provider
-        .build_request(req, target)
+        .build_request(req, &target.upstream_model, target.max_output_tokens)
         .expect("an OpenAI-compatible request builds");
     let mut body = built.into_body();
     let mut cx = Context::from_waker(Waker::noop());

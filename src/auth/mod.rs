@@ -59,8 +59,8 @@ pub use self::failures::{ClientAddr, FailedAttempts, MAX_TRACKED_ADDRESSES};
 pub use self::store::{KeyFile, LocalKeyStore};
 use crate::body::GatewayBody;
 use crate::decode::GENERATION_ID_NAME;
+use crate::facts::GenerationId;
 use crate::future::BoxFuture;
-use crate::route::GenerationId;
 use crate::Error;
 
 /// `x-api-key`, as the Anthropic SDK sends the key (a constant: a name given as text is
@@ -816,7 +816,7 @@ fn client_addr(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
 
 /// Now, in Unix seconds (signed, as key times are).
 pub(crate) fn now_unix() -> i64 {
-    crate::route::unix_now() as i64
+    crate::facts::unix_now() as i64
 }
 
 impl<S, B, ResB> Service<Request<B>> for Auth<S>

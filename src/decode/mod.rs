@@ -34,7 +34,7 @@ use crate::body::CollectError;
 use crate::body::GatewayBody;
 use crate::chat::ChatRequest;
 use crate::error::BoxError;
-use crate::route::GenerationId;
+use crate::facts::GenerationId;
 use crate::Error;
 
 /// The default body limit: 32 MiB.

@@ -97,9 +97,9 @@ where
 }
 
 /// Turns a client error into a typed [`Error`]: where it happened and whether a retry is safe.
-pub(crate) fn classify(err: &hyper_util::client::legacy::Error, provider: &Provider) -> Error {
+pub(crate) fn classify(err: hyper_util::client::legacy::Error, provider: &Provider) -> Error {
     let name = provider.name();
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
     let mut timed_out = false;
     let mut refused = false;
     let mut tls = false;
@@ -160,5 +160,5 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error, provider: &Provi
             Retry::Retryable,
         )
     };
-    e.with_provider(provider.name_arc().clone())
+    e.with_provider(provider.name_arc().clone()).with_cause(err)
 }

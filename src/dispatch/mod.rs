@@ -59,8 +59,8 @@ pub use self::body::ResponseBody;
 use self::connect::{classify, TimeoutConnector};
 use crate::chat::ChatRequest;
 use crate::error::{ErrorSource, Retry};
+use crate::facts::Target;
 use crate::provider::Provider;
-use crate::route::Target;
 use crate::Error;
 
 type HttpsConnector = hyper_rustls::HttpsConnector<Egress>;
@@ -243,16 +243,17 @@ impl Service<Request<ChatRequest>> for Dispatch {
             ))));
         };
         let provider = target.provider.clone();
-        let upstream = match provider.build_request(body, target) {
-            Ok(r) => r,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
+        let upstream =
+            match provider.build_request(body, &target.upstream_model, target.max_output_tokens) {
+                Ok(r) => r,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            };
         let timeouts = provider.timeouts();
         let sent = self.client.request(upstream);
         Box::pin(async move {
             let res = match tokio::time::timeout(timeouts.first_byte, sent).await {
                 Ok(Ok(res)) => res,
-                Ok(Err(e)) => return Err(classify(&e, &provider)),
+                Ok(Err(e)) => return Err(classify(e, &provider)),
                 Err(_) => {
                     return Err(Error::gateway_timeout(
                         format!(

@@ -73,9 +73,9 @@ pub use self::body::FallbackBody;
 use self::budget::RetryBudget;
 use crate::chat::{ChatRequest, Usage};
 use crate::error::{BoxError, ErrorSource};
+use crate::facts::{Attempt, AttemptOutcome, Attempts, Hedge, RoutePlan, Target, UsageSlot};
 use crate::future::{later, BoxFuture};
 use crate::health::{Availability, HealthPolicy};
-use crate::route::{Attempt, AttemptOutcome, Attempts, Hedge, RoutePlan, Target, UsageSlot};
 use crate::Error;
 
 /// How the fallback layer retries, fails over and cools endpoints down.

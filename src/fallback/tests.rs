@@ -14,8 +14,8 @@ use tower::{service_fn, Layer, ServiceExt};
 
 use super::*;
 use crate::error::{ErrorSource, Retry};
+use crate::facts::{AttemptOutcome, Attempts, RoutePlan, Target};
 use crate::provider::{Provider, ProviderKind};
-use crate::route::{AttemptOutcome, Attempts, RoutePlan, Target};
 
 /// A body that yields these frames, then ends.
 #[derive(Debug, Default)]
@@ -97,7 +97,7 @@ fn upstream_error(name: &str, status: u16, retry_after: Option<u64>) -> Error {
     if let Some(s) = retry_after {
         headers.insert("retry-after", s.into());
     }
-    Error::from_upstream(
+    crate::provider::upstream_error(
         StatusCode::from_u16(status).unwrap(),
         &headers,
         br#"{"error":{"message":"no"}}"#,
@@ -618,7 +618,7 @@ async fn a_failing_endpoint_cools_after_failures_in_a_row() {
 /// Hedging: an inner whose bodies may hold back their first event.
 mod hedging {
     use super::*;
-    use crate::route::Hedge;
+    use crate::facts::Hedge;
     use http_body_util::combinators::UnsyncBoxBody;
 
     type AnyBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -856,7 +856,7 @@ mod property {
                     .map(|p| {
                         let mut t = target(p, "m");
                         if hedge {
-                            t.hedge = Some(crate::route::Hedge::After(Duration::from_secs(1)));
+                            t.hedge = Some(crate::facts::Hedge::After(Duration::from_secs(1)));
                         }
                         t
                     })

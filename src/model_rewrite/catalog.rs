@@ -7,9 +7,9 @@ use tokio::time::Instant;
 use super::prefs::{used_parameters, ProviderPrefs, Sort, Variant};
 use crate::chat::ChatRequest;
 use crate::error::ErrorSource;
+use crate::facts::{Hedge, Pricing, RoutePlan, Target};
 use crate::health::EndpointHealth;
 use crate::provider::Provider;
-use crate::route::{Hedge, Pricing, RoutePlan, Target};
 use crate::Error;
 
 /// One endpoint of a model: a provider and the model name it knows, with prices.

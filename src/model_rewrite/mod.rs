@@ -42,8 +42,8 @@ pub use self::catalog::{Catalog, Endpoint, Model};
 pub use self::prefs::{used_parameters, MaxPrice, ProviderPrefs, Sort, Variant};
 use crate::auth::Principal;
 use crate::chat::ChatRequest;
+use crate::facts::{RoutePlan, Target};
 use crate::future::ResponseFuture;
-use crate::route::{RoutePlan, Target};
 use crate::Error;
 
 /// Builds [`ModelRewrite`]; see the [module docs](self).
@@ -135,8 +135,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::Pricing;
     use crate::provider::{Provider, ProviderKind};
-    use crate::route::Pricing;
     use tower::{service_fn, ServiceExt};
 
     fn catalog() -> Arc<Catalog> {

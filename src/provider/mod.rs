@@ -14,11 +14,13 @@ use http::{Method, Request, Uri};
 use http_body_util::Full;
 
 mod anthropic;
+mod error;
 mod gemini;
+
+pub use self::error::{client_status, retry_after_from, upstream_error};
 
 use crate::chat::{ChatRequest, Content};
 use crate::error::Secrets;
-use crate::route::Target;
 use crate::Error;
 
 /// Which wire dialect a provider speaks.
@@ -208,19 +210,21 @@ impl Provider {
     ///
     /// The client's own headers are never copied: only the provider's key and the configured
     /// extra headers go upstream. A request the provider's dialect cannot express (say `n > 1`
-    /// for Anthropic) is a 400 naming the field.
+    /// for Anthropic) is a 400 naming the field. `upstream_model` is the name this provider
+    /// knows the model by; `max_output_tokens`, the endpoint's bound on the answer, if any.
     pub fn build_request(
         &self,
         mut body: ChatRequest,
-        target: &Target,
+        upstream_model: &str,
+        max_output_tokens: Option<u32>,
     ) -> Result<Request<Full<Bytes>>, Error> {
         let stream = body.is_stream();
-        self.check_model(&target.upstream_model)
+        self.check_model(upstream_model)
             .map_err(|e| Error::invalid_request(e, Some("model".into())))?;
         let (uri, bytes) = match self.kind {
             ProviderKind::OpenAi | ProviderKind::Azure => {
                 body.model.clear();
-                body.model.push_str(&target.upstream_model);
+                body.model.push_str(upstream_model);
                 // Room for the texts and the rest, so the buffer seldom grows.
                 let texts: usize = body
                     .messages
@@ -237,7 +241,7 @@ impl Provider {
                     (ProviderKind::Azure, Some(version)) => self.uri(&format!(
                         "{}/openai/deployments/{}/chat/completions?api-version={}",
                         self.base,
-                        path_segment(&target.upstream_model),
+                        path_segment(upstream_model),
                         path_segment(version)
                     ))?,
                     _ => self.chat_uri.clone(),
@@ -245,14 +249,12 @@ impl Provider {
                 (uri, bytes)
             }
             ProviderKind::Anthropic => {
-                let max = target
-                    .max_output_tokens
-                    .unwrap_or(anthropic::DEFAULT_MAX_TOKENS);
-                let json = anthropic::request(&body, &target.upstream_model, max)?;
+                let max = max_output_tokens.unwrap_or(anthropic::DEFAULT_MAX_TOKENS);
+                let json = anthropic::request(&body, upstream_model, max)?;
                 (self.chat_uri.clone(), to_vec(&json)?)
             }
             ProviderKind::Gemini => {
-                let json = gemini::request(&body, target.max_output_tokens)?;
+                let json = gemini::request(&body, max_output_tokens)?;
                 let method = if stream {
                     "streamGenerateContent?alt=sse"
                 } else {
@@ -261,7 +263,7 @@ impl Provider {
                 let uri = self.uri(&format!(
                     "{}/models/{}:{method}",
                     self.base,
-                    path_segment(&target.upstream_model)
+                    path_segment(upstream_model)
                 ))?;
                 (uri, to_vec(&json)?)
             }
@@ -654,12 +656,11 @@ mod tests {
                     .build()
                     .unwrap(),
             );
-            let target = Target::new(provider.clone(), "up", "public");
             let chat: ChatRequest = serde_json::from_str(
                 r#"{"model":"public","messages":[{"role":"user","content":"hi é"}],"top_k":5}"#,
             )
             .unwrap();
-            let mut req = provider.build_request(chat.clone(), &target).unwrap();
+            let mut req = provider.build_request(chat.clone(), "up", None).unwrap();
             let body = body_of(&mut req);
             assert_eq!(
                 req.headers()[CONTENT_LENGTH],
@@ -706,12 +707,11 @@ mod tests {
                 .build()
                 .unwrap(),
         );
-        let target = Target::new(provider.clone(), "up", "public");
         let chat: ChatRequest = serde_json::from_str(
             r#"{"model":"public","messages":[{"role":"user","content":"hi"}]}"#,
         )
         .unwrap();
-        let req = provider.build_request(chat, &target).unwrap();
+        let req = provider.build_request(chat, "up", None).unwrap();
         assert_eq!(req.headers()[USER_AGENT], "team-app/2");
         assert_eq!(req.headers()["openai-organization"], "org-1");
         assert_eq!(req.headers()[http::header::HOST], "llm.internal");

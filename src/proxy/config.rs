@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{label_of, KeyDigest, KeyRecord, LimitReset, LocalKeyStore, RateLimits};
+use crate::facts::{Hedge, Pricing};
 use crate::fallback::{FallbackLayer, FallbackPolicy};
 use crate::health::HealthPolicy;
 use crate::model_rewrite::{Catalog, Endpoint, Model};
 use crate::provider::{Provider, ProviderKind, Timeouts};
-use crate::route::{Hedge, Pricing};
 use crate::state::StateDb;
 
 use super::ServeOptions;

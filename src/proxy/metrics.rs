@@ -1,12 +1,12 @@
 //! The proxy's Prometheus exporter: the process-wide recorder the layers' metrics (see
-//! [`observe`](crate::observe)) go to, and the text `/metrics` serves.
+//! [`usage::metrics`](crate::usage::metrics)) go to, and the text `/metrics` serves.
 
 use std::sync::OnceLock;
 
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::observe::OVERHEAD;
+use crate::usage::metrics::OVERHEAD;
 use crate::usage::RecorderStats;
 
 /// The process-wide Prometheus recorder, installed at the first call; `None` when another

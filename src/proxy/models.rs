@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::facts::Pricing;
 use crate::model_rewrite::Catalog;
-use crate::route::Pricing;
 
 /// USD per million tokens → USD per token, as a decimal string without float noise.
 pub(crate) fn per_token(per_million: f64) -> String {

@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use super::{keys, metrics, models, Proxy};
 use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
-use crate::route::GenerationId;
+use crate::facts::GenerationId;
 use crate::Error;
 
 /// What a route of the proxy answers with when it answers itself.

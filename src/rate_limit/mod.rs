@@ -48,8 +48,8 @@ use crate::auth::{reject, Principal, RateLimits, StoreError};
 use crate::body::{number_header, CollectError, GatewayBody};
 use crate::chat::Usage;
 use crate::error::BoxError;
+use crate::facts::UsageSlot;
 use crate::future::BoxFuture;
-use crate::route::UsageSlot;
 use crate::Error;
 
 /// One limit's state after a decision.

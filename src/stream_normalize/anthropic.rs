@@ -432,7 +432,7 @@ impl AnthropicStream {
             }
             "error" => {
                 let kind = v["error"]["type"].as_str().unwrap_or("api_error");
-                let err = Error::from_upstream(
+                let err = crate::provider::upstream_error(
                     error_status(kind),
                     &http::HeaderMap::new(),
                     data.as_bytes(),

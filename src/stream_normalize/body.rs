@@ -11,8 +11,8 @@ use tokio::time::Sleep;
 
 use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
+use crate::facts::{StreamEnd, UsageSlot};
 use crate::future::later;
-use crate::route::{StreamEnd, UsageSlot};
 use crate::sse::{self, SseDecoder};
 use crate::Error;
 

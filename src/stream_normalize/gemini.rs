@@ -160,7 +160,7 @@ impl GeminiStream {
                 .and_then(|c| u16::try_from(c).ok())
                 .and_then(|c| http::StatusCode::from_u16(c).ok())
                 .unwrap_or(http::StatusCode::BAD_GATEWAY);
-            let err = Error::from_upstream(
+            let err = crate::provider::upstream_error(
                 status,
                 &http::HeaderMap::new(),
                 data.as_bytes(),

@@ -59,9 +59,9 @@ pub use self::openai::OpenAiStream;
 use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry, Secrets};
+use crate::facts::{GenerationId, PriceAnswers, Pricing, Target, UsageSlot};
 use crate::json::{self as raw, key, ObjectWriter};
 use crate::provider::ProviderKind;
-use crate::route::{GenerationId, PriceAnswers, Pricing, Target, UsageSlot};
 use crate::sse::SseEvent;
 use crate::Error;
 
@@ -326,7 +326,7 @@ where
                     slot.record(Usage::default());
                 }
                 let bytes = read_error_body(std::pin::pin!(body)).await;
-                return Err(Error::from_upstream(
+                return Err(crate::provider::upstream_error(
                     parts.status,
                     &parts.headers,
                     &bytes,
@@ -457,7 +457,8 @@ where
                 format!("{provider}: reading the answer failed: {e}"),
                 ErrorSource::Transport,
                 Retry::Retryable,
-            ),
+            )
+            .with_cause(e),
         })
         .with_provider(provider.clone())),
     }
@@ -490,7 +491,7 @@ fn answered(e: Error) -> Error {
 /// A 200 answer that holds an `error` object: that error, as a 502 (not retried at this
 /// target: it answered).
 fn error_in_answer(ctx: &StreamContext, bytes: &[u8]) -> Error {
-    answered(Error::from_upstream(
+    answered(crate::provider::upstream_error(
         StatusCode::BAD_GATEWAY,
         &http::HeaderMap::new(),
         bytes,

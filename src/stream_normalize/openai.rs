@@ -10,10 +10,10 @@ use crate::chat::{
     UsageField,
 };
 use crate::error::{ErrorSource, Retry};
+use crate::facts::GenerationId;
 use crate::json::{
     self as raw, key, write_str, ChoiceView, ChunkScratch, ChunkView, Member, Members, ObjectWriter,
 };
-use crate::route::GenerationId;
 use crate::sse::{self, SseEvent};
 use crate::Error;
 
@@ -580,7 +580,7 @@ impl OpenAiStream {
                     .and_then(|c| StatusCode::from_u16(c).ok())
                     .filter(|s| s.is_client_error() || s.is_server_error())
                     .unwrap_or(StatusCode::BAD_GATEWAY);
-                Err(Failure::Upstream(Error::from_upstream(
+                Err(Failure::Upstream(crate::provider::upstream_error(
                     status,
                     &http::HeaderMap::new(),
                     data.as_bytes(),
@@ -610,7 +610,7 @@ impl OpenAiStream {
 
     fn created(&mut self) -> u64 {
         if self.ctx.created == 0 {
-            self.ctx.created = crate::route::unix_now();
+            self.ctx.created = crate::facts::unix_now();
         }
         self.ctx.created
     }
@@ -828,7 +828,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::route::GenerationId;
+    use crate::facts::GenerationId;
 
     fn ctx(include_usage: bool) -> StreamContext {
         StreamContext {

@@ -11,7 +11,7 @@ use crate::chat::{ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelt
 use crate::Error;
 
 /// Seconds since the Unix epoch (`created` of translated answers).
-pub(crate) use crate::route::unix_now as now_unix;
+pub(crate) use crate::facts::unix_now as now_unix;
 
 /// Writes one OpenAI chunk with one choice through the OpenAI stage.
 pub(crate) fn emit(

@@ -40,6 +40,7 @@
 //! ```
 
 mod ledger;
+pub mod metrics;
 mod record;
 mod sink;
 
@@ -61,18 +62,18 @@ pub use self::sink::{
 pub(crate) use self::sink::{Msg, Permit};
 use crate::auth::{LimitReset, Principal};
 use crate::chat::{ChatRequest, Message};
-use crate::future::BoxFuture;
-use crate::route::{
+use crate::facts::{
     AttemptOutcome, Attempts, GenerationId, PriceAnswers, Pricing, RoutePlan, SlotReport,
     StreamEnd, Target, Tokens, UsageSlot,
 };
+use crate::future::BoxFuture;
 use crate::Error;
 
 /// A wall clock in Unix seconds (replaceable in tests).
 pub type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 fn system_clock() -> i64 {
-    crate::route::unix_now() as i64
+    crate::facts::unix_now() as i64
 }
 
 /// Builds [`Meter`]; see the [module docs](self).
@@ -352,7 +353,7 @@ impl Pending {
         } else {
             "passthrough"
         };
-        crate::observe::request_ended(&record, metric_model, overhead);
+        metrics::request_ended(&record, metric_model, overhead);
         tracing::debug!(
             generation_id = %record.id,
             model = %record.model,
@@ -525,7 +526,7 @@ where
         catalog_model,
         record,
     };
-    crate::observe::request_started();
+    metrics::request_started();
     slot.on_report(move |report| pending.finish(report));
     let call = {
         use tracing::Instrument;

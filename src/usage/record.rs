@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::route::{Attempt, AttemptOutcome};
+use crate::facts::{Attempt, AttemptOutcome};
 
 /// One client request, as metered: what it asked, who served it, what it used and cost, and
 /// every attempt the fallback layer made. Keyed by the generation id (`gen-…`).

@@ -8,8 +8,8 @@ use tower::{service_fn, Layer, Service, ServiceExt};
 use super::*;
 use crate::auth::{KeyRecord, LimitReset, Principal};
 use crate::chat::{ChatRequest, CompletionTokensDetails, PromptTokensDetails, Usage};
+use crate::facts::{Attempt, AttemptOutcome, Attempts, Pricing, StreamEnd, Target, UsageSlot};
 use crate::provider::{Provider, ProviderKind};
-use crate::route::{Attempt, AttemptOutcome, Attempts, Pricing, StreamEnd, Target, UsageSlot};
 
 const PRICES: Pricing = Pricing::new(3.0, 15.0);
 
@@ -589,7 +589,7 @@ async fn the_state_store_keeps_records_and_spend_across_a_restart() {
     assert_eq!(k, "cfg_app");
     assert!((s.total - 3.0 * 0.0105).abs() < 1e-12, "{}", s.total);
     let ledger = SpendLedger::with(spend);
-    let now = crate::route::unix_now() as i64;
+    let now = crate::facts::unix_now() as i64;
     assert!((ledger.spent("cfg_app", Some(LimitReset::Monthly), now) - 0.0315).abs() < 1e-12);
     let some = db.all_records();
     let r = db.get_record(&some[0].id).unwrap().unwrap();

@@ -1,5 +1,6 @@
-//! Prometheus metrics (through the [`metrics`] facade): the names, the per-request emission
-//! the usage layer makes, and the proxy's exporter.
+//! Prometheus metrics (through the `metrics` facade): their names, and the per-request
+//! emission the usage layer makes. The bundled proxy installs the exporter and serves them at
+//! `/metrics`; an embedder installs the `metrics` recorder of its choice.
 //!
 //! Emitted by [`UsageLayer`](crate::usage::UsageLayer) once per client request, when its
 //! record is made (nothing is emitted when no `metrics` recorder is installed):

@@ -1,0 +1,22 @@
+//! Facts that travel between layers as request extensions: the generation id, the route plan
+//! and the target of one attempt (with its prices), the attempts made, and the slot the final
+//! usage is reported to. A layer's docs say which it inserts and which it reads.
+
+use std::sync::Mutex;
+
+mod attempts;
+mod id;
+mod plan;
+mod pricing;
+mod slot;
+
+pub use self::attempts::{Attempt, AttemptOutcome, Attempts};
+pub(crate) use self::id::unix_now;
+pub use self::id::GenerationId;
+pub use self::plan::{Hedge, PriceAnswers, RoutePlan, Target};
+pub use self::pricing::{Pricing, Tokens};
+pub use self::slot::{SlotReport, StreamEnd, UsageSlot};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
