@@ -33,3 +33,11 @@ pub use response::{
 
 /// Fields a struct does not know, kept in order and forwarded untouched.
 pub type Extra = serde_json::Map<String, serde_json::Value>;
+
+/// Now, in seconds since the Unix epoch (0 if the clock is before it): the `created` of the
+/// answers and chunks the gateway writes.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

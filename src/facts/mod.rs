@@ -11,11 +11,11 @@ mod pricing;
 mod slot;
 
 pub use self::attempts::{Attempt, AttemptOutcome, Attempts};
-pub(crate) use self::id::unix_now;
 pub use self::id::GenerationId;
 pub use self::plan::{Hedge, PriceAnswers, RoutePlan, Target};
 pub use self::pricing::{Pricing, Tokens};
 pub use self::slot::{SlotReport, StreamEnd, UsageSlot};
+pub(crate) use crate::chat::unix_now;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -13,9 +13,9 @@ use http::header::{
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
-mod anthropic;
+pub(crate) mod anthropic;
 mod error;
-mod gemini;
+pub(crate) mod gemini;
 
 pub use self::error::{client_status, retry_after_from, upstream_error};
 

@@ -514,8 +514,8 @@ fn parse_completion(
             return Err(error_in_answer(ctx, bytes));
         }
         let translated = match kind {
-            ProviderKind::Anthropic => anthropic::completion(&v),
-            _ => gemini::completion(&v),
+            ProviderKind::Anthropic => crate::provider::anthropic::completion(&v),
+            _ => crate::provider::gemini::completion(&v),
         };
         return translated.map_err(garbage);
     }

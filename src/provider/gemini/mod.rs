@@ -15,6 +15,10 @@
 //!   `reasoning_content`); tool schemas go as `parametersJsonSchema` (full JSON Schema).
 //! - `logprobs` is refused with a 400 (the translated answer would not carry them).
 
+mod answer;
+
+pub(crate) use self::answer::{call_id, completion, finish_reason, usage};
+
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};

@@ -16,6 +16,10 @@
 //! - `n > 1`, `logprobs` and `top_logprobs` are refused with a 400; `seed`,
 //!   `presence_penalty` and `frequency_penalty` have no Anthropic equivalent and are dropped.
 
+mod answer;
+
+pub(crate) use self::answer::{completion, error_status, finish_reason, Counts};
+
 use serde_json::{json, Map, Value};
 
 use super::{invalid as bad, named_tool, stop_sequences, tool_arguments};
