@@ -1,45 +1,82 @@
-import os,re,sys,itertools
-root='/work/main/src'
-mods={}
-for dirpath,_,files in os.walk(root):
-    for f in files:
-        if not f.endswith('.rs') or f == 'tests.rs': continue
-        p=os.path.join(dirpath,f)
-        rel=os.path.relpath(p,root)
-        top=rel.split(os.sep)[0].replace('.rs','')
-        if top=='lib': continue
-        text=open(p).read()
-        # strip test modules roughly: ignore lines after '#[cfg(test)]\nmod tests'
-        m=re.search(r'#\[cfg\(test\)\]\s*mod tests', text)
-        if m: text=text[:m.start()]
-        # strip comments
-        text=re.sub(r'//[^\n]*','',text)
-        deps=set(re.findall(r'crate::([a-z_]+)',text))
-        # `use super::` in top-level file of a folder means within module
-        mods.setdefault(top,set()).update(d for d in deps if d!=top)
-known=set(mods)
-for k in mods: mods[k]&=known|set()
-edges={(a,b) for a in mods for b in mods[a] if b in mods}
-cyc=[(a,b) for (a,b) in edges if (b,a) in edges and a<b]
-print("two-module cycles:",cyc)
-# longer cycles via SCC
-import collections
-index={};low={};stack=[];on=set();sccs=[];i=[0]
-def strong(v):
-    index[v]=low[v]=i[0];i[0]+=1;stack.append(v);on.add(v)
-    for w in mods.get(v,()):
-        if w not in mods: continue
-        if w not in index: strong(w);low[v]=min(low[v],low[w])
-        elif w in on: low[v]=min(low[v],index[w])
-    if low[v]==index[v]:
-        c=[]
-        while True:
-            w=stack.pop();on.discard(w);c.append(w)
-            if w==v: break
-        if len(c)>1: sccs.append(sorted(c))
-sys.setrecursionlimit(10000)
-for v in mods:
-    if v not in index: strong(v)
-print("strongly connected groups:",sccs)
-if '-v' in sys.argv:
-    for a in sorted(mods): print(a,'->',sorted(mods[a]))
+#!/usr/bin/env python3
+"""Checks that no two top-level modules of src/ import each other, directly or through others.
+
+A module's imports are the `crate::<module>` paths in its files (comments and test modules left
+out: a test may use anything). Prints each module's imports with `-v`; exits 1 on a cycle.
+"""
+import os
+import re
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+
+
+def imports():
+    mods = {}
+    for dirpath, _, files in os.walk(ROOT):
+        for f in files:
+            if not f.endswith(".rs") or f == "tests.rs":
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, f), ROOT)
+            top = rel.split(os.sep)[0].removesuffix(".rs")
+            if top == "lib":
+                continue
+            text = open(os.path.join(dirpath, f)).read()
+            test = re.search(r"#\[cfg\(test\)\]\s*mod tests", text)
+            if test:
+                text = text[: test.start()]
+            text = re.sub(r"//[^\n]*", "", text)
+            found = set(re.findall(r"crate::([a-z_]+)", text))
+            mods.setdefault(top, set()).update(found - {top})
+    for m in mods:
+        mods[m] &= set(mods)
+    return mods
+
+
+def cycles(mods):
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in mods[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(mods):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def main():
+    mods = imports()
+    if "-v" in sys.argv:
+        for m in sorted(mods):
+            print(f"{m} -> {', '.join(sorted(mods[m])) or '(nothing)'}")
+    found = cycles(mods)
+    if found:
+        for group in found:
+            print("modules that import each other:", ", ".join(group))
+        sys.exit(1)
+    print(f"no cycle between the {len(mods)} top-level modules")
+
+
+if __name__ == "__main__":
+    main()
