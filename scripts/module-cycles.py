@@ -11,6 +11,19 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 
+def root_items():
+    """The items lib.rs re-exports (`pub use crate::<module>::<Item>`), by name."""
+    text = open(os.path.join(ROOT, "lib.rs")).read()
+    items = {}
+    for module, names in re.findall(r"pub use crate::([a-z_]+)::\{?([^;}]*)\}?;", text):
+        for name in re.findall(r"[A-Z][A-Za-z]+", names):
+            items[name] = module
+    return items
+
+
+ROOT_ITEMS = root_items()
+
+
 def imports():
     mods = {}
     for dirpath, _, files in os.walk(ROOT):
@@ -22,11 +35,18 @@ def imports():
             if top == "lib":
                 continue
             text = open(os.path.join(dirpath, f)).read()
-            test = re.search(r"#\[cfg\(test\)\]\s*mod tests", text)
+            test = re.search(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text)
             if test:
                 text = text[: test.start()]
             text = re.sub(r"//[^\n]*", "", text)
             found = set(re.findall(r"crate::([a-z_]+)", text))
+            # `use crate::{a::B, c, D}`: each name in the group.
+            for group in re.findall(r"crate::\{([^;]*)\}", text):
+                found.update(re.findall(r"(?:^|[{,\s])([a-z_]+)(?=::|\s*[,}]|\s*$)", group))
+            # Items the crate root re-exports, by the module they come from.
+            for name in re.findall(r"crate::\{?[^;]*?\b([A-Z][A-Za-z]+)\b", text):
+                found.add(ROOT_ITEMS.get(name, ""))
+            found.discard("")
             mods.setdefault(top, set()).update(found - {top})
     for m in mods:
         mods[m] &= set(mods)
