@@ -10,8 +10,9 @@ use modelgate::proxy::{serve, shutdown_signal, Config, Proxy};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc, not the system allocator: a gateway allocates and frees per request and per
-/// stream event from every worker thread, and glibc's malloc costs it more (README,
-/// "Performance"). The library itself leaves the choice to the binary that embeds it.
+/// stream event from every worker thread, and glibc's malloc costs it more
+/// (`docs/performance.md` says how to measure it). The library itself leaves the choice to the
+/// binary that embeds it.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -29,6 +29,27 @@
 //! Data flows in two lanes: the payload as the typed body, facts (generation id, plan, target)
 //! as request extensions ([`facts`]).
 //!
+//! ## Words
+//!
+//! - **Endpoint**: one provider serving one catalog model under its own name, at its own prices.
+//! - **Plan** ([`RoutePlan`]): the endpoints a request may be served by, in the order they are
+//!   tried, as the routing layer made it from `model`, `models` and `provider`.
+//! - **Target** ([`Target`]): one entry of the plan: the provider, the upstream model name, the
+//!   prices, the endpoint's health.
+//! - **Attempt** ([`facts::Attempt`]): one try at one target: what the fallback layer sends, and
+//!   records with its outcome.
+//! - **Slot** ([`facts::UsageSlot`]): where the final usage of an answer is reported, once, to
+//!   the layers that asked (metering, the token rate limit), however the answer ended.
+//! - **Generation id** ([`GenerationId`]): `gen-…`, one per client request: the answer's `id`,
+//!   the `X-Generation-Id` header and the usage record's key.
+//!
+//! ## Features
+//!
+//! - `proxy` (default): the bundled proxy (the `proxy` module): TOML config, the embedded state store, an
+//!   axum router with tower-http's layers, the Prometheus exporter, the server loop. Without it
+//!   (`default-features = false`) the layers build on their core dependencies alone.
+//! - `redis`: the fleet store (`redis`), on top of `proxy`.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use modelgate::{Catalog, DecodeLayer, Dispatch, ModelRewriteLayer, StreamNormalizeLayer};

@@ -463,8 +463,8 @@ impl StateDb {
 }
 
 /// The stored form of a record: a format byte, then the record in postcard (compact and
-/// cheap: a stored record is about a quarter of its JSON, and writing records is most of
-/// the metering's cost). A new format gets a new byte; old ones stay readable.
+/// cheap: much smaller than its JSON, and writing records is most of the metering's cost).
+/// A new format gets a new byte; old ones stay readable.
 ///
 /// Postcard writes a struct's fields in order, without names. Version 2 added
 /// `cache_write_tokens` as the last field, so a version 1 record is read as version 2 with one

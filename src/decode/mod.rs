@@ -128,10 +128,10 @@ where
             return Box::pin(std::future::ready(Ok(answer(Err(e), &id))));
         }
         let (parts, body) = req.into_parts();
-        // The future is kept small (glibc serves an allocation up to about 1 KiB from a
-        // per-thread cache; a larger one costs several times more): no typed request (664
-        // bytes) is held across a wait, and the head is held once, so one block and no nested
-        // future (a value moved into an inner future is stored twice).
+        // The future is kept small (allocators serve small blocks from a per-thread cache; a
+        // larger one costs several times more): no typed request is held across a wait, and the
+        // head is held once, so one block and no nested future (a value moved into an inner
+        // future is stored twice).
         Box::pin(async move {
             let mut inner = inner;
             let result = 'serve: {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// ones (95 bits), all from `0-9A-Za-z`, whose ASCII order is their value's: ids sort by the
 /// time they were made. That keeps the state store's record inserts near the right edge of
 /// its B-tree (a few dirty pages per batch) instead of scattered over every page of the
-/// current second (a quarter of the write time in `cargo bench --bench usage`).
+/// current second (`cargo bench --bench usage` measures the difference).
 ///
 /// It is the completion's `id` and the `X-Generation-Id` header. Inserted by the decode step
 /// when absent; every later layer reads it from the request extensions.

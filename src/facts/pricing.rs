@@ -183,8 +183,7 @@ mod tests {
             cache_write_1h: 0,
             completion,
         };
-        // Without cache prices every prompt token costs the prompt price, exactly as before
-        // there were any.
+        // Without cache prices every prompt token costs the prompt price.
         let plain = Pricing::new(3.0, 15.0);
         for t in [
             tokens(1000, 600, 300, 50),
@@ -258,7 +257,7 @@ mod tests {
         let cost = priced.cost_with_cache(&tokens);
         assert!((cost - want).abs() < 1e-18, "{cost} against {want}");
 
-        // Without a one-hour price, every write is at the write price, as before.
+        // Without a one-hour price, every write is at the write price.
         let single = Pricing::new(3.0, 15.0).with_cache(Some(0.3), Some(3.75));
         assert_eq!(
             single.cost_with_cache(&tokens),

@@ -848,8 +848,7 @@ mod tests {
         assert!(RawObject::parse("[1]").is_err());
     }
 
-    /// serde_json's verdict on `text` as one JSON document, skipping every value (what the
-    /// serde-based views did before the scanner).
+    /// serde_json's verdict on `text` as one JSON document, skipping every value.
     fn serde_accepts(text: &str) -> bool {
         serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
             && text

@@ -18,7 +18,7 @@ use crate::state::StateDb;
 
 use super::ServeOptions;
 
-/// The proxy's configuration (see the README's config reference).
+/// The proxy's configuration (every key: `docs/config.md`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

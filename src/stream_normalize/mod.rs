@@ -314,9 +314,9 @@ where
         }
         let config = self.config;
         let fut = self.inner.call(req);
-        // Kept small (1,240 bytes before, 696 now; the whole of it is written into its
-        // allocation on every request): the answer's head is not held while its body is read,
-        // and the body is read in place, not moved into the reading future.
+        // Kept small (the whole of it is written into its allocation on every request): the
+        // answer's head is not held while its body is read, and the body is read in place, not
+        // moved into the reading future.
         Box::pin(async move {
             let res = fut.await.map_err(|e| e.redact(&ctx.secrets))?;
             let (mut parts, body) = res.into_parts();
