@@ -258,19 +258,10 @@ pub(super) fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
             .collect::<Result<Vec<_>, _>>()?;
         AllowOrigin::list(list)
     };
-    let expose: Vec<HeaderName> = [
-        "x-generation-id",
-        "retry-after",
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-        "x-ratelimit-limit-tokens",
-        "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens",
-    ]
-    .into_iter()
-    .map(HeaderName::from_static)
-    .collect();
+    let expose: Vec<HeaderName> = [GENERATION_ID_NAME, http::header::RETRY_AFTER]
+        .into_iter()
+        .chain(crate::rate_limit::header_names())
+        .collect();
     Ok(Some(
         CorsLayer::new()
             .allow_origin(allow)

@@ -510,6 +510,12 @@ static NAMES: [[HeaderName; 3]; 2] = [
     ],
 ];
 
+/// The `x-ratelimit-*` headers' names (a browser app must be allowed to read them).
+#[cfg(feature = "proxy")]
+pub(crate) fn header_names() -> impl Iterator<Item = HeaderName> {
+    NAMES.iter().flatten().cloned()
+}
+
 /// `x-ratelimit-*` headers of a decision.
 fn set_headers(h: &mut HeaderMap, d: &Decision) {
     let windows = [d.requests, d.tokens];
