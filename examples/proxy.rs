@@ -23,10 +23,12 @@ ANTHROPIC_API_KEY, GEMINI_API_KEY, OPENROUTER_API_KEY, GROQ_API_KEY, ...) and a 
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Colours only for a terminal: escape codes in a log file cost as much as the line.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     let mut args = std::env::args().skip(1);
