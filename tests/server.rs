@@ -197,3 +197,32 @@ async fn the_access_log_has_a_line_per_request_and_never_a_key() {
     let logs = String::from_utf8(capture.bytes()).unwrap();
     assert!(!logs.contains("modelgate::access"), "{logs}");
 }
+
+#[tokio::test]
+async fn credentials_reach_the_routes_marked_sensitive() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = Gateway::start_app(&standard_config(&fake, ""), &[], |proxy| {
+        // A route that shows what any `Debug` of the request's head would.
+        let routes = proxy.routes().route(
+            "/echo",
+            axum::routing::get(|req: axum::extract::Request| async move {
+                format!("{:?}", req.headers())
+            }),
+        );
+        proxy.with_server_layers(routes)
+    })
+    .await;
+    let req = Request::get(gw.url("/echo"))
+        .header("authorization", "Bearer sk-mg-secret-0123456789")
+        .header("x-api-key", "sk-ant-secret-0123456789")
+        .header("x-goog-api-key", "AIza-secret-0123456789")
+        .header("x-team", "blue")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let shown = send(&client(), req).await.text();
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(
+        shown.contains("Sensitive") && shown.contains("blue"),
+        "{shown}"
+    );
+}
