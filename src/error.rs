@@ -381,8 +381,15 @@ impl Error {
     /// The JSON error response: real status, `content-type: application/json`, `Retry-After`
     /// in whole seconds (at least 1) when a wait is known.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut res = Response::new(Full::new(self.to_json()));
-        *res.status_mut() = self.inner.status;
+        let body = self.to_json();
+        self.response_with(self.inner.status, body)
+    }
+
+    /// A JSON response of this error's headers (`Retry-After`, `x-should-retry`) with another
+    /// status and body: a dialect's own envelope.
+    pub(crate) fn response_with(&self, status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(body));
+        *res.status_mut() = status;
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(wait) = self.inner.retry_after {

@@ -120,6 +120,7 @@ pub mod auth;
 pub mod body;
 pub mod chat;
 pub mod decode;
+pub mod dialect;
 pub mod dispatch;
 pub mod error;
 pub mod facts;
@@ -147,6 +148,8 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub use crate::auth::AuthLayer;
 pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;
+pub use crate::dialect::messages::MessagesLayer;
+pub use crate::dialect::Dialect;
 pub use crate::dispatch::Dispatch;
 pub use crate::error::Error;
 pub use crate::facts::{GenerationId, RoutePlan, Target};

@@ -790,6 +790,7 @@ fn record(id: &str, key: &str, cost: f64, at: i64) -> modelgate::usage::UsageRec
         title: None,
         user: None,
         cache_write_tokens: 0,
+        dialect: modelgate::Dialect::Chat,
     }
 }
 

@@ -691,10 +691,12 @@ pub(crate) fn refusal(err: &Error) -> Response<http_body_util::Full<bytes::Bytes
     res
 }
 
-/// The envelope answer of a layer that refuses a request before the stack: carries the
-/// request's generation id when one was assigned.
+/// The answer of a layer that refuses a request before the stack, in the envelope of the
+/// request's [`Dialect`](crate::Dialect): carries the request's generation id when one was
+/// assigned.
 pub(crate) fn reject<B>(err: &Error, extensions: &http::Extensions) -> Response<GatewayBody<B>> {
-    let mut res = err.clone().into_response();
+    // In the envelope of the client's dialect.
+    let mut res = crate::dialect::Dialect::of(extensions).error_response(err);
     if err.status() == StatusCode::UNAUTHORIZED {
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -8,7 +8,9 @@
 //! or a first-byte timeout after sending may have ([`Retry::Retryable`]).
 //!
 //! Reads [`Target`] from the request extensions; without one it fails with a 500 that says the
-//! routing layer is missing. The client's own headers are never forwarded.
+//! routing layer is missing. The client's own headers are never forwarded, except a dialect's
+//! own (`anthropic-version`, `anthropic-beta`) with a request kept in it ([`NativeRequest`]),
+//! sent as it came to a provider of that dialect.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -59,7 +61,7 @@ pub use self::body::ResponseBody;
 use self::connect::{classify, TimeoutConnector};
 use crate::chat::ChatRequest;
 use crate::error::{ErrorSource, Retry};
-use crate::facts::Target;
+use crate::facts::{NativeRequest, Target};
 use crate::provider::Provider;
 use crate::Error;
 
@@ -243,14 +245,42 @@ impl Service<Request<ChatRequest>> for Dispatch {
             ))));
         };
         let provider = target.provider.clone();
-        let upstream =
-            match provider.build_request(body, &target.upstream_model, target.max_output_tokens) {
-                Ok(r) => r,
-                Err(e) => return Box::pin(std::future::ready(Err(e))),
-            };
+        let built = match parts.extensions.get::<NativeRequest>() {
+            Some(native) if native.kind == provider.kind() => provider.build_native_request(
+                &native.body,
+                &native.headers,
+                &target.upstream_model,
+                body.is_stream(),
+            ),
+            // Said in a dialect this provider's cannot carry: refused here, tried elsewhere.
+            Some(NativeRequest {
+                untranslatable: Some(e),
+                ..
+            }) => Err(e
+                .clone()
+                .with_retry(Retry::Elsewhere)
+                .with_provider(provider.name_arc().clone())),
+            _ => provider.build_request(body, &target.upstream_model, target.max_output_tokens),
+        };
+        let upstream = match built {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        Box::pin(self.send(upstream, provider))
+    }
+}
+
+impl Dispatch {
+    /// Sends a request built for `provider` with its first-byte timeout; the body is read
+    /// with its idle timeout.
+    pub(crate) fn send(
+        &self,
+        upstream: Request<Full<Bytes>>,
+        provider: Arc<Provider>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'static {
         let timeouts = provider.timeouts();
         let sent = self.client.request(upstream);
-        Box::pin(async move {
+        async move {
             let res = match tokio::time::timeout(timeouts.first_byte, sent).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(e)) => return Err(classify(e, &provider)),
@@ -268,6 +298,6 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 }
             };
             Ok(res.map(|b| ResponseBody::new(b, timeouts.idle, provider.name_arc().clone())))
-        })
+        }
     }
 }

@@ -1,17 +1,20 @@
 //! Facts that travel between layers as request extensions: the generation id, the route plan
-//! and the target of one attempt (with its prices), the attempts made, and the slot the final
-//! usage is reported to. A layer's docs say which it inserts and which it reads.
+//! and the target of one attempt (with its prices), the attempts made, the slot the final
+//! usage is reported to, and a request kept in a provider's own dialect. A layer's docs say
+//! which it inserts and which it reads.
 
 use std::sync::Mutex;
 
 mod attempts;
 mod id;
+mod native;
 mod plan;
 mod pricing;
 mod slot;
 
 pub use self::attempts::{Attempt, AttemptOutcome, Attempts};
 pub use self::id::GenerationId;
+pub use self::native::{NativeAnswer, NativeRequest};
 pub use self::plan::{Hedge, PriceAnswers, RoutePlan, Target};
 pub use self::pricing::{Pricing, Tokens};
 pub use self::slot::{SlotReport, StreamEnd, UsageSlot};

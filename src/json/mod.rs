@@ -165,7 +165,6 @@ pub(crate) struct RawObject<'a> {
 
 impl<'a> RawObject<'a> {
     /// Splits `text`, which must be one JSON object, validating all of it.
-    #[cfg(test)]
     pub(crate) fn parse(text: &'a str) -> Result<Self, JsonError> {
         let mut spans = Vec::with_capacity(8);
         Scanner::new(text).document(|sc| sc.members(&mut spans))?;
@@ -800,6 +799,34 @@ pub(super) fn special_bytes(word: u64) -> u64 {
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     control | quote | backslash
+}
+
+/// A JSON object's text with its `model` set to `model` (first, when it had none) and the
+/// members named in `drop` left out; every other member is copied as it was written.
+pub(crate) fn with_model(body: &[u8], model: &str, drop: &[&str]) -> Result<Vec<u8>, JsonError> {
+    let text = std::str::from_utf8(body).map_err(|e| JsonError {
+        what: "not UTF-8 text",
+        at: e.valid_up_to(),
+    })?;
+    let obj = RawObject::parse(text)?;
+    let mut out = Vec::with_capacity(body.len() + model.len());
+    let mut w = ObjectWriter::begin(&mut out);
+    let has_model = obj.members().get("model").is_some();
+    if !has_model {
+        w.str_field(key!("model"), model);
+    }
+    let mut wrote = false;
+    for m in obj.members().iter() {
+        if m.is("model") {
+            if !std::mem::replace(&mut wrote, true) {
+                w.str_field(key!("model"), model);
+            }
+        } else if !drop.iter().any(|d| m.is(d)) {
+            w.member(&m);
+        }
+    }
+    w.end();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -268,6 +268,57 @@ impl Provider {
                 (uri, to_vec(&json)?)
             }
         };
+        let mut req = self.http_request(uri, bytes, stream)?;
+        if self.kind == ProviderKind::Anthropic {
+            // Unless the configuration set one.
+            req.headers_mut()
+                .entry("anthropic-version")
+                .or_insert(HeaderValue::from_static(anthropic::VERSION));
+        }
+        Ok(req)
+    }
+
+    /// The upstream request for a request kept in this provider's own dialect
+    /// ([`NativeRequest`](crate::facts::NativeRequest)): its `body` as the client wrote it,
+    /// with only `model` set to `upstream_model` and the gateway's own fields (`models`,
+    /// `provider`) removed, and the dialect's `headers` forwarded (`anthropic-version`
+    /// defaults to the gateway's).
+    pub fn build_native_request(
+        &self,
+        body: &[u8],
+        headers: &[(http::HeaderName, HeaderValue)],
+        upstream_model: &str,
+        stream: bool,
+    ) -> Result<Request<Full<Bytes>>, Error> {
+        self.check_model(upstream_model)
+            .map_err(|e| Error::invalid_request(e, Some("model".into())))?;
+        let bytes = crate::json::with_model(body, upstream_model, &["models", "provider"])
+            .map_err(|e| Error::invalid_request(format!("invalid request body: {e}"), None))?;
+        let mut req = self.http_request(self.chat_uri.clone(), bytes, stream)?;
+        let h = req.headers_mut();
+        if self.kind == ProviderKind::Anthropic {
+            h.insert(
+                "anthropic-version",
+                HeaderValue::from_static(anthropic::VERSION),
+            );
+        }
+        for (name, value) in headers {
+            h.insert(name.clone(), value.clone());
+        }
+        // The configuration's headers win over the client's.
+        for (k, v) in &self.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        Ok(req)
+    }
+
+    /// A `POST` of `bytes` to `uri` with the provider's key and configured headers.
+    fn http_request(
+        &self,
+        uri: Uri,
+        bytes: Vec<u8>,
+        stream: bool,
+    ) -> Result<Request<Full<Bytes>>, Error> {
         // The length's digits go in the body's own allocation, after the body: both are
         // slices of one buffer. (Left to hyper, the header would take two allocations.)
         let mut bytes = bytes;
@@ -295,12 +346,6 @@ impl Provider {
             USER_AGENT,
             HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION"))),
         );
-        if self.kind == ProviderKind::Anthropic {
-            h.insert(
-                "anthropic-version",
-                HeaderValue::from_static(anthropic::VERSION),
-            );
-        }
         if let Some((name, value)) = &self.auth {
             h.insert(name.clone(), value.clone());
         }

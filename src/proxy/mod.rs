@@ -22,6 +22,7 @@
 //! ```
 
 mod config;
+mod count_tokens;
 mod keys;
 mod metrics;
 mod models;
@@ -46,6 +47,7 @@ pub use self::server::{default_max_connections, serve, ServeOptions, MAX_CONNECT
 use crate::auth::{Auth, AuthLayer, FailedAttempts, ManagedKeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer};
+use crate::dialect::messages::{Messages, MessagesBody, MessagesLayer};
 use crate::dispatch::{self, Dispatch};
 use crate::fallback::{Fallback, FallbackBody};
 use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
@@ -56,11 +58,18 @@ use crate::usage::{
 };
 use crate::Error;
 
+/// The typed core every dialect's edge calls: routing, metering, fallback, normalising and
+/// dispatch.
+pub type CoreStack = ModelRewrite<Meter<Fallback<StreamNormalize<Dispatch>>>>;
+
 /// The gateway stack behind authentication and rate limits.
-pub type GatewayStack = Decode<ModelRewrite<Meter<Fallback<StreamNormalize<Dispatch>>>>>;
+pub type GatewayStack = Decode<CoreStack>;
 
 /// What the proxy serves on `POST /v1/chat/completions`.
 pub type ChatStack = Auth<RateLimit<GatewayStack>>;
+
+/// What the proxy serves on `POST /v1/messages`.
+pub type MessagesStack = Auth<RateLimit<Messages<CoreStack>>>;
 
 /// The body of a [`GatewayStack`] answer.
 pub type GatewayStackBody =
@@ -68,6 +77,11 @@ pub type GatewayStackBody =
 
 /// The body of a chat answer.
 pub type ChatBody = GatewayBody<GatewayBody<GatewayStackBody>>;
+
+/// The body of a Messages answer.
+pub type MessagesStackBody = GatewayBody<
+    GatewayBody<MessagesBody<FallbackBody<stream_normalize::ResponseBody<dispatch::ResponseBody>>>>,
+>;
 
 /// Failed key attempts a client address may make in a minute before it is held back (`429`)
 /// for the rest of that minute.
@@ -146,6 +160,10 @@ async fn redis_state(
 #[derive(Clone)]
 pub struct Proxy {
     chat: ChatStack,
+    messages: MessagesStack,
+    /// Sends `count_tokens` to an `anthropic` endpoint.
+    dispatch: Dispatch,
+    max_body_bytes: usize,
     /// Authenticates `GET /v1/key` (inference keys).
     key_auth: AuthLayer,
     /// Authenticates `/v1/keys` (the admin key); `None` when management is off.
@@ -260,10 +278,7 @@ impl Proxy {
         let max_body_bytes = config
             .max_body_bytes
             .unwrap_or(crate::decode::DEFAULT_MAX_BODY_BYTES);
-        let chat = ServiceBuilder::new()
-            .layer(key_auth.clone())
-            .layer(state.rate_limits.max_body_bytes(max_body_bytes))
-            .layer(DecodeLayer::new().max_body_bytes(max_body_bytes))
+        let core = ServiceBuilder::new()
             .layer(ModelRewriteLayer::new(catalog.clone()))
             .layer(
                 UsageLayer::new(recorder.clone())
@@ -271,9 +286,23 @@ impl Proxy {
             )
             .layer(config.fallback.layer()?)
             .layer(StreamNormalizeLayer::new().keepalive_interval(config.keepalive_interval()))
-            .service(dispatch);
+            .service(dispatch.clone());
+        let rate_limits = state.rate_limits.max_body_bytes(max_body_bytes);
+        let chat = ServiceBuilder::new()
+            .layer(key_auth.clone())
+            .layer(rate_limits.clone())
+            .layer(DecodeLayer::new().max_body_bytes(max_body_bytes))
+            .service(core.clone());
+        let messages = ServiceBuilder::new()
+            .layer(key_auth.clone())
+            .layer(rate_limits)
+            .layer(MessagesLayer::new().max_body_bytes(max_body_bytes))
+            .service(core);
         Ok(Proxy {
             chat,
+            messages,
+            dispatch,
+            max_body_bytes,
             key_auth,
             admin_auth: state.management.then(|| {
                 AuthLayer::new(store.clone())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, Request};
 use axum::response::Response;
-use axum::routing::{any, get, post_service, MethodRouter};
+use axum::routing::{any, get, post, post_service, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use super::{keys, metrics, models, Proxy};
 use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
+use crate::dialect::Dialect;
 use crate::facts::GenerationId;
 use crate::Error;
 
@@ -49,6 +50,23 @@ impl Proxy {
             })
             .service(self.chat.clone());
         let chat = post_service(chat).fallback(wrong_method("POST"));
+        let messages = ServiceBuilder::new()
+            .map_request(|mut req: Request| {
+                let ext = req.extensions_mut();
+                ext.insert(GenerationId::new());
+                ext.insert(Dialect::Messages);
+                req
+            })
+            .service(self.messages.clone());
+        let messages = post_service(messages).fallback(wrong_method_in(Dialect::Messages, "POST"));
+        let count_tokens = {
+            let proxy = self.clone();
+            post(move |req: Request| {
+                let proxy = proxy.clone();
+                async move { proxy.count_tokens(req).await }
+            })
+            .fallback(wrong_method_in(Dialect::Messages, "POST"))
+        };
         let catalog = self.catalog.clone();
         let models = get(move || {
             let catalog = catalog.clone();
@@ -97,6 +115,8 @@ impl Proxy {
         let manage = |rest: Option<String>| self.management(rest);
         let v1 = Router::new()
             .route("/v1/chat/completions", chat.clone())
+            .route("/v1/messages", messages.clone())
+            .route("/v1/messages/count_tokens", count_tokens.clone())
             .route("/v1/models", models.clone())
             .route("/v1/key", key)
             .route("/v1/generation", generation)
@@ -114,6 +134,8 @@ impl Proxy {
             .merge(v1.clone())
             .nest("/api", v1)
             .route("/chat/completions", chat)
+            .route("/messages", messages)
+            .route("/messages/count_tokens", count_tokens)
             .route("/models", models)
             .route("/metrics", scrape)
             .route("/health", health.clone())
@@ -126,6 +148,31 @@ impl Proxy {
                 )
                 .into_response())
             })
+    }
+
+    /// `POST /v1/messages/count_tokens`: authenticated, never rate limited or billed.
+    async fn count_tokens(&self, req: Request) -> Own {
+        let refuse = |e: &Error| Dialect::Messages.error_response(e);
+        if let Err(e) = self
+            .key_auth
+            .authenticate(req.headers(), req.extensions())
+            .await
+        {
+            return refuse(&e);
+        }
+        let (parts, body) = req.into_parts();
+        let limit = self.max_body_bytes;
+        let bytes = match crate::body::collect_limited(std::pin::pin!(body), limit).await {
+            Ok(b) => b,
+            Err(crate::body::CollectError::TooLarge) => {
+                return refuse(&Error::payload_too_large(limit))
+            }
+            Err(crate::body::CollectError::Body(e)) => return refuse(&Error::from_request_body(e)),
+        };
+        let counted =
+            super::count_tokens::count_tokens(&self.catalog, &self.dispatch, &parts.headers, bytes)
+                .await;
+        counted.unwrap_or_else(|e| refuse(&e))
     }
 
     /// `/v1/keys`: the management API, or a 404 when it is off.
@@ -296,8 +343,16 @@ async fn with_generation_id(mut res: Response) -> Response {
 
 /// A route's method router answers a wrong method with a `405` in the envelope and `Allow`.
 fn wrong_method(allowed: &'static str) -> impl Fn(Request) -> std::future::Ready<Own> + Clone {
+    wrong_method_in(Dialect::Chat, allowed)
+}
+
+/// [`wrong_method`] in a dialect's envelope.
+fn wrong_method_in(
+    dialect: Dialect,
+    allowed: &'static str,
+) -> impl Fn(Request) -> std::future::Ready<Own> + Clone {
     move |req: Request| {
-        let mut res = Error::new(
+        let err = Error::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request_error",
             format!(
@@ -305,8 +360,8 @@ fn wrong_method(allowed: &'static str) -> impl Fn(Request) -> std::future::Ready
                 req.method(),
                 req.uri().path()
             ),
-        )
-        .into_response();
+        );
+        let mut res = dialect.error_response(&err);
         res.headers_mut()
             .insert(ALLOW, HeaderValue::from_static(allowed));
         std::future::ready(res)

@@ -35,6 +35,7 @@
 mod anthropic;
 mod body;
 mod gemini;
+mod native;
 mod openai;
 
 mod translate;
@@ -55,11 +56,14 @@ use tower_service::Service;
 pub use self::anthropic::AnthropicStream;
 pub use self::body::{ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
+pub use self::native::NativeStream;
 pub use self::openai::OpenAiStream;
 use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry, Secrets};
-use crate::facts::{GenerationId, PriceAnswers, Pricing, Target, UsageSlot};
+use crate::facts::{
+    GenerationId, NativeAnswer, NativeRequest, PriceAnswers, Pricing, Target, UsageSlot,
+};
 use crate::json::{self as raw, key, ObjectWriter};
 use crate::provider::ProviderKind;
 use crate::sse::SseEvent;
@@ -119,6 +123,8 @@ pub enum Translator {
     Anthropic(AnthropicStream),
     /// Gemini `GenerateContentResponse` events.
     Gemini(GeminiStream),
+    /// A provider's own events, passed on to a client of its dialect.
+    Native(NativeStream),
 }
 
 impl Translator {
@@ -137,6 +143,7 @@ impl Translator {
             Translator::OpenAi(s) => s.on_event(ev, out),
             Translator::Anthropic(s) => s.on_event(ev, out),
             Translator::Gemini(s) => s.on_event(ev, out),
+            Translator::Native(s) => s.on_event(ev, out),
         }
     }
 
@@ -148,6 +155,7 @@ impl Translator {
             Translator::OpenAi(s) => s.read_every_chunk_in_full(),
             Translator::Anthropic(s) => s.stage.read_every_chunk_in_full(),
             Translator::Gemini(s) => s.stage.read_every_chunk_in_full(),
+            Translator::Native(_) => {}
         }
     }
 
@@ -157,6 +165,7 @@ impl Translator {
             Translator::OpenAi(s) => s.on_end(out),
             Translator::Anthropic(s) => s.on_end(out),
             Translator::Gemini(s) => s.on_end(out),
+            Translator::Native(s) => s.on_end(out),
         }
     }
 
@@ -166,6 +175,7 @@ impl Translator {
             Translator::OpenAi(s) => s.on_error(err, out),
             Translator::Anthropic(s) => s.on_error(err, out),
             Translator::Gemini(s) => s.on_error(err, out),
+            Translator::Native(s) => s.on_error(err, out),
         }
     }
 
@@ -175,6 +185,7 @@ impl Translator {
             Translator::OpenAi(s) => s.is_finished(),
             Translator::Anthropic(s) => s.is_finished(),
             Translator::Gemini(s) => s.is_finished(),
+            Translator::Native(s) => s.is_finished(),
         }
     }
 
@@ -184,6 +195,7 @@ impl Translator {
             Translator::OpenAi(s) => s.usage(),
             Translator::Anthropic(s) => s.usage(),
             Translator::Gemini(s) => s.usage(),
+            Translator::Native(s) => s.usage(),
         }
     }
 
@@ -193,6 +205,16 @@ impl Translator {
             Translator::OpenAi(s) => s.error(),
             Translator::Anthropic(s) => s.error(),
             Translator::Gemini(s) => s.error(),
+            Translator::Native(s) => s.error(),
+        }
+    }
+
+    /// What a keep-alive is in the stream's dialect: a `: keepalive` comment, Anthropic's
+    /// `ping` event for a native Anthropic stream.
+    pub fn keepalive(&self) -> &'static [u8] {
+        match self {
+            Translator::Native(_) => crate::dialect::messages::PING,
+            _ => crate::sse::KEEPALIVE,
         }
     }
 
@@ -202,6 +224,7 @@ impl Translator {
             Translator::OpenAi(s) => s.finish_reason(),
             Translator::Anthropic(s) => s.finish_reason(),
             Translator::Gemini(s) => s.finish_reason(),
+            Translator::Native(s) => s.finish_reason(),
         }
     }
 }
@@ -297,6 +320,11 @@ where
         };
         let slot = req.extensions().get::<UsageSlot>().cloned();
         let streaming = req.body().is_stream();
+        // A request kept in this provider's own dialect is answered in it, untranslated.
+        let native = req
+            .extensions()
+            .get::<NativeRequest>()
+            .is_some_and(|n| n.kind == provider.kind());
         let ctx = StreamContext {
             id,
             model: public_model,
@@ -340,8 +368,15 @@ where
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             let kind = provider.kind();
+            if native {
+                parts.extensions.insert(NativeAnswer);
+            }
             if streaming && is_sse {
-                let state = Translator::new(kind, ctx);
+                let state = if native {
+                    Translator::Native(NativeStream::new(ctx))
+                } else {
+                    Translator::new(kind, ctx)
+                };
                 let mut out = Response::new(ResponseBody::Stream {
                     stream: Box::pin(
                         SseStream::new(body, state, config.keepalive).usage_slot(slot),
@@ -361,6 +396,20 @@ where
             .await?;
             let mut out = Response::new(ResponseBody::full(Bytes::new()));
             *out.extensions_mut() = extensions;
+            if native {
+                let (json, usage, finish_reason) = native::render(&bytes, &ctx)?;
+                if let Some(slot) = &slot {
+                    slot.record_finish_reason(finish_reason);
+                    slot.record(usage.clone().unwrap_or_default());
+                }
+                if let Some(usage) = usage {
+                    out.extensions_mut().insert(usage);
+                }
+                out.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                *out.body_mut() = ResponseBody::full(json);
+                return Ok(out);
+            }
             if streaming {
                 // The provider ignored `stream: true` and answered with JSON: replay it as a stream.
                 let mut completion = parse_completion(&bytes, &ctx, kind)?;

@@ -62,6 +62,7 @@ pub use self::sink::{
 pub(crate) use self::sink::{Msg, Permit};
 use crate::auth::{LimitReset, Principal};
 use crate::chat::{ChatRequest, Message};
+use crate::dialect::Dialect;
 use crate::facts::{
     AttemptOutcome, Attempts, GenerationId, PriceAnswers, Pricing, RoutePlan, SlotReport,
     StreamEnd, Target, Tokens, UsageSlot,
@@ -513,6 +514,7 @@ where
         title: header(req.headers(), "x-title"),
         user: body.user.as_deref().map(clipped),
         cache_write_tokens: 0,
+        dialect: Dialect::of(req.extensions()),
     };
     let answer = Arc::new(Mutex::new(Answer::default()));
     let pending = Pending {

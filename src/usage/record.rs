@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dialect::Dialect;
 use crate::facts::{Attempt, AttemptOutcome};
 
 /// One client request, as metered: what it asked, who served it, what it used and cost, and
@@ -58,10 +59,14 @@ pub struct UsageRecord {
     pub title: Option<String>,
     /// The request's `user` field.
     pub user: Option<String>,
-    /// Input tokens written to the prompt cache (kept last: a stored record from before this
-    /// field reads as one with 0 here).
+    /// Input tokens written to the prompt cache (a stored record from before this field
+    /// reads as one with 0 here).
     #[serde(default)]
     pub cache_write_tokens: u64,
+    /// The API the client spoke (a stored record from before this field reads as `chat`).
+    /// New fields go last: the stored form is positional.
+    #[serde(default)]
+    pub dialect: Dialect,
 }
 
 /// One attempt of the fallback layer.

@@ -1,0 +1,60 @@
+//! The APIs clients speak to the gateway, and the edges that read and write them.
+//!
+//! One core serves every dialect: the same keys, limits, catalog, routing, fallback, metering
+//! and records. A dialect's edge reads its request into the core's [`ChatRequest`], writes the
+//! core's answer (JSON or stream) back in the dialect, and answers every error, the gateway's
+//! own included, in the dialect's envelope.
+//!
+//! - Chat Completions: the core's own dialect ([`DecodeLayer`](crate::DecodeLayer)).
+//! - Anthropic Messages ([`messages`]): translated for any provider, passed through natively to
+//!   an `anthropic` one.
+//!
+//! The dialect a request came in is a request extension ([`Dialect`]): the layers in front of
+//! the edge (authentication, rate limits) answer their refusals in it, and the usage record
+//! says which it was.
+//!
+//! [`ChatRequest`]: crate::ChatRequest
+
+pub mod messages;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The API a client spoke. A request extension, set by the route (absent: Chat Completions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Dialect {
+    /// OpenAI Chat Completions (`/v1/chat/completions`).
+    #[default]
+    Chat,
+    /// Anthropic Messages (`/v1/messages`).
+    Messages,
+}
+
+impl Dialect {
+    /// The dialect's name, as records and metrics show it: `chat`, `messages`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Dialect::Chat => "chat",
+            Dialect::Messages => "messages",
+        }
+    }
+
+    /// The dialect of a request: its extension, or Chat Completions.
+    pub fn of(extensions: &http::Extensions) -> Dialect {
+        extensions.get::<Dialect>().copied().unwrap_or_default()
+    }
+
+    /// `err` answered in this dialect's envelope, with its status and headers.
+    pub fn error_response(&self, err: &Error) -> Response<Full<Bytes>> {
+        match self {
+            Dialect::Chat => err.clone().into_response(),
+            Dialect::Messages => messages::error_response(err),
+        }
+    }
+}
