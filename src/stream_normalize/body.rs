@@ -13,7 +13,7 @@ use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::facts::{StreamEnd, UsageSlot};
 use crate::future::later;
-use crate::sse::SseDecoder;
+use crate::sse::{self, SseDecoder};
 use crate::Error;
 
 /// Events ready at once are sent in one frame up to this size.
@@ -253,7 +253,7 @@ where
                             // Register the new deadline with the timer before yielding.
                             let _ = sleep.poll(cx);
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                                this.state.keepalive(),
+                                sse::KEEPALIVE,
                             )))));
                         }
                     }

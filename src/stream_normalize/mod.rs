@@ -209,15 +209,6 @@ impl Translator {
         }
     }
 
-    /// What a keep-alive is in the stream's dialect: a `: keepalive` comment, Anthropic's
-    /// `ping` event for a native Anthropic stream.
-    pub fn keepalive(&self) -> &'static [u8] {
-        match self {
-            Translator::Native(_) => crate::dialect::messages::PING,
-            _ => crate::sse::KEEPALIVE,
-        }
-    }
-
     /// The last finish reason seen.
     pub fn finish_reason(&self) -> Option<&str> {
         match self {

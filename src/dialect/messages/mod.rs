@@ -41,5 +41,4 @@ pub use self::request::{InputMessage, MessagesRequest};
 #[cfg(feature = "proxy")]
 pub(crate) use self::service::FORWARDED;
 pub use self::service::{Messages, MessagesBody, MessagesLayer};
-pub(crate) use self::stream::PING;
 pub use self::stream::{check_event_sequence, MessagesStream};

@@ -164,18 +164,19 @@ where
     RB: Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
-    if res.extensions().get::<NativeAnswer>().is_some() {
-        return Ok(res.map(|body| MessagesBody::Native { body }));
-    }
     let is_sse = res
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if is_sse {
+        // Native or translated is known at the stream's first event.
         let writer = Writer::new(id, model, estimate);
         return Ok(res.map(|body| MessagesBody::Stream {
             body: Box::pin(MessagesStream::new(body, writer)),
         }));
+    }
+    if res.extensions().get::<NativeAnswer>().is_some() {
+        return Ok(res.map(|body| MessagesBody::Native { body }));
     }
     let (mut parts, body) = res.into_parts();
     let bytes = crate::body::collect_limited(std::pin::pin!(body), usize::MAX)
@@ -205,31 +206,17 @@ where
     ))
 }
 
-/// A frame of a native stream. The core's error event (a stream that failed before its
-/// first event, with no other target left to try) is written as Anthropic's.
-fn native_frame(frame: Frame<Bytes>) -> Frame<Bytes> {
-    match frame.data_ref() {
-        Some(data) if data.starts_with(b"data: {\"error\"") => {
-            let err = Error::from_sse_event(data.trim_ascii_end()).unwrap_or_else(|| {
-                Error::new(StatusCode::BAD_GATEWAY, "api_error", "the answer failed")
-            });
-            Frame::data(super::error_event(&err))
-        }
-        _ => frame,
-    }
-}
-
 /// The body of a Messages answer.
 #[pin_project(project = MessagesBodyProj)]
 #[derive(Debug)]
 pub enum MessagesBody<B> {
-    /// An `anthropic` endpoint's own answer, as it came (already stamped).
+    /// An `anthropic` endpoint's own (non-streamed) answer, as it came (already stamped).
     Native {
         /// The body.
         #[pin]
         body: B,
     },
-    /// The core's stream, re-written as Messages events.
+    /// A stream: an `anthropic` endpoint's own events, or the core's re-written.
     Stream {
         /// The body.
         body: Pin<Box<MessagesStream<B>>>,
@@ -261,10 +248,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            MessagesBodyProj::Native { body } => {
-                let frame = std::task::ready!(body.poll_frame(cx));
-                Poll::Ready(frame.map(|r| r.map(native_frame).map_err(Into::into)))
-            }
+            MessagesBodyProj::Native { body } => body.poll_frame(cx).map_err(Into::into),
             MessagesBodyProj::Stream { body } => {
                 body.as_mut().poll_frame(cx).map_err(|e| match e {})
             }

@@ -203,13 +203,11 @@ impl Writer {
         self.write(&ev, out);
     }
 
-    /// A keep-alive from the core: `event: ping` (after `message_start`).
+    /// A keep-alive from the core: `event: ping`.
     pub(crate) fn ping(&mut self, out: &mut BytesMut) {
-        if self.finished {
-            return;
+        if !self.finished {
+            out.put_slice(PING);
         }
-        self.start(out);
-        out.put_slice(PING);
     }
 
     fn close(&mut self, out: &mut BytesMut) {
@@ -266,6 +264,10 @@ impl Writer {
                 return self.fail(&err, out);
             }
         };
+        if !self.started && !chunk.model.is_empty() {
+            // The public model the core stamped.
+            self.model.clone_from(&chunk.model);
+        }
         self.start(out);
         if let UsageField::Present(u) = &chunk.usage {
             self.usage = Some(u.clone());
@@ -360,11 +362,26 @@ impl Writer {
     }
 }
 
-/// The core's SSE body re-written as Messages events.
+/// How a stream is written: decided by its first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Only keep-alives so far.
+    Undecided,
+    /// An `anthropic` endpoint's own events (they come with `event:` lines): passed on.
+    Native,
+    /// The core's chunks: re-written.
+    Translated,
+}
+
+/// A Messages stream from the core's SSE body. Which endpoint serves is known only at the
+/// stream's first event (the fallback layer may move on from a stream that fails before it):
+/// an `anthropic` endpoint's own events are passed on, the core's chunks are re-written as
+/// Messages events ([`Writer`]). Keep-alives become `event: ping`.
 #[pin_project]
 pub struct MessagesStream<B> {
     #[pin]
     inner: B,
+    mode: Mode,
     decoder: SseDecoder,
     writer: Writer,
     out: BytesMut,
@@ -374,6 +391,7 @@ pub struct MessagesStream<B> {
 impl<B> std::fmt::Debug for MessagesStream<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessagesStream")
+            .field("mode", &self.mode)
             .field("writer", &self.writer)
             .finish_non_exhaustive()
     }
@@ -383,6 +401,7 @@ impl<B> MessagesStream<B> {
     pub(crate) fn new(inner: B, writer: Writer) -> Self {
         MessagesStream {
             inner,
+            mode: Mode::Undecided,
             decoder: SseDecoder::new(),
             writer,
             out: BytesMut::new(),
@@ -418,12 +437,23 @@ where
                     };
                     if data.as_ref() == KEEPALIVE {
                         this.writer.ping(this.out);
-                    } else {
-                        this.decoder.feed(&data);
-                        while let Some(ev) = this.decoder.next_event() {
-                            this.writer.on_event(&ev, this.out);
-                            this.decoder.recycle(ev);
-                        }
+                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                    }
+                    if *this.mode == Mode::Undecided {
+                        *this.mode = if data.starts_with(b"event:") {
+                            Mode::Native
+                        } else {
+                            Mode::Translated
+                        };
+                    }
+                    if *this.mode == Mode::Native {
+                        // Already in the client's dialect (the native stream ends itself).
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    this.decoder.feed(&data);
+                    while let Some(ev) = this.decoder.next_event() {
+                        this.writer.on_event(&ev, this.out);
+                        this.decoder.recycle(ev);
                     }
                     if this.writer.is_finished() {
                         *this.done = true;
@@ -434,15 +464,21 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
                     let err = Error::new(StatusCode::BAD_GATEWAY, "api_error", e.to_string());
-                    this.writer.fail(&err, this.out);
+                    if *this.mode != Mode::Native {
+                        this.writer.fail(&err, this.out);
+                    } else {
+                        this.out.put_slice(&error_event(&err));
+                    }
                     *this.done = true;
                 }
                 Poll::Ready(None) => {
-                    this.decoder.finish();
-                    while let Some(ev) = this.decoder.next_event() {
-                        this.writer.on_event(&ev, this.out);
+                    if *this.mode != Mode::Native {
+                        this.decoder.finish();
+                        while let Some(ev) = this.decoder.next_event() {
+                            this.writer.on_event(&ev, this.out);
+                        }
+                        this.writer.on_end(this.out);
                     }
-                    this.writer.on_end(this.out);
                     *this.done = true;
                 }
                 Poll::Pending => return Poll::Pending,
@@ -569,11 +605,11 @@ mod tests {
         ]);
         let events = crate::sse::decode_chunks([text.as_bytes()]);
         let names: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
-        assert_eq!(names[0], "message_start");
-        assert_eq!(names[1], "ping");
-        let start: Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(names[0], "ping");
+        assert_eq!(names[1], "message_start");
+        let start: Value = serde_json::from_str(&events[1].data).unwrap();
         assert_eq!(start["message"]["usage"]["input_tokens"], 42);
-        assert_eq!(start["message"]["model"], "pub/m");
+        assert_eq!(start["message"]["model"], "m", "the model the core stamped");
         let blocks: Vec<Value> = events
             .iter()
             .filter(|e| e.event.as_deref() == Some("content_block_start"))
