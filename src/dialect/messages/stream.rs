@@ -376,7 +376,7 @@ enum Mode {
 /// A Messages stream from the core's SSE body. Which endpoint serves is known only at the
 /// stream's first event (the fallback layer may move on from a stream that fails before it):
 /// an `anthropic` endpoint's own events are passed on, the core's chunks are re-written as
-/// Messages events ([`Writer`]). Keep-alives become `event: ping`.
+/// Messages events. Keep-alives become `event: ping`.
 #[pin_project]
 pub struct MessagesStream<B> {
     #[pin]
