@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test and doctest.
-#   - a virtualenv (.venv) with the official `openai` Python SDK, for tests/openai_sdk.rs;
+#   - a virtualenv (.venv) with the official `openai` and `anthropic` Python SDKs, for
+#     tests/openai_sdk.rs and tests/anthropic_clients.rs;
+#   - Claude Code (`@anthropic-ai/claude-code` from npm, into .tools/claude-code), which
+#     tests/anthropic_clients.rs runs against the proxy;
 #   - redis-server (Debian's package), which tests/fleet.rs starts, one per test, on free
 #     loopback ports (those tests fail under CI without it, and skip elsewhere);
 #   - cargo-nextest when present (it is on our machines), plain `cargo test` otherwise.
@@ -8,12 +11,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import openai" >/dev/null 2>&1; then
-  echo "== installing the openai Python SDK into .venv"
+if ! .venv/bin/python -c "import openai, anthropic" >/dev/null 2>&1; then
+  echo "== installing the openai and anthropic Python SDKs into .venv"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi
 export MODELGATE_PYTHON="$PWD/.venv/bin/python"
+
+CLAUDE_CODE_VERSION="2.1.332"
+claude=".tools/claude-code/node_modules/.bin/claude"
+if ! "$claude" --version 2>/dev/null | grep -q "$CLAUDE_CODE_VERSION"; then
+  echo "== installing Claude Code $CLAUDE_CODE_VERSION into .tools/claude-code"
+  npm install --silent --no-audit --no-fund --prefix .tools/claude-code \
+    "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null \
+    || echo "warning: could not install Claude Code: tests/anthropic_clients.rs will skip it (and fail under CI)"
+fi
+if [ -x "$claude" ]; then
+  export MODELGATE_CLAUDE="$PWD/$claude"
+fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "== installing redis-server (for tests/fleet.rs)"

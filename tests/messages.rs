@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -13,49 +11,6 @@ use serde_json::{json, Value};
 use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
-
-/// An Anthropic-kind fake: the behaviour by upstream model name.
-fn anthropic(received: &Received) -> Script {
-    if received.path.ends_with("/count_tokens") {
-        return Script::json(200, r#"{"input_tokens":1234}"#);
-    }
-    let model = received.body["model"].as_str().unwrap_or("").to_owned();
-    let stream = received.body["stream"].as_bool().unwrap_or(false);
-    match model.as_str() {
-        "claude-529" => Script::json(
-            529,
-            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-        ),
-        "claude-400" => Script::json(
-            400,
-            r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#,
-        ),
-        "claude-busy" if stream => {
-            // Overloaded right after `message_start`: nothing has reached the client yet.
-            let mut p: Vec<Piece> = events_of(&fixture("anthropic/anthropic_error.sse"));
-            p.remove(1);
-            p.remove(1);
-            Script::sse(p)
-        }
-        "claude-cut" if stream => {
-            let mut p: Vec<Piece> = events_of(&fixture("anthropic/anthropic_text.sse"))
-                .into_iter()
-                .take(3)
-                .collect();
-            p.push(Piece::Pause(Duration::from_millis(20)));
-            p.push(Piece::Cut);
-            Script::sse(p)
-        }
-        "claude-thinking" if stream => {
-            Script::sse(events_of(&fixture("anthropic/anthropic_thinking.sse")))
-        }
-        "claude-tool" if stream => Script::sse(events_of(&fixture("anthropic/anthropic_tool.sse"))),
-        _ if stream => Script::sse(events_of(&fixture("anthropic/anthropic_text.sse"))),
-        _ => Script::json(200, NATIVE_MESSAGE),
-    }
-}
-
-const NATIVE_MESSAGE: &str = r#"{"id":"msg_01Abc","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"thinking","thinking":"Sum.","signature":"EqQBsig=="},{"type":"redacted_thinking","data":"EmwKAhgBEgy3"},{"type":"text","text":"4","citations":null}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":100,"cache_read_input_tokens":300,"cache_creation":{"ephemeral_5m_input_tokens":40,"ephemeral_1h_input_tokens":60},"output_tokens":5}}"#;
 
 fn config(anth: &FakeProvider, oai: &FakeProvider) -> String {
     format!(
@@ -126,7 +81,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let anth = FakeProvider::start(anthropic).await;
+    let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
     let gw = Gateway::start(&config(&anth, &oai)).await;
     Setup {
@@ -212,7 +167,7 @@ async fn native_answers_pass_untouched_but_for_the_model() {
         .unwrap()
         .starts_with("gen-"));
     let v = a.json();
-    let mut expected: Value = serde_json::from_str(NATIVE_MESSAGE).unwrap();
+    let mut expected: Value = serde_json::from_str(ANTHROPIC_MESSAGE).unwrap();
     expected["model"] = json!("anthropic/claude");
     assert_eq!(
         v, expected,
@@ -255,7 +210,7 @@ async fn native_streams_keep_signatures_and_are_metered() {
     let anth = FakeProvider::start(|r| {
         let mut r = r.clone();
         r.body["model"] = json!("claude-thinking");
-        anthropic(&r)
+        standard_anthropic(&r)
     })
     .await;
     let gw = Gateway::start(&config(&anth, &s.oai)).await;
@@ -447,7 +402,7 @@ async fn errors_are_in_anthropics_envelope() {
             "claude-529"
         };
         r.body["model"] = json!(m);
-        anthropic(&r)
+        standard_anthropic(&r)
     })
     .await;
     let gw = Gateway::start(&config(&fake, &s.oai)).await;
@@ -498,7 +453,7 @@ async fn a_cut_native_stream_is_one_error_event_and_recorded() {
     let fake = FakeProvider::start(|r| {
         let mut r = r.clone();
         r.body["model"] = json!("claude-cut");
-        anthropic(&r)
+        standard_anthropic(&r)
     })
     .await;
     let gw = Gateway::start(&config(&fake, &s.oai)).await;

@@ -290,6 +290,51 @@ pub fn standard(received: &Received) -> Script {
     }
 }
 
+/// The behaviours the standard Anthropic-kind fake offers, chosen by the upstream model name
+/// (`count_tokens` always counts 1,234).
+pub fn standard_anthropic(received: &Received) -> Script {
+    if received.path.ends_with("/count_tokens") {
+        return Script::json(200, r#"{"input_tokens":1234}"#);
+    }
+    let model = received.body["model"].as_str().unwrap_or("").to_owned();
+    let stream = received.body["stream"].as_bool().unwrap_or(false);
+    match model.as_str() {
+        "claude-529" => Script::json(
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ),
+        "claude-400" => Script::json(
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#,
+        ),
+        "claude-busy" if stream => {
+            // Overloaded right after `message_start`: nothing has reached the client yet.
+            let mut p: Vec<Piece> = events_of(&fixture("anthropic/anthropic_error.sse"));
+            p.remove(1);
+            p.remove(1);
+            Script::sse(p)
+        }
+        "claude-cut" if stream => {
+            let mut p: Vec<Piece> = events_of(&fixture("anthropic/anthropic_text.sse"))
+                .into_iter()
+                .take(3)
+                .collect();
+            p.push(Piece::Pause(Duration::from_millis(20)));
+            p.push(Piece::Cut);
+            Script::sse(p)
+        }
+        "claude-thinking" if stream => {
+            Script::sse(events_of(&fixture("anthropic/anthropic_thinking.sse")))
+        }
+        "claude-tool" if stream => Script::sse(events_of(&fixture("anthropic/anthropic_tool.sse"))),
+        _ if stream => Script::sse(events_of(&fixture("anthropic/anthropic_text.sse"))),
+        _ => Script::json(200, ANTHROPIC_MESSAGE),
+    }
+}
+
+/// A non-streamed Anthropic message with thinking, redacted thinking and cache counts.
+pub const ANTHROPIC_MESSAGE: &str = r#"{"id":"msg_01Abc","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"thinking","thinking":"Sum.","signature":"EqQBsig=="},{"type":"redacted_thinking","data":"EmwKAhgBEgy3"},{"type":"text","text":"4","citations":null}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":100,"cache_read_input_tokens":300,"cache_creation":{"ephemeral_5m_input_tokens":40,"ephemeral_1h_input_tokens":60},"output_tokens":5}}"#;
+
 pub fn completion_json(model: &str) -> String {
     if model == "tool" {
         return r#"{"id":"chatcmpl-T1","object":"chat.completion","created":1767225600,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_Qm3b7LxV0cTgH2aZ5nKe8RwY","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Lyon\",\"unit\":\"celsius\"}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":87,"completion_tokens":19,"total_tokens":106},"system_fingerprint":"fp_7c1d2a9e40"}"#.into();

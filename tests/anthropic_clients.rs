@@ -1,0 +1,174 @@
+//! Real Anthropic clients against the proxy's Messages API, in front of fake providers of both
+//! kinds: the official `anthropic` Python SDK, and Claude Code itself.
+//!
+//! Needs `MODELGATE_PYTHON` (a Python with the `anthropic` package) and `MODELGATE_CLAUDE`
+//! (the `claude` command of `@anthropic-ai/claude-code`); `scripts/test.sh` installs both and
+//! sets them. Without them these tests fail when `CI` is set and are skipped otherwise.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const KEY: &str = "sk-client-secret-do-not-forward";
+
+fn tool(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} is not set: run the tests with scripts/test.sh, which installs {what}"
+            );
+            eprintln!("skipped: {var} not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// The gateway in front of an Anthropic-kind fake and an OpenAI-kind one, each behaviour of
+/// theirs a public model.
+async fn gateway(anth: &FakeProvider, oai: &FakeProvider) -> Gateway {
+    let mut toml = format!(
+        r#"
+[[keys]]
+name = "app"
+key = "{KEY}"
+
+[fallback]
+retries_per_target = 0
+
+[[providers]]
+name = "anth"
+kind = "anthropic"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+"#,
+        anth.base_url(),
+        oai.base_url()
+    );
+    for (id, provider, upstream) in [
+        ("anthropic/claude", "anth", "claude-text"),
+        ("anthropic/thinking", "anth", "claude-thinking"),
+        ("anthropic/tool", "anth", "claude-tool"),
+        ("anthropic/cut", "anth", "claude-cut"),
+        ("anthropic/busy", "anth", "claude-529"),
+        ("openai/gpt", "oai", "text"),
+        ("openai/tool", "oai", "tool"),
+    ] {
+        toml.push_str(&format!(
+            "\n[[models]]\nid = \"{id}\"\n[[models.endpoints]]\nprovider = \"{provider}\"\nmodel = \"{upstream}\"\nprompt_price = 3.0\ncompletion_price = 15.0\n"
+        ));
+    }
+    Gateway::start(&toml).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_anthropic_python_sdk() {
+    let Some(python) = tool("MODELGATE_PYTHON", "the anthropic SDK") else {
+        return;
+    };
+    let anth = FakeProvider::start(standard_anthropic).await;
+    let oai = FakeProvider::start(standard).await;
+    let gw = gateway(&anth, &oai).await;
+    let script = format!(
+        "{}/tests/sdk/anthropic_messages.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(gw.url(""))
+        .arg(KEY)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "the SDK checks failed:\n{stdout}\n{stderr}"
+    );
+}
+
+/// `claude -p "say hi" --model <model>` against the gateway, offline, in a throwaway home.
+async fn claude_says(claude: &str, gw: &Gateway, model: &str) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(claude)
+        .args(["-p", "say hi", "--model", model])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("ANTHROPIC_BASE_URL", gw.url(""))
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("claude finishes")
+        .unwrap_or_else(|e| panic!("cannot run {claude}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "claude failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_through_an_anthropic_endpoint() {
+    let Some(claude) = tool("MODELGATE_CLAUDE", "Claude Code") else {
+        return;
+    };
+    let anth = FakeProvider::start(standard_anthropic).await;
+    let oai = FakeProvider::start(standard).await;
+    let gw = gateway(&anth, &oai).await;
+    let said = claude_says(&claude, &gw, "anthropic/claude").await;
+    assert!(
+        said.contains("Tides come mostly from the Moon's pull on the oceans."),
+        "{said}"
+    );
+    // Claude Code's request went upstream as it sent it (its betas too), model rewritten.
+    let up = anth.last();
+    assert_eq!(up.body["model"], "claude-text");
+    assert!(up.headers.contains_key("anthropic-beta"));
+    assert!(up.body["system"]
+        .to_string()
+        .contains("x-anthropic-billing-header"));
+    assert_eq!(oai.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_through_an_openai_endpoint() {
+    let Some(claude) = tool("MODELGATE_CLAUDE", "Claude Code") else {
+        return;
+    };
+    let anth = FakeProvider::start(standard_anthropic).await;
+    let oai = FakeProvider::start(standard).await;
+    let gw = gateway(&anth, &oai).await;
+    let said = claude_says(&claude, &gw, "openai/gpt").await;
+    assert!(
+        said.contains("Tides come mostly from the Moon's pull on the oceans."),
+        "{said}"
+    );
+    // Translated: Claude Code's tools as functions, its billing header dropped.
+    let up = oai.last().body;
+    assert_eq!(up["model"], "text");
+    assert!(
+        up["tools"].as_array().is_some_and(|t| !t.is_empty()),
+        "{up}"
+    );
+    assert!(!up.to_string().contains("x-anthropic-billing-header"));
+    assert_eq!(anth.count(), 0);
+}
