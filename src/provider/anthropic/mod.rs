@@ -13,10 +13,14 @@
 //!   `max_output_tokens` (or [`DEFAULT_MAX_TOKENS`]) fills in;
 //! - `reasoning_effort` / `reasoning` become a thinking budget (OpenRouter's ratios of
 //!   `max_tokens`: high 0.8, medium 0.5, low and minimal 0.2, at least 1024);
+//! - structured output (`response_format` `json_schema`) and `strict` tools get a schema
+//!   Anthropic accepts (`schema.rs`: unsupported keywords such as zod's integer bounds are
+//!   described, not sent); `strict: true` is carried to the tool;
 //! - `n > 1`, `logprobs` and `top_logprobs` are refused with a 400; `seed`,
 //!   `presence_penalty` and `frequency_penalty` have no Anthropic equivalent and are dropped.
 
 mod answer;
+mod schema;
 
 pub(crate) use self::answer::{completion, error_status, finish_reason, Counts};
 
@@ -139,13 +143,18 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
                 if let Some(d) = &t.function.description {
                     tool.insert("description".into(), Value::String(d.clone()));
                 }
-                tool.insert(
-                    "input_schema".into(),
-                    t.function
-                        .parameters
-                        .clone()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                );
+                let schema = t
+                    .function
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+                if t.function.strict == Some(true) {
+                    // Strict tool use holds the input to the schema: one the API accepts.
+                    tool.insert("input_schema".into(), schema::strict(&schema));
+                    tool.insert("strict".into(), Value::Bool(true));
+                } else {
+                    tool.insert("input_schema".into(), schema);
+                }
                 if let Some(c) = t.extra.get("cache_control") {
                     tool.insert("cache_control".into(), c.clone());
                 }
@@ -209,7 +218,7 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
         })?;
         body.insert(
             "output_config".into(),
-            json!({"format": {"type": "json_schema", "schema": schema}}),
+            json!({"format": {"type": "json_schema", "schema": schema::strict(&schema)}}),
         );
     }
     if let Some(user) = &req.user {
@@ -483,6 +492,25 @@ mod tests {
     }
 
     #[test]
+    fn zod_schemas_and_strict_tools_reach_anthropic_as_it_accepts_them() {
+        let r = req(r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "tools":[{"type":"function","function":{"name":"f","strict":true,"parameters":{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":{"n":{"type":"integer","minimum":-9007199254740991,"maximum":9007199254740991}},"required":["n"],"additionalProperties":false}}}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":{"n":{"type":"integer","minimum":-9007199254740991}},"required":["n"]}}}}"#);
+        let b = request(&r, "c", 1000).unwrap();
+        let tool = &b["tools"][0];
+        assert_eq!(tool["strict"], true);
+        let out = b["output_config"]["format"]["schema"].to_string();
+        for schema in [tool["input_schema"].to_string(), out] {
+            assert!(!schema.contains("$schema"), "{schema}");
+            assert!(!schema.contains("\"minimum\""), "{schema}");
+            assert!(
+                schema.contains("\"additionalProperties\":false"),
+                "{schema}"
+            );
+        }
+    }
+
+    #[test]
     fn tools_choice_images_and_formats() {
         let r = req(
             r#"{"model":"m","stream":true,"messages":[{"role":"user","content":[
@@ -523,7 +551,7 @@ mod tests {
         );
         assert_eq!(
             b["output_config"],
-            json!({"format":{"type":"json_schema","schema":{"type":"object"}}})
+            json!({"format":{"type":"json_schema","schema":{"type":"object","properties":{},"additionalProperties":false}}})
         );
 
         let named = req(
