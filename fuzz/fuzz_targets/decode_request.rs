@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use modelgate::decode::parse_chat_request;
-use modelgate::provider::{Provider, ProviderKind};
 use modelgate::facts::Target;
+use modelgate::provider::{Provider, ProviderKind};
 use modelgate::ChatRequest;
 
 fuzz_target!(|data: &[u8]| {

@@ -115,7 +115,15 @@ pub(crate) struct Translated {
 pub(crate) fn parse(bytes: &[u8]) -> Result<MessagesRequest, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let req: MessagesRequest = match serde_path_to_error::deserialize(&mut de) {
-        Ok(r) => r,
+        Ok(r) => match de.end() {
+            Ok(()) => r,
+            Err(e) => {
+                return Err(Error::invalid_request(
+                    format!("invalid request body: {e}"),
+                    None,
+                ))
+            }
+        },
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -608,6 +616,10 @@ impl MessagesRequest {
             });
         }
         chat.messages = Arc::new(r.messages);
+        if r.untranslatable.is_none() {
+            // Nothing to send (a conversation of empty turns, say): the client hears it here.
+            chat.validate()?;
+        }
         let input_tokens = r.chars.div_ceil(4) + r.images * IMAGE_TOKENS;
         Ok(Translated {
             chat,
@@ -750,6 +762,10 @@ mod tests {
             ),
             (r#"{"model":"m","messages":[]}"#, "messages"),
             (
+                r#"{"model":"m","messages":[{"role":"user","content":[]}]}"#,
+                "messages",
+            ),
+            (
                 r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
                 "messages[0].content",
             ),
@@ -774,5 +790,7 @@ mod tests {
         }
         let err = parse(br#"{"model":"m","messages":"x"}"#).unwrap_err();
         assert_eq!(err.param(), Some("messages"));
+        let err = parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]} trailing"#);
+        assert!(err.unwrap_err().message().contains("trailing"));
     }
 }
