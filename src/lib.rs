@@ -1,7 +1,7 @@
 //! # modelgate
 //!
 //! An LLM gateway as composable [Tower](https://docs.rs/tower) layers: one OpenAI-compatible
-//! API in front of many model providers. Stack the layers inside your own axum or hyper
+//! API (and Anthropic's Messages API) in front of many model providers. Stack the layers inside your own axum or hyper
 //! service, or run the bundled proxy (`examples/proxy.rs`).
 //!
 //! ## The onion
@@ -16,6 +16,8 @@
 //! - [`rate_limit`]: per-key requests and tokens per minute / day; 429 with `Retry-After`.
 //! - [`decode`]: `Request<B>` → `Request<ChatRequest>` (size-limited, field-naming 400s), and
 //!   the one place typed errors become envelope responses; every answer has `X-Generation-Id`.
+//!   [`dialect`] holds the edges of the other APIs in its place ([`MessagesLayer`]: Anthropic
+//!   Messages, translated, or passed natively to an `anthropic` endpoint).
 //! - [`model_rewrite`]: `model`, `models[]`, `provider{…}` and variants against the catalog →
 //!   [`RoutePlan`] (and the first [`Target`], for stacks without fallback).
 //! - [`usage`]: credit limits (402), cost from the serving endpoint's prices, one
@@ -42,6 +44,10 @@
 //!   the layers that asked (metering, the token rate limit), however the answer ended.
 //! - **Generation id** ([`GenerationId`]): `gen-…`, one per client request: the answer's `id`,
 //!   the `X-Generation-Id` header and the usage record's key.
+//! - **Dialect** ([`Dialect`]): the API a client speaks (Chat Completions, Anthropic Messages);
+//!   its edge translates to and from the core's typed request, and its envelope carries every
+//!   error. A request kept in a provider's own dialect ([`facts::NativeRequest`]) goes to a
+//!   provider of that kind untranslated.
 //!
 //! ## Features
 //!

@@ -36,11 +36,13 @@ impl Proxy {
     }
 
     /// The routes alone, for an embedder to mount or to add its own to:
-    /// `POST /v1/chat/completions` (the gateway stack), `GET /v1/models`, `GET /v1/key`,
+    /// `POST /v1/chat/completions` (the gateway stack), `POST /v1/messages` and
+    /// `/v1/messages/count_tokens` (Anthropic's API), `GET /v1/models`, `GET /v1/key`,
     /// `GET /v1/generation?id=`, `/v1/keys[/{id}]` (key management with the admin key),
     /// `GET /metrics`, `GET /health`. Each `/v1/…` route answers at `/api/v1/…` too
-    /// (OpenRouter's form), chat and models also without `/v1`. Anything else is a `404`, a
-    /// wrong method a `405` with `Allow`, both in the error envelope.
+    /// (OpenRouter's form), chat, messages and models also without `/v1`. Anything else is a
+    /// `404`, a wrong method a `405` with `Allow`, both in the error envelope (Anthropic's on
+    /// the messages routes).
     pub fn routes(&self) -> Router {
         let chat = ServiceBuilder::new()
             // Assigned here, so a refusal by auth or rate limits carries it too.
