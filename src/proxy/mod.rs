@@ -3,11 +3,12 @@
 //!
 //! Routes ([`Proxy::routes`]): `POST /v1/chat/completions` (auth, rate limits, then the gateway
 //! stack), `POST /v1/messages` (the same, behind Anthropic's edge, [`MessagesLayer`]),
-//! `POST /v1/messages/count_tokens` (auth only), `GET /v1/models` (the catalog, OpenRouter-shaped), `GET /v1/key` (the calling key),
-//! `/v1/keys[/{id}]` (key management with the admin key), `GET /v1/generation?id=` (one of the
-//! calling key's records), `GET /metrics` (Prometheus text), `GET /health`. Everything else is a
-//! 404 (or 405) in the envelope. Every answer carries `X-Generation-Id`. Around them
-//! ([`Proxy::with_server_layers`]), tower-http's layers: the access log, sensitive headers,
+//! `POST /v1/messages/count_tokens` (auth only), `GET /v1/models` (the catalog,
+//! OpenRouter-shaped), `GET /v1/key` (the calling key), `/v1/keys[/{id}]` (key management with
+//! the admin key), `GET /v1/generation?id=` (one of the calling key's records), `GET /metrics`
+//! (Prometheus text), `GET /health`. Everything else is a 404 (or 405) in the envelope. Every
+//! answer carries `X-Generation-Id`. Around them ([`Proxy::with_server_layers`]), tower-http's
+//! layers: the access log, sensitive headers,
 //! panics answered as `500`s, and CORS.
 //!
 //! ```no_run
