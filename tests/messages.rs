@@ -558,3 +558,38 @@ async fn every_route_form_serves() {
         assert_eq!(a.status, 200, "{path}: {}", a.text());
     }
 }
+
+#[tokio::test]
+async fn a_gemini_stream_is_translated_too() {
+    let gemini =
+        FakeProvider::start(|_| Script::sse(events_of(&fixture("gemini/gemini_text.sse")))).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "{}"
+api_key = "k"
+"#,
+        gemini.base_url()
+    ))
+    .await;
+    let body = json!({"model": "gem/gemini-2.5-flash", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let a = send(
+        &client(),
+        Request::post(gw.url("/v1/messages"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let ev = events(&a);
+    let text: String = ev
+        .iter()
+        .filter_map(|(_, v)| v["delta"]["text"].as_str())
+        .collect();
+    assert!(!text.is_empty(), "{}", a.text());
+    assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "end_turn");
+    assert!(gemini.last().path.contains("streamGenerateContent"));
+}

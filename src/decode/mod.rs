@@ -173,7 +173,7 @@ fn answer<RB>(
 }
 
 /// A 413 when the request's `content-length` is over `limit`.
-fn check_declared_length<B>(req: &Request<B>, limit: usize) -> Result<(), Error> {
+pub(crate) fn check_declared_length<B>(req: &Request<B>, limit: usize) -> Result<(), Error> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -186,7 +186,7 @@ fn check_declared_length<B>(req: &Request<B>, limit: usize) -> Result<(), Error>
 }
 
 /// Reads a body up to `limit` bytes (413 beyond).
-async fn read_body<B>(body: Pin<&mut B>, limit: usize) -> Result<Bytes, Error>
+pub(crate) async fn read_body<B>(body: Pin<&mut B>, limit: usize) -> Result<Bytes, Error>
 where
     B: Body,
     B::Error: Into<BoxError>,

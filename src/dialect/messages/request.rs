@@ -113,29 +113,11 @@ pub(crate) struct Translated {
 
 /// Parses a Messages request body; the error names the field that is wrong.
 pub(crate) fn parse(bytes: &[u8]) -> Result<MessagesRequest, Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let req: MessagesRequest = match serde_path_to_error::deserialize(&mut de) {
-        Ok(r) => match de.end() {
-            Ok(()) => r,
-            Err(e) => {
-                return Err(Error::invalid_request(
-                    format!("invalid request body: {e}"),
-                    None,
-                ))
-            }
-        },
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            return Err(if path == "." || path == "?" || path.is_empty() {
-                Error::invalid_request(format!("invalid request body: {inner}"), None)
-            } else {
-                Error::invalid_request(
-                    format!("invalid request body: `{path}`: {inner}"),
-                    Some(path),
-                )
-            });
-        }
+    // The common case parses once, without path tracking; only a failure is parsed again to
+    // name the field.
+    let req: MessagesRequest = match serde_json::from_slice(bytes) {
+        Ok(r) => r,
+        Err(first) => return Err(describe(bytes, first)),
     };
     if req.model.trim().is_empty() {
         return Err(invalid(
@@ -171,6 +153,27 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<MessagesRequest, Error> {
 
 fn invalid(param: &str, message: String) -> Error {
     Error::invalid_request(message, Some(param.to_owned()))
+}
+
+/// A body serde refused, read again to name the field.
+fn describe(bytes: &[u8], first: serde_json::Error) -> Error {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, MessagesRequest>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path == "?" || path.is_empty() {
+                Error::invalid_request(format!("invalid request body: {inner}"), None)
+            } else {
+                Error::invalid_request(
+                    format!("invalid request body: `{path}`: {inner}"),
+                    Some(path),
+                )
+            }
+        }
+        // Only what follows the value was wrong (trailing bytes).
+        Ok(_) => Error::invalid_request(format!("invalid request body: {first}"), None),
+    }
 }
 
 /// What cannot be said to a provider of another kind: a 400 naming the field.

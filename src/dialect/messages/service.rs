@@ -16,9 +16,8 @@ use super::answer::message;
 use super::error_response;
 use super::request::parse;
 use super::stream::{MessagesStream, Writer};
-use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest};
-use crate::decode::{DEFAULT_MAX_BODY_BYTES, GENERATION_ID_NAME};
+use crate::decode::{check_declared_length, read_body, DEFAULT_MAX_BODY_BYTES, GENERATION_ID_NAME};
 use crate::dialect::Dialect;
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::facts::{GenerationId, NativeAnswer, NativeRequest};
@@ -107,20 +106,9 @@ where
         ext.insert(Dialect::Messages);
         Box::pin(async move {
             let result = async {
-                let declared = req
-                    .headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if declared.is_some_and(|n| n > limit as u64) {
-                    return Err(Error::payload_too_large(limit));
-                }
+                check_declared_length(&req, limit)?;
                 let (mut parts, body) = req.into_parts();
-                let bytes = match crate::body::collect_limited(std::pin::pin!(body), limit).await {
-                    Ok(bytes) => bytes,
-                    Err(CollectError::TooLarge) => return Err(Error::payload_too_large(limit)),
-                    Err(CollectError::Body(e)) => return Err(Error::from_request_body(e)),
-                };
+                let bytes = read_body(std::pin::pin!(body), limit).await?;
                 let translated = parse(&bytes)?.into_chat()?;
                 let headers = FORWARDED
                     .iter()

@@ -646,6 +646,41 @@ mod tests {
         assert!(text.contains("overloaded_error"), "{text}");
     }
 
+    proptest::proptest! {
+        /// Whatever the core's stream holds, in any order and cut anywhere, the edge writes a
+        /// valid event sequence.
+        #[test]
+        fn any_core_stream_is_written_as_a_valid_sequence(
+            pieces in proptest::collection::vec(0usize..9, 0..24),
+        ) {
+            let parts: [&str; 9] = [
+                r#"{"content":"Hi"}"#,
+                r#"{"reasoning_content":"hmm"}"#,
+                r#"{"tool_calls":[{"index":0,"id":"c0","function":{"name":"f","arguments":""}}]}"#,
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}"#,
+                r#"{"tool_calls":[{"index":1,"id":"c1","function":{"name":"g","arguments":"{"}}]}"#,
+                "finish",
+                "keepalive",
+                "done",
+                "error",
+            ];
+            let frames: Vec<Bytes> = pieces
+                .iter()
+                .map(|&i| match parts[i] {
+                    "finish" => Bytes::from(chunk("{}", Some("stop"))),
+                    "keepalive" => Bytes::from_static(KEEPALIVE),
+                    "done" => Bytes::from_static(b"data: [DONE]\n\n"),
+                    "error" => Bytes::from_static(b"data: {\"error\":{\"code\":502,\"type\":\"x\",\"message\":\"m\"}}\n\n"),
+                    delta => Bytes::from(chunk(delta, None)),
+                })
+                .collect();
+            let out = crate::dialect::messages::write_stream(frames);
+            if let Err(e) = check_event_sequence(&out) {
+                proptest::prop_assert!(false, "{e}\n{}", String::from_utf8_lossy(&out));
+            }
+        }
+    }
+
     #[test]
     fn the_checker_refuses_what_anthropic_would_not_send() {
         for bad in [
