@@ -13,20 +13,6 @@ use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
 
-fn tool(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{var} is not set: run the tests with scripts/test.sh, which installs {what}"
-            );
-            eprintln!("skipped: {var} not set (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
 /// The gateway in front of an Anthropic-kind fake and an OpenAI-kind one, each behaviour of
 /// theirs a public model.
 async fn gateway(anth: &FakeProvider, oai: &FakeProvider) -> Gateway {
@@ -72,29 +58,18 @@ api_key = "{PROVIDER_KEY}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_anthropic_python_sdk() {
-    let Some(python) = tool("MODELGATE_PYTHON", "the anthropic SDK") else {
+    let Some(python) = installed("MODELGATE_PYTHON", "the anthropic SDK") else {
         return;
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
     let gw = gateway(&anth, &oai).await;
-    let script = format!(
-        "{}/tests/sdk/anthropic_messages.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(gw.url(""))
-        .arg(KEY)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "the SDK checks failed:\n{stdout}\n{stderr}"
-    );
+    run_sdk_script(
+        &python,
+        "anthropic_messages.py",
+        &[gw.url(""), KEY.to_owned()],
+    )
+    .await;
 }
 
 /// `claude -p "say hi" --model <model>` against the gateway, offline, in a throwaway home.
@@ -128,7 +103,7 @@ async fn claude_says(claude: &str, gw: &Gateway, model: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_through_an_anthropic_endpoint() {
-    let Some(claude) = tool("MODELGATE_CLAUDE", "Claude Code") else {
+    let Some(claude) = installed("MODELGATE_CLAUDE", "Claude Code") else {
         return;
     };
     let anth = FakeProvider::start(standard_anthropic).await;
@@ -151,7 +126,7 @@ async fn claude_code_through_an_anthropic_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_through_an_openai_endpoint() {
-    let Some(claude) = tool("MODELGATE_CLAUDE", "Claude Code") else {
+    let Some(claude) = installed("MODELGATE_CLAUDE", "Claude Code") else {
         return;
     };
     let anth = FakeProvider::start(standard_anthropic).await;

@@ -8,34 +8,11 @@ mod support;
 use support::*;
 
 fn python() -> Option<String> {
-    match std::env::var("MODELGATE_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "MODELGATE_PYTHON is not set: run the tests with scripts/test.sh, which installs the openai SDK"
-            );
-            eprintln!("skipped: MODELGATE_PYTHON not set (scripts/test.sh sets it)");
-            None
-        }
-    }
+    installed("MODELGATE_PYTHON", "the openai SDK")
 }
 
 async fn run_script(python: &str, script: &str, base_url: String) {
-    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::process::Command::new(python)
-        .arg(&script)
-        .arg(base_url)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the SDK checks failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
+    run_sdk_script(python, script, &[base_url]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

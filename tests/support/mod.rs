@@ -605,3 +605,37 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+/// The path in `var` of a client the tests drive (a Python with an SDK, a CLI), which
+/// `scripts/test.sh` installs and sets. Unset: a failure when `CI` is set, a skip otherwise.
+pub fn installed(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} is not set: run the tests with scripts/test.sh, which installs {what}"
+            );
+            eprintln!("skipped: {var} not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Runs `tests/sdk/<script>` with `python` and these arguments; it must exit 0 and print
+/// `all checks passed`.
+pub async fn run_sdk_script(python: &str, script: &str, args: &[String]) {
+    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "the SDK checks failed:\n{stdout}\n{stderr}"
+    );
+}
