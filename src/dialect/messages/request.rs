@@ -45,6 +45,7 @@ const IMAGE_TOKENS: u64 = 1_600;
 /// A Messages API request, as a client sends it: the fields the gateway reads. Every other
 /// field stays in the body that goes to an `anthropic` endpoint as it came.
 #[derive(Debug, Deserialize)]
+#[non_exhaustive]
 pub struct MessagesRequest {
     /// The model id the client asked for.
     pub model: String,
@@ -93,6 +94,7 @@ pub struct MessagesRequest {
 
 /// One message of a Messages conversation.
 #[derive(Debug, Deserialize)]
+#[non_exhaustive]
 pub struct InputMessage {
     /// `user`, `assistant` (or `system`, as Claude Code sends it).
     pub role: String,
