@@ -13,9 +13,20 @@ use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
 
-/// The gateway in front of an Anthropic-kind fake and an OpenAI-kind one, each behaviour of
+/// A Gemini-kind fake: the text fixture, streamed or whole.
+fn gemini(received: &Received) -> Script {
+    if received.path.contains("streamGenerateContent") {
+        return Script::sse(events_of(&fixture("gemini/gemini_text.sse")));
+    }
+    Script::json(
+        200,
+        r#"{"candidates":[{"content":{"parts":[{"text":"Tides come mostly from the Moon's pull on the oceans."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":18,"totalTokenCount":30},"modelVersion":"gemini-2.5-flash"}"#,
+    )
+}
+
+/// The gateway in front of fakes of every kind (Anthropic, OpenAI, Gemini), each behaviour of
 /// theirs a public model.
-async fn gateway(anth: &FakeProvider, oai: &FakeProvider) -> Gateway {
+async fn gateway(anth: &FakeProvider, oai: &FakeProvider, gem: &FakeProvider) -> Gateway {
     let mut toml = format!(
         r#"
 [[keys]]
@@ -36,9 +47,16 @@ name = "oai"
 kind = "openai"
 base_url = "{}"
 api_key = "{PROVIDER_KEY}"
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
 "#,
         anth.base_url(),
-        oai.base_url()
+        oai.base_url(),
+        gem.base_url()
     );
     for (id, provider, upstream) in [
         ("anthropic/claude", "anth", "claude-text"),
@@ -48,6 +66,7 @@ api_key = "{PROVIDER_KEY}"
         ("anthropic/busy", "anth", "claude-529"),
         ("openai/gpt", "oai", "text"),
         ("openai/tool", "oai", "tool"),
+        ("gemini/flash", "gem", "gemini-2.5-flash"),
     ] {
         toml.push_str(&format!(
             "\n[[models]]\nid = \"{id}\"\n[[models.endpoints]]\nprovider = \"{provider}\"\nmodel = \"{upstream}\"\nprompt_price = 3.0\ncompletion_price = 15.0\n"
@@ -63,7 +82,8 @@ async fn official_anthropic_python_sdk() {
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
-    let gw = gateway(&anth, &oai).await;
+    let gem = FakeProvider::start(gemini).await;
+    let gw = gateway(&anth, &oai, &gem).await;
     run_sdk_script(
         &python,
         "anthropic_messages.py",
@@ -108,7 +128,8 @@ async fn claude_code_through_an_anthropic_endpoint() {
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
-    let gw = gateway(&anth, &oai).await;
+    let gem = FakeProvider::start(gemini).await;
+    let gw = gateway(&anth, &oai, &gem).await;
     let said = claude_says(&claude, &gw, "anthropic/claude").await;
     assert!(
         said.contains("Tides come mostly from the Moon's pull on the oceans."),
@@ -131,7 +152,8 @@ async fn claude_code_through_an_openai_endpoint() {
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
-    let gw = gateway(&anth, &oai).await;
+    let gem = FakeProvider::start(gemini).await;
+    let gw = gateway(&anth, &oai, &gem).await;
     let said = claude_says(&claude, &gw, "openai/gpt").await;
     assert!(
         said.contains("Tides come mostly from the Moon's pull on the oceans."),

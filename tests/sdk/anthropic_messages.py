@@ -3,8 +3,8 @@
 Usage: python anthropic_messages.py BASE_URL KEY   (BASE_URL like http://127.0.0.1:PORT)
 
 The gateway sits in front of the tests' fake providers (tests/support): an `anthropic` one
-(the native path) and an OpenAI-kind one (the translated path), each choosing its behaviour by
-the upstream model name (tests/anthropic_clients.rs maps the public ids). Exits non-zero with
+(the native path), an OpenAI-kind and a Gemini-kind one (the translated path), each choosing its
+behaviour by the upstream model name (tests/anthropic_clients.rs maps the public ids). Exits non-zero with
 a message on the first failed check.
 """
 
@@ -39,7 +39,11 @@ def expect_error(cls, what, **kwargs):
     check(False, f"{what}: no error raised")
 
 
-for model, path in [("anthropic/claude", "native"), ("openai/gpt", "translated")]:
+for model, path in [
+    ("anthropic/claude", "native"),
+    ("openai/gpt", "translated from OpenAI"),
+    ("gemini/flash", "translated from Gemini"),
+]:
     # Non-streamed.
     m = client.messages.create(model=model, max_tokens=64, messages=MESSAGES)
     check(m.model == model, f"{path}: the public model: {m.model}")
