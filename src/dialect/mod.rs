@@ -8,6 +8,10 @@
 //! - Chat Completions: the core's own dialect ([`DecodeLayer`](crate::DecodeLayer)).
 //! - Anthropic Messages ([`messages`]): translated for any provider, passed through natively to
 //!   an `anthropic` one.
+//! - OpenAI Responses ([`responses`]): translated for any provider, stateless.
+//!
+//! The edges of the last two are one [`Edge`](edge::Edge), each with its dialect's
+//! [`Wire`](edge::Wire).
 //!
 //! The dialect a request came in is a request extension ([`Dialect`]): the layers in front of
 //! the edge (authentication, rate limits) answer their refusals in it, and the usage record
@@ -15,7 +19,9 @@
 //!
 //! [`ChatRequest`]: crate::ChatRequest
 
+pub mod edge;
 pub mod messages;
+pub mod responses;
 
 use bytes::Bytes;
 use http::Response;
@@ -34,14 +40,17 @@ pub enum Dialect {
     Chat,
     /// Anthropic Messages (`/v1/messages`).
     Messages,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 impl Dialect {
-    /// The dialect's name, as records and metrics show it: `chat`, `messages`.
+    /// The dialect's name, as records and metrics show it: `chat`, `messages`, `responses`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Dialect::Chat => "chat",
             Dialect::Messages => "messages",
+            Dialect::Responses => "responses",
         }
     }
 
@@ -53,7 +62,8 @@ impl Dialect {
     /// `err` answered in this dialect's envelope, with its status and headers.
     pub fn error_response(&self, err: &Error) -> Response<Full<Bytes>> {
         match self {
-            Dialect::Chat => err.clone().into_response(),
+            // Responses errors are OpenAI's envelope, as on chat.
+            Dialect::Chat | Dialect::Responses => err.clone().into_response(),
             Dialect::Messages => messages::error_response(err),
         }
     }

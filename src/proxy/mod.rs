@@ -3,7 +3,8 @@
 //!
 //! Routes ([`Proxy::routes`]): `POST /v1/chat/completions` (auth, rate limits, then the gateway
 //! stack), `POST /v1/messages` (the same, behind Anthropic's edge, [`MessagesLayer`]),
-//! `POST /v1/messages/count_tokens` (auth only), `GET /v1/models` (the catalog,
+//! `POST /v1/messages/count_tokens` (auth only), `POST /v1/responses` (behind the Responses
+//! edge, [`ResponsesLayer`]; stateless, so `GET /v1/responses/{id}` is a 404), `GET /v1/models` (the catalog,
 //! OpenRouter-shaped), `GET /v1/key` (the calling key), `/v1/keys[/{id}]` (key management with
 //! the admin key), `GET /v1/generation?id=` (one of the calling key's records), `GET /metrics`
 //! (Prometheus text), `GET /health`. Everything else is a 404 (or 405) in the envelope. Every
@@ -50,6 +51,7 @@ use crate::auth::{Auth, AuthLayer, FailedAttempts, ManagedKeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer};
 use crate::dialect::messages::{Messages, MessagesBody, MessagesLayer};
+use crate::dialect::responses::{Responses, ResponsesLayer};
 use crate::dispatch::{self, Dispatch};
 use crate::fallback::{Fallback, FallbackBody};
 use crate::model_rewrite::{Catalog, ModelRewrite, ModelRewriteLayer};
@@ -72,6 +74,9 @@ pub type ChatStack = Auth<RateLimit<GatewayStack>>;
 
 /// What the proxy serves on `POST /v1/messages`.
 pub type MessagesStack = Auth<RateLimit<Messages<CoreStack>>>;
+
+/// What the proxy serves on `POST /v1/responses`.
+pub type ResponsesStack = Auth<RateLimit<Responses<CoreStack>>>;
 
 /// The body of a [`GatewayStack`] answer.
 pub type GatewayStackBody =
@@ -163,6 +168,7 @@ async fn redis_state(
 pub struct Proxy {
     chat: ChatStack,
     messages: MessagesStack,
+    responses: ResponsesStack,
     /// Sends `count_tokens` to an `anthropic` endpoint.
     dispatch: Dispatch,
     max_body_bytes: usize,
@@ -297,12 +303,18 @@ impl Proxy {
             .service(core.clone());
         let messages = ServiceBuilder::new()
             .layer(key_auth.clone())
-            .layer(rate_limits)
+            .layer(rate_limits.clone())
             .layer(MessagesLayer::new().max_body_bytes(max_body_bytes))
+            .service(core.clone());
+        let responses = ServiceBuilder::new()
+            .layer(key_auth.clone())
+            .layer(rate_limits)
+            .layer(ResponsesLayer::new().max_body_bytes(max_body_bytes))
             .service(core);
         Ok(Proxy {
             chat,
             messages,
+            responses,
             dispatch,
             max_body_bytes,
             key_auth,

@@ -37,10 +37,11 @@ impl Proxy {
 
     /// The routes alone, for an embedder to mount or to add its own to:
     /// `POST /v1/chat/completions` (the gateway stack), `POST /v1/messages` and
-    /// `/v1/messages/count_tokens` (Anthropic's API), `GET /v1/models`, `GET /v1/key`,
+    /// `/v1/messages/count_tokens` (Anthropic's API), `POST /v1/responses` (OpenAI's Responses
+    /// API, stateless: `GET /v1/responses/{id}` is a 404), `GET /v1/models`, `GET /v1/key`,
     /// `GET /v1/generation?id=`, `/v1/keys[/{id}]` (key management with the admin key),
     /// `GET /metrics`, `GET /health`. Each `/v1/…` route answers at `/api/v1/…` too
-    /// (OpenRouter's form), chat, messages and models also without `/v1`. Anything else is a
+    /// (OpenRouter's form), chat, messages, responses and models also without `/v1`. Anything else is a
     /// `404`, a wrong method a `405` with `Allow`, both in the error envelope (Anthropic's on
     /// the messages routes).
     pub fn routes(&self) -> Router {
@@ -61,6 +62,25 @@ impl Proxy {
             })
             .service(self.messages.clone());
         let messages = post_service(messages).fallback(wrong_method_in(Dialect::Messages, "POST"));
+        let responses = ServiceBuilder::new()
+            .map_request(|mut req: Request| {
+                let ext = req.extensions_mut();
+                ext.insert(GenerationId::new());
+                ext.insert(Dialect::Responses);
+                req
+            })
+            .service(self.responses.clone());
+        let responses = post_service(responses).fallback(wrong_method("POST"));
+        // Nothing is kept, so nothing can be fetched.
+        let stored = get(|| async {
+            Error::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "this gateway is stateless: it keeps no responses, so none can be fetched; the answer to a request is in its own response",
+            )
+            .into_response()
+        })
+        .fallback(wrong_method("GET"));
         let count_tokens = {
             let proxy = self.clone();
             post(move |req: Request| {
@@ -119,6 +139,8 @@ impl Proxy {
             .route("/v1/chat/completions", chat.clone())
             .route("/v1/messages", messages.clone())
             .route("/v1/messages/count_tokens", count_tokens.clone())
+            .route("/v1/responses", responses.clone())
+            .route("/v1/responses/{*id}", stored.clone())
             .route("/v1/models", models.clone())
             .route("/v1/key", key)
             .route("/v1/generation", generation)
@@ -138,6 +160,8 @@ impl Proxy {
             .route("/chat/completions", chat)
             .route("/messages", messages)
             .route("/messages/count_tokens", count_tokens)
+            .route("/responses", responses)
+            .route("/responses/{*id}", stored)
             .route("/models", models)
             .route("/metrics", scrape)
             .route("/health", health.clone())

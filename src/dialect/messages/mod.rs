@@ -40,8 +40,8 @@ pub(crate) use self::request::parse;
 pub use self::request::{InputMessage, MessagesRequest};
 #[cfg(feature = "proxy")]
 pub(crate) use self::service::FORWARDED;
-pub use self::service::{Messages, MessagesBody, MessagesLayer};
-pub use self::stream::{check_event_sequence, MessagesStream};
+pub use self::service::{Messages, MessagesApi, MessagesBody, MessagesLayer};
+pub use self::stream::{check_event_sequence, Writer};
 
 /// Reads a Messages request body as the edge does: the core's request it becomes and whether
 /// a provider of another kind can serve it, or the `400` that names the field. For tests and
@@ -56,33 +56,5 @@ pub fn read_request(bytes: &[u8]) -> Result<(crate::ChatRequest, bool), crate::E
 /// frame of the core's body). For tests and fuzzing.
 #[doc(hidden)]
 pub fn write_stream(pieces: Vec<bytes::Bytes>) -> bytes::Bytes {
-    use http_body::Body;
-    let body = Pieces(pieces.into());
-    let mut stream = std::pin::pin!(MessagesStream::new(
-        body,
-        stream::Writer::new("gen-0", "m", 1)
-    ));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut out = bytes::BytesMut::new();
-    while let std::task::Poll::Ready(Some(Ok(frame))) = stream.as_mut().poll_frame(&mut cx) {
-        if let Ok(data) = frame.into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    out.freeze()
-}
-
-/// A body of frames all ready at once.
-struct Pieces(std::collections::VecDeque<bytes::Bytes>);
-
-impl http_body::Body for Pieces {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(|p| Ok(http_body::Frame::data(p))))
-    }
+    crate::dialect::edge::write_frames(pieces, stream::Writer::new("gen-0", "m", 1))
 }

@@ -9,21 +9,17 @@
 //! `event: ping`. The core's error event, or an end without `[DONE]`, becomes one
 //! `event: error`, and nothing follows it.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use http::StatusCode;
-use http_body::{Body, Frame, SizeHint};
-use pin_project::pin_project;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::answer::{stop_reason, tool_id, UsageOut};
 use super::error::error_event;
 use crate::chat::{ChatChunk, Usage, UsageField};
-use crate::error::BoxError;
-use crate::sse::{SseDecoder, SseEvent, KEEPALIVE};
+use crate::sse::SseEvent;
+#[cfg(test)]
+use crate::sse::KEEPALIVE;
 use crate::Error;
 
 /// `event: ping`, as Anthropic sends it while a stream waits.
@@ -125,9 +121,9 @@ enum Open {
     Tool(u32),
 }
 
-/// Writes the core's chunks as Messages events; see the [module docs](self).
+/// The stream writer of the edge: writes the core's chunks as Messages events.
 #[derive(Debug)]
-pub(crate) struct Writer {
+pub struct Writer {
     id: String,
     model: String,
     input_estimate: u64,
@@ -139,6 +135,24 @@ pub(crate) struct Writer {
     finish: Option<String>,
     called_tools: bool,
     finished: bool,
+}
+
+impl crate::dialect::edge::StreamWriter for Writer {
+    fn ping(&mut self, out: &mut BytesMut) {
+        Writer::ping(self, out);
+    }
+    fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        Writer::on_event(self, ev, out);
+    }
+    fn on_end(&mut self, out: &mut BytesMut) {
+        Writer::on_end(self, out);
+    }
+    fn fail(&mut self, err: &Error, out: &mut BytesMut) {
+        Writer::fail(self, err, out);
+    }
+    fn is_finished(&self) -> bool {
+        Writer::is_finished(self)
+    }
 }
 
 impl Writer {
@@ -362,139 +376,6 @@ impl Writer {
     }
 }
 
-/// How a stream is written: decided by its first event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Only keep-alives so far.
-    Undecided,
-    /// An `anthropic` endpoint's own events (they come with `event:` lines): passed on.
-    Native,
-    /// The core's chunks: re-written.
-    Translated,
-}
-
-/// A Messages stream from the core's SSE body. Which endpoint serves is known only at the
-/// stream's first event (the fallback layer may move on from a stream that fails before it):
-/// an `anthropic` endpoint's own events are passed on, the core's chunks are re-written as
-/// Messages events. Keep-alives become `event: ping`.
-#[pin_project]
-pub struct MessagesStream<B> {
-    #[pin]
-    inner: B,
-    mode: Mode,
-    decoder: SseDecoder,
-    writer: Writer,
-    out: BytesMut,
-    done: bool,
-}
-
-impl<B> std::fmt::Debug for MessagesStream<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessagesStream")
-            .field("mode", &self.mode)
-            .field("writer", &self.writer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B> MessagesStream<B> {
-    pub(crate) fn new(inner: B, writer: Writer) -> Self {
-        MessagesStream {
-            inner,
-            mode: Mode::Undecided,
-            decoder: SseDecoder::new(),
-            writer,
-            out: BytesMut::new(),
-            done: false,
-        }
-    }
-}
-
-impl<B> Body for MessagesStream<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        loop {
-            if *this.done {
-                if this.out.is_empty() {
-                    return Poll::Ready(None);
-                }
-                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
-            }
-            match this.inner.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if data.as_ref() == KEEPALIVE {
-                        this.writer.ping(this.out);
-                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
-                    }
-                    if *this.mode == Mode::Undecided {
-                        *this.mode = if data.starts_with(b"event:") {
-                            Mode::Native
-                        } else {
-                            Mode::Translated
-                        };
-                    }
-                    if *this.mode == Mode::Native {
-                        // Already in the client's dialect (the native stream ends itself).
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    this.decoder.feed(&data);
-                    while let Some(ev) = this.decoder.next_event() {
-                        this.writer.on_event(&ev, this.out);
-                        this.decoder.recycle(ev);
-                    }
-                    if this.writer.is_finished() {
-                        *this.done = true;
-                    } else if !this.out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let e: BoxError = e.into();
-                    let err = Error::new(StatusCode::BAD_GATEWAY, "api_error", e.to_string());
-                    if *this.mode != Mode::Native {
-                        this.writer.fail(&err, this.out);
-                    } else {
-                        this.out.put_slice(&error_event(&err));
-                    }
-                    *this.done = true;
-                }
-                Poll::Ready(None) => {
-                    if *this.mode != Mode::Native {
-                        this.decoder.finish();
-                        while let Some(ev) = this.decoder.next_event() {
-                            this.writer.on_event(&ev, this.out);
-                        }
-                        this.writer.on_end(this.out);
-                    }
-                    *this.done = true;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done && self.out.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
 /// Checks that `bytes` is a well-formed Messages event stream: each event named by its
 /// `event:` line and its `data`'s `type`, `message_start` first, blocks opened, filled and
 /// closed in order with dense indexes, and either `message_delta` then `message_stop`, or one
@@ -546,6 +427,7 @@ pub fn check_event_sequence(bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn run(chunks: &[&str]) -> String {
         let mut w = Writer::new("gen-1", "pub/m", 42);
