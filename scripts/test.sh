@@ -2,8 +2,9 @@
 # The test command (README): installs what the tests need, then runs every test and doctest.
 #   - a virtualenv (.venv) with the official `openai` and `anthropic` Python SDKs, for
 #     tests/openai_sdk.rs and tests/anthropic_clients.rs;
-#   - Claude Code (`@anthropic-ai/claude-code` from npm, into .tools/claude-code), which
-#     tests/anthropic_clients.rs runs against the proxy;
+#   - Claude Code (`@anthropic-ai/claude-code`), the Codex CLI (`@openai/codex`) and the Vercel
+#     AI SDK (`ai`, `@ai-sdk/openai`), from npm into .tools/, which tests/anthropic_clients.rs
+#     and tests/openai_clients.rs run against the proxy;
 #   - redis-server (Debian's package), which tests/fleet.rs starts, one per test, on free
 #     loopback ports (those tests fail under CI without it, and skip elsewhere);
 #   - cargo-nextest when present (it is on our machines), plain `cargo test` otherwise.
@@ -28,6 +29,28 @@ if ! "$claude" --version 2>/dev/null | grep -q "$CLAUDE_CODE_VERSION"; then
 fi
 if [ -x "$claude" ]; then
   export MODELGATE_CLAUDE="$PWD/$claude"
+fi
+
+CODEX_VERSION="0.171.0"
+codex=".tools/codex/node_modules/.bin/codex"
+if ! "$codex" --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
+  echo "== installing the Codex CLI $CODEX_VERSION into .tools/codex"
+  npm install --silent --no-audit --no-fund --prefix .tools/codex \
+    "@openai/codex@$CODEX_VERSION" >/dev/null \
+    || echo "warning: could not install the Codex CLI: tests/openai_clients.rs will skip it (and fail under CI)"
+fi
+if [ -x "$codex" ]; then
+  export MODELGATE_CODEX="$PWD/$codex"
+fi
+
+AI_SDK_PACKAGES=("ai@7.0.185" "@ai-sdk/openai@4.0.126")
+if ! node -e 'require.resolve("ai", {paths: [".tools/ai-sdk"]}); require.resolve("@ai-sdk/openai", {paths: [".tools/ai-sdk"]})' >/dev/null 2>&1; then
+  echo "== installing the Vercel AI SDK into .tools/ai-sdk"
+  npm install --silent --no-audit --no-fund --prefix .tools/ai-sdk "${AI_SDK_PACKAGES[@]}" >/dev/null \
+    || echo "warning: could not install the AI SDK: tests/openai_clients.rs will skip it (and fail under CI)"
+fi
+if [ -d .tools/ai-sdk/node_modules/ai ]; then
+  export MODELGATE_AI_SDK="$PWD/.tools/ai-sdk"
 fi
 
 if ! command -v redis-server >/dev/null 2>&1; then

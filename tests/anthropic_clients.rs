@@ -13,17 +13,6 @@ use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
 
-/// A Gemini-kind fake: the text fixture, streamed or whole.
-fn gemini(received: &Received) -> Script {
-    if received.path.contains("streamGenerateContent") {
-        return Script::sse(events_of(&fixture("gemini/gemini_text.sse")));
-    }
-    Script::json(
-        200,
-        r#"{"candidates":[{"content":{"parts":[{"text":"Tides come mostly from the Moon's pull on the oceans."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":18,"totalTokenCount":30},"modelVersion":"gemini-2.5-flash"}"#,
-    )
-}
-
 /// The gateway in front of fakes of every kind (Anthropic, OpenAI, Gemini), each behaviour of
 /// theirs a public model.
 async fn gateway(anth: &FakeProvider, oai: &FakeProvider, gem: &FakeProvider) -> Gateway {
@@ -82,7 +71,7 @@ async fn official_anthropic_python_sdk() {
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
-    let gem = FakeProvider::start(gemini).await;
+    let gem = FakeProvider::start(standard_gemini).await;
     let gw = gateway(&anth, &oai, &gem).await;
     run_sdk_script(
         &python,
@@ -128,7 +117,7 @@ async fn claude_code_through_an_anthropic_endpoint() {
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
-    let gem = FakeProvider::start(gemini).await;
+    let gem = FakeProvider::start(standard_gemini).await;
     let gw = gateway(&anth, &oai, &gem).await;
     let said = claude_says(&claude, &gw, "anthropic/claude").await;
     assert!(
@@ -152,7 +141,7 @@ async fn claude_code_through_an_openai_endpoint() {
     };
     let anth = FakeProvider::start(standard_anthropic).await;
     let oai = FakeProvider::start(standard).await;
-    let gem = FakeProvider::start(gemini).await;
+    let gem = FakeProvider::start(standard_gemini).await;
     let gw = gateway(&anth, &oai, &gem).await;
     let said = claude_says(&claude, &gw, "openai/gpt").await;
     assert!(

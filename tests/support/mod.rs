@@ -335,6 +335,17 @@ pub fn standard_anthropic(received: &Received) -> Script {
 /// A non-streamed Anthropic message with thinking, redacted thinking and cache counts.
 pub const ANTHROPIC_MESSAGE: &str = r#"{"id":"msg_01Abc","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"thinking","thinking":"Sum.","signature":"EqQBsig=="},{"type":"redacted_thinking","data":"EmwKAhgBEgy3"},{"type":"text","text":"4","citations":null}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":100,"cache_read_input_tokens":300,"cache_creation":{"ephemeral_5m_input_tokens":40,"ephemeral_1h_input_tokens":60},"output_tokens":5}}"#;
 
+/// A Gemini-kind fake: the text fixture, streamed or whole, whatever the model.
+pub fn standard_gemini(received: &Received) -> Script {
+    if received.path.contains("streamGenerateContent") {
+        return Script::sse(events_of(&fixture("gemini/gemini_text.sse")));
+    }
+    Script::json(
+        200,
+        r#"{"candidates":[{"content":{"parts":[{"text":"Tides come mostly from the Moon's pull on the oceans."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":18,"totalTokenCount":30},"modelVersion":"gemini-2.5-flash"}"#,
+    )
+}
+
 pub fn completion_json(model: &str) -> String {
     if model == "tool" {
         return r#"{"id":"chatcmpl-T1","object":"chat.completion","created":1767225600,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_Qm3b7LxV0cTgH2aZ5nKe8RwY","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Lyon\",\"unit\":\"celsius\"}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":87,"completion_tokens":19,"total_tokens":106},"system_fingerprint":"fp_7c1d2a9e40"}"#.into();
