@@ -325,3 +325,173 @@ async fn every_route_form_serves() {
         assert_eq!(a.status, 200, "{path}: {}", a.text());
     }
 }
+
+/// An OpenAI-kind fake that serves the Responses API itself.
+fn openai_responses(received: &Received) -> Script {
+    assert!(received.path.ends_with("/responses"), "{}", received.path);
+    let model = received.body["model"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_up1", "object": "response", "created_at": 1, "status": status,
+               "model": "gpt-5-2025-08-07", "output": output, "usage": usage})
+    };
+    let usage = json!({"input_tokens": 20, "input_tokens_details": {"cached_tokens": 8},
+                       "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 26});
+    let item = json!({"type": "message", "id": "msg_up1", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "text": "Hi there", "annotations": []}]});
+    if received.body["stream"] != true {
+        return Script::json(200, response("completed", json!([item]), usage).to_string());
+    }
+    let ev = |n: u64, kind: &str, mut body: Value| {
+        body["type"] = json!(kind);
+        body["sequence_number"] = json!(n);
+        Piece::Data(format!("event: {kind}\ndata: {body}\n\n").into())
+    };
+    let mut pieces = vec![
+        ev(
+            0,
+            "response.created",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        ev(
+            1,
+            "response.in_progress",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        ev(
+            2,
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "message", "id": "msg_up1", "status": "in_progress", "role": "assistant", "content": []}}),
+        ),
+        ev(
+            3,
+            "response.output_text.delta",
+            json!({"item_id": "msg_up1", "output_index": 0, "content_index": 0, "delta": "Hi there"}),
+        ),
+    ];
+    if model == "gpt-5-cut" {
+        pieces.push(Piece::Pause(std::time::Duration::from_millis(20)));
+        pieces.push(Piece::Cut);
+        return Script::sse(pieces);
+    }
+    pieces.push(ev(
+        4,
+        "response.output_item.done",
+        json!({"output_index": 0, "item": item}),
+    ));
+    pieces.push(ev(
+        5,
+        "response.completed",
+        json!({"response": response("completed", json!([item]), usage)}),
+    ));
+    Script::sse(pieces)
+}
+
+async fn native_setup() -> (FakeProvider, Gateway) {
+    let fake = FakeProvider::start(openai_responses).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[keys]]
+name = "app"
+key = "{KEY}"
+
+[[providers]]
+name = "oair"
+kind = "openai"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+responses = true
+
+[[models]]
+id = "openai/gpt-5"
+[[models.endpoints]]
+provider = "oair"
+model = "gpt-5"
+prompt_price = 1.25
+completion_price = 10.0
+
+[[models]]
+id = "openai/gpt-5-cut"
+[[models.endpoints]]
+provider = "oair"
+model = "gpt-5-cut"
+prompt_price = 1.25
+completion_price = 10.0
+"#,
+        fake.base_url()
+    ))
+    .await;
+    (fake, gw)
+}
+
+#[tokio::test]
+async fn a_responses_endpoint_is_served_natively() {
+    let (fake, gw) = native_setup().await;
+    let c = client();
+    let post = |body: Value| {
+        Request::post(gw.url("/v1/responses"))
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let body = json!({"model": "openai/gpt-5", "input": "hi", "store": false, "reasoning": {"effort": "low", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"], "x_future_field": {"a": 1}, "models": [], "provider": {"sort": "price"}});
+    let a = send(&c, post(body.clone())).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["model"], "openai/gpt-5");
+    assert_eq!(v["id"], "resp_up1", "the provider's answer, as it came");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hi there");
+    // Upstream: the body as it came, model rewritten, the gateway's fields removed.
+    let up = fake.last();
+    assert_eq!(up.path, "/v1/responses");
+    let mut sent = body.clone();
+    sent["model"] = json!("gpt-5");
+    sent.as_object_mut().unwrap().remove("models");
+    sent.as_object_mut().unwrap().remove("provider");
+    assert_eq!(up.body, sent);
+    gw.flush().await;
+    let id = a.headers["x-generation-id"].to_str().unwrap();
+    let req = Request::get(gw.url(&format!("/v1/generation?id={id}")))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send(&c, req).await.json()["data"].clone();
+    assert_eq!(
+        (r["prompt_tokens"].as_u64(), r["cached_tokens"].as_u64()),
+        (Some(20), Some(8))
+    );
+    assert_eq!(r["completion_tokens"], 6);
+    assert_eq!(r["dialect"], "responses");
+
+    // Streamed: the provider's events, model rewritten in the response objects.
+    let mut body = body;
+    body["stream"] = json!(true);
+    let a = send(&c, post(body)).await;
+    let ev = events(&a);
+    assert_eq!(ev[0]["response"]["model"], "openai/gpt-5");
+    assert_eq!(ev.last().unwrap()["type"], "response.completed");
+    assert_eq!(ev.last().unwrap()["response"]["usage"]["total_tokens"], 26);
+    assert!(!a.text().contains("gpt-5-2025-08-07"));
+
+    // A cut: one response.failed, numbered after the provider's last event, and recorded.
+    let a = send(
+        &c,
+        post(json!({"model": "openai/gpt-5-cut", "input": "hi", "stream": true})),
+    )
+    .await;
+    let ev = events(&a);
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["sequence_number"], 4);
+    gw.flush().await;
+    let id = a.headers["x-generation-id"].to_str().unwrap();
+    let req = Request::get(gw.url(&format!("/v1/generation?id={id}")))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send(&c, req).await.json()["data"].clone();
+    assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+}

@@ -245,18 +245,23 @@ impl Service<Request<ChatRequest>> for Dispatch {
             ))));
         };
         let provider = target.provider.clone();
-        let built = match parts.extensions.get::<NativeRequest>() {
-            Some(native) if native.kind == provider.kind() => provider.build_native_request(
+        let native = parts.extensions.get::<NativeRequest>();
+        let built = match native.map(|n| (n, n.native_uri(&provider))) {
+            Some((native, Some(uri))) => provider.build_native_request(
+                uri,
                 &native.body,
                 &native.headers,
                 &target.upstream_model,
                 body.is_stream(),
             ),
-            // Said in a dialect this provider's cannot carry: refused here, tried elsewhere.
-            Some(NativeRequest {
-                untranslatable: Some(e),
-                ..
-            }) => Err(e
+            // Said in an API this provider's cannot carry: refused here, tried elsewhere.
+            Some((
+                NativeRequest {
+                    untranslatable: Some(e),
+                    ..
+                },
+                None,
+            )) => Err(e
                 .clone()
                 .with_retry(Retry::Elsewhere)
                 .with_provider(provider.name_arc().clone())),

@@ -14,7 +14,7 @@ mod slot;
 
 pub use self::attempts::{Attempt, AttemptOutcome, Attempts};
 pub use self::id::GenerationId;
-pub use self::native::{NativeAnswer, NativeRequest};
+pub use self::native::{NativeAnswer, NativeApi, NativeRequest};
 pub use self::plan::{Hedge, PriceAnswers, RoutePlan, Target};
 pub use self::pricing::{Pricing, Tokens};
 pub use self::slot::{SlotReport, StreamEnd, UsageSlot};

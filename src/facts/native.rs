@@ -1,23 +1,34 @@
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::provider::ProviderKind;
+use crate::provider::{Provider, ProviderKind};
 use crate::Error;
 
-/// A request as its client wrote it in a provider's own dialect (Anthropic Messages), kept
+/// A provider API a client may speak at the gateway's edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NativeApi {
+    /// Anthropic's Messages API: served by `anthropic` providers.
+    AnthropicMessages,
+    /// OpenAI's Responses API: served by `openai` and `azure` providers with `responses`.
+    OpenAiResponses,
+}
+
+/// A request as its client wrote it in a provider's own API (Anthropic Messages, OpenAI
+/// Responses), kept
 /// beside the core's translation of it. Inserted by the dialect's edge; read per attempt:
 ///
-/// - an attempt at a provider of that kind sends these bytes upstream (only `model`
+/// - an attempt at a provider that speaks that API sends these bytes upstream (only `model`
 ///   rewritten, the gateway's own fields removed, the dialect's headers forwarded) and its
 ///   answer reaches the client as the provider wrote it ([`NativeAnswer`]);
-/// - an attempt at another kind sends the translation, unless the request says something
-///   only its own kind understands ([`untranslatable`](Self::untranslatable)): then that
+/// - an attempt at another provider sends the translation, unless the request says something
+///   only its own API understands ([`untranslatable`](Self::untranslatable)): then that
 ///   attempt is refused with a `400` naming the field, and fallback moves on.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NativeRequest {
-    /// The provider kind whose dialect this is.
-    pub kind: ProviderKind,
+    /// The API the request is in.
+    pub api: NativeApi,
     /// The body as the client sent it.
     pub body: Bytes,
     /// The dialect's own headers to forward (`anthropic-version`, `anthropic-beta`).
@@ -27,18 +38,29 @@ pub struct NativeRequest {
 }
 
 impl NativeRequest {
-    /// A request of `kind`'s dialect, with its body and the headers to forward.
+    /// A request in `api`, with its body and the headers to forward.
     pub fn new(
-        kind: ProviderKind,
+        api: NativeApi,
         body: Bytes,
         headers: Vec<(http::HeaderName, HeaderValue)>,
         untranslatable: Option<Error>,
     ) -> Self {
         NativeRequest {
-            kind,
+            api,
             body,
             headers,
             untranslatable,
+        }
+    }
+
+    /// Where `provider` serves this request untranslated; `None` when it does not speak its
+    /// API.
+    pub fn native_uri(&self, provider: &Provider) -> Option<http::Uri> {
+        match self.api {
+            NativeApi::AnthropicMessages => {
+                (provider.kind() == ProviderKind::Anthropic).then(|| provider.chat_uri().clone())
+            }
+            NativeApi::OpenAiResponses => provider.responses_uri().cloned(),
         }
     }
 }

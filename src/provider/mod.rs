@@ -92,6 +92,8 @@ pub struct Provider {
     /// The URL prefix the adapter appends paths to (Gemini: with the API version).
     base: String,
     chat_uri: Uri,
+    /// `POST …/responses`, when the provider serves OpenAI's Responses API (`responses`).
+    responses_uri: Option<Uri>,
     api_version: Option<String>,
     api_key: Option<String>,
     auth: Option<(HeaderName, HeaderValue)>,
@@ -130,6 +132,7 @@ impl Provider {
             base_url: base_url.into(),
             api_key: None,
             api_version: None,
+            responses: false,
             headers: Vec::new(),
             timeouts: Timeouts::default(),
             requests_per_minute: None,
@@ -176,6 +179,11 @@ impl Provider {
     /// The timeouts.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// `POST …/responses` when the provider serves OpenAI's Responses API (`responses = true`).
+    pub fn responses_uri(&self) -> Option<&Uri> {
+        self.responses_uri.as_ref()
     }
 
     /// The URI requests go to (Gemini: the models collection, each request appends its model
@@ -278,13 +286,14 @@ impl Provider {
         Ok(req)
     }
 
-    /// The upstream request for a request kept in this provider's own dialect
+    /// The upstream request, to `uri`, for a request kept in this provider's own dialect
     /// ([`NativeRequest`](crate::facts::NativeRequest)): its `body` as the client wrote it,
     /// with only `model` set to `upstream_model` and the gateway's own fields (`models`,
     /// `provider`) removed, and the dialect's `headers` forwarded (`anthropic-version`
     /// defaults to the gateway's).
     pub fn build_native_request(
         &self,
+        uri: Uri,
         body: &[u8],
         headers: &[(http::HeaderName, HeaderValue)],
         upstream_model: &str,
@@ -294,7 +303,7 @@ impl Provider {
             .map_err(|e| Error::invalid_request(e, Some("model".into())))?;
         let bytes = crate::json::with_model(body, upstream_model, &["models", "provider"])
             .map_err(|e| Error::invalid_request(format!("invalid request body: {e}"), None))?;
-        let mut req = self.http_request(self.chat_uri.clone(), bytes, stream)?;
+        let mut req = self.http_request(uri, bytes, stream)?;
         let h = req.headers_mut();
         if self.kind == ProviderKind::Anthropic {
             h.insert(
@@ -474,6 +483,7 @@ pub struct ProviderBuilder {
     base_url: String,
     api_key: Option<String>,
     api_version: Option<String>,
+    responses: bool,
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
     requests_per_minute: Option<NonZeroU32>,
@@ -506,6 +516,13 @@ impl ProviderBuilder {
     /// Azure's `api-version` (absent: the `/openai/v1` form). Only for [`ProviderKind::Azure`].
     pub fn api_version(mut self, version: Option<String>) -> Self {
         self.api_version = version.filter(|v| !v.is_empty());
+        self
+    }
+
+    /// The provider serves OpenAI's Responses API too (`openai` and `azure` only): a client of
+    /// that API is served natively, its request passed on as it came.
+    pub fn responses(mut self, on: bool) -> Self {
+        self.responses = on;
         self
     }
 
@@ -572,6 +589,26 @@ impl ProviderBuilder {
                     format!("{root}/openai/v1/chat/completions"),
                 )
             }
+        };
+        if self.responses && !matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure) {
+            return Err(format!(
+                "provider `{name}`: `responses` applies to kind = \"openai\" or \"azure\" only"
+            ));
+        }
+        let responses_uri = match (self.responses, self.kind) {
+            (false, _) => None,
+            (true, ProviderKind::Azure) => Some(format!("{base}/openai/v1/responses")),
+            (true, _) => Some(format!("{base}/responses")),
+        };
+        let responses_uri = match responses_uri.map(|u| u.parse::<Uri>()) {
+            Some(Err(e)) => {
+                return Err(format!(
+                    "provider `{name}`: base_url `{}` is not a valid URL: {e}",
+                    crate::error::redact_url(&self.base_url)
+                ))
+            }
+            Some(Ok(u)) => Some(u),
+            None => None,
         };
         let chat_uri: Uri = chat.parse().map_err(|e| {
             format!(
@@ -659,6 +696,7 @@ impl ProviderBuilder {
             base_url: self.base_url,
             base,
             chat_uri,
+            responses_uri,
             api_version: self.api_version,
             api_key: self.api_key,
             auth,

@@ -448,6 +448,10 @@ pub struct ProviderConfig {
     /// Azure `api-version` (kind `azure` only; absent: the `/openai/v1` form).
     #[serde(default)]
     pub api_version: Option<String>,
+    /// The provider serves OpenAI's Responses API too (kinds `openai` and `azure`): clients of
+    /// `/v1/responses` are served natively there.
+    #[serde(default)]
+    pub responses: bool,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -465,6 +469,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("requests_per_minute", &self.requests_per_minute)
             .field("api_version", &self.api_version)
+            .field("responses", &self.responses)
             .finish()
     }
 }
@@ -939,6 +944,7 @@ impl ProviderConfig {
             idle_timeout_ms: None,
             requests_per_minute: None,
             api_version: None,
+            responses: false,
         }
     }
 
@@ -976,6 +982,7 @@ impl ProviderConfig {
         let mut b = Provider::builder(name.clone(), kind, self.base_url.clone())
             .api_key(key)
             .api_version(self.api_version.clone())
+            .responses(self.responses)
             .timeouts(timeouts);
         if let Some(rpm) = self.requests_per_minute {
             let rpm = std::num::NonZeroU32::new(rpm).ok_or_else(|| {

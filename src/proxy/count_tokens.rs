@@ -42,12 +42,16 @@ pub(crate) async fn count_tokens(
             .filter_map(|h| Some((h.clone(), headers.get(h)?.clone())))
             .collect();
         let provider = target.provider.clone();
-        let mut req =
-            provider.build_native_request(&bytes, &forwarded, &target.upstream_model, false)?;
         let uri: Uri = format!("{}/count_tokens", provider.chat_uri())
             .parse()
             .map_err(|e| Error::internal(format!("cannot build the count_tokens URL: {e}")))?;
-        *req.uri_mut() = uri;
+        let req = provider.build_native_request(
+            uri,
+            &bytes,
+            &forwarded,
+            &target.upstream_model,
+            false,
+        )?;
         match dispatch.send(req, provider.clone()).await {
             Ok(res) => {
                 let (parts, body) = res.into_parts();

@@ -36,6 +36,7 @@ mod anthropic;
 mod body;
 mod gemini;
 mod native;
+mod native_responses;
 mod openai;
 
 mod translate;
@@ -57,12 +58,13 @@ pub use self::anthropic::AnthropicStream;
 pub use self::body::{ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
 pub use self::native::NativeStream;
+pub use self::native_responses::NativeResponsesStream;
 pub use self::openai::OpenAiStream;
 use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::error::{BoxError, ErrorSource, Retry, Secrets};
 use crate::facts::{
-    GenerationId, NativeAnswer, NativeRequest, PriceAnswers, Pricing, Target, UsageSlot,
+    GenerationId, NativeAnswer, NativeApi, NativeRequest, PriceAnswers, Pricing, Target, UsageSlot,
 };
 use crate::json::{self as raw, key, ObjectWriter};
 use crate::provider::ProviderKind;
@@ -123,8 +125,10 @@ pub enum Translator {
     Anthropic(AnthropicStream),
     /// Gemini `GenerateContentResponse` events.
     Gemini(GeminiStream),
-    /// A provider's own events, passed on to a client of its dialect.
+    /// Anthropic's own events, passed on to a client of the Messages API.
     Native(NativeStream),
+    /// OpenAI's own Responses events, passed on to a client of the Responses API.
+    NativeResponses(NativeResponsesStream),
 }
 
 impl Translator {
@@ -144,6 +148,7 @@ impl Translator {
             Translator::Anthropic(s) => s.on_event(ev, out),
             Translator::Gemini(s) => s.on_event(ev, out),
             Translator::Native(s) => s.on_event(ev, out),
+            Translator::NativeResponses(s) => s.on_event(ev, out),
         }
     }
 
@@ -155,7 +160,7 @@ impl Translator {
             Translator::OpenAi(s) => s.read_every_chunk_in_full(),
             Translator::Anthropic(s) => s.stage.read_every_chunk_in_full(),
             Translator::Gemini(s) => s.stage.read_every_chunk_in_full(),
-            Translator::Native(_) => {}
+            Translator::Native(_) | Translator::NativeResponses(_) => {}
         }
     }
 
@@ -166,6 +171,7 @@ impl Translator {
             Translator::Anthropic(s) => s.on_end(out),
             Translator::Gemini(s) => s.on_end(out),
             Translator::Native(s) => s.on_end(out),
+            Translator::NativeResponses(s) => s.on_end(out),
         }
     }
 
@@ -176,6 +182,7 @@ impl Translator {
             Translator::Anthropic(s) => s.on_error(err, out),
             Translator::Gemini(s) => s.on_error(err, out),
             Translator::Native(s) => s.on_error(err, out),
+            Translator::NativeResponses(s) => s.on_error(err, out),
         }
     }
 
@@ -186,6 +193,7 @@ impl Translator {
             Translator::Anthropic(s) => s.is_finished(),
             Translator::Gemini(s) => s.is_finished(),
             Translator::Native(s) => s.is_finished(),
+            Translator::NativeResponses(s) => s.is_finished(),
         }
     }
 
@@ -196,6 +204,7 @@ impl Translator {
             Translator::Anthropic(s) => s.usage(),
             Translator::Gemini(s) => s.usage(),
             Translator::Native(s) => s.usage(),
+            Translator::NativeResponses(s) => s.usage(),
         }
     }
 
@@ -206,6 +215,7 @@ impl Translator {
             Translator::Anthropic(s) => s.error(),
             Translator::Gemini(s) => s.error(),
             Translator::Native(s) => s.error(),
+            Translator::NativeResponses(s) => s.error(),
         }
     }
 
@@ -216,6 +226,7 @@ impl Translator {
             Translator::Anthropic(s) => s.finish_reason(),
             Translator::Gemini(s) => s.finish_reason(),
             Translator::Native(s) => s.finish_reason(),
+            Translator::NativeResponses(s) => s.finish_reason(),
         }
     }
 }
@@ -315,7 +326,8 @@ where
         let native = req
             .extensions()
             .get::<NativeRequest>()
-            .is_some_and(|n| n.kind == provider.kind());
+            .filter(|n| n.native_uri(&provider).is_some())
+            .map(|n| n.api);
         let ctx = StreamContext {
             id,
             model: public_model,
@@ -359,14 +371,16 @@ where
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             let kind = provider.kind();
-            if native {
+            if native.is_some() {
                 parts.extensions.insert(NativeAnswer);
             }
             if streaming && is_sse {
-                let state = if native {
-                    Translator::Native(NativeStream::new(ctx))
-                } else {
-                    Translator::new(kind, ctx)
+                let state = match native {
+                    Some(NativeApi::AnthropicMessages) => {
+                        Translator::Native(NativeStream::new(ctx))
+                    }
+                    Some(_) => Translator::NativeResponses(NativeResponsesStream::new(ctx)),
+                    None => Translator::new(kind, ctx),
                 };
                 let mut out = Response::new(ResponseBody::Stream {
                     stream: Box::pin(
@@ -387,8 +401,11 @@ where
             .await?;
             let mut out = Response::new(ResponseBody::full(Bytes::new()));
             *out.extensions_mut() = extensions;
-            if native {
-                let (json, usage, finish_reason) = native::render(&bytes, &ctx)?;
+            if let Some(api) = native {
+                let (json, usage, finish_reason) = match api {
+                    NativeApi::AnthropicMessages => native::render(&bytes, &ctx)?,
+                    _ => native_responses::render(&bytes, &ctx)?,
+                };
                 if let Some(slot) = &slot {
                     slot.record_finish_reason(finish_reason);
                     slot.record(usage.clone().unwrap_or_default());

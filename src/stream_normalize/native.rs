@@ -234,13 +234,14 @@ pub(crate) fn render(
     Ok((Bytes::from(json), usage, finish))
 }
 
-/// The `type` of an event's data, when it starts with it (Anthropic writes it first).
-fn type_of(data: &str) -> Option<&str> {
+/// The `type` of an event's data, when it starts with it (Anthropic and OpenAI write it first).
+pub(super) fn type_of(data: &str) -> Option<&str> {
     let rest = data.strip_prefix(r#"{"type":""#)?;
     Some(&rest[..rest.find('"')?])
 }
 
-fn write_event(name: &str, data: &str, out: &mut BytesMut) {
+/// An event with its `event:` line, its data on `data:` lines.
+pub(super) fn write_event(name: &str, data: &str, out: &mut BytesMut) {
     out.reserve(name.len() + data.len() + 16);
     out.put_slice(b"event: ");
     out.put_slice(name.as_bytes());

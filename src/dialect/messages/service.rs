@@ -7,8 +7,7 @@ use super::stream::Writer;
 use crate::chat::ChatCompletion;
 use crate::dialect::edge::{Edge, EdgeBody, EdgeLayer, Read, Wire};
 use crate::dialect::Dialect;
-use crate::facts::NativeRequest;
-use crate::provider::ProviderKind;
+use crate::facts::{NativeApi, NativeRequest};
 use crate::Error;
 
 /// The request headers of Anthropic's API forwarded to an `anthropic` endpoint.
@@ -45,7 +44,7 @@ impl Wire for MessagesApi {
         Ok(Read {
             chat: translated.chat,
             native: Some(NativeRequest::new(
-                ProviderKind::Anthropic,
+                NativeApi::AnthropicMessages,
                 bytes,
                 forwarded,
                 translated.untranslatable,

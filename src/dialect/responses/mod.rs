@@ -8,6 +8,11 @@
 //! (`stream.rs`), and answers every error in OpenAI's envelope, as on chat. Every answer
 //! carries `X-Generation-Id`, which is also the response's `id`.
 //!
+//! An `openai` or `azure` endpoint with `responses = true` serves the request natively: the
+//! client's body goes upstream as it came (`model` rewritten, `models` / `provider` removed) to
+//! its `/responses`, and the answer comes back as the provider wrote it but for the public
+//! `model`; usage is read from its terminal event. Every other endpoint gets the translation.
+//!
 //! Nothing is kept: `previous_response_id`, `conversation` and `background: true` are refused
 //! with a `400` that says so, and `store` is ignored. A client that needs the model's
 //! reasoning back on the next turn asks for `include: ["reasoning.encrypted_content"]`: the
@@ -33,6 +38,7 @@ pub use self::stream::{check_event_sequence, Writer};
 use crate::chat::ChatCompletion;
 use crate::dialect::edge::{Edge, EdgeBody, EdgeLayer, Read, Wire};
 use crate::dialect::Dialect;
+use crate::facts::{NativeApi, NativeRequest};
 use crate::Error;
 
 /// OpenAI's Responses API as a [`Wire`]: see the [module docs](self).
@@ -58,7 +64,13 @@ impl Wire for ResponsesApi {
         let t = parse(&bytes)?.into_chat()?;
         Ok(Read {
             chat: t.chat,
-            native: None,
+            // Served as it came by an `openai` or `azure` endpoint with `responses = true`.
+            native: Some(NativeRequest::new(
+                NativeApi::OpenAiResponses,
+                bytes,
+                Vec::new(),
+                None,
+            )),
             shape: t.shape,
         })
     }
