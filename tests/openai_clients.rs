@@ -19,6 +19,16 @@ const TIDES: &str = "Tides come mostly from the Moon's pull on the oceans.";
 
 /// The gateway in front of fakes of every kind, each behaviour of theirs a public model.
 async fn gateway(oai: &FakeProvider, anth: &FakeProvider, gem: &FakeProvider) -> Gateway {
+    gateway_with(oai, anth, gem, None).await
+}
+
+/// [`gateway`], with an OpenAI-kind endpoint serving the Responses API natively when given.
+async fn gateway_with(
+    oai: &FakeProvider,
+    anth: &FakeProvider,
+    gem: &FakeProvider,
+    native: Option<&FakeProvider>,
+) -> Gateway {
     let mut toml = format!(
         r#"
 [[keys]]
@@ -63,6 +73,12 @@ api_key = "{PROVIDER_KEY}"
             "\n[[models]]\nid = \"{id}\"\n[[models.endpoints]]\nprovider = \"{provider}\"\nmodel = \"{upstream}\"\nprompt_price = 3.0\ncompletion_price = 15.0\n"
         ));
     }
+    if let Some(native) = native {
+        toml.push_str(&format!(
+            "\n[[providers]]\nname = \"oair\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"{PROVIDER_KEY}\"\nresponses = true\n\n[[models]]\nid = \"openai/native\"\n[[models.endpoints]]\nprovider = \"oair\"\nmodel = \"gpt-5\"\nprompt_price = 1.25\ncompletion_price = 10.0\n",
+            native.base_url()
+        ));
+    }
     Gateway::start(&toml).await
 }
 
@@ -74,7 +90,8 @@ async fn official_openai_python_sdk_responses() {
     let oai = FakeProvider::start(standard).await;
     let anth = FakeProvider::start(standard_anthropic).await;
     let gem = FakeProvider::start(standard_gemini).await;
-    let gw = gateway(&oai, &anth, &gem).await;
+    let native = FakeProvider::start(standard_openai_responses).await;
+    let gw = gateway_with(&oai, &anth, &gem, Some(&native)).await;
     run_sdk_script(
         &python,
         "openai_responses.py",
@@ -169,7 +186,15 @@ async fn codex_through_endpoints_of_every_kind() {
     let oai = FakeProvider::start(standard).await;
     let anth = FakeProvider::start(standard_anthropic).await;
     let gem = FakeProvider::start(standard_gemini).await;
-    let gw = gateway(&oai, &anth, &gem).await;
+    let native = FakeProvider::start(standard_openai_responses).await;
+    let gw = gateway_with(&oai, &anth, &gem, Some(&native)).await;
+    let said = codex_says(&codex, &gw, "openai/native", "say hi").await;
+    assert!(said.contains("Hi there"), "native: {said}");
+    assert_eq!(
+        native.last().body["model"],
+        "gpt-5",
+        "Codex's own body, model rewritten"
+    );
     for model in ["openai/gpt", "anthropic/claude", "gemini/flash"] {
         let said = codex_says(&codex, &gw, model, "say hi").await;
         assert!(said.contains(TIDES), "{model}: {said}");

@@ -326,71 +326,8 @@ async fn every_route_form_serves() {
     }
 }
 
-/// An OpenAI-kind fake that serves the Responses API itself.
-fn openai_responses(received: &Received) -> Script {
-    assert!(received.path.ends_with("/responses"), "{}", received.path);
-    let model = received.body["model"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let response = |status: &str, output: Value, usage: Value| {
-        json!({"id": "resp_up1", "object": "response", "created_at": 1, "status": status,
-               "model": "gpt-5-2025-08-07", "output": output, "usage": usage})
-    };
-    let usage = json!({"input_tokens": 20, "input_tokens_details": {"cached_tokens": 8},
-                       "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 26});
-    let item = json!({"type": "message", "id": "msg_up1", "status": "completed", "role": "assistant",
-                      "content": [{"type": "output_text", "text": "Hi there", "annotations": []}]});
-    if received.body["stream"] != true {
-        return Script::json(200, response("completed", json!([item]), usage).to_string());
-    }
-    let ev = |n: u64, kind: &str, mut body: Value| {
-        body["type"] = json!(kind);
-        body["sequence_number"] = json!(n);
-        Piece::Data(format!("event: {kind}\ndata: {body}\n\n").into())
-    };
-    let mut pieces = vec![
-        ev(
-            0,
-            "response.created",
-            json!({"response": response("in_progress", json!([]), Value::Null)}),
-        ),
-        ev(
-            1,
-            "response.in_progress",
-            json!({"response": response("in_progress", json!([]), Value::Null)}),
-        ),
-        ev(
-            2,
-            "response.output_item.added",
-            json!({"output_index": 0, "item": {"type": "message", "id": "msg_up1", "status": "in_progress", "role": "assistant", "content": []}}),
-        ),
-        ev(
-            3,
-            "response.output_text.delta",
-            json!({"item_id": "msg_up1", "output_index": 0, "content_index": 0, "delta": "Hi there"}),
-        ),
-    ];
-    if model == "gpt-5-cut" {
-        pieces.push(Piece::Pause(std::time::Duration::from_millis(20)));
-        pieces.push(Piece::Cut);
-        return Script::sse(pieces);
-    }
-    pieces.push(ev(
-        4,
-        "response.output_item.done",
-        json!({"output_index": 0, "item": item}),
-    ));
-    pieces.push(ev(
-        5,
-        "response.completed",
-        json!({"response": response("completed", json!([item]), usage)}),
-    ));
-    Script::sse(pieces)
-}
-
 async fn native_setup() -> (FakeProvider, Gateway) {
-    let fake = FakeProvider::start(openai_responses).await;
+    let fake = FakeProvider::start(standard_openai_responses).await;
     let gw = Gateway::start(&format!(
         r#"
 [[keys]]
@@ -485,7 +422,7 @@ async fn a_responses_endpoint_is_served_natively() {
     let ev = events(&a);
     let last = ev.last().unwrap();
     assert_eq!(last["type"], "response.failed");
-    assert_eq!(last["sequence_number"], 4);
+    assert_eq!(last["sequence_number"], 5);
     gw.flush().await;
     let id = a.headers["x-generation-id"].to_str().unwrap();
     let req = Request::get(gw.url(&format!("/v1/generation?id={id}")))

@@ -41,6 +41,13 @@ for model in ["openai/gpt", "anthropic/claude", "gemini/flash"]:
     check(final.output_text == TIDES, f"{model}: final response {final.output_text!r}")
     check(final.usage.total_tokens > 0, f"{model}: streamed usage {final.usage}")
 
+# Natively served by an endpoint that speaks the Responses API.
+r = client.responses.create(model="openai/native", input="hi")
+check(r.output_text == "Hi there" and r.model == "openai/native", f"native: {r.output_text!r} {r.model}")
+with client.responses.stream(model="openai/native", input="hi") as s:
+    final = s.get_final_response()
+check(final.output_text == "Hi there" and final.usage.total_tokens == 26, f"native stream: {final}")
+
 # Raw events: increasing sequence numbers, one terminal event.
 events = list(client.responses.create(model="openai/gpt", input="hi", stream=True))
 check([e.sequence_number for e in events] == list(range(len(events))), "sequence numbers")

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use modelgate::proxy::{serve, Config, Proxy, ServeOptions};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -344,6 +345,89 @@ pub fn standard_gemini(received: &Received) -> Script {
         200,
         r#"{"candidates":[{"content":{"parts":[{"text":"Tides come mostly from the Moon's pull on the oceans."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":18,"totalTokenCount":30},"modelVersion":"gemini-2.5-flash"}"#,
     )
+}
+
+/// An OpenAI-kind fake that serves the Responses API itself (`responses = true`): "Hi there",
+/// streamed or whole; upstream model `gpt-5-cut` cuts the stream after the first delta.
+pub fn standard_openai_responses(received: &Received) -> Script {
+    assert!(received.path.ends_with("/responses"), "{}", received.path);
+    let model = received.body["model"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_up1", "object": "response", "created_at": 1, "status": status,
+               "model": "gpt-5-2025-08-07", "output": output, "usage": usage})
+    };
+    let usage = json!({"input_tokens": 20, "input_tokens_details": {"cached_tokens": 8},
+                       "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 26});
+    let item = json!({"type": "message", "id": "msg_up1", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "text": "Hi there", "annotations": []}]});
+    if received.body["stream"] != true {
+        return Script::json(200, response("completed", json!([item]), usage).to_string());
+    }
+    let ev = |n: u64, kind: &str, mut body: Value| {
+        body["type"] = json!(kind);
+        body["sequence_number"] = json!(n);
+        Piece::Data(format!("event: {kind}\ndata: {body}\n\n").into())
+    };
+    let mut pieces = vec![
+        ev(
+            0,
+            "response.created",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        ev(
+            1,
+            "response.in_progress",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        ev(
+            2,
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "message", "id": "msg_up1", "status": "in_progress", "role": "assistant", "content": []}}),
+        ),
+        ev(
+            3,
+            "response.content_part.added",
+            json!({"item_id": "msg_up1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        ev(
+            4,
+            "response.output_text.delta",
+            json!({"item_id": "msg_up1", "output_index": 0, "content_index": 0, "delta": "Hi there"}),
+        ),
+    ];
+    if model == "gpt-5-cut" {
+        pieces.push(Piece::Pause(Duration::from_millis(20)));
+        pieces.push(Piece::Cut);
+        return Script::sse(pieces);
+    }
+    let part = json!({"type": "output_text", "text": "Hi there", "annotations": []});
+    let at = json!({"item_id": "msg_up1", "output_index": 0, "content_index": 0});
+    let with = |mut v: Value, k: &str, x: Value| {
+        v[k] = x;
+        v
+    };
+    pieces.extend([
+        ev(
+            5,
+            "response.output_text.done",
+            with(at.clone(), "text", json!("Hi there")),
+        ),
+        ev(6, "response.content_part.done", with(at, "part", part)),
+        ev(
+            7,
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item}),
+        ),
+        ev(
+            8,
+            "response.completed",
+            json!({"response": response("completed", json!([item]), usage)}),
+        ),
+    ]);
+    Script::sse(pieces)
 }
 
 pub fn completion_json(model: &str) -> String {
