@@ -1,7 +1,8 @@
 //! # modelgate
 //!
 //! An LLM gateway as composable [Tower](https://docs.rs/tower) layers: one OpenAI-compatible
-//! API (and Anthropic's Messages API) in front of many model providers. Stack the layers inside your own axum or hyper
+//! API (and Anthropic's Messages and OpenAI's Responses APIs) in front of many model
+//! providers. Stack the layers inside your own axum or hyper
 //! service, or run the bundled proxy (`examples/proxy.rs`).
 //!
 //! ## The onion
@@ -17,7 +18,8 @@
 //! - [`decode`]: `Request<B>` → `Request<ChatRequest>` (size-limited, field-naming 400s), and
 //!   the one place typed errors become envelope responses; every answer has `X-Generation-Id`.
 //!   [`dialect`] holds the edges of the other APIs in its place ([`MessagesLayer`]: Anthropic
-//!   Messages, translated, or passed natively to an `anthropic` endpoint).
+//!   Messages; [`ResponsesLayer`]: OpenAI Responses; each translated, or passed natively to a
+//!   provider that speaks it).
 //! - [`model_rewrite`]: `model`, `models[]`, `provider{…}` and variants against the catalog →
 //!   [`RoutePlan`] (and the first [`Target`], for stacks without fallback).
 //! - [`usage`]: credit limits (402), cost from the serving endpoint's prices, one
@@ -44,10 +46,10 @@
 //!   the layers that asked (metering, the token rate limit), however the answer ended.
 //! - **Generation id** ([`GenerationId`]): `gen-…`, one per client request: the answer's `id`,
 //!   the `X-Generation-Id` header and the usage record's key.
-//! - **Dialect** ([`Dialect`]): the API a client speaks (Chat Completions, Anthropic Messages);
-//!   its edge translates to and from the core's typed request, and its envelope carries every
-//!   error. A request kept in a provider's own dialect ([`facts::NativeRequest`]) goes to a
-//!   provider of that kind untranslated.
+//! - **Dialect** ([`Dialect`]): the API a client speaks (Chat Completions, Anthropic Messages,
+//!   OpenAI Responses); its edge translates to and from the core's typed request, and its
+//!   envelope carries every error. A request kept in a provider's own API
+//!   ([`facts::NativeRequest`]) goes untranslated to a provider that speaks it.
 //!
 //! ## Features
 //!
@@ -155,6 +157,7 @@ pub use crate::auth::AuthLayer;
 pub use crate::chat::ChatRequest;
 pub use crate::decode::DecodeLayer;
 pub use crate::dialect::messages::MessagesLayer;
+pub use crate::dialect::responses::ResponsesLayer;
 pub use crate::dialect::Dialect;
 pub use crate::dispatch::Dispatch;
 pub use crate::error::Error;
