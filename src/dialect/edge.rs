@@ -19,7 +19,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::Dialect;
-use crate::chat::{ChatCompletion, ChatRequest};
+use crate::chat::{ChatChunk, ChatCompletion, ChatRequest, MAX_MODEL_ID_BYTES};
 use crate::decode::{check_declared_length, read_body, DEFAULT_MAX_BODY_BYTES, GENERATION_ID_NAME};
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::facts::{GenerationId, NativeAnswer, NativeRequest};
@@ -482,4 +482,112 @@ impl Body for Frames {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(self.0.pop_front().map(|p| Ok(Frame::data(p))))
     }
+}
+
+/// One event of the core's stream, as a dialect's writer reads it.
+pub(crate) enum CoreEvent {
+    /// Nothing to write (an empty event).
+    Empty,
+    /// `[DONE]`: the answer is complete.
+    Done,
+    /// The core's error event (or an event the gateway cannot read): the stream failed.
+    Failed(Error),
+    /// A chunk.
+    Chunk(Box<ChatChunk>),
+}
+
+/// Reads one event of the core's stream.
+pub(crate) fn core_event(ev: &SseEvent) -> CoreEvent {
+    let data = ev.data.trim();
+    if data.is_empty() {
+        return CoreEvent::Empty;
+    }
+    if data == "[DONE]" {
+        return CoreEvent::Done;
+    }
+    if data.starts_with(r#"{"error""#) {
+        return CoreEvent::Failed(
+            Error::from_sse_event(format!("data:{data}").as_bytes())
+                .unwrap_or_else(|| Error::internal("the answer failed")),
+        );
+    }
+    match serde_json::from_str(data) {
+        Ok(c) => CoreEvent::Chunk(Box::new(c)),
+        Err(e) => CoreEvent::Failed(Error::internal(format!(
+            "the gateway wrote an unreadable chunk: {e}"
+        ))),
+    }
+}
+
+/// Parses a request body of a dialect: one parse on the common path, the body read again
+/// with `serde_path_to_error` only when it fails, to name the field that is wrong. `model` (and
+/// each of `models`) must be a non-empty id of at most [`MAX_MODEL_ID_BYTES`].
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    model: impl Fn(&T) -> (&str, Option<&[String]>),
+) -> Result<T, Error> {
+    let req: T = match serde_json::from_slice(bytes) {
+        Ok(r) => r,
+        Err(first) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            return Err(match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    if path == "." || path == "?" || path.is_empty() {
+                        Error::invalid_request(format!("invalid request body: {inner}"), None)
+                    } else {
+                        Error::invalid_request(
+                            format!("invalid request body: `{path}`: {inner}"),
+                            Some(path),
+                        )
+                    }
+                }
+                // Only what follows the value was wrong (trailing bytes).
+                Ok(_) => Error::invalid_request(format!("invalid request body: {first}"), None),
+            });
+        }
+    };
+    let (id, models) = model(&req);
+    let invalid =
+        |param: &str, message: String| Error::invalid_request(message, Some(param.into()));
+    if id.trim().is_empty() {
+        return Err(invalid(
+            "model",
+            "`model` must be a non-empty string".into(),
+        ));
+    }
+    if id.len() > MAX_MODEL_ID_BYTES {
+        return Err(invalid(
+            "model",
+            format!("`model` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
+        ));
+    }
+    if let Some(i) = models
+        .into_iter()
+        .flatten()
+        .position(|m| m.len() > MAX_MODEL_ID_BYTES)
+    {
+        return Err(invalid(
+            &format!("models[{i}]"),
+            format!("`models[{i}]` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
+        ));
+    }
+    Ok(req)
+}
+
+/// The events of a stream, each checked to be named by its `event:` line and its data's
+/// `type`. For the dialects' stream checkers.
+pub(crate) fn named_events(bytes: &[u8]) -> Result<Vec<(String, serde_json::Value)>, String> {
+    let mut out = Vec::new();
+    for (i, ev) in crate::sse::decode_chunks([bytes]).into_iter().enumerate() {
+        let name = ev.event.ok_or(format!("event {i} has no `event:` line"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&ev.data).map_err(|e| format!("event {i}: bad JSON: {e}"))?;
+        if v["type"] != name.as_str() {
+            return Err(format!("event {i}: `event: {name}` but type {}", v["type"]));
+        }
+        out.push((name, v));
+    }
+    Ok(out)
 }

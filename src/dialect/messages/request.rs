@@ -31,7 +31,6 @@ use serde_json::{Map, Value};
 use crate::chat::{
     ChatRequest, Content, ContentPart, Extra, FileRef, FunctionCall, FunctionDef, ImageUrl,
     Message, ResponseFormat, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice,
-    MAX_MODEL_ID_BYTES,
 };
 use crate::Error;
 
@@ -115,35 +114,9 @@ pub(crate) struct Translated {
 
 /// Parses a Messages request body; the error names the field that is wrong.
 pub(crate) fn parse(bytes: &[u8]) -> Result<MessagesRequest, Error> {
-    // The common case parses once, without path tracking; only a failure is parsed again to
-    // name the field.
-    let req: MessagesRequest = match serde_json::from_slice(bytes) {
-        Ok(r) => r,
-        Err(first) => return Err(describe(bytes, first)),
-    };
-    if req.model.trim().is_empty() {
-        return Err(invalid(
-            "model",
-            "`model` must be a non-empty string".into(),
-        ));
-    }
-    if req.model.len() > MAX_MODEL_ID_BYTES {
-        return Err(invalid(
-            "model",
-            format!("`model` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
-        ));
-    }
-    if let Some(i) = req
-        .models
-        .iter()
-        .flatten()
-        .position(|m| m.len() > MAX_MODEL_ID_BYTES)
-    {
-        return Err(invalid(
-            &format!("models[{i}]"),
-            format!("`models[{i}]` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
-        ));
-    }
+    let req: MessagesRequest = crate::dialect::edge::parse_body(bytes, |r: &MessagesRequest| {
+        (&r.model, r.models.as_deref())
+    })?;
     if req.messages.is_empty() {
         return Err(invalid(
             "messages",
@@ -155,27 +128,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<MessagesRequest, Error> {
 
 fn invalid(param: &str, message: String) -> Error {
     Error::invalid_request(message, Some(param.to_owned()))
-}
-
-/// A body serde refused, read again to name the field.
-fn describe(bytes: &[u8], first: serde_json::Error) -> Error {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, MessagesRequest>(&mut de) {
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." || path == "?" || path.is_empty() {
-                Error::invalid_request(format!("invalid request body: {inner}"), None)
-            } else {
-                Error::invalid_request(
-                    format!("invalid request body: `{path}`: {inner}"),
-                    Some(path),
-                )
-            }
-        }
-        // Only what follows the value was wrong (trailing bytes).
-        Ok(_) => Error::invalid_request(format!("invalid request body: {first}"), None),
-    }
 }
 
 /// What cannot be said to a provider of another kind: a 400 naming the field.

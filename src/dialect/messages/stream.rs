@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use super::answer::{stop_reason, tool_id, UsageOut};
 use super::error::error_event;
-use crate::chat::{ChatChunk, Usage, UsageField};
+use crate::chat::{Usage, UsageField};
+use crate::dialect::edge::CoreEvent;
 use crate::sse::SseEvent;
 #[cfg(test)]
 use crate::sse::KEEPALIVE;
@@ -259,24 +260,11 @@ impl Writer {
         if self.finished {
             return;
         }
-        let data = ev.data.trim();
-        if data.is_empty() {
-            return;
-        }
-        if data == "[DONE]" {
-            return self.done(out);
-        }
-        if data.starts_with(r#"{"error""#) {
-            let err = Error::from_sse_event(format!("data:{data}").as_bytes())
-                .unwrap_or_else(|| Error::internal("the answer failed"));
-            return self.fail(&err, out);
-        }
-        let chunk: ChatChunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                let err = Error::internal(format!("the gateway wrote an unreadable chunk: {e}"));
-                return self.fail(&err, out);
-            }
+        let chunk = match crate::dialect::edge::core_event(ev) {
+            CoreEvent::Empty => return,
+            CoreEvent::Done => return self.done(out),
+            CoreEvent::Failed(err) => return self.fail(&err, out),
+            CoreEvent::Chunk(chunk) => chunk,
         };
         if !self.started && !chunk.model.is_empty() {
             // The public model the core stamped.
@@ -382,24 +370,16 @@ impl Writer {
 /// `error` event, last. For tests and fuzzing.
 #[doc(hidden)]
 pub fn check_event_sequence(bytes: &[u8]) -> Result<(), String> {
-    let events = crate::sse::decode_chunks([bytes]);
+    let events = crate::dialect::edge::named_events(bytes)?;
     let mut started = false;
     let mut open: Option<u64> = None;
     let mut next = 0u64;
     let mut ended = false;
     let mut delta_seen = false;
-    for (i, ev) in events.iter().enumerate() {
+    for (i, (name, v)) in events.iter().enumerate() {
+        let name = name.as_str();
         if ended {
             return Err(format!("event {i} after the end"));
-        }
-        let name = ev
-            .event
-            .as_deref()
-            .ok_or(format!("event {i} has no `event:` line"))?;
-        let v: Value =
-            serde_json::from_str(&ev.data).map_err(|e| format!("event {i}: bad JSON: {e}"))?;
-        if v["type"] != name {
-            return Err(format!("event {i}: `event: {name}` but type {}", v["type"]));
         }
         let index = v["index"].as_u64();
         match name {
@@ -415,7 +395,7 @@ pub fn check_event_sequence(bytes: &[u8]) -> Result<(), String> {
             "content_block_stop" if open.is_some() && index == open => open = None,
             "message_delta" if open.is_none() && !delta_seen => delta_seen = true,
             "message_stop" if delta_seen => ended = true,
-            _ => return Err(format!("event {i} `{name}` out of order: {}", ev.data)),
+            _ => return Err(format!("event {i} `{name}` out of order: {v}")),
         }
     }
     if !ended {

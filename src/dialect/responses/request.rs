@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::chat::{
     ChatRequest, Content, ContentPart, Extra, FileRef, FunctionCall, FunctionDef, ImageUrl,
-    Message, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice, MAX_MODEL_ID_BYTES,
+    Message, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice,
 };
 use crate::Error;
 
@@ -166,33 +166,9 @@ fn invalid(param: &str, message: String) -> Error {
 
 /// Parses a Responses request body; the error names the field that is wrong.
 pub(crate) fn parse(bytes: &[u8]) -> Result<ResponsesRequest, Error> {
-    let req: ResponsesRequest = match serde_json::from_slice(bytes) {
-        Ok(r) => r,
-        Err(first) => return Err(describe(bytes, first)),
-    };
-    if req.model.trim().is_empty() {
-        return Err(invalid(
-            "model",
-            "`model` must be a non-empty string".into(),
-        ));
-    }
-    if req.model.len() > MAX_MODEL_ID_BYTES {
-        return Err(invalid(
-            "model",
-            format!("`model` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
-        ));
-    }
-    if let Some(i) = req
-        .models
-        .iter()
-        .flatten()
-        .position(|m| m.len() > MAX_MODEL_ID_BYTES)
-    {
-        return Err(invalid(
-            &format!("models[{i}]"),
-            format!("`models[{i}]` must be at most {MAX_MODEL_ID_BYTES} bytes long"),
-        ));
-    }
+    let req: ResponsesRequest = crate::dialect::edge::parse_body(bytes, |r: &ResponsesRequest| {
+        (&r.model, r.models.as_deref())
+    })?;
     let stateless = "this gateway is stateless: it keeps no responses or conversations";
     if req
         .previous_response_id
@@ -217,26 +193,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ResponsesRequest, Error> {
         ));
     }
     Ok(req)
-}
-
-/// A body serde refused, read again to name the field.
-fn describe(bytes: &[u8], first: serde_json::Error) -> Error {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, ResponsesRequest>(&mut de) {
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." || path == "?" || path.is_empty() {
-                Error::invalid_request(format!("invalid request body: {inner}"), None)
-            } else {
-                Error::invalid_request(
-                    format!("invalid request body: `{path}`: {inner}"),
-                    Some(path),
-                )
-            }
-        }
-        Ok(_) => Error::invalid_request(format!("invalid request body: {first}"), None),
-    }
 }
 
 fn str_field<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a str, Error> {

@@ -21,7 +21,8 @@ use super::answer::{
     Summary, UsageOut,
 };
 use super::request::Shape;
-use crate::chat::{ChatChunk, Usage, UsageField};
+use crate::chat::{Usage, UsageField};
+use crate::dialect::edge::CoreEvent;
 use crate::sse::{SseEvent, KEEPALIVE};
 use crate::Error;
 
@@ -424,24 +425,11 @@ impl Writer {
         if self.finished {
             return;
         }
-        let data = ev.data.trim();
-        if data.is_empty() {
-            return;
-        }
-        if data == "[DONE]" {
-            return self.end(out);
-        }
-        if data.starts_with(r#"{"error""#) {
-            let err = Error::from_sse_event(format!("data:{data}").as_bytes())
-                .unwrap_or_else(|| Error::internal("the answer failed"));
-            return self.fail(&err, out);
-        }
-        let chunk: ChatChunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                let err = Error::internal(format!("the gateway wrote an unreadable chunk: {e}"));
-                return self.fail(&err, out);
-            }
+        let chunk = match crate::dialect::edge::core_event(ev) {
+            CoreEvent::Empty => return,
+            CoreEvent::Done => return self.end(out),
+            CoreEvent::Failed(err) => return self.fail(&err, out),
+            CoreEvent::Chunk(chunk) => chunk,
         };
         if !self.started && !chunk.model.is_empty() {
             self.response.model.clone_from(&chunk.model);
@@ -540,22 +528,14 @@ impl Writer {
 /// `response.incomplete` or `response.failed`), last. For tests and fuzzing.
 #[doc(hidden)]
 pub fn check_event_sequence(bytes: &[u8]) -> Result<(), String> {
-    let events = crate::sse::decode_chunks([bytes]);
+    let events = crate::dialect::edge::named_events(bytes)?;
     let mut open: Option<u64> = None;
     let mut items = 0u64;
     let mut ended = false;
-    for (i, ev) in events.iter().enumerate() {
+    for (i, (name, v)) in events.iter().enumerate() {
+        let name = name.as_str();
         if ended {
             return Err(format!("event {i} after the terminal event"));
-        }
-        let name = ev
-            .event
-            .as_deref()
-            .ok_or(format!("event {i} has no `event:` line"))?;
-        let v: Value =
-            serde_json::from_str(&ev.data).map_err(|e| format!("event {i}: bad JSON: {e}"))?;
-        if v["type"] != name {
-            return Err(format!("event {i}: `event: {name}` but type {}", v["type"]));
         }
         if v["sequence_number"].as_u64() != Some(i as u64) {
             let got = &v["sequence_number"];
