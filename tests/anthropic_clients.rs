@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
@@ -84,30 +82,20 @@ async fn official_anthropic_python_sdk() {
 /// `claude -p "say hi" --model <model>` against the gateway, offline, in a throwaway home.
 async fn claude_says(claude: &str, gw: &Gateway, model: &str) -> String {
     let home = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(claude)
-        .args(["-p", "say hi", "--model", model])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("ANTHROPIC_BASE_URL", gw.url(""))
-        .env("ANTHROPIC_API_KEY", KEY)
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("claude finishes")
-        .unwrap_or_else(|e| panic!("cannot run {claude}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "claude failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    stdout
+    let base_url = gw.url("");
+    run_cli(
+        claude,
+        &["-p", "say hi", "--model", model],
+        home.path(),
+        home.path(),
+        &[
+            ("ANTHROPIC_BASE_URL", base_url.as_str()),
+            ("ANTHROPIC_API_KEY", KEY),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            ("DISABLE_AUTOUPDATER", "1"),
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use support::*;
 
@@ -148,34 +146,20 @@ wire_api = "responses"
     )
     .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(codex)
-        .args([
+    let codex_home = home.path().to_str().unwrap();
+    run_cli(
+        codex,
+        &[
             "exec",
             "--skip-git-repo-check",
             "--dangerously-bypass-approvals-and-sandbox",
             prompt,
-        ])
-        .current_dir(work.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("CODEX_HOME", home.path())
-        .env("MODELGATE_KEY", KEY)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("codex finishes")
-        .unwrap_or_else(|e| panic!("cannot run {codex}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "codex failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    stdout
+        ],
+        work.path(),
+        home.path(),
+        &[("CODEX_HOME", codex_home), ("MODELGATE_KEY", KEY)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

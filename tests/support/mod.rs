@@ -734,3 +734,36 @@ pub async fn run_sdk_script(python: &str, script: &str, args: &[String]) {
         "the SDK checks failed:\n{stdout}\n{stderr}"
     );
 }
+
+/// Runs a client's command line offline: only `PATH` kept from this environment, `HOME` in
+/// `home`, these variables, no input, at most three minutes; it must succeed. Its output.
+pub async fn run_cli(
+    program: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> String {
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not finish in 3 minutes"))
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{program} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
