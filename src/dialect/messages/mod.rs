@@ -12,9 +12,10 @@
 //! - **Native**, at an `anthropic` endpoint: the client's body goes upstream as it came, with
 //!   only `model` rewritten to the endpoint's name for it and the gateway's own fields
 //!   (`models`, `provider`) removed; `anthropic-version` and `anthropic-beta` are forwarded.
-//!   The answer comes back as the provider wrote it, with the public `model` and the
-//!   gateway's `id`: thinking signatures, tool ids, citations and cache counts untouched.
-//!   Usage is read from the provider's own `message_start` and `message_delta`.
+//!   The answer comes back as the provider wrote it but for the public `model` (its `id` is
+//!   the provider's; the gateway's is `X-Generation-Id`): thinking signatures, tool ids,
+//!   citations and cache counts untouched. Usage is read from the provider's own
+//!   `message_start` and `message_delta`.
 //! - **Translated**, at any other kind: the request is read into the core's
 //!   [`ChatRequest`](crate::ChatRequest) (the rules are in `request.rs`), and the answer and
 //!   its stream are written back in the Messages grammar (`answer.rs`, `stream.rs`).
