@@ -53,6 +53,14 @@ impl NativeRequest {
         }
     }
 
+    /// Whether `provider` speaks this request's API (and serves it untranslated).
+    pub fn served_by(&self, provider: &Provider) -> bool {
+        match self.api {
+            NativeApi::AnthropicMessages => provider.kind() == ProviderKind::Anthropic,
+            NativeApi::OpenAiResponses => provider.responses_uri().is_some(),
+        }
+    }
+
     /// Where `provider` serves this request untranslated; `None` when it does not speak its
     /// API.
     pub fn native_uri(&self, provider: &Provider) -> Option<http::Uri> {

@@ -326,7 +326,7 @@ where
         let native = req
             .extensions()
             .get::<NativeRequest>()
-            .filter(|n| n.native_uri(&provider).is_some())
+            .filter(|n| n.served_by(&provider))
             .map(|n| n.api);
         let ctx = StreamContext {
             id,

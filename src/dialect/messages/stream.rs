@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::answer::{stop_reason, tool_id, UsageOut};
 use super::error::error_event;
 use crate::chat::{Usage, UsageField};
-use crate::dialect::edge::CoreEvent;
+use crate::dialect::edge::{CoreEvent, StreamWriter};
 use crate::sse::SseEvent;
 #[cfg(test)]
 use crate::sse::KEEPALIVE;
@@ -138,24 +138,6 @@ pub struct Writer {
     finished: bool,
 }
 
-impl crate::dialect::edge::StreamWriter for Writer {
-    fn ping(&mut self, out: &mut BytesMut) {
-        Writer::ping(self, out);
-    }
-    fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
-        Writer::on_event(self, ev, out);
-    }
-    fn on_end(&mut self, out: &mut BytesMut) {
-        Writer::on_end(self, out);
-    }
-    fn fail(&mut self, err: &Error, out: &mut BytesMut) {
-        Writer::fail(self, err, out);
-    }
-    fn is_finished(&self) -> bool {
-        Writer::is_finished(self)
-    }
-}
-
 impl Writer {
     /// A writer for the answer `id` of the public `model`, whose prompt is estimated at
     /// `input_estimate` tokens.
@@ -176,11 +158,6 @@ impl Writer {
             called_tools: false,
             finished: false,
         }
-    }
-
-    /// True once `message_stop` or the error event has been written.
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished
     }
 
     fn write(&self, ev: &Event<'_>, out: &mut BytesMut) {
@@ -218,13 +195,6 @@ impl Writer {
         self.write(&ev, out);
     }
 
-    /// A keep-alive from the core: `event: ping`.
-    pub(crate) fn ping(&mut self, out: &mut BytesMut) {
-        if !self.finished {
-            out.put_slice(PING);
-        }
-    }
-
     fn close(&mut self, out: &mut BytesMut) {
         if self.open.take().is_some() {
             let index = self.blocks - 1;
@@ -255,8 +225,44 @@ impl Writer {
         self.write(&Event::ContentBlockDelta { index, delta }, out);
     }
 
+    fn done(&mut self, out: &mut BytesMut) {
+        self.start(out);
+        self.close(out);
+        let mut usage = self.usage.as_ref().map(UsageOut::of).unwrap_or(UsageOut {
+            input_tokens: self.input_estimate,
+            ..UsageOut::default()
+        });
+        if self.usage.is_none() {
+            usage.output_tokens = 0;
+        }
+        let ev = Event::MessageDelta {
+            delta: StopDelta {
+                stop_reason: stop_reason(self.finish.as_deref(), self.called_tools),
+                stop_sequence: None,
+            },
+            usage,
+        };
+        self.write(&ev, out);
+        self.write(&Event::MessageStop, out);
+        self.finished = true;
+    }
+}
+
+impl StreamWriter for Writer {
+    /// True once `message_stop` or the error event has been written.
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// A keep-alive from the core: `event: ping`.
+    fn ping(&mut self, out: &mut BytesMut) {
+        if !self.finished {
+            out.put_slice(PING);
+        }
+    }
+
     /// Handles one event of the core's stream.
-    pub(crate) fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+    fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
         if self.finished {
             return;
         }
@@ -320,30 +326,8 @@ impl Writer {
         }
     }
 
-    fn done(&mut self, out: &mut BytesMut) {
-        self.start(out);
-        self.close(out);
-        let mut usage = self.usage.as_ref().map(UsageOut::of).unwrap_or(UsageOut {
-            input_tokens: self.input_estimate,
-            ..UsageOut::default()
-        });
-        if self.usage.is_none() {
-            usage.output_tokens = 0;
-        }
-        let ev = Event::MessageDelta {
-            delta: StopDelta {
-                stop_reason: stop_reason(self.finish.as_deref(), self.called_tools),
-                stop_sequence: None,
-            },
-            usage,
-        };
-        self.write(&ev, out);
-        self.write(&Event::MessageStop, out);
-        self.finished = true;
-    }
-
     /// Ends the stream with one `event: error`.
-    pub(crate) fn fail(&mut self, err: &Error, out: &mut BytesMut) {
+    fn fail(&mut self, err: &Error, out: &mut BytesMut) {
         if self.finished {
             return;
         }
@@ -352,7 +336,7 @@ impl Writer {
     }
 
     /// The core's stream ended: without `[DONE]` that is a cut.
-    pub(crate) fn on_end(&mut self, out: &mut BytesMut) {
+    fn on_end(&mut self, out: &mut BytesMut) {
         if !self.finished {
             let err = Error::new(
                 StatusCode::BAD_GATEWAY,

@@ -22,7 +22,7 @@ use super::answer::{
 };
 use super::request::Shape;
 use crate::chat::{Usage, UsageField};
-use crate::dialect::edge::CoreEvent;
+use crate::dialect::edge::{CoreEvent, StreamWriter};
 use crate::sse::{SseEvent, KEEPALIVE};
 use crate::Error;
 
@@ -71,24 +71,6 @@ pub struct Writer {
     finished: bool,
 }
 
-impl crate::dialect::edge::StreamWriter for Writer {
-    fn ping(&mut self, out: &mut BytesMut) {
-        Writer::ping(self, out);
-    }
-    fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
-        Writer::on_event(self, ev, out);
-    }
-    fn on_end(&mut self, out: &mut BytesMut) {
-        Writer::on_end(self, out);
-    }
-    fn fail(&mut self, err: &Error, out: &mut BytesMut) {
-        Writer::fail(self, err, out);
-    }
-    fn is_finished(&self) -> bool {
-        Writer::is_finished(self)
-    }
-}
-
 impl Writer {
     /// A writer for the answer `id` of the public `model`.
     pub(crate) fn new(id: &str, model: &str, shape: Shape) -> Self {
@@ -103,11 +85,6 @@ impl Writer {
             carried: None,
             finished: false,
         }
-    }
-
-    /// True once a terminal event has been written.
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished
     }
 
     /// Writes one event: `event: <type>`, then its data with `type` and `sequence_number`
@@ -142,13 +119,6 @@ impl Writer {
             &json!({ "response": response }),
             out,
         );
-    }
-
-    /// A keep-alive from the core: kept as an SSE comment.
-    pub(crate) fn ping(&mut self, out: &mut BytesMut) {
-        if !self.finished {
-            out.put_slice(KEEPALIVE);
-        }
     }
 
     fn index(&self) -> usize {
@@ -420,8 +390,41 @@ impl Writer {
         );
     }
 
+    /// The core's `[DONE]`: the terminal event, `completed` or `incomplete`.
+    fn end(&mut self, out: &mut BytesMut) {
+        self.start(out);
+        self.close(out);
+        let (status, incomplete) = status(self.finish.as_deref());
+        self.response.status = status;
+        self.response.incomplete_details = incomplete;
+        self.response.usage = self.usage.as_ref().map(UsageOut::of);
+        let kind = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        let response =
+            std::mem::replace(&mut self.response, skeleton("", "", 0, &Default::default()));
+        self.event(kind, &json!({ "response": response }), out);
+        self.finished = true;
+    }
+}
+
+impl StreamWriter for Writer {
+    /// True once a terminal event has been written.
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// A keep-alive from the core: kept as an SSE comment.
+    fn ping(&mut self, out: &mut BytesMut) {
+        if !self.finished {
+            out.put_slice(KEEPALIVE);
+        }
+    }
+
     /// Handles one event of the core's stream.
-    pub(crate) fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+    fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
         if self.finished {
             return;
         }
@@ -467,27 +470,8 @@ impl Writer {
         }
     }
 
-    /// The core's `[DONE]`: the terminal event, `completed` or `incomplete`.
-    fn end(&mut self, out: &mut BytesMut) {
-        self.start(out);
-        self.close(out);
-        let (status, incomplete) = status(self.finish.as_deref());
-        self.response.status = status;
-        self.response.incomplete_details = incomplete;
-        self.response.usage = self.usage.as_ref().map(UsageOut::of);
-        let kind = if status == "completed" {
-            "response.completed"
-        } else {
-            "response.incomplete"
-        };
-        let response =
-            std::mem::replace(&mut self.response, skeleton("", "", 0, &Default::default()));
-        self.event(kind, &json!({ "response": response }), out);
-        self.finished = true;
-    }
-
     /// Ends the stream with `response.failed`.
-    pub(crate) fn fail(&mut self, err: &Error, out: &mut BytesMut) {
+    fn fail(&mut self, err: &Error, out: &mut BytesMut) {
         if self.finished {
             return;
         }
@@ -510,7 +494,7 @@ impl Writer {
     }
 
     /// The core's stream ended: without `[DONE]` that is a cut.
-    pub(crate) fn on_end(&mut self, out: &mut BytesMut) {
+    fn on_end(&mut self, out: &mut BytesMut) {
         if !self.finished {
             let err = Error::new(
                 http::StatusCode::BAD_GATEWAY,
