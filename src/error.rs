@@ -11,6 +11,9 @@
 //!            "metadata": {"provider_name": "…", "raw": "…"}}}
 //! ```
 //!
+//! `code` is always the HTTP status number, as OpenRouter sends it; a provider's own code
+//! (`"context_length_exceeded"`) is `metadata.code`.
+//!
 //! [`Error::to_sse_event`] gives the same envelope as the one `data:` event that ends a stream
 //! after the `200` has gone out.
 
@@ -201,7 +204,8 @@ impl Error {
         self
     }
 
-    /// Sets the envelope's `code` (the provider's own, when it gave one).
+    /// Sets the provider's own `code`, when it gave one: the envelope's `metadata.code` (the
+    /// envelope's `code` is always the HTTP status, as OpenRouter sends it).
     pub fn with_code(mut self, code: Option<serde_json::Value>) -> Self {
         self.inner.code = code;
         self
@@ -378,6 +382,57 @@ impl Error {
         buf.freeze()
     }
 
+    /// The envelope as OpenRouter's error chunk, the one event that ends a Chat Completions
+    /// stream after its `200`: `data: {"error":{…},"id":…,"object":"chat.completion.chunk",
+    /// "created":…,"model":…,"provider":…,"choices":[{"index":0,"delta":{"content":""},
+    /// "finish_reason":"error"}]}`. `error` comes first, so a reader that only looks for
+    /// [`to_sse_event`](Self::to_sse_event)'s prefix still knows it.
+    pub fn to_sse_chunk(&self, id: &str, model: &str, created: u64) -> Bytes {
+        #[derive(Serialize)]
+        struct Chunk<'a> {
+            error: Body<'a>,
+            id: &'a str,
+            object: &'static str,
+            created: u64,
+            model: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            provider: Option<&'a str>,
+            choices: [Choice; 1],
+        }
+        #[derive(Serialize)]
+        struct Choice {
+            index: u32,
+            delta: Delta,
+            finish_reason: &'static str,
+            native_finish_reason: Option<()>,
+        }
+        #[derive(Serialize)]
+        struct Delta {
+            content: &'static str,
+        }
+        let chunk = Chunk {
+            error: self.envelope().error,
+            id,
+            object: "chat.completion.chunk",
+            created,
+            model,
+            provider: self.inner.provider.as_deref(),
+            choices: [Choice {
+                index: 0,
+                delta: Delta { content: "" },
+                finish_reason: "error",
+                native_finish_reason: None,
+            }],
+        };
+        let mut buf = BytesMut::with_capacity(384);
+        buf.put_slice(b"data: ");
+        let mut w = buf.writer();
+        let _ = serde_json::to_writer(&mut w, &chunk);
+        let mut buf = w.into_inner();
+        buf.put_slice(b"\n\n");
+        buf.freeze()
+    }
+
     /// The JSON error response: real status, `content-type: application/json`, `Retry-After`
     /// in whole seconds (at least 1) when a wait is known.
     pub fn into_response(self) -> Response<Full<Bytes>> {
@@ -406,20 +461,18 @@ impl Error {
 
     fn envelope(&self) -> Envelope<'_> {
         let i = &*self.inner;
-        let metadata = if i.provider.is_some() || i.raw.is_some() {
+        let metadata = if i.provider.is_some() || i.raw.is_some() || i.code.is_some() {
             Some(Metadata {
                 provider_name: i.provider.as_deref(),
                 raw: i.raw.as_deref(),
+                code: i.code.as_ref(),
             })
         } else {
             None
         };
         Envelope {
             error: Body {
-                code: match &i.code {
-                    Some(c) => Code::Value(c),
-                    None => Code::Status(i.status.as_u16()),
-                },
+                code: i.status.as_u16(),
                 message: &i.message,
                 kind: &i.kind,
                 param: i.param.as_deref(),
@@ -470,7 +523,8 @@ struct Envelope<'a> {
 
 #[derive(Serialize)]
 struct Body<'a> {
-    code: Code<'a>,
+    /// The HTTP status, as OpenRouter sends it.
+    code: u16,
     message: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
@@ -480,18 +534,14 @@ struct Body<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(untagged)]
-enum Code<'a> {
-    Status(u16),
-    Value(&'a serde_json::Value),
-}
-
-#[derive(Serialize)]
 struct Metadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     provider_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     raw: Option<&'a str>,
+    /// The provider's own `code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a serde_json::Value>,
 }
 
 /// Whether an error status is worth another attempt (the SDKs' rule: 408, 409, 429

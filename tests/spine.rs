@@ -47,8 +47,15 @@ async fn non_streaming_answer_is_stamped_and_passes_unknown_fields_both_ways() {
     let up = fake.last();
     assert_eq!(up.path, "/v1/chat/completions");
     assert_eq!(up.body["model"], "text", "the upstream model name is sent");
-    assert_eq!(up.body["top_k"], 5, "client extras reach the provider");
-    assert_eq!(up.body["x_custom"]["a"], serde_json::json!([1, 2]));
+    assert!(
+        up.body.get("top_k").is_none(),
+        "a parameter OpenAI does not take is dropped"
+    );
+    assert_eq!(
+        up.body["x_custom"]["a"],
+        serde_json::json!([1, 2]),
+        "client extras reach the provider"
+    );
     assert_eq!(up.body["temperature"], 0.2);
     assert_eq!(
         up.headers["authorization"],
@@ -89,9 +96,10 @@ async fn alias_and_pass_through_resolve() {
 }
 
 #[tokio::test]
-async fn streaming_honours_include_usage_both_ways_and_always_asks_upstream() {
+async fn streams_end_with_usage_unless_configured_and_always_ask_upstream() {
     let fake = FakeProvider::start(standard).await;
     let gw = Gateway::in_front_of(&fake, "").await;
+    let only_asked = Gateway::in_front_of(&fake, r#"stream_usage = "requested""#).await;
     let c = client();
 
     let a = post(
@@ -129,9 +137,21 @@ async fn streaming_honours_include_usage_both_ways_and_always_asks_upstream() {
     assert!(chunks[0]["usage"].is_null());
     assert_eq!(fake.last().body["stream_options"]["include_usage"], true);
 
+    // Not asked: the usage chunk anyway, as OpenRouter sends it.
     let a = post(
         &c,
         &gw.url("/v1/chat/completions"),
+        chat("vendor/fake-model", true, false),
+    )
+    .await;
+    let chunks = a.chunks();
+    assert_eq!(chunks.len(), 7);
+    assert_eq!(chunks[6]["usage"]["total_tokens"], 29);
+    assert!(chunks[6]["usage"]["cost"].as_f64().unwrap() > 0.0, "with its cost");
+
+    let a = post(
+        &c,
+        &only_asked.url("/v1/chat/completions"),
         chat("vendor/fake-model", true, false),
     )
     .await;
@@ -275,7 +295,8 @@ async fn provider_errors_keep_their_status_and_are_scrubbed() {
     }
     let a = post(&c, &url, chat("fake/fail-429", false, false)).await;
     assert_eq!(a.headers["retry-after"], "2");
-    assert_eq!(a.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(a.json()["error"]["code"], 429);
+    assert_eq!(a.json()["error"]["metadata"]["code"], "rate_limit_exceeded");
     let a = post(&c, &url, chat("fake/fail-400", false, false)).await;
     assert_eq!(a.json()["error"]["param"], "messages");
     assert!(a.json()["error"]["message"]

@@ -74,6 +74,16 @@ fn normalise(data: &str, gen_id: Option<&str>) -> Value {
         return v;
     };
     if obj.contains_key("error") {
+        if let Some(id) = gen_id {
+            // OpenRouter's error chunk: the chunk's head and one choice ending in `error`.
+            assert_eq!(obj["id"], id, "the error chunk has the generation id");
+            assert_eq!(obj["model"], "public/model");
+            assert_eq!(obj["provider"], "up");
+            assert_eq!(obj["object"], "chat.completion.chunk");
+            assert_eq!(obj["choices"][0]["finish_reason"], "error");
+            assert!(obj["error"]["code"].is_u64(), "code is the status");
+            obj.retain(|k, _| k == "error");
+        }
         if let Some(e) = obj.get_mut("error").and_then(Value::as_object_mut) {
             // The gateway's envelope adds `code` and `metadata`; compare the client-visible core.
             e.retain(|k, _| k == "message" || k == "type");

@@ -22,8 +22,8 @@ mod response;
 
 pub use request::{
     ChatRequest, Content, ContentPart, FileRef, FunctionCall, FunctionDef, ImageUrl, InputAudio,
-    Message, ResponseFormat, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice,
-    MAX_MODEL_ID_BYTES,
+    Message, Plugin, Reasoning, ReasoningAsk, ResponseFormat, Role, Stop, StreamOptions, Tool,
+    ToolCall, ToolChoice, MAX_MODEL_ID_BYTES,
 };
 pub use response::{
     CacheCreationTokenDetails, ChatChunk, ChatCompletion, Choice, ChunkChoice,

@@ -88,6 +88,31 @@ pub struct ChatRequest {
     /// OpenRouter: deprecated `route: "fallback"`. Never forwarded.
     #[serde(default, skip_serializing)]
     pub route: Option<String>,
+    /// OpenRouter: reasoning settings, translated for each provider kind (OpenAI's
+    /// `reasoning_effort`, Anthropic's thinking budget, Gemini's thinking config). Never
+    /// forwarded as such.
+    #[serde(default, skip_serializing)]
+    pub reasoning: Option<Reasoning>,
+    /// OpenRouter: the older switch for reasoning (`true`: on; `false`: left out of the
+    /// answer). Never forwarded.
+    #[serde(default, skip_serializing)]
+    pub include_reasoning: Option<bool>,
+    /// OpenRouter: `transforms` (`["middle-out"]`). Never forwarded.
+    #[serde(default, skip_serializing)]
+    pub transforms: Option<Vec<String>>,
+    /// OpenRouter: `plugins` (`[{"id": "context-compression"}]`, …). Never forwarded.
+    #[serde(default, skip_serializing)]
+    pub plugins: Option<Vec<Plugin>>,
+    /// OpenRouter: `usage: {"include": true}`, the older way to ask for usage; the gateway
+    /// always reports it. Never forwarded.
+    #[serde(default, skip_serializing)]
+    pub usage: Option<Value>,
+    /// OpenRouter: the session a request belongs to, for sticky routing. Never forwarded.
+    #[serde(default, skip_serializing)]
+    pub session_id: Option<String>,
+    /// OpenRouter: debugging switches (`echo_upstream_body`). Never forwarded.
+    #[serde(default, skip_serializing)]
+    pub debug: Option<Value>,
     /// Every other field, forwarded untouched.
     #[serde(flatten)]
     pub extra: Extra,
@@ -100,6 +125,39 @@ impl ChatRequest {
     /// True when the client asked for a stream.
     pub fn is_stream(&self) -> bool {
         self.stream == Some(true)
+    }
+
+    /// What the request asks of the model's reasoning. `effort: "none"`,
+    /// `reasoning.enabled: false` and `include_reasoning: false` without any other
+    /// reasoning setting turn it off; an effort, a budget, `enabled: true` or
+    /// `include_reasoning: true` turn it on. `reasoning.exclude` and `include_reasoning:
+    /// false` leave it out of the answer.
+    pub fn reasoning_ask(&self) -> ReasoningAsk<'_> {
+        let r = self.reasoning.as_ref();
+        let effort = self
+            .reasoning_effort
+            .as_deref()
+            .or_else(|| r.and_then(|r| r.effort.as_deref()));
+        let budget = r.and_then(|r| r.max_tokens);
+        let mut enabled = r.and_then(|r| r.enabled);
+        if effort == Some("none") {
+            enabled = Some(false);
+        } else if effort.is_some() || budget.is_some() {
+            enabled = enabled.or(Some(true));
+        }
+        let mut exclude = r.and_then(|r| r.exclude).unwrap_or(false);
+        match self.include_reasoning {
+            Some(true) => enabled = enabled.or(Some(true)),
+            // The older switch only hides the reasoning a model does anyway.
+            Some(false) => exclude = true,
+            None => {}
+        }
+        ReasoningAsk {
+            enabled,
+            effort: effort.filter(|e| *e != "none"),
+            budget,
+            exclude,
+        }
     }
 
     /// True when the client asked for the final usage chunk of a stream.
@@ -159,8 +217,102 @@ impl ChatRequest {
         if self.n == Some(0) {
             return bad("`n` must be at least 1".into(), "n");
         }
+        for (i, t) in self.transforms.iter().flatten().enumerate() {
+            if t != "middle-out" {
+                return bad(
+                    format!("unknown transform `{t}` (this gateway offers `middle-out`)"),
+                    &format!("transforms[{i}]"),
+                );
+            }
+        }
+        for (i, p) in self.plugins.iter().flatten().enumerate() {
+            if p.enabled == Some(false) || p.id == "context-compression" {
+                continue;
+            }
+            let what = match p.id.as_str() {
+                "web" => "web search",
+                "file-parser" => "PDF parsing",
+                "response-healing" => "JSON repair",
+                _ => "this plugin",
+            };
+            return bad(
+                format!(
+                    "the `{}` plugin ({what}) is not offered by this gateway; `context-compression` is",
+                    p.id
+                ),
+                &format!("plugins[{i}].id"),
+            );
+        }
         Ok(())
     }
+}
+
+/// OpenRouter's `reasoning` object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Reasoning {
+    /// `none`, `minimal`, `low`, `medium`, `high`, `xhigh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+    /// A budget of reasoning tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// `true`: reason at the provider's default effort; `false`: do not reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Reason, but leave the reasoning out of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<bool>,
+    /// Every other field (`summary`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// What a request asks of the model's reasoning, from `reasoning_effort`, `reasoning` and
+/// `include_reasoning` together: see [`ChatRequest::reasoning_ask`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReasoningAsk<'a> {
+    /// `Some(false)`: reasoning off; `Some(true)`: on; `None`: the model's default.
+    pub enabled: Option<bool>,
+    /// The effort asked for (`reasoning_effort` first, then `reasoning.effort`).
+    pub effort: Option<&'a str>,
+    /// The token budget asked for.
+    pub budget: Option<u32>,
+    /// Whether the reasoning is left out of the answer.
+    pub exclude: bool,
+}
+
+impl ReasoningAsk<'_> {
+    /// The effort to ask a provider that takes only an effort: the one asked for, else one
+    /// read from the budget (up to 2048 tokens `low`, up to 8192 `medium`, more `high`), else
+    /// `medium` when reasoning is turned on; `None` when it is off or nothing was asked.
+    pub fn effective_effort(&self) -> Option<&str> {
+        if self.enabled == Some(false) {
+            return None;
+        }
+        if let Some(e) = self.effort {
+            return Some(e);
+        }
+        match self.budget {
+            Some(b) if b <= 2048 => Some("low"),
+            Some(b) if b <= 8192 => Some("medium"),
+            Some(_) => Some("high"),
+            None => (self.enabled == Some(true)).then_some("medium"),
+        }
+    }
+}
+
+/// One of OpenRouter's `plugins`: its `id` and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plugin {
+    /// `context-compression`, `web`, `file-parser`, `response-healing`, …
+    pub id: String,
+    /// `enabled: false` turns the plugin off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The plugin's settings.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// `stream_options`.

@@ -27,6 +27,9 @@ pub struct ChatCompletion {
     /// Token usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The provider's configuration fingerprint; `null` when it gave none.
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
     /// Every other field, forwarded untouched.
     #[serde(flatten)]
     pub extra: Extra,
@@ -52,8 +55,8 @@ pub struct Choice {
     /// Why generation stopped: `stop`, `length`, `tool_calls`, `content_filter`.
     #[serde(default)]
     pub finish_reason: Option<String>,
-    /// The provider's own finish reason, when it differs in vocabulary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The provider's own finish reason (`null` when unknown).
+    #[serde(default)]
     pub native_finish_reason: Option<String>,
     /// Log probabilities.
     #[serde(default)]
@@ -195,8 +198,8 @@ pub struct ChunkChoice {
     /// Set on the chunk that ends the choice.
     #[serde(default)]
     pub finish_reason: Option<String>,
-    /// The provider's own finish reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The provider's own finish reason (`null` until the choice ends, and when unknown).
+    #[serde(default)]
     pub native_finish_reason: Option<String>,
     /// Every other field, forwarded untouched.
     #[serde(flatten)]
@@ -355,7 +358,9 @@ mod tests {
         let json = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop","x_provider":1}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0}},"x_vendor":{"a":1}}"#;
         let c: ChatCompletion = serde_json::from_str(json).unwrap();
         let back: Value = serde_json::to_value(&c).unwrap();
-        let orig: Value = serde_json::from_str(json).unwrap();
+        let mut orig: Value = serde_json::from_str(json).unwrap();
+        // Written on every answer, `null` when unknown.
+        orig["choices"][0]["native_finish_reason"] = Value::Null;
         assert_eq!(back, orig);
     }
 }

@@ -265,7 +265,17 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 .clone()
                 .with_retry(Retry::Elsewhere)
                 .with_provider(provider.name_arc().clone())),
-            _ => provider.build_request(body, &target.upstream_model, target.max_output_tokens),
+            _ => {
+                let mut body = body;
+                let dropped = match &target.supported_parameters {
+                    Some(list) => crate::provider::keep_supported(&mut body, list),
+                    None => crate::provider::keep_supported(&mut body, provider.kind().parameters()),
+                };
+                if !dropped.is_empty() {
+                    tracing::debug!(provider = provider.name(), ?dropped, "parameters the endpoint does not support dropped");
+                }
+                provider.build_request(body, &target.upstream_model, target.max_output_tokens)
+            }
         };
         let upstream = match built {
             Ok(r) => r,

@@ -30,6 +30,9 @@ pub struct Target {
     pub health: Arc<EndpointHealth>,
     /// Whether a slow answer from this target is hedged (the model's setting).
     pub hedge: Option<Hedge>,
+    /// The parameters the endpoint declares it supports; `None`: those of its provider's
+    /// kind. [`Dispatch`](crate::dispatch::Dispatch) drops the others.
+    pub supported_parameters: Option<Arc<[String]>>,
 }
 
 /// When the fallback layer starts the next target alongside a slow one (a model's setting).
@@ -53,6 +56,10 @@ impl Target {
             && self.pricing == other.pricing
             && self.max_output_tokens == other.max_output_tokens
             && self.hedge == other.hedge
+            && match (&self.supported_parameters, &other.supported_parameters) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
     }
 
     /// A target with no prices, no output bound and a health of its own.
@@ -69,6 +76,7 @@ impl Target {
             max_output_tokens: None,
             health: Arc::default(),
             hedge: None,
+            supported_parameters: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) trait Resume<B>: Send {
     fn served(self: Box<Self>, started: Instant);
     /// The stream failed before its first event: go on with the plan.
     fn resume(self: Box<Self>, failure: Error, started: Instant) -> Next<B>;
+    /// The event that ends the stream when the plan is spent: OpenRouter's error chunk.
+    fn error_event(&self, failure: &Error) -> Bytes;
 }
 
 /// A walk resumed: the walk again (for another failure) and what it found.
@@ -254,10 +256,9 @@ where
                         }
                     },
                     Err(e) => {
+                        let event = walk.error_event(&e);
                         drop(walk);
-                        state.set(State::Failed {
-                            event: Some(e.to_sse_event()),
-                        });
+                        state.set(State::Failed { event: Some(event) });
                     }
                 }
                 continue;

@@ -1032,6 +1032,20 @@ where
             (walk, result)
         })
     }
+
+    fn error_event(&self, failure: &Error) -> Bytes {
+        let id = self
+            .parts
+            .extensions
+            .get::<crate::facts::GenerationId>()
+            .map_or("", |id| id.as_str());
+        let model = self
+            .parts
+            .extensions
+            .get::<RoutePlan>()
+            .map_or(self.body.model.as_str(), |p| &p.model);
+        failure.to_sse_chunk(id, model, crate::facts::unix_now())
+    }
 }
 
 /// Backoff before retry number `tries` of a target: a random wait below base × 2^(tries-1),

@@ -26,9 +26,11 @@ pub struct Endpoint {
     /// Largest output at this endpoint.
     pub max_output_tokens: Option<u64>,
     /// The request parameters this endpoint supports (OpenRouter's names: `tools`,
-    /// `response_format`, `reasoning`, …); `None`: not declared. Checked only for requests
-    /// with `provider.require_parameters`.
-    pub supported_parameters: Option<Vec<String>>,
+    /// `response_format`, `reasoning`, …); `None`: those of its provider's kind
+    /// ([`ProviderKind::parameters`](crate::provider::ProviderKind::parameters)). A request's
+    /// other parameters are dropped before it goes there; with `provider.require_parameters`
+    /// the endpoint is left out instead.
+    pub supported_parameters: Option<Arc<[String]>>,
     /// Live health, shared by every request to this endpoint.
     pub health: Arc<EndpointHealth>,
 }
@@ -58,6 +60,7 @@ impl Endpoint {
                 .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             health: self.health.clone(),
             hedge,
+            supported_parameters: self.supported_parameters.clone(),
         }
     }
 }
@@ -247,6 +250,13 @@ impl Catalog {
         let mut removed = String::new();
         for (n, id) in ids.enumerate() {
             let resolved = self.lookup(id).ok_or_else(|| {
+                let param = if n == 0 { "model" } else { "models" };
+                if let Some(suffix) = Variant::refused(id) {
+                    return Error::invalid_request(
+                        format!("the `:{suffix}` variant is not offered by this gateway (`{id}`)"),
+                        Some(param.into()),
+                    );
+                }
                 let e = Error::unknown_model(id);
                 if n == 0 {
                     e
@@ -453,15 +463,12 @@ fn keep(
         }
     }
     if prefs.require_parameters && !used.is_empty() {
-        let Some(declared) = declared else {
-            note_removed(
-                removed,
-                t,
-                "declares no supported_parameters, provider.require_parameters set",
-            );
-            return false;
+        let kind = t.provider.kind().parameters();
+        let supports = |u: &str| match declared {
+            Some(list) => list.iter().any(|d| d == u),
+            None => kind.contains(&u),
         };
-        if let Some(missing) = used.iter().find(|u| !declared.iter().any(|d| d == *u)) {
+        if let Some(missing) = used.iter().find(|u| !supports(u)) {
             note_removed(removed, t, &format!("does not support `{missing}`"));
             return false;
         }
@@ -641,7 +648,8 @@ mod tests {
     use crate::health::HealthPolicy;
     use crate::provider::ProviderKind;
 
-    /// Model `v/m` at a (3+3), b (1+1), c (0+0, tools only), d (2+2, declares nothing).
+    /// Model `v/m` at a (3+3), b (1+1), c (0+0, tools only), d (2+2, declares nothing: its
+    /// kind's parameters).
     fn catalog() -> Catalog {
         let mut c = Catalog::new();
         let mut eps = Vec::new();
@@ -792,15 +800,26 @@ mod tests {
     }
 
     #[test]
-    fn require_parameters_keeps_endpoints_that_declare_them() {
+    fn require_parameters_keeps_endpoints_that_support_them() {
         let c = catalog();
         let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        // `d` declares nothing: it supports what its kind (OpenAI) does, tools included.
         assert_eq!(
             names(
                 &c,
                 json!({"tools": tools, "provider": {"require_parameters": true, "sort": "price"}})
             ),
-            ["c", "a"]
+            ["c", "d", "a"]
+        );
+        let e = plan_of(
+            &c,
+            json!({"top_k": 3, "provider": {"require_parameters": true}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("d/d-up (does not support `top_k`)"),
+            "{}",
+            e.message()
         );
         // Without the flag nothing is filtered.
         assert_eq!(

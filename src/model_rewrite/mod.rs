@@ -120,6 +120,10 @@ where
                 }
             }
         }
+        if Variant::split(&plan.model).is_some_and(|(_, v)| v == Variant::Thinking) {
+            let reasoning = req.body_mut().reasoning.get_or_insert_with(Default::default);
+            reasoning.enabled.get_or_insert(true);
+        }
         let first: Option<Target> = plan.targets.first().cloned();
         let ext = req.extensions_mut();
         if let Some(t) = first {

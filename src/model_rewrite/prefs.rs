@@ -1,7 +1,6 @@
 //! The request's routing preferences: OpenRouter's `provider` object and the model variants.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::chat::{ChatRequest, ResponseFormat};
 use crate::Error;
@@ -184,6 +183,8 @@ pub enum Variant {
     Nitro,
     /// `:free`: zero-priced endpoints only.
     Free,
+    /// `:thinking`: reasoning on.
+    Thinking,
 }
 
 impl Variant {
@@ -194,6 +195,7 @@ impl Variant {
             "floor" => Variant::Floor,
             "nitro" => Variant::Nitro,
             "free" => Variant::Free,
+            "thinking" => Variant::Thinking,
             _ => return None,
         };
         (!base.is_empty()).then_some((base, v))
@@ -205,7 +207,16 @@ impl Variant {
             Variant::Floor => ":floor",
             Variant::Nitro => ":nitro",
             Variant::Free => ":free",
+            Variant::Thinking => ":thinking",
         }
+    }
+
+    /// OpenRouter's variants this gateway does not serve (`:online` searches the web,
+    /// `:exacto` and `:extended` pick OpenRouter's own endpoints): the suffix of `id`, if it
+    /// is one of them.
+    pub fn refused(id: &str) -> Option<&str> {
+        let (base, suffix) = id.rsplit_once(':')?;
+        (!base.is_empty() && matches!(suffix, "online" | "exacto" | "extended")).then_some(suffix)
     }
 }
 
@@ -228,11 +239,8 @@ pub fn used_parameters(req: &ChatRequest) -> Vec<&'static str> {
     );
     add(
         req.reasoning_effort.is_some()
-            || req.extra.get("reasoning").is_some_and(|v| !v.is_null())
-            || req
-                .extra
-                .get("include_reasoning")
-                .is_some_and(Value::is_boolean),
+            || req.reasoning.is_some()
+            || req.include_reasoning.is_some(),
         "reasoning",
     );
     add(req.seed.is_some(), "seed");
@@ -256,7 +264,7 @@ pub fn used_parameters(req: &ChatRequest) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn prefs(v: Value) -> Result<ProviderPrefs, Error> {
         ProviderPrefs::from_request(&ChatRequest {
@@ -320,6 +328,12 @@ mod tests {
         assert_eq!(Variant::split("a/b:floor"), Some(("a/b", Variant::Floor)));
         assert_eq!(Variant::split("a/b:nitro"), Some(("a/b", Variant::Nitro)));
         assert_eq!(Variant::split("a/b:free"), Some(("a/b", Variant::Free)));
+        assert_eq!(
+            Variant::split("a/b:thinking"),
+            Some(("a/b", Variant::Thinking))
+        );
+        assert_eq!(Variant::refused("a/b:online"), Some("online"));
+        assert_eq!(Variant::refused("ollama/llama3:8b"), None);
         assert_eq!(Variant::split("ollama/llama3:8b"), None);
         assert_eq!(Variant::split(":free"), None);
     }

@@ -229,7 +229,8 @@ mod tests {
         assert_eq!(e.retry(), Retry::Never);
         let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(json["error"]["metadata"]["provider_name"], "openai");
-        assert_eq!(json["error"]["code"], "invalid_api_key");
+        assert_eq!(json["error"]["code"], 502, "the status, as OpenRouter sends it");
+        assert_eq!(json["error"]["metadata"]["code"], "invalid_api_key");
     }
 
     #[test]
@@ -291,7 +292,11 @@ mod tests {
         let e = up(400, br#"{"error":{"message":"The response was filtered","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#);
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let json: serde_json::Value = serde_json::from_slice(&e.to_sse_event()[6..]).unwrap();
-        assert_eq!(json["error"]["code"], "content_filter", "Azure's code kept");
+        assert_eq!(json["error"]["code"], 400);
+        assert_eq!(
+            json["error"]["metadata"]["code"], "content_filter",
+            "Azure's code kept"
+        );
         assert_eq!(json["error"]["param"], "prompt");
     }
 }

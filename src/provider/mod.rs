@@ -16,8 +16,10 @@ use http_body_util::Full;
 pub(crate) mod anthropic;
 mod error;
 pub(crate) mod gemini;
+mod params;
 
 pub use self::error::{client_status, retry_after_from, upstream_error};
+pub use self::params::{keep_supported, PARAMETERS};
 
 use crate::chat::{ChatRequest, Content};
 use crate::error::Secrets;
@@ -233,6 +235,15 @@ impl Provider {
             ProviderKind::OpenAi | ProviderKind::Azure => {
                 body.model.clear();
                 body.model.push_str(upstream_model);
+                // OpenRouter's `reasoning` object is OpenAI's `reasoning_effort`.
+                if body.reasoning_effort.is_none() {
+                    let ask = body.reasoning_ask();
+                    let effort = match body.reasoning.as_ref().and_then(|r| r.effort.as_deref()) {
+                        Some("none") => Some("none"),
+                        _ => ask.effective_effort(),
+                    };
+                    body.reasoning_effort = effort.map(str::to_owned);
+                }
                 // Room for the texts and the rest, so the buffer seldom grows.
                 let texts: usize = body
                     .messages
@@ -409,17 +420,6 @@ pub(crate) fn named_tool(choice: &serde_json::Value) -> Result<&str, Error> {
         .and_then(|f| f.get("name"))
         .and_then(serde_json::Value::as_str)
         .ok_or_else(|| invalid("tool_choice", "`tool_choice.function.name` is missing"))
-}
-
-/// OpenRouter's `reasoning` object (if any) and the effort asked for (`reasoning_effort` first).
-pub(crate) fn reasoning(req: &ChatRequest) -> (Option<&serde_json::Value>, Option<&str>) {
-    let reasoning = req.extra.get("reasoning");
-    let effort = req.reasoning_effort.as_deref().or_else(|| {
-        reasoning
-            .and_then(|r| r.get("effort"))
-            .and_then(serde_json::Value::as_str)
-    });
-    (reasoning, effort)
 }
 
 /// An assistant tool call's `arguments` parsed: a JSON object (empty text: `{}`); anything else

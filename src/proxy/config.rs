@@ -15,6 +15,7 @@ use crate::health::HealthPolicy;
 use crate::model_rewrite::{Catalog, Endpoint, Model};
 use crate::provider::{Provider, ProviderKind, Timeouts};
 use crate::state::StateDb;
+use crate::stream_normalize::StreamUsage;
 
 use super::ServeOptions;
 
@@ -35,6 +36,10 @@ pub struct Config {
     /// 0 disables).
     #[serde(default)]
     pub keepalive_interval_ms: Option<u64>,
+    /// Which streams end with the usage chunk: `"always"` (default, as OpenRouter) or
+    /// `"requested"` (only with `stream_options.include_usage`, as OpenAI).
+    #[serde(default)]
+    pub stream_usage: StreamUsage,
     /// How long in-flight requests may run after SIGTERM / Ctrl-C (default 30).
     #[serde(default)]
     pub shutdown_grace_secs: Option<u64>,
@@ -648,6 +653,7 @@ impl Config {
             admin_key_env: None,
             max_body_bytes: None,
             keepalive_interval_ms: None,
+            stream_usage: StreamUsage::default(),
             shutdown_grace_secs: None,
             max_connections: None,
             request_head_timeout_ms: None,
@@ -741,7 +747,7 @@ impl Config {
                 );
                 endpoint.context_length = e.context_length;
                 endpoint.max_output_tokens = e.max_output_tokens;
-                endpoint.supported_parameters = e.supported_parameters.clone();
+                endpoint.supported_parameters = e.supported_parameters.as_deref().map(Arc::from);
                 endpoints.push(endpoint);
             }
             catalog

@@ -293,7 +293,11 @@ impl Proxy {
                     .refuse_unaffordable(config.usage.refuse_unaffordable),
             )
             .layer(config.fallback.layer()?)
-            .layer(StreamNormalizeLayer::new().keepalive_interval(config.keepalive_interval()))
+            .layer(
+                StreamNormalizeLayer::new()
+                    .keepalive_interval(config.keepalive_interval())
+                    .stream_usage(config.stream_usage),
+            )
             .service(dispatch.clone());
         let rate_limits = state.rate_limits.max_body_bytes(max_body_bytes);
         let chat = ServiceBuilder::new()

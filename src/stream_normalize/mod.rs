@@ -5,8 +5,9 @@
 //! is minted here).
 //!
 //! - The upstream is always asked for usage (`stream_options.include_usage: true`), whatever
-//!   the client asked, so metering never goes blind; the client's own choice decides whether
-//!   the final usage chunk reaches it.
+//!   the client asked, so metering never goes blind. Every stream ends with the usage chunk
+//!   (`choices: []`, the usage with its `cost`), as OpenRouter's do;
+//!   [`StreamUsage::Requested`] keeps it for clients that ask, as OpenAI does.
 //! - Non-streaming: the JSON answer gets the gateway's `id`, the public `model` and the
 //!   serving `provider`; everything else passes untouched.
 //! - Streaming: `data: <compact JSON>\n\n` per event, LF only, sent as soon as it is ready,
@@ -231,11 +232,24 @@ impl Translator {
     }
 }
 
+/// Which streams end with the usage chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamUsage {
+    /// Every stream, as OpenRouter does.
+    #[default]
+    Always,
+    /// Only the streams of clients that ask with `stream_options.include_usage`, as OpenAI
+    /// does.
+    Requested,
+}
+
 /// Builds [`StreamNormalize`]; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
 pub struct StreamNormalizeLayer {
     keepalive: Option<Duration>,
     max_response_bytes: usize,
+    usage: StreamUsage,
 }
 
 impl Default for StreamNormalizeLayer {
@@ -243,14 +257,22 @@ impl Default for StreamNormalizeLayer {
         StreamNormalizeLayer {
             keepalive: Some(Duration::from_secs(10)),
             max_response_bytes: 64 << 20,
+            usage: StreamUsage::Always,
         }
     }
 }
 
 impl StreamNormalizeLayer {
-    /// Keep-alive every 10 s; non-streamed answers up to 64 MiB.
+    /// Keep-alive every 10 s; non-streamed answers up to 64 MiB; every stream ends with the
+    /// usage chunk.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Which streams end with the usage chunk (default: [`StreamUsage::Always`]).
+    pub fn stream_usage(mut self, usage: StreamUsage) -> Self {
+        self.usage = usage;
+        self
     }
 
     /// How often a `: keepalive` comment goes out between the provider's `200` and its first
@@ -332,7 +354,8 @@ where
             id,
             model: public_model,
             provider: provider.name_arc().clone(),
-            include_usage: req.body().wants_stream_usage(),
+            include_usage: self.config.usage == StreamUsage::Always
+                || req.body().wants_stream_usage(),
             created: 0,
             pricing: pricing.filter(|_| req.extensions().get::<PriceAnswers>().is_some()),
             secrets: provider.secrets().clone(),
@@ -645,9 +668,13 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
     let finish_reason = finish_reason.and_then(raw::string_value);
     let mut out = Vec::with_capacity(bytes.len() + 96);
     let mut w = ObjectWriter::begin(&mut out);
-    let (mut wrote_id, mut wrote_model) = (false, false);
+    let (mut wrote_id, mut wrote_model, mut fingerprint) = (false, false, false);
     for m in obj.iter() {
         match m.key().as_ref() {
+            "system_fingerprint" => {
+                fingerprint = true;
+                w.member(&m);
+            }
             "id" => {
                 w.str_field(key!("id"), ctx.id.as_str());
                 wrote_id = true;
@@ -672,6 +699,10 @@ pub fn render_completion(bytes: &[u8], ctx: &StreamContext) -> Result<Rendered, 
     if !wrote_model {
         w.str_field(key!("model"), &ctx.model);
         w.str_field(key!("provider"), &ctx.provider);
+    }
+    if !fingerprint {
+        // Present on every answer, as OpenRouter's are.
+        w.raw_field(key!("system_fingerprint"), "null");
     }
     w.end();
     Ok(Rendered {

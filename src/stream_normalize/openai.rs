@@ -53,7 +53,7 @@ const _: fn(ChatChunk, ChunkChoice) = |chunk, choice| {
         delta: _,                // the text
         logprobs: _,             // `null`
         finish_reason: _,        // `null`
-        native_finish_reason: _, // absent until the last chunk
+        native_finish_reason: _, // `null` until the last chunk
         extra: _,                // none
     } = choice;
 };
@@ -419,7 +419,9 @@ impl OpenAiStream {
             h.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
             self.delta_head = h;
             let mut t = Vec::with_capacity(64);
-            t.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
+            t.extend_from_slice(
+                b"},\"logprobs\":null,\"finish_reason\":null,\"native_finish_reason\":null}]",
+            );
             if self.ctx.include_usage {
                 t.extend_from_slice(b",\"usage\":null");
             }
@@ -756,8 +758,12 @@ impl OpenAiStream {
     pub(crate) fn fail(&mut self, err: Error, out: &mut BytesMut) {
         // Whatever made it (an upstream error event, a cut, a translator's complaint), nothing
         // of the provider's secrets goes on.
-        let err = err.redact(&self.ctx.secrets);
-        out.put_slice(&err.to_sse_event());
+        let mut err = err.redact(&self.ctx.secrets);
+        if err.provider().is_none() {
+            err = err.with_provider(self.ctx.provider.clone());
+        }
+        let created = self.created();
+        out.put_slice(&err.to_sse_chunk(self.ctx.id.as_str(), &self.ctx.model, created));
         self.error = Some(err);
         self.state = State::Failed;
     }

@@ -71,26 +71,18 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
             .unwrap_or(default_max),
     );
 
-    // Reasoning: `reasoning_effort`, OpenRouter's `reasoning {effort, max_tokens}`.
-    let (reasoning, effort) = super::reasoning(req);
-    let explicit_budget = reasoning
-        .and_then(|r| r.get("max_tokens"))
-        .and_then(Value::as_u64);
-    let disabled = reasoning
-        .and_then(|r| r.get("enabled"))
-        .and_then(Value::as_bool)
-        == Some(false)
-        || effort == Some("none");
-    let budget = if disabled {
+    // Reasoning: `reasoning_effort`, OpenRouter's `reasoning {effort, max_tokens, enabled}`.
+    let ask = req.reasoning_ask();
+    let budget = if ask.enabled != Some(true) {
         None
-    } else if let Some(b) = explicit_budget {
-        Some(b.max(MIN_THINKING_BUDGET))
+    } else if let Some(b) = ask.budget {
+        Some(u64::from(b).max(MIN_THINKING_BUDGET))
     } else {
-        let ratio = match effort {
-            Some("minimal") | Some("low") => Some(0.2),
-            Some("medium") => Some(0.5),
-            Some("high") | Some("xhigh") | Some("max") => Some(0.8),
-            Some(other) => {
+        let ratio = match ask.effort.unwrap_or("medium") {
+            "minimal" | "low" => 0.2,
+            "medium" => 0.5,
+            "high" | "xhigh" | "max" => 0.8,
+            other => {
                 return Err(bad(
                     "reasoning_effort",
                     format!(
@@ -98,9 +90,8 @@ pub(crate) fn request(req: &ChatRequest, model: &str, default_max: u32) -> Resul
                     ),
                 ))
             }
-            None => None,
         };
-        ratio.map(|r| ((max_tokens as f64 * r) as u64).clamp(MIN_THINKING_BUDGET, 32_000))
+        Some(((max_tokens as f64 * ratio) as u64).clamp(MIN_THINKING_BUDGET, 32_000))
     };
     if let Some(budget) = budget {
         if budget >= max_tokens {

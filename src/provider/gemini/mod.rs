@@ -144,30 +144,27 @@ pub(crate) fn request(req: &ChatRequest, default_max: Option<u32>) -> Result<Val
 }
 
 fn thinking_config(req: &ChatRequest) -> Result<Option<Value>, Error> {
-    let (reasoning, effort) = super::reasoning(req);
-    if let Some(budget) = reasoning
-        .and_then(|r| r.get("max_tokens"))
-        .and_then(Value::as_u64)
-    {
-        return Ok(Some(
-            json!({"thinkingBudget": budget, "includeThoughts": true}),
-        ));
-    }
-    let budget = match effort {
+    let ask = req.reasoning_ask();
+    let budget = match ask.enabled {
         None => return Ok(None),
-        Some("none") => return Ok(Some(json!({"thinkingBudget": 0}))),
-        Some("minimal") | Some("low") => 1024,
-        Some("medium") => 8192,
-        Some("high") | Some("xhigh") | Some("max") => 24576,
-        Some(other) => {
-            return Err(bad(
-                "reasoning_effort",
-                format!("unknown `reasoning_effort` `{other}` (none, minimal, low, medium, high)"),
-            ))
-        }
+        Some(false) => return Ok(Some(json!({"thinkingBudget": 0}))),
+        Some(true) => match (ask.budget, ask.effort.unwrap_or("medium")) {
+            (Some(b), _) => b,
+            (None, "minimal" | "low") => 1024,
+            (None, "medium") => 8192,
+            (None, "high" | "xhigh" | "max") => 24576,
+            (None, other) => {
+                return Err(bad(
+                    "reasoning_effort",
+                    format!(
+                        "unknown `reasoning_effort` `{other}` (none, minimal, low, medium, high)"
+                    ),
+                ))
+            }
+        },
     };
     Ok(Some(
-        json!({"thinkingBudget": budget, "includeThoughts": true}),
+        json!({"thinkingBudget": budget, "includeThoughts": !ask.exclude}),
     ))
 }
 
