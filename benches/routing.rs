@@ -36,6 +36,7 @@ fn catalog() -> Arc<Catalog> {
         context_length: None,
         endpoints,
         hedge: None,
+        info: Default::default(),
     })
     .unwrap();
     Arc::new(c)

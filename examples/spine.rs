@@ -178,6 +178,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 })
                 .collect(),
             hedge: None,
+            info: Default::default(),
         })?;
     }
     let catalog = Arc::new(catalog);

@@ -147,7 +147,10 @@ async fn streams_end_with_usage_unless_configured_and_always_ask_upstream() {
     let chunks = a.chunks();
     assert_eq!(chunks.len(), 7);
     assert_eq!(chunks[6]["usage"]["total_tokens"], 29);
-    assert!(chunks[6]["usage"]["cost"].as_f64().unwrap() > 0.0, "with its cost");
+    assert!(
+        chunks[6]["usage"]["cost"].as_f64().unwrap() > 0.0,
+        "with its cost"
+    );
 
     let a = post(
         &c,

@@ -269,10 +269,16 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 let mut body = body;
                 let dropped = match &target.supported_parameters {
                     Some(list) => crate::provider::keep_supported(&mut body, list),
-                    None => crate::provider::keep_supported(&mut body, provider.kind().parameters()),
+                    None => {
+                        crate::provider::keep_supported(&mut body, provider.kind().parameters())
+                    }
                 };
                 if !dropped.is_empty() {
-                    tracing::debug!(provider = provider.name(), ?dropped, "parameters the endpoint does not support dropped");
+                    tracing::debug!(
+                        provider = provider.name(),
+                        ?dropped,
+                        "parameters the endpoint does not support dropped"
+                    );
                 }
                 provider.build_request(body, &target.upstream_model, target.max_output_tokens)
             }

@@ -31,8 +31,24 @@ pub struct Endpoint {
     /// other parameters are dropped before it goes there; with `provider.require_parameters`
     /// the endpoint is left out instead.
     pub supported_parameters: Option<Arc<[String]>>,
+    /// Whether the provider may keep prompts for training (`None`: undeclared).
+    pub data_collection: Option<DataCollection>,
+    /// Whether the provider keeps no data at all (`None`: undeclared).
+    pub zdr: Option<bool>,
+    /// The weights' precision (`fp8`, `bf16`, …; `None`: undeclared).
+    pub quantization: Option<String>,
     /// Live health, shared by every request to this endpoint.
     pub health: Arc<EndpointHealth>,
+}
+
+/// An endpoint's data policy, as OpenRouter's `provider.data_collection` filters on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataCollection {
+    /// The provider may keep prompts and train on them.
+    Allow,
+    /// It does not.
+    Deny,
 }
 
 impl Endpoint {
@@ -45,6 +61,9 @@ impl Endpoint {
             context_length: None,
             max_output_tokens: None,
             supported_parameters: None,
+            data_collection: None,
+            zdr: None,
+            quantization: None,
             health: Arc::default(),
         }
     }
@@ -78,6 +97,38 @@ pub struct Model {
     pub endpoints: Vec<Endpoint>,
     /// Hedging of slow answers (off: `None`).
     pub hedge: Option<Hedge>,
+    /// What the model listing says of it beyond routing.
+    pub info: ModelInfo,
+}
+
+/// What `GET /v1/models` says of a model beyond what routing needs: OpenRouter's descriptive
+/// fields, from the configuration. Absent ones are listed as OpenRouter lists an unknown
+/// (`null`, text in and out, the `Other` tokenizer).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ModelInfo {
+    /// A description.
+    pub description: Option<String>,
+    /// When the model was released, in seconds since the Unix epoch.
+    pub created: Option<u64>,
+    /// The permanent slug of this version (default: the id).
+    pub canonical_slug: Option<String>,
+    /// Its Hugging Face id, for open-weight models.
+    pub hugging_face_id: Option<String>,
+    /// What it reads: `text`, `image`, `file`, `audio`, `video` (default: text).
+    pub input_modalities: Option<Vec<String>>,
+    /// What it writes (default: text).
+    pub output_modalities: Option<Vec<String>>,
+    /// Its tokenizer family (`GPT`, `Claude`, `Gemini`, `Llama3`, …).
+    pub tokenizer: Option<String>,
+    /// Its instruction format, for completion-style prompts.
+    pub instruct_type: Option<String>,
+    /// The date its training data ends.
+    pub knowledge_cutoff: Option<String>,
+    /// The date it is withdrawn.
+    pub expiration_date: Option<String>,
+    /// Sampling defaults the model's authors recommend (`temperature`, `top_p`, …).
+    pub default_parameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Providers, models and aliases: what [`ModelRewriteLayer`](super::ModelRewriteLayer)
@@ -417,16 +468,46 @@ fn note_removed(removed: &mut String, t: &Target, why: &str) {
     );
 }
 
-/// The filters every target goes through: `only`, `ignore`, `max_price`, and
-/// `require_parameters`. `declared`: the endpoint's supported parameters.
+/// The filters every target goes through: `only`, `ignore`, `max_price`,
+/// `require_parameters`, `data_collection`, `zdr` and `quantizations`. `endpoint`: the
+/// catalog's (`None` for a pass-through model, which declares nothing).
 fn keep(
     t: &Target,
-    declared: Option<&[String]>,
+    endpoint: Option<&Endpoint>,
     prefs: &ProviderPrefs,
     used: &[&str],
     removed: &mut String,
 ) -> bool {
+    let declared = endpoint.and_then(|e| e.supported_parameters.as_deref());
     let name = t.provider.name();
+    if prefs.data_collection == Some(DataCollection::Deny)
+        && endpoint.and_then(|e| e.data_collection) != Some(DataCollection::Deny)
+    {
+        note_removed(
+            removed,
+            t,
+            "does not declare data_collection = \"deny\", provider.data_collection is \"deny\"",
+        );
+        return false;
+    }
+    if prefs.zdr && endpoint.and_then(|e| e.zdr) != Some(true) {
+        note_removed(removed, t, "does not declare zdr, provider.zdr set");
+        return false;
+    }
+    if let Some(wanted) = &prefs.quantizations {
+        let q = endpoint.and_then(|e| e.quantization.as_deref());
+        if !q.is_some_and(|q| wanted.iter().any(|w| w == q)) {
+            note_removed(
+                removed,
+                t,
+                &format!(
+                    "quantization {} not in provider.quantizations",
+                    q.unwrap_or("undeclared")
+                ),
+            );
+            return false;
+        }
+    }
     if let Some(only) = &prefs.only {
         if !only.iter().any(|p| p == name) {
             note_removed(removed, t, "not in provider.only");
@@ -516,7 +597,7 @@ fn order_endpoints(
             note_removed(removed, &t, "not free, `:free` variant");
             continue;
         }
-        if keep(&t, e.supported_parameters.as_deref(), prefs, used, removed) {
+        if keep(&t, Some(e), prefs, used, removed) {
             // Endpoints cooling down go last (the fallback layer may still probe them).
             if e.health.may_be_cooling() && e.health.is_cooling(now()) {
                 cooling.push(t);
@@ -671,6 +752,15 @@ mod tests {
             c.add_provider(p.clone()).unwrap();
             let mut e = Endpoint::new(p, format!("{name}-up"), Pricing::new(price, price));
             e.supported_parameters = params.map(|v| v.into_iter().map(String::from).collect());
+            // a: keeps no data, fp8; b: trains on prompts; c, d: declare nothing.
+            if name == "a" {
+                e.data_collection = Some(DataCollection::Deny);
+                e.zdr = Some(true);
+                e.quantization = Some("fp8".into());
+            } else if name == "b" {
+                e.data_collection = Some(DataCollection::Allow);
+                e.quantization = Some("bf16".into());
+            }
             eps.push(e);
         }
         c.add_model(Model {
@@ -679,6 +769,7 @@ mod tests {
             context_length: None,
             endpoints: eps.clone(),
             hedge: None,
+            info: Default::default(),
         })
         .unwrap();
         c.add_model(Model {
@@ -687,6 +778,7 @@ mod tests {
             context_length: None,
             endpoints: vec![eps[1].clone()],
             hedge: None,
+            info: Default::default(),
         })
         .unwrap();
         c.add_alias("smart", "v/m");
@@ -829,6 +921,45 @@ mod tests {
     }
 
     #[test]
+    fn privacy_and_quality_filters_keep_what_endpoints_declare() {
+        let c = catalog();
+        let sorted = |p: serde_json::Value| {
+            let mut p = p;
+            p["sort"] = json!("price");
+            names(&c, json!({ "provider": p }))
+        };
+        assert_eq!(sorted(json!({"data_collection": "deny"})), ["a"]);
+        assert_eq!(sorted(json!({"data_collection": "allow"})).len(), 4);
+        assert_eq!(sorted(json!({"zdr": true})), ["a"]);
+        assert_eq!(
+            sorted(json!({"quantizations": ["bf16", "fp8"]})),
+            ["b", "a"]
+        );
+        let e = plan_of(&c, json!({"provider": {"zdr": true, "ignore": ["a"]}})).unwrap_err();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        for part in [
+            "b/b-up (does not declare zdr, provider.zdr set)",
+            "d/d-up (does not declare zdr",
+        ] {
+            assert!(e.message().contains(part), "{}", e.message());
+        }
+        let e = plan_of(&c, json!({"provider": {"quantizations": ["int4"]}})).unwrap_err();
+        assert!(
+            e.message()
+                .contains("c/c-up (quantization undeclared not in provider.quantizations)"),
+            "{}",
+            e.message()
+        );
+        // Prices as strings, and the per-request and per-image bounds.
+        assert_eq!(
+            sorted(json!({"max_price": {"prompt": "1.5", "request": "0", "image": 0}})),
+            ["c", "b"]
+        );
+        let e = plan_of(&c, json!({"provider": {"max_price": {"prompt": "cheap"}}})).unwrap_err();
+        assert_eq!(e.param(), Some("provider.max_price.prompt"));
+    }
+
+    #[test]
     fn models_list_appends_each_models_endpoints() {
         let c = catalog();
         let plan = plan_of(
@@ -915,6 +1046,7 @@ mod tests {
             context_length: None,
             endpoints: eps,
             hedge: None,
+            info: Default::default(),
         })
         .unwrap();
         c

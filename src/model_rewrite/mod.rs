@@ -38,7 +38,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::catalog::{Catalog, Endpoint, Model};
+pub use self::catalog::{Catalog, DataCollection, Endpoint, Model, ModelInfo};
 pub use self::prefs::{used_parameters, MaxPrice, ProviderPrefs, Sort, Variant};
 use crate::auth::Principal;
 use crate::chat::ChatRequest;
@@ -121,7 +121,10 @@ where
             }
         }
         if Variant::split(&plan.model).is_some_and(|(_, v)| v == Variant::Thinking) {
-            let reasoning = req.body_mut().reasoning.get_or_insert_with(Default::default);
+            let reasoning = req
+                .body_mut()
+                .reasoning
+                .get_or_insert_with(Default::default);
             reasoning.enabled.get_or_insert(true);
         }
         let first: Option<Target> = plan.targets.first().cloned();
@@ -166,6 +169,7 @@ mod tests {
             context_length: Some(1000),
             endpoints: vec![ep(&a, 3.0), ep(&b, 1.0)],
             hedge: None,
+            info: Default::default(),
         })
         .unwrap();
         c.add_alias("cheap", "vendor/m");

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::DataCollection;
 use crate::chat::{ChatRequest, ResponseFormat};
 use crate::Error;
 
@@ -38,8 +39,8 @@ pub struct MaxPrice {
 
 /// The request's `provider` object (OpenRouter's provider routing), plus the variant's sort.
 ///
-/// Keys this gateway does not act on (`data_collection`, `quantizations`, `zdr`, …) are
-/// accepted and ignored, as a provider ignores an unknown sampling parameter.
+/// Keys this gateway does not act on (`enforce_distillable_text`, …) are accepted and
+/// ignored, as a provider ignores an unknown sampling parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderPrefs {
     /// Providers to try first, in this order; balancing is off.
@@ -56,6 +57,12 @@ pub struct ProviderPrefs {
     pub max_price: Option<MaxPrice>,
     /// Only endpoints that declare support for every parameter the request uses.
     pub require_parameters: bool,
+    /// `deny`: only endpoints that declare they keep no prompts for training.
+    pub data_collection: Option<DataCollection>,
+    /// Only endpoints that declare zero data retention.
+    pub zdr: bool,
+    /// Only endpoints that declare one of these precisions.
+    pub quantizations: Option<Vec<String>>,
 }
 
 impl Default for ProviderPrefs {
@@ -68,6 +75,9 @@ impl Default for ProviderPrefs {
             sort: None,
             max_price: None,
             require_parameters: false,
+            data_collection: None,
+            zdr: false,
+            quantizations: None,
         }
     }
 }
@@ -88,6 +98,12 @@ struct Raw {
     max_price: Option<RawMaxPrice>,
     #[serde(default)]
     require_parameters: Option<bool>,
+    #[serde(default)]
+    data_collection: Option<DataCollection>,
+    #[serde(default)]
+    zdr: Option<bool>,
+    #[serde(default)]
+    quantizations: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -100,9 +116,32 @@ enum RawSort {
 #[derive(Deserialize)]
 struct RawMaxPrice {
     #[serde(default)]
-    prompt: Option<f64>,
+    prompt: Option<Price>,
     #[serde(default)]
-    completion: Option<f64>,
+    completion: Option<Price>,
+    // Per request and per image: no endpoint of this gateway charges either, so any bound
+    // holds. Read, to refuse a malformed one.
+    #[serde(default)]
+    request: Option<Price>,
+    #[serde(default)]
+    image: Option<Price>,
+}
+
+/// A price as OpenRouter takes it: a number or a decimal string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Price {
+    Number(f64),
+    Text(String),
+}
+
+impl Price {
+    fn value(&self) -> Option<f64> {
+        match self {
+            Price::Number(n) => Some(*n),
+            Price::Text(t) => t.trim().parse().ok(),
+        }
+    }
 }
 
 impl ProviderPrefs {
@@ -143,18 +182,25 @@ impl ProviderPrefs {
         let max_price = match raw.max_price {
             None => None,
             Some(m) => {
-                for (name, p) in [("prompt", m.prompt), ("completion", m.completion)] {
-                    if p.is_some_and(|p| !p.is_finite() || p < 0.0) {
-                        return Err(Error::invalid_request(
+                let read = |name: &str, p: &Option<Price>| {
+                    match p {
+                    None => Ok(None),
+                    Some(p) => match p.value() {
+                        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+                        _ => Err(Error::invalid_request(
                             format!("`provider.max_price.{name}` must be a price of at least 0 (USD per million tokens)"),
                             Some(format!("provider.max_price.{name}")),
-                        ));
-                    }
+                        )),
+                    },
                 }
-                Some(MaxPrice {
-                    prompt: m.prompt,
-                    completion: m.completion,
-                })
+                };
+                let (prompt, completion) = (
+                    read("prompt", &m.prompt)?,
+                    read("completion", &m.completion)?,
+                );
+                read("request", &m.request)?;
+                read("image", &m.image)?;
+                Some(MaxPrice { prompt, completion })
             }
         };
         Ok(ProviderPrefs {
@@ -165,6 +211,9 @@ impl ProviderPrefs {
             sort,
             max_price,
             require_parameters: raw.require_parameters.unwrap_or(false),
+            data_collection: raw.data_collection,
+            zdr: raw.zdr.unwrap_or(false),
+            quantizations: raw.quantizations,
         })
     }
 

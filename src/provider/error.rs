@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(e.retry(), Retry::Never);
         let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(json["error"]["metadata"]["provider_name"], "openai");
-        assert_eq!(json["error"]["code"], 502, "the status, as OpenRouter sends it");
+        assert_eq!(
+            json["error"]["code"], 502,
+            "the status, as OpenRouter sends it"
+        );
         assert_eq!(json["error"]["metadata"]["code"], "invalid_api_key");
     }
 

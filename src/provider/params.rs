@@ -216,7 +216,10 @@ mod tests {
         keep_supported(&mut req, &["top_k", "temperature", "seed"]);
         assert_eq!(req.extra["top_k"], 4);
         assert!(req.reasoning.is_none() && req.response_format.is_none());
-        assert!(req.tools.is_some() && req.tool_choice.is_some(), "never dropped");
+        assert!(
+            req.tools.is_some() && req.tool_choice.is_some(),
+            "never dropped"
+        );
 
         let mut req = request(base);
         let dropped = keep_supported(&mut req, &["response_format"]);

@@ -12,7 +12,7 @@ use crate::auth::{label_of, KeyDigest, KeyRecord, LimitReset, LocalKeyStore, Rat
 use crate::facts::{Hedge, Pricing};
 use crate::fallback::{FallbackLayer, FallbackPolicy};
 use crate::health::HealthPolicy;
-use crate::model_rewrite::{Catalog, Endpoint, Model};
+use crate::model_rewrite::{Catalog, DataCollection, Endpoint, Model, ModelInfo};
 use crate::provider::{Provider, ProviderKind, Timeouts};
 use crate::state::StateDb;
 use crate::stream_normalize::StreamUsage;
@@ -498,6 +498,57 @@ pub struct ModelConfig {
     /// 95th percentile time to first token). Absent: off.
     #[serde(default)]
     pub hedge: Option<HedgeConfig>,
+    /// For the model listing: a description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// For the model listing: its release, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub created: Option<u64>,
+    /// For the model listing: the permanent slug of this version (default: the id).
+    #[serde(default)]
+    pub canonical_slug: Option<String>,
+    /// For the model listing: its Hugging Face id.
+    #[serde(default)]
+    pub hugging_face_id: Option<String>,
+    /// For the model listing: what it reads (default `["text"]`).
+    #[serde(default)]
+    pub input_modalities: Option<Vec<String>>,
+    /// For the model listing: what it writes (default `["text"]`).
+    #[serde(default)]
+    pub output_modalities: Option<Vec<String>>,
+    /// For the model listing: its tokenizer family (`GPT`, `Claude`, …; default `Other`).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// For the model listing: its instruction format.
+    #[serde(default)]
+    pub instruct_type: Option<String>,
+    /// For the model listing: the date its training data ends.
+    #[serde(default)]
+    pub knowledge_cutoff: Option<String>,
+    /// For the model listing: the date it is withdrawn.
+    #[serde(default)]
+    pub expiration_date: Option<String>,
+    /// For the model listing: recommended sampling defaults (`temperature`, `top_p`, …).
+    #[serde(default)]
+    pub default_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ModelConfig {
+    fn info(&self) -> ModelInfo {
+        let mut info = ModelInfo::default();
+        info.description = self.description.clone();
+        info.created = self.created;
+        info.canonical_slug = self.canonical_slug.clone();
+        info.hugging_face_id = self.hugging_face_id.clone();
+        info.input_modalities = self.input_modalities.clone();
+        info.output_modalities = self.output_modalities.clone();
+        info.tokenizer = self.tokenizer.clone();
+        info.instruct_type = self.instruct_type.clone();
+        info.knowledge_cutoff = self.knowledge_cutoff.clone();
+        info.expiration_date = self.expiration_date.clone();
+        info.default_parameters = self.default_parameters.clone();
+        info
+    }
 }
 
 /// `hedge` of a `[[models]]` entry.
@@ -561,6 +612,16 @@ pub struct EndpointConfig {
     /// …), checked for requests with `provider.require_parameters`.
     #[serde(default)]
     pub supported_parameters: Option<Vec<String>>,
+    /// Whether the provider may keep prompts for training: `"allow"` or `"deny"` (absent:
+    /// undeclared, left out by `provider.data_collection: "deny"`).
+    #[serde(default)]
+    pub data_collection: Option<DataCollection>,
+    /// Whether the provider keeps no data at all (zero data retention).
+    #[serde(default)]
+    pub zdr: Option<bool>,
+    /// The weights' precision: `fp8`, `bf16`, `int4`, …
+    #[serde(default)]
+    pub quantization: Option<String>,
 }
 
 /// A configuration the proxy cannot start with; the message says what to change.
@@ -748,6 +809,9 @@ impl Config {
                 endpoint.context_length = e.context_length;
                 endpoint.max_output_tokens = e.max_output_tokens;
                 endpoint.supported_parameters = e.supported_parameters.as_deref().map(Arc::from);
+                endpoint.data_collection = e.data_collection;
+                endpoint.zdr = e.zdr;
+                endpoint.quantization = e.quantization.clone();
                 endpoints.push(endpoint);
             }
             catalog
@@ -757,6 +821,7 @@ impl Config {
                     context_length: m.context_length,
                     endpoints,
                     hedge: m.hedge.as_ref().map(|h| h.parse(&m.id)).transpose()?,
+                    info: m.info(),
                 })
                 .map_err(ConfigError)?;
         }

@@ -27,6 +27,11 @@ use tokio::time::Instant;
 
 use crate::future::later;
 
+mod history;
+
+use self::history::History;
+pub use self::history::{Percentiles, RecentHealth};
+
 /// Outcomes remembered for the rolling error rate. Sixty-four, not thirty-two: with a fifth of
 /// the requests failing at random, half of the last 32 fail (and five in a row) about 2.5 times
 /// in a million outcomes, which cooled a busy, merely degraded endpoint every few minutes; half
@@ -127,6 +132,8 @@ struct State {
     rate_limited: bool,
     successes: u64,
     failures: u64,
+    /// By the clock, from the first outcome on.
+    history: Option<Box<History>>,
 }
 
 impl fmt::Debug for EndpointHealth {
@@ -204,9 +211,17 @@ impl EndpointHealth {
         tokens_per_second: Option<f64>,
         policy: &HealthPolicy,
     ) {
+        let now = Instant::now();
         let mut s = self.lock();
-        if let Some(tps) = tokens_per_second.filter(|t| t.is_finite() && *t > 0.0) {
+        let tps = tokens_per_second.filter(|t| t.is_finite() && *t > 0.0);
+        if let Some(tps) = tps {
             s.throughput = Some(ewma(s.throughput, tps, policy.ewma_alpha));
+        }
+        let history = s.history(now);
+        history.outcome(now, true);
+        history.latency(now, latency);
+        if let Some(tps) = tps {
+            history.throughput(now, tps);
         }
         s.push(false);
         s.successes += 1;
@@ -226,8 +241,10 @@ impl EndpointHealth {
     /// Output speed measured over a whole answer.
     pub fn on_throughput(&self, tokens_per_second: f64, policy: &HealthPolicy) {
         if tokens_per_second.is_finite() && tokens_per_second > 0.0 {
+            let now = Instant::now();
             let mut s = self.lock();
             s.throughput = Some(ewma(s.throughput, tokens_per_second, policy.ewma_alpha));
+            s.history(now).throughput(now, tokens_per_second);
         }
     }
 
@@ -258,6 +275,7 @@ impl EndpointHealth {
         policy: &HealthPolicy,
     ) {
         let mut s = self.lock();
+        s.history(now).outcome(now, false);
         s.push(true);
         s.failures += 1;
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
@@ -287,6 +305,16 @@ impl EndpointHealth {
         self.lock().probing_since = None;
     }
 
+    /// Uptime over the last 5 minutes, 30 minutes and day, and the percentiles of latency
+    /// and throughput over the last 30 minutes, at `now`.
+    pub fn recent(&self, now: Instant) -> RecentHealth {
+        self.lock()
+            .history
+            .as_ref()
+            .map(|h| h.recent(now))
+            .unwrap_or_default()
+    }
+
     /// The current figures.
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
         let s = self.lock();
@@ -310,6 +338,11 @@ impl EndpointHealth {
 }
 
 impl State {
+    fn history(&mut self, now: Instant) -> &mut History {
+        self.history
+            .get_or_insert_with(|| Box::new(History::new(now)))
+    }
+
     fn push(&mut self, failed: bool) {
         self.outcomes = (self.outcomes << 1) | u64::from(failed);
         self.samples = (self.samples + 1).min(WINDOW);
