@@ -467,16 +467,18 @@ impl StateDb {
 /// A new format gets a new byte; old ones stay readable.
 ///
 /// Postcard writes a struct's fields in order, without names. Version 2 added
-/// `cache_write_tokens` as the last field, version 3 `dialect` after it; an older record is
-/// read as version 3 with the bytes of the missing fields' defaults (a zero each: the varint
-/// of 0, and the first variant, `chat`).
+/// `cache_write_tokens` as the last field, version 3 `dialect` after it, version 4
+/// `categories` and `session_id`; an older record is read as version 4 with the bytes of the
+/// missing fields' defaults (a zero each: the varint of 0, the first variant, `chat`, and
+/// `None`).
 const RECORD_POSTCARD_V1: u8 = 1;
 const RECORD_POSTCARD_V2: u8 = 2;
 const RECORD_POSTCARD_V3: u8 = 3;
+const RECORD_POSTCARD_V4: u8 = 4;
 
 pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
     let mut out = Vec::with_capacity(256);
-    out.push(RECORD_POSTCARD_V3);
+    out.push(RECORD_POSTCARD_V4);
     postcard::to_io(r, &mut out)
         .map_err(|e| StateError(format!("cannot encode a usage record: {e}")))?;
     Ok(out)
@@ -484,19 +486,20 @@ pub(crate) fn encode_record(r: &UsageRecord) -> Result<Vec<u8>, StateError> {
 
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<UsageRecord, String> {
     let (missing, rest) = match bytes.split_first() {
-        Some((&RECORD_POSTCARD_V3, rest)) => (0, rest),
-        Some((&RECORD_POSTCARD_V2, rest)) => (1, rest),
-        Some((&RECORD_POSTCARD_V1, rest)) => (2, rest),
+        Some((&RECORD_POSTCARD_V4, rest)) => (0, rest),
+        Some((&RECORD_POSTCARD_V3, rest)) => (2, rest),
+        Some((&RECORD_POSTCARD_V2, rest)) => (3, rest),
+        Some((&RECORD_POSTCARD_V1, rest)) => (4, rest),
         Some((b'{', _)) => return serde_json::from_slice(bytes).map_err(|e| e.to_string()),
         _ => return Err("unknown record format".into()),
     };
     if missing == 0 {
         return postcard::from_bytes(rest).map_err(|e| e.to_string());
     }
-    let mut v3 = Vec::with_capacity(rest.len() + missing);
-    v3.extend_from_slice(rest);
-    v3.resize(rest.len() + missing, 0);
-    postcard::from_bytes(&v3).map_err(|e| e.to_string())
+    let mut padded = Vec::with_capacity(rest.len() + missing);
+    padded.extend_from_slice(rest);
+    padded.resize(rest.len() + missing, 0);
+    postcard::from_bytes(&padded).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -630,14 +633,25 @@ mod tests {
         assert_eq!(r.referer.as_deref(), Some("https://app.example"));
         assert_eq!(r.user.as_deref(), Some("u-1"));
         assert_eq!(r.dialect, crate::Dialect::Chat);
-        // Written again, it is version 3 and reads back the same.
+        assert_eq!(
+            (r.categories.as_deref(), r.session_id.as_deref()),
+            (None, None)
+        );
+        // Written again, it is version 4 and reads back the same.
         let mut r2 = r.clone();
         r2.cache_write_tokens = 50;
         r2.dialect = crate::Dialect::Messages;
+        r2.categories = Some("cli-agent".into());
+        r2.session_id = Some("s-1".into());
         let again = encode_record(&r2).unwrap();
-        assert_eq!(again[0], RECORD_POSTCARD_V3);
-        // A version 2 record (before `dialect`) reads as `chat`.
-        let mut v2 = encode_record(&r).unwrap();
+        assert_eq!(again[0], RECORD_POSTCARD_V4);
+        // A version 3 record (before `categories` and `session_id`) reads with neither, and a
+        // version 2 one (before `dialect`) as `chat`.
+        let mut v3 = encode_record(&r).unwrap();
+        v3.truncate(v3.len() - 2);
+        v3[0] = RECORD_POSTCARD_V3;
+        assert_eq!(decode_record(&v3).unwrap(), r);
+        let mut v2 = v3.clone();
         v2.pop();
         v2[0] = RECORD_POSTCARD_V2;
         assert_eq!(decode_record(&v2).unwrap(), r);

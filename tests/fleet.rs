@@ -791,6 +791,8 @@ fn record(id: &str, key: &str, cost: f64, at: i64) -> modelgate::usage::UsageRec
         user: None,
         cache_write_tokens: 0,
         dialect: modelgate::Dialect::Chat,
+        categories: None,
+        session_id: None,
     }
 }
 

@@ -283,19 +283,41 @@ async fn the_key_lifecycle_through_the_api_survives_a_restart() {
     assert_eq!(me.json()["data"]["name"], "app-1");
     assert_eq!(me.json()["data"]["rate_limit"]["requests_per_minute"], 100);
 
+    let names_in = |list: &serde_json::Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let list = call(&c, Method::GET, &keys, Some(ADMIN_KEY), None).await;
     assert_eq!(list.status, StatusCode::OK);
-    let names: Vec<String> = list.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap().to_owned())
-        .collect();
+    let names = names_in(&list.json());
     assert_eq!(
         names.len(),
-        3,
-        "{names:?}: two configured, one made; no admin"
+        2,
+        "{names:?}: one configured, one made; not the disabled one, not the admin"
     );
+    let all = call(
+        &c,
+        Method::GET,
+        &format!("{keys}?include_disabled=true"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    let names = names_in(&all.json());
+    assert_eq!(names.len(), 3, "{names:?}: the disabled one too");
+    let skipped = call(
+        &c,
+        Method::GET,
+        &format!("{keys}?include_disabled=true&offset=2"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(names_in(&skipped.json()).len(), 1);
     assert!(names.contains(&"app-1".to_owned()));
     assert!(!list.text().contains(&key), "no plaintext in the list");
     assert!(!list.text().contains(&key[20..]), "not even part of it");

@@ -231,6 +231,8 @@ async fn spend_written_back_from_the_spill_file_counts_against_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     spent["id"] = "gen-1796212800-spilledspilledspill".into();
     spent["cost"] = 0.6.into();
+    // The API writes the time as text; a record keeps Unix seconds.
+    spent["created_at"] = 1_796_212_800.into();
     std::fs::write(
         dir.path().join(modelgate::proxy::SPILL_FILE),
         format!("{spent}\n"),

@@ -42,7 +42,7 @@ pub struct Endpoint {
 }
 
 /// An endpoint's data policy, as OpenRouter's `provider.data_collection` filters on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataCollection {
     /// The provider may keep prompts and train on them.

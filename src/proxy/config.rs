@@ -36,6 +36,10 @@ pub struct Config {
     /// 0 disables).
     #[serde(default)]
     pub keepalive_interval_ms: Option<u64>,
+    /// What `GET /v1/credits` reports as `total_credits`: the USD the team has with its
+    /// providers (default 0; the gateway does not sell credit).
+    #[serde(default)]
+    pub credits: Option<f64>,
     /// Which streams end with the usage chunk: `"always"` (default, as OpenRouter) or
     /// `"requested"` (only with `stream_options.include_usage`, as OpenAI).
     #[serde(default)]
@@ -535,19 +539,19 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     fn info(&self) -> ModelInfo {
-        let mut info = ModelInfo::default();
-        info.description = self.description.clone();
-        info.created = self.created;
-        info.canonical_slug = self.canonical_slug.clone();
-        info.hugging_face_id = self.hugging_face_id.clone();
-        info.input_modalities = self.input_modalities.clone();
-        info.output_modalities = self.output_modalities.clone();
-        info.tokenizer = self.tokenizer.clone();
-        info.instruct_type = self.instruct_type.clone();
-        info.knowledge_cutoff = self.knowledge_cutoff.clone();
-        info.expiration_date = self.expiration_date.clone();
-        info.default_parameters = self.default_parameters.clone();
-        info
+        ModelInfo {
+            description: self.description.clone(),
+            created: self.created,
+            canonical_slug: self.canonical_slug.clone(),
+            hugging_face_id: self.hugging_face_id.clone(),
+            input_modalities: self.input_modalities.clone(),
+            output_modalities: self.output_modalities.clone(),
+            tokenizer: self.tokenizer.clone(),
+            instruct_type: self.instruct_type.clone(),
+            knowledge_cutoff: self.knowledge_cutoff.clone(),
+            expiration_date: self.expiration_date.clone(),
+            default_parameters: self.default_parameters.clone(),
+        }
     }
 }
 
@@ -714,6 +718,7 @@ impl Config {
             admin_key_env: None,
             max_body_bytes: None,
             keepalive_interval_ms: None,
+            credits: None,
             stream_usage: StreamUsage::default(),
             shutdown_grace_secs: None,
             max_connections: None,

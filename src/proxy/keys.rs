@@ -4,48 +4,105 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::config::{parse_limit_reset, parse_rfc3339};
 use crate::auth::{now_unix, KeyPatch, KeyRecord, LimitReset, ManagedKeyStore, NewKey, Principal};
 use crate::error::BoxError;
-use crate::usage::KeySpend;
+use crate::usage::{KeySpend, SpendStore};
 use crate::Error;
 
 /// Largest management request body.
 const MAX_BODY: usize = 64 << 10;
 
-fn time_text(t: i64) -> Value {
+/// Unix seconds as RFC 3339 text (`None` outside the calendar's range).
+pub(crate) fn rfc3339(t: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .map_or(Value::Null, Value::String)
 }
 
-/// A key as the API shows it: no plaintext, no digest.
-pub(crate) fn key_json(r: &KeyRecord) -> Value {
-    json!({
-        "id": r.id,
-        "name": r.name,
-        "label": r.label,
-        "source": r.source,
-        "disabled": r.disabled,
-        "created_at": if r.created_at > 0 { time_text(r.created_at) } else { Value::Null },
-        "expires_at": r.expires_at.map_or(Value::Null, time_text),
-        "limit": r.limit,
-        "limit_reset": r.limit_reset,
-        "requests_per_minute": r.rate_limits.requests_per_minute,
-        "requests_per_day": r.rate_limits.requests_per_day,
-        "tokens_per_minute": r.rate_limits.tokens_per_minute,
-        "models": r.models,
-    })
+/// A key as the API shows it: OpenRouter's key object, addressed by `hash` (the key's id),
+/// then the gateway's own fields. Never the plaintext or the digest.
+#[derive(Serialize)]
+struct KeyObject<'a> {
+    hash: &'a str,
+    name: &'a str,
+    label: &'a str,
+    disabled: bool,
+    limit: Option<f64>,
+    limit_remaining: Option<f64>,
+    limit_reset: Option<LimitReset>,
+    include_byok_in_limit: bool,
+    usage: f64,
+    usage_daily: f64,
+    usage_weekly: f64,
+    usage_monthly: f64,
+    byok_usage: f64,
+    byok_usage_daily: f64,
+    byok_usage_weekly: f64,
+    byok_usage_monthly: f64,
+    created_at: String,
+    updated_at: Option<()>,
+    last_used_at: Option<()>,
+    expires_at: Option<String>,
+    creator_user_id: Option<()>,
+    external_user: Option<()>,
+    workspace_id: &'static str,
+    // The gateway's own.
+    id: &'a str,
+    source: crate::auth::KeySource,
+    requests_per_minute: Option<u32>,
+    requests_per_day: Option<u32>,
+    tokens_per_minute: Option<u32>,
+    models: Option<&'a [String]>,
 }
 
-fn ok(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::from(v.to_string())));
+impl<'a> KeyObject<'a> {
+    fn of(r: &'a KeyRecord, spend: &KeySpend) -> Self {
+        let now = now_unix();
+        let in_window = spend.spent(r.limit_reset, now);
+        KeyObject {
+            hash: &r.id,
+            name: &r.name,
+            label: &r.label,
+            disabled: r.disabled,
+            limit: r.limit,
+            limit_remaining: r.limit.map(|l| (l - in_window).max(0.0)),
+            limit_reset: r.limit_reset,
+            include_byok_in_limit: false,
+            usage: spend.total,
+            usage_daily: spend.spent(Some(LimitReset::Daily), now),
+            usage_weekly: spend.spent(Some(LimitReset::Weekly), now),
+            usage_monthly: spend.spent(Some(LimitReset::Monthly), now),
+            byok_usage: 0.0,
+            byok_usage_daily: 0.0,
+            byok_usage_weekly: 0.0,
+            byok_usage_monthly: 0.0,
+            created_at: rfc3339(r.created_at.max(0)).unwrap_or_default(),
+            updated_at: None,
+            last_used_at: None,
+            expires_at: r.expires_at.and_then(rfc3339),
+            creator_user_id: None,
+            external_user: None,
+            workspace_id: "default",
+            id: &r.id,
+            source: r.source,
+            requests_per_minute: r.rate_limits.requests_per_minute,
+            requests_per_day: r.rate_limits.requests_per_day,
+            tokens_per_minute: r.rate_limits.tokens_per_minute,
+            models: r.models.as_deref(),
+        }
+    }
+}
+
+fn ok(status: StatusCode, v: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -54,31 +111,78 @@ fn ok(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     res
 }
 
-/// `GET /v1/key`: the calling key, with its spend (USD) in all and in the current UTC day,
-/// week and month.
+#[derive(Serialize)]
+struct Data<T> {
+    data: T,
+}
+
+/// `GET /v1/key`: the calling key in OpenRouter's shape, with its spend (USD) in all and in
+/// the current UTC day, week and month, and its rate limits.
 pub(crate) fn key_info(p: &Principal, spend: &KeySpend) -> Response<Full<Bytes>> {
-    let now = now_unix();
-    let in_window = spend.spent(p.limit_reset, now);
+    /// OpenRouter's older single rate limit: the tightest of the key's.
+    #[derive(Serialize)]
+    struct RateLimit {
+        requests: i64,
+        interval: &'static str,
+        note: &'static str,
+        requests_per_minute: Option<u32>,
+        requests_per_day: Option<u32>,
+        tokens_per_minute: Option<u32>,
+    }
+    #[derive(Serialize)]
+    struct FreeRequests {
+        limit: u32,
+        remaining: u32,
+        used: u32,
+    }
+    #[derive(Serialize)]
+    struct Current<'a> {
+        #[serde(flatten)]
+        key: KeyObject<'a>,
+        is_free_tier: bool,
+        is_management_key: bool,
+        is_provisioning_key: bool,
+        allowed_data_regions: [&'static str; 1],
+        budgets: [(); 0],
+        effective_budget: Option<()>,
+        free_model_daily_requests: FreeRequests,
+        organization_id: Option<()>,
+        rate_limit: RateLimit,
+    }
+    let limits = p.rate_limits;
+    let (requests, interval) = match (limits.requests_per_minute, limits.requests_per_day) {
+        (Some(n), _) => (i64::from(n), "1m"),
+        (None, Some(n)) => (i64::from(n), "1d"),
+        // OpenRouter's "no limit".
+        (None, None) => (-1, "10s"),
+    };
     ok(
         StatusCode::OK,
-        &json!({"data": {
-            "name": p.name,
-            "label": p.label,
-            "limit": p.limit,
-            "limit_reset": p.limit_reset,
-            "usage": spend.total,
-            "usage_daily": spend.spent(Some(LimitReset::Daily), now),
-            "usage_weekly": spend.spent(Some(LimitReset::Weekly), now),
-            "usage_monthly": spend.spent(Some(LimitReset::Monthly), now),
-            "limit_remaining": p.limit.map(|l| (l - in_window).max(0.0)),
-            "expires_at": p.expires_at.map_or(Value::Null, time_text),
-            "rate_limit": {
-                "requests_per_minute": p.rate_limits.requests_per_minute,
-                "requests_per_day": p.rate_limits.requests_per_day,
-                "tokens_per_minute": p.rate_limits.tokens_per_minute,
+        &Data {
+            data: Current {
+                key: KeyObject::of(p.record(), spend),
+                is_free_tier: false,
+                is_management_key: false,
+                is_provisioning_key: false,
+                allowed_data_regions: ["global"],
+                budgets: [],
+                effective_budget: None,
+                free_model_daily_requests: FreeRequests {
+                    limit: 0,
+                    remaining: 0,
+                    used: 0,
+                },
+                organization_id: None,
+                rate_limit: RateLimit {
+                    requests,
+                    interval,
+                    note: "the key's own limits: requests_per_minute, requests_per_day, tokens_per_minute",
+                    requests_per_minute: limits.requests_per_minute,
+                    requests_per_day: limits.requests_per_day,
+                    tokens_per_minute: limits.tokens_per_minute,
+                },
             },
-            "models": p.models,
-        }}),
+        },
     )
 }
 
@@ -155,6 +259,11 @@ fn parse_fields(body: &Map<String, Value>, allow: &[&str]) -> Result<KeyPatch, E
         match k.as_str() {
             "name" => p.name = Some(v.as_str().ok_or_else(|| bad(k, "a string"))?.to_owned()),
             "disabled" => p.disabled = Some(v.as_bool().ok_or_else(|| bad(k, "true or false"))?),
+            // Keys here spend only the gateway's own provider keys: there is no BYOK usage
+            // to include or leave out.
+            "include_byok_in_limit" => {
+                v.as_bool().ok_or_else(|| bad(k, "true or false"))?;
+            }
             "limit" => {
                 p.limit = Some(nullable(
                     k,
@@ -204,6 +313,7 @@ fn parse_fields(body: &Map<String, Value>, allow: &[&str]) -> Result<KeyPatch, E
 
 const CREATE_FIELDS: &[&str] = &[
     "name",
+    "include_byok_in_limit",
     "limit",
     "limit_reset",
     "expires_at",
@@ -215,6 +325,7 @@ const CREATE_FIELDS: &[&str] = &[
 
 const UPDATE_FIELDS: &[&str] = &[
     "name",
+    "include_byok_in_limit",
     "disabled",
     "limit",
     "limit_reset",
@@ -225,11 +336,14 @@ const UPDATE_FIELDS: &[&str] = &[
     "models",
 ];
 
-/// `/v1/keys[/{id}]` after the admin key was checked. `rest` is what follows `/v1/keys`.
+/// `/v1/keys[/{id}]` after the admin key was checked. `rest` is what follows `/v1/keys`;
+/// `query`, the list's (`include_disabled`, `offset`).
 pub(crate) async fn manage<B>(
     store: &dyn ManagedKeyStore,
+    ledger: &dyn SpendStore,
     method: Method,
     rest: &str,
+    query: Option<&str>,
     body: B,
 ) -> Result<Response<Full<Bytes>>, Error>
 where
@@ -241,11 +355,23 @@ where
         None => "GET, POST",
         Some(_) => "GET, PATCH, DELETE",
     };
+    let spend = |id: String| async move { ledger.fetch(&id).await.map_err(|e| e.to_error()) };
     match (id, &method) {
         (None, &Method::GET) => {
+            let q = ListQuery::of(query)?;
             let keys = store.list().await.map_err(|e| e.to_error())?;
-            let data: Vec<Value> = keys.iter().map(|p| key_json(p)).collect();
-            Ok(ok(StatusCode::OK, &json!({ "data": data })))
+            let mut spent = Vec::with_capacity(keys.len());
+            for k in &keys {
+                spent.push(spend(k.id.clone()).await?);
+            }
+            let data: Vec<KeyObject<'_>> = keys
+                .iter()
+                .zip(&spent)
+                .filter(|(k, _)| q.include_disabled || !k.disabled)
+                .skip(q.offset)
+                .map(|(k, s)| KeyObject::of(k, s))
+                .collect();
+            Ok(ok(StatusCode::OK, &Data { data }))
         }
         (None, &Method::POST) => {
             let body = read_object(body).await?;
@@ -276,14 +402,28 @@ where
             };
             let (p, key) = store.create(new).await.map_err(|e| e.to_error())?;
             tracing::info!(key_id = %p.id, name = %p.name, "key created");
+            #[derive(Serialize)]
+            struct Created<'a> {
+                data: KeyObject<'a>,
+                key: &'a str,
+            }
             Ok(ok(
                 StatusCode::CREATED,
-                &json!({ "data": key_json(&p), "key": key }),
+                &Created {
+                    data: KeyObject::of(&p, &KeySpend::default()),
+                    key: &key,
+                },
             ))
         }
         (Some(id), &Method::GET) => {
             let p = store.get(id.to_owned()).await.map_err(|e| e.to_error())?;
-            Ok(ok(StatusCode::OK, &json!({ "data": key_json(&p) })))
+            let s = spend(p.id.clone()).await?;
+            Ok(ok(
+                StatusCode::OK,
+                &Data {
+                    data: KeyObject::of(&p, &s),
+                },
+            ))
         }
         (Some(id), &Method::PATCH) => {
             let body = read_object(body).await?;
@@ -293,7 +433,13 @@ where
                 .await
                 .map_err(|e| e.to_error())?;
             tracing::info!(key_id = %p.id, disabled = p.disabled, "key updated");
-            Ok(ok(StatusCode::OK, &json!({ "data": key_json(&p) })))
+            let s = spend(p.id.clone()).await?;
+            Ok(ok(
+                StatusCode::OK,
+                &Data {
+                    data: KeyObject::of(&p, &s),
+                },
+            ))
         }
         (Some(id), &Method::DELETE) => {
             store
@@ -301,9 +447,22 @@ where
                 .await
                 .map_err(|e| e.to_error())?;
             tracing::info!(key_id = %id, "key deleted");
+            #[derive(Serialize)]
+            struct Deleted<'a> {
+                deleted: bool,
+                data: DeletedKey<'a>,
+            }
+            #[derive(Serialize)]
+            struct DeletedKey<'a> {
+                id: &'a str,
+                deleted: bool,
+            }
             Ok(ok(
                 StatusCode::OK,
-                &json!({ "data": { "id": id, "deleted": true } }),
+                &Deleted {
+                    deleted: true,
+                    data: DeletedKey { id, deleted: true },
+                },
             ))
         }
         _ => {
@@ -318,4 +477,51 @@ where
             Ok(res)
         }
     }
+}
+
+/// The query of `GET /v1/keys`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ListQuery {
+    /// List disabled keys too (OpenRouter lists only enabled ones unless asked).
+    include_disabled: bool,
+    /// Keys to skip.
+    offset: usize,
+}
+
+impl ListQuery {
+    fn of(query: Option<&str>) -> Result<Self, Error> {
+        let uri: http::Uri = format!("/?{}", query.unwrap_or(""))
+            .parse()
+            .map_err(|_| Error::invalid_request("invalid query", None))?;
+        axum::extract::Query::<ListQuery>::try_from_uri(&uri)
+            .map(|q| q.0)
+            .map_err(|e| Error::invalid_request(format!("invalid query: {}", e.body_text()), None))
+    }
+}
+
+/// `GET /v1/credits`: `total_credits` as configured, `total_usage` the spend of every key.
+pub(crate) async fn credits(
+    store: &dyn ManagedKeyStore,
+    ledger: &dyn SpendStore,
+    total_credits: f64,
+) -> Result<Response<Full<Bytes>>, Error> {
+    #[derive(Serialize)]
+    struct Credits {
+        total_credits: f64,
+        total_usage: f64,
+    }
+    let mut total_usage = 0.0;
+    for k in store.list().await.map_err(|e| e.to_error())? {
+        total_usage += ledger.fetch(&k.id).await.map_err(|e| e.to_error())?.total;
+    }
+    Ok(ok(
+        StatusCode::OK,
+        &Data {
+            data: Credits {
+                total_credits,
+                total_usage,
+            },
+        },
+    ))
 }

@@ -26,6 +26,7 @@
 
 mod config;
 mod count_tokens;
+mod generation;
 mod keys;
 mod metrics;
 mod models;
@@ -35,10 +36,6 @@ mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
-use http_body_util::Full;
 use tower::ServiceBuilder;
 
 pub use self::config::{
@@ -60,7 +57,6 @@ use crate::stream_normalize::{self, StreamNormalize, StreamNormalizeLayer};
 use crate::usage::{
     replay_spill, JsonLinesSink, Meter, Recorder, SpendLedger, SpendStore, UsageLayer, UsageSink,
 };
-use crate::Error;
 
 /// The typed core every dialect's edge calls: routing, metering, fallback, normalising and
 /// dispatch.
@@ -172,6 +168,8 @@ pub struct Proxy {
     /// Sends `count_tokens` to an `anthropic` endpoint.
     dispatch: Dispatch,
     max_body_bytes: usize,
+    /// `total_credits` of `GET /v1/credits`.
+    credits: f64,
     /// Authenticates `GET /v1/key` (inference keys).
     key_auth: AuthLayer,
     /// Authenticates `/v1/keys` (the admin key); `None` when management is off.
@@ -321,6 +319,7 @@ impl Proxy {
             responses,
             dispatch,
             max_body_bytes,
+            credits: config.credits.unwrap_or(0.0),
             key_auth,
             admin_auth: state.management.then(|| {
                 AuthLayer::new(store.clone())
@@ -356,51 +355,6 @@ impl Proxy {
     /// Whether the key management API is on (an admin key is configured).
     pub fn has_management(&self) -> bool {
         self.admin_auth.is_some()
-    }
-}
-
-/// `GET /v1/generation?id=gen-…`: the record of one of the calling key's requests.
-async fn generation(
-    recorder: &Recorder,
-    principal: &crate::auth::Principal,
-    query: Option<&str>,
-) -> Response<Full<Bytes>> {
-    let id = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .unwrap_or("");
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Error::invalid_request("give the generation id as `?id=gen-…`", Some("id".into()))
-            .into_response();
-    }
-    let not_found = || {
-        Error::new(
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            format!("no generation `{id}` for this key"),
-        )
-        .into_response()
-    };
-    match recorder.generation(id).await {
-        // Another key's record is as unknown as a missing one.
-        Ok(Some(r)) if r.key_id.as_deref() == Some(principal.id.as_str()) => {
-            let body = serde_json::json!({ "data": r }).to_string();
-            let mut res = Response::new(Full::new(Bytes::from(body)));
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            res
-        }
-        Ok(_) => not_found(),
-        Err(e) => {
-            tracing::error!(error = %e, "generation lookup failed");
-            Error::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the usage store cannot be read right now",
-            )
-            .into_response()
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use axum::routing::{any, get, post, post_service, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Uri};
 use http_body_util::Full;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -18,7 +18,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use super::{keys, metrics, models, Proxy};
+use super::{generation, keys, metrics, models, Proxy};
 use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
 use crate::dialect::Dialect;
@@ -89,11 +89,45 @@ impl Proxy {
             })
             .fallback(wrong_method_in(Dialect::Messages, "POST"))
         };
+        // Rendered per request: they show each endpoint's live health.
         let catalog = self.catalog.clone();
-        let models = get(move || {
+        let models = get(move |uri: Uri| {
             let catalog = catalog.clone();
-            // Rendered per request: it shows each endpoint's live health.
-            async move { json(models::render(&catalog)) }
+            async move {
+                match models::ModelQuery::of(&uri) {
+                    Ok(q) => json(models::render(&catalog, &q)),
+                    Err(e) => e.into_response(),
+                }
+            }
+        })
+        .fallback(wrong_method("GET"));
+        let catalog = self.catalog.clone();
+        let count = get(move |uri: Uri| {
+            let catalog = catalog.clone();
+            async move {
+                match models::ModelQuery::of(&uri) {
+                    Ok(q) => json(models::count(&catalog, &q)),
+                    Err(e) => e.into_response(),
+                }
+            }
+        })
+        .fallback(wrong_method("GET"));
+        let catalog = self.catalog.clone();
+        let endpoints = get(move |Path((author, slug)): Path<(String, String)>| {
+            let catalog = catalog.clone();
+            async move {
+                let id = format!("{author}/{slug}");
+                match models::endpoints(&catalog, &id) {
+                    Some(body) => json(body),
+                    None => Error::unknown_model(&id).into_response(),
+                }
+            }
+        })
+        .fallback(wrong_method("GET"));
+        let catalog = self.catalog.clone();
+        let providers = get(move || {
+            let catalog = catalog.clone();
+            async move { json(models::providers(&catalog)) }
         })
         .fallback(wrong_method("GET"));
         let recorder = self.recorder.clone();
@@ -129,7 +163,7 @@ impl Proxy {
         let (auth, recorder) = (self.key_auth.clone(), self.recorder.clone());
         let generation = get(move |req: Request| async move {
             match auth.authenticate(req.headers(), req.extensions()).await {
-                Ok(p) => super::generation(&recorder, &p, req.uri().query()).await,
+                Ok(p) => generation::generation(&recorder, &p, req.uri().query()).await,
                 Err(e) => refusal(&e),
             }
         })
@@ -142,9 +176,21 @@ impl Proxy {
             .route("/v1/responses", responses.clone())
             .route("/v1/responses/{*id}", stored.clone())
             .route("/v1/models", models.clone())
-            .route("/v1/key", key)
+            .route("/v1/models/count", count)
+            .route("/v1/models/{author}/{slug}/endpoints", endpoints)
+            .route("/v1/providers", providers)
+            .route("/v1/key", key.clone())
+            .route("/v1/auth/key", key)
             .route("/v1/generation", generation)
             .route("/v1/keys", manage(None))
+            .route(
+                "/v1/credits",
+                get({
+                    let proxy = self.clone();
+                    move |req: Request| async move { proxy.credits(req).await }
+                })
+                .fallback(wrong_method("GET")),
+            )
             .route(
                 "/v1/keys/{*id}",
                 any({
@@ -211,6 +257,25 @@ impl Proxy {
         })
     }
 
+    /// `GET /v1/credits` (admin key): the configured credits and what every key spent.
+    async fn credits(&self, req: Request) -> Own {
+        let Some(auth) = &self.admin_auth else {
+            return Error::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "credits need the admin key: set `admin_key_env` in the configuration",
+            )
+            .into_response();
+        };
+        if let Err(e) = auth.authenticate(req.headers(), req.extensions()).await {
+            return refusal(&e);
+        }
+        match keys::credits(&*self.keys, &**self.recorder.ledger(), self.credits).await {
+            Ok(res) => res,
+            Err(e) => e.into_response(),
+        }
+    }
+
     async fn manage(&self, id: Option<String>, req: Request) -> Own {
         let Some(auth) = &self.admin_auth else {
             return Error::new(
@@ -227,7 +292,18 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         tracing::debug!(by = %principal.id, method = %parts.method, "key management");
         let rest = id.map(|id| format!("/{id}")).unwrap_or_default();
-        match keys::manage(&*self.keys, parts.method, &rest, body).await {
+        let ledger = self.recorder.ledger();
+        let query = parts.uri.query();
+        match keys::manage(
+            &*self.keys,
+            &**ledger,
+            parts.method.clone(),
+            &rest,
+            query,
+            body,
+        )
+        .await
+        {
             Ok(res) => res,
             Err(e) => e.into_response(),
         }

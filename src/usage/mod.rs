@@ -511,10 +511,17 @@ where
         time_to_first_token_ms: None,
         attempts: Vec::new(),
         referer: header(req.headers(), "http-referer"),
-        title: header(req.headers(), "x-title"),
+        title: header(req.headers(), "x-openrouter-title")
+            .or_else(|| header(req.headers(), "x-title")),
         user: body.user.as_deref().map(clipped),
         cache_write_tokens: 0,
         dialect: Dialect::of(req.extensions()),
+        categories: header(req.headers(), "x-openrouter-categories"),
+        session_id: body
+            .session_id
+            .as_deref()
+            .map(clipped)
+            .or_else(|| header(req.headers(), "x-session-id")),
     };
     let answer = Arc::new(Mutex::new(Answer::default()));
     let pending = Pending {

@@ -55,7 +55,7 @@ pub struct UsageRecord {
     pub attempts: Vec<AttemptRecord>,
     /// The `HTTP-Referer` header (app attribution; its first 512 characters, as the next two).
     pub referer: Option<String>,
-    /// The `X-Title` header (app attribution).
+    /// The `X-OpenRouter-Title` header, or the older `X-Title` (app attribution).
     pub title: Option<String>,
     /// The request's `user` field.
     pub user: Option<String>,
@@ -67,6 +67,12 @@ pub struct UsageRecord {
     /// New fields go last: the stored form is positional.
     #[serde(default)]
     pub dialect: Dialect,
+    /// The `X-OpenRouter-Categories` header (app attribution: `cli-agent,cloud-agent`, …).
+    #[serde(default)]
+    pub categories: Option<String>,
+    /// The session the request belongs to (`session_id` in the body, or `x-session-id`).
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 /// One attempt of the fallback layer.
