@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import openai, anthropic" >/dev/null 2>&1; then
-  echo "== installing the openai and anthropic Python SDKs into .venv"
+if ! .venv/bin/python -c "import openai, anthropic, openrouter" >/dev/null 2>&1; then
+  echo "== installing the openai, anthropic and openrouter Python SDKs into .venv"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi

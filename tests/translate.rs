@@ -137,10 +137,12 @@ fn golden(kind: ProviderKind, stem: &str) {
         .map(|e| normalise(e, None))
         .collect();
     let (whole, id) = run(kind, [input.as_bytes()]);
-    let got: Vec<Value> = events(&whole)
-        .iter()
-        .map(|e| normalise(e, Some(&id)))
-        .collect();
+    let got: Vec<Value> = openai_shape(
+        events(&whole)
+            .iter()
+            .map(|e| normalise(e, Some(&id)))
+            .collect(),
+    );
     assert_eq!(got.len(), expected.len(), "{stem}: event count\n{whole}");
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "{stem}: event {i}");
@@ -149,18 +151,109 @@ fn golden(kind: ProviderKind, stem: &str) {
     let bytes = input.as_bytes();
     for cut in 1..bytes.len() {
         let (out, id) = run(kind, [&bytes[..cut], &bytes[cut..]]);
-        let again: Vec<Value> = events(&out)
-            .iter()
-            .map(|e| normalise(e, Some(&id)))
-            .collect();
+        let again: Vec<Value> = openai_shape(
+            events(&out)
+                .iter()
+                .map(|e| normalise(e, Some(&id)))
+                .collect(),
+        );
         assert_eq!(again, got, "{stem}: split at byte {cut}");
     }
     let (out, id) = run(kind, bytes.chunks(1));
-    let again: Vec<Value> = events(&out)
-        .iter()
-        .map(|e| normalise(e, Some(&id)))
-        .collect();
+    let again: Vec<Value> = openai_shape(
+        events(&out)
+            .iter()
+            .map(|e| normalise(e, Some(&id)))
+            .collect(),
+    );
     assert_eq!(again, got, "{stem}: byte by byte");
+}
+
+/// The chunks without OpenRouter's reasoning fields, which the expected streams (OpenAI's
+/// shape, with `reasoning_content`) do not have: `reasoning` must repeat `reasoning_content`,
+/// and a chunk of reasoning details alone is left out.
+fn openai_shape(chunks: Vec<Value>) -> Vec<Value> {
+    chunks
+        .into_iter()
+        .filter_map(|mut c| {
+            let Some(delta) = c
+                .get_mut("choices")
+                .and_then(|ch| ch.get_mut(0))
+                .and_then(|ch| ch.get_mut("delta"))
+                .and_then(Value::as_object_mut)
+            else {
+                return Some(c);
+            };
+            if let Some(r) = delta.remove("reasoning") {
+                assert_eq!(Some(&r), delta.get("reasoning_content"));
+            }
+            if delta.remove("reasoning_details").is_some() && delta.values().all(Value::is_null) {
+                return None;
+            }
+            Some(c)
+        })
+        .collect()
+}
+
+/// The `reasoning_details` of a translated stream, each detail's fragments joined by index.
+fn reasoning_details(kind: ProviderKind, stem: &str) -> Vec<Value> {
+    let dir = match kind {
+        ProviderKind::Anthropic => "anthropic",
+        _ => "gemini",
+    };
+    let (out, _) = run(kind, [fixture(&format!("{dir}/{stem}.sse")).as_bytes()]);
+    let mut joined: Vec<Value> = Vec::new();
+    for e in events(&out) {
+        let Ok(v) = serde_json::from_str::<Value>(&e) else {
+            continue;
+        };
+        for d in v["choices"][0]["delta"]["reasoning_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = d["index"].as_u64().unwrap() as usize;
+            if joined.len() <= i {
+                joined.resize(i + 1, Value::Null);
+            }
+            let slot = &mut joined[i];
+            if slot.is_null() {
+                *slot = d.clone();
+                continue;
+            }
+            if let Some(t) = d["text"].as_str() {
+                let text = format!("{}{t}", slot["text"].as_str().unwrap_or_default());
+                slot["text"] = text.into();
+            }
+            if let Some(sig) = d.get("signature") {
+                slot["signature"] = sig.clone();
+            }
+        }
+    }
+    joined
+}
+
+#[test]
+fn reasoning_details_in_openrouters_shape() {
+    let d = reasoning_details(ProviderKind::Anthropic, "anthropic_thinking");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["type"], "reasoning.text");
+    assert_eq!(d[0]["format"], "anthropic-claude-v1");
+    assert!(d[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("The user wants 17 * 24."));
+    assert!(
+        d[0]["signature"].as_str().is_some_and(|s| !s.is_empty()),
+        "{d:?}"
+    );
+    let d = reasoning_details(ProviderKind::Gemini, "gemini_tool");
+    assert!(
+        d.iter().any(|d| d["type"] == "reasoning.encrypted"
+            && d["format"] == "google-gemini-v1"
+            && d["data"].as_str().is_some_and(|s| !s.is_empty())),
+        "the thought signature: {d:?}"
+    );
 }
 
 #[test]

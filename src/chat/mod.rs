@@ -27,8 +27,8 @@ pub use request::{
 };
 pub use response::{
     CacheCreationTokenDetails, ChatChunk, ChatCompletion, Choice, ChunkChoice,
-    CompletionTokensDetails, Delta, FunctionCallDelta, PromptTokensDetails, ResponseMessage,
-    ToolCallDelta, Usage, UsageField,
+    CompletionTokensDetails, Delta, FunctionCallDelta, PromptTokensDetails, ReasoningDetail,
+    ResponseMessage, ToolCallDelta, Usage, UsageField,
 };
 
 /// Fields a struct does not know, kept in order and forwarded untouched.

@@ -78,6 +78,14 @@ pub struct ResponseMessage {
     /// Reasoning text (non-standard `reasoning_content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Reasoning text, as OpenRouter names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// The reasoning in OpenRouter's structured form: texts with their signatures, encrypted
+    /// (redacted) reasoning. Sent back on an assistant message, it becomes the provider's own
+    /// form again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_details: Option<Vec<ReasoningDetail>>,
     /// Tool calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
@@ -92,6 +100,8 @@ impl Default for ResponseMessage {
             role: assistant(),
             content: None,
             reasoning_content: None,
+            reasoning: None,
+            reasoning_details: None,
             tool_calls: None,
             extra: Extra::new(),
         }
@@ -218,12 +228,78 @@ pub struct Delta {
     /// A reasoning fragment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// A reasoning fragment, as OpenRouter names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// Fragments of the structured reasoning; a client joins those of one `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_details: Option<Vec<ReasoningDetail>>,
     /// Tool-call fragments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Every other field (`refusal`, …), forwarded untouched.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// One of OpenRouter's `reasoning_details`: `reasoning.text` (with its `signature`, once
+/// complete), `reasoning.encrypted` (`data`), or `reasoning.summary`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReasoningDetail {
+    /// `reasoning.text`, `reasoning.encrypted` or `reasoning.summary`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The reasoning text (or a fragment of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The provider's signature over the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Encrypted reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// A summary of the reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Whose form it is: `anthropic-claude-v1`, `google-gemini-v1`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Its position in the message's reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Every other field (`id`, …), forwarded untouched.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ReasoningDetail {
+    /// Anthropic's form.
+    pub const ANTHROPIC: &'static str = "anthropic-claude-v1";
+    /// Gemini's form.
+    pub const GEMINI: &'static str = "google-gemini-v1";
+
+    /// A `reasoning.text` of this `format` at `index`.
+    pub fn text(format: &str, index: u32, text: Option<String>, signature: Option<String>) -> Self {
+        ReasoningDetail {
+            kind: "reasoning.text".into(),
+            text,
+            signature,
+            format: Some(format.into()),
+            index: Some(index),
+            ..Default::default()
+        }
+    }
+
+    /// A `reasoning.encrypted` of this `format` at `index`.
+    pub fn encrypted(format: &str, index: u32, data: String) -> Self {
+        ReasoningDetail {
+            kind: "reasoning.encrypted".into(),
+            data: Some(data),
+            format: Some(format.into()),
+            index: Some(index),
+            ..Default::default()
+        }
+    }
 }
 
 /// A fragment of a tool call in a stream.

@@ -21,9 +21,10 @@ mod params;
 pub use self::error::{client_status, retry_after_from, upstream_error};
 pub use self::params::{keep_supported, PARAMETERS};
 
-use crate::chat::{ChatRequest, Content};
+use crate::chat::{ChatRequest, Content, ReasoningDetail};
 use crate::error::Secrets;
 use crate::Error;
+use serde::Deserialize;
 
 /// Which wire dialect a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +236,17 @@ impl Provider {
             ProviderKind::OpenAi | ProviderKind::Azure => {
                 body.model.clear();
                 body.model.push_str(upstream_model);
+                // OpenRouter's reasoning on assistant messages is its own: not sent on.
+                let theirs = |m: &crate::chat::Message| {
+                    m.extra.contains_key("reasoning_details") || m.extra.contains_key("reasoning")
+                };
+                if body.messages.iter().any(theirs) {
+                    let messages = std::sync::Arc::make_mut(&mut body.messages);
+                    for m in messages.iter_mut() {
+                        m.extra.remove("reasoning_details");
+                        m.extra.remove("reasoning");
+                    }
+                }
                 // OpenRouter's `reasoning` object is OpenAI's `reasoning_effort`.
                 if body.reasoning_effort.is_none() {
                     let ask = body.reasoning_ask();
@@ -420,6 +432,35 @@ pub(crate) fn named_tool(choice: &serde_json::Value) -> Result<&str, Error> {
         .and_then(|f| f.get("name"))
         .and_then(serde_json::Value::as_str)
         .ok_or_else(|| invalid("tool_choice", "`tool_choice.function.name` is missing"))
+}
+
+/// The `reasoning_details` a client sent back on an assistant message, those of `format`
+/// only, the fragments of one `index` joined (streamed details come in pieces: texts are
+/// concatenated, the signature or data kept).
+pub(crate) fn reasoning_details(m: &crate::chat::Message, format: &str) -> Vec<ReasoningDetail> {
+    let Some(list) = m.extra.get("reasoning_details") else {
+        return Vec::new();
+    };
+    let Ok(list) = Vec::<ReasoningDetail>::deserialize(list) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ReasoningDetail> = Vec::new();
+    for d in list
+        .into_iter()
+        .filter(|d| d.format.as_deref().is_none_or(|f| f == format))
+    {
+        match out.last_mut() {
+            Some(last) if d.index.is_some() && last.index == d.index && last.kind == d.kind => {
+                if let Some(t) = d.text {
+                    last.text.get_or_insert_with(String::new).push_str(&t);
+                }
+                last.signature = d.signature.or(last.signature.take());
+                last.data = d.data.or(last.data.take());
+            }
+            _ => out.push(d),
+        }
+    }
+    out
 }
 
 /// An assistant tool call's `arguments` parsed: a JSON object (empty text: `{}`); anything else

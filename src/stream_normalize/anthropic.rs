@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use super::openai::OpenAiStream;
 use super::translate::{self, emit, ChunkHead};
 use super::StreamContext;
-use crate::chat::Usage;
+use crate::chat::{Delta, ReasoningDetail, Usage};
 use crate::provider::anthropic::{error_status, finish_reason, Counts};
 use crate::sse::SseEvent;
 use crate::Error;
@@ -69,8 +69,16 @@ struct FastDeltaBody<'a> {
 #[derive(Debug)]
 enum Block {
     Text,
-    Thinking { text: String, signature: String },
-    Tool { dense: u32, got_args: bool },
+    /// `detail`: its position among the turn's `reasoning_details`.
+    Thinking {
+        text: String,
+        signature: String,
+        detail: u32,
+    },
+    Tool {
+        dense: u32,
+        got_args: bool,
+    },
     Other,
 }
 
@@ -89,6 +97,8 @@ pub struct AnthropicStream {
     tools: u32,
     /// Thinking blocks of this turn, handed to the client on the first tool call.
     thinking: Vec<Value>,
+    /// The `reasoning_details` given out so far.
+    details: u32,
     /// Bytes of thinking kept (in `thinking` and in open blocks): bounded by
     /// [`MAX_KEPT_THINKING`].
     kept: usize,
@@ -109,6 +119,7 @@ impl AnthropicStream {
             blocks: HashMap::new(),
             tools: 0,
             thinking: Vec::new(),
+            details: 0,
             kept: 0,
             counts: Counts::default(),
             stop_reason: None,
@@ -216,17 +227,36 @@ impl AnthropicStream {
                     }
                     "thinking" => {
                         let text = block["thinking"].as_str().unwrap_or_default().to_owned();
+                        let detail = self.next_detail();
                         if !text.is_empty() {
-                            self.send(translate::reasoning(text.clone()), out);
+                            self.send_reasoning(
+                                translate::reasoning(
+                                    text.clone(),
+                                    ReasoningDetail::ANTHROPIC,
+                                    detail,
+                                ),
+                                out,
+                            );
                         }
                         Block::Thinking {
                             text,
                             signature: block["signature"].as_str().unwrap_or_default().to_owned(),
+                            detail,
                         }
                     }
                     "redacted_thinking" => {
                         self.thinking.push(block.clone());
                         self.keep(block.to_string().len(), out);
+                        let detail = self.next_detail();
+                        let data = block["data"].as_str().unwrap_or_default().to_owned();
+                        self.send_reasoning(
+                            translate::reasoning_detail(ReasoningDetail::encrypted(
+                                ReasoningDetail::ANTHROPIC,
+                                detail,
+                                data,
+                            )),
+                            out,
+                        );
                         Block::Other
                     }
                     "tool_use" => {
@@ -264,12 +294,23 @@ impl AnthropicStream {
                     }
                     "thinking_delta" => {
                         let t = piece("thinking");
-                        if let Some(Block::Thinking { text, .. }) = self.blocks.get_mut(&index) {
+                        let mut at = None;
+                        if let Some(Block::Thinking { text, detail, .. }) =
+                            self.blocks.get_mut(&index)
+                        {
                             text.push_str(&t);
+                            at = Some(*detail);
                             self.keep(t.len(), out);
                         }
                         if !t.is_empty() {
-                            self.send(translate::reasoning(t), out);
+                            let detail = match at {
+                                Some(d) => d,
+                                None => self.next_detail(),
+                            };
+                            self.send_reasoning(
+                                translate::reasoning(t, ReasoningDetail::ANTHROPIC, detail),
+                                out,
+                            );
                         }
                     }
                     "signature_delta" => {
@@ -303,7 +344,21 @@ impl AnthropicStream {
                         let d = translate::tool_call(dense, None, None, "{}".to_owned(), None);
                         self.send(d, out);
                     }
-                    Some(Block::Thinking { text, signature }) => {
+                    Some(Block::Thinking {
+                        text,
+                        signature,
+                        detail,
+                    }) => {
+                        if !signature.is_empty() {
+                            // The signature ends the block's detail, as OpenRouter sends it.
+                            let d = ReasoningDetail::text(
+                                ReasoningDetail::ANTHROPIC,
+                                detail,
+                                None,
+                                Some(signature.clone()),
+                            );
+                            self.send_reasoning(translate::reasoning_detail(d), out);
+                        }
                         self.thinking.push(
                             json!({"type": "thinking", "thinking": text, "signature": signature}),
                         );
@@ -357,23 +412,50 @@ impl AnthropicStream {
         let Ok(ev) = serde_json::from_str::<FastDelta<'_>>(data) else {
             return false;
         };
-        let (field, piece) = match (&*ev.delta.kind, ev.delta.text, ev.delta.thinking) {
-            ("text_delta", Some(t), _) => ("content", t),
-            ("thinking_delta", _, Some(t)) => {
-                if let Some(Block::Thinking { text, .. }) = self.blocks.get_mut(&ev.index) {
-                    text.push_str(&t);
-                    self.keep(t.len(), out);
+        match (&*ev.delta.kind, ev.delta.text, ev.delta.thinking) {
+            ("text_delta", Some(t), _) => {
+                if !t.is_empty() && !self.is_finished() {
+                    self.start(out);
+                    self.stage
+                        .emit_delta_str("content", &t, self.head.created, out);
                 }
-                ("reasoning_content", t)
+            }
+            ("thinking_delta", _, Some(t)) => {
+                let Some(Block::Thinking { text, detail, .. }) = self.blocks.get_mut(&ev.index)
+                else {
+                    // Not in a thinking block: the general path decides.
+                    return false;
+                };
+                text.push_str(&t);
+                let detail = *detail;
+                self.keep(t.len(), out);
+                if !t.is_empty() && !self.is_finished() && self.stage.shows_reasoning() {
+                    self.start(out);
+                    self.stage.emit_reasoning_str(
+                        &t,
+                        ReasoningDetail::ANTHROPIC,
+                        detail,
+                        self.head.created,
+                        out,
+                    );
+                }
             }
             _ => return false,
-        };
-        if !piece.is_empty() && !self.is_finished() {
-            self.start(out);
-            self.stage
-                .emit_delta_str(field, &piece, self.head.created, out);
         }
         true
+    }
+
+    /// The index of the turn's next reasoning detail.
+    fn next_detail(&mut self) -> u32 {
+        self.details += 1;
+        self.details - 1
+    }
+
+    /// Sends a reasoning delta, unless the client asked for the reasoning to be left out.
+    fn send_reasoning(&mut self, delta: Delta, out: &mut BytesMut) {
+        if self.stage.shows_reasoning() {
+            self.send(delta, out);
+        }
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -429,6 +511,7 @@ mod tests {
             model: "m".into(),
             provider: "p".into(),
             include_usage: true,
+            exclude_reasoning: false,
             created: 0,
             pricing: None,
             secrets: crate::error::Secrets::none(),

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use super::openai::OpenAiStream;
 use super::translate::{self, emit, ChunkHead};
 use super::StreamContext;
-use crate::chat::{Delta, Usage};
+use crate::chat::{Delta, ReasoningDetail, Usage};
 use crate::provider::gemini::{call_id, finish_reason, usage};
 use crate::sse::SseEvent;
 use crate::Error;
@@ -42,6 +42,8 @@ pub struct GeminiStream {
     started: bool,
     /// Per candidate: tool calls sent so far.
     tools: Vec<u32>,
+    /// Thought signatures given out as reasoning details so far.
+    signatures: u32,
     finished: bool,
 }
 
@@ -56,6 +58,7 @@ impl GeminiStream {
             },
             started: false,
             tools: Vec::new(),
+            signatures: 0,
             finished: false,
         }
     }
@@ -180,6 +183,18 @@ impl GeminiStream {
                     let carried = part
                         .get("thoughtSignature")
                         .map(|s| json!({"google": {"thought_signature": s}}));
+                    let signature = part["thoughtSignature"].as_str().map(str::to_owned);
+                    if let Some(sig) = signature.filter(|_| self.stage.shows_reasoning()) {
+                        // After the thoughts' text (detail 0), as in a whole answer.
+                        self.signatures += 1;
+                        let d = ReasoningDetail::encrypted(
+                            ReasoningDetail::GEMINI,
+                            self.signatures,
+                            sig,
+                        );
+                        let delta = translate::reasoning_detail(d);
+                        emit(&mut self.stage, &self.head, index, delta, None, out);
+                    }
                     translate::tool_call(
                         dense,
                         Some(
@@ -197,7 +212,10 @@ impl GeminiStream {
                         continue;
                     }
                     if part["thought"].as_bool() == Some(true) {
-                        translate::reasoning(text.to_owned())
+                        if !self.stage.shows_reasoning() {
+                            continue;
+                        }
+                        translate::reasoning(text.to_owned(), ReasoningDetail::GEMINI, 0)
                     } else {
                         translate::text(text.to_owned())
                     }

@@ -87,6 +87,9 @@ pub struct StreamContext {
     pub provider: Arc<str>,
     /// Whether the client asked for the final usage chunk.
     pub include_usage: bool,
+    /// Whether the client asked for the reasoning to be left out of the answer
+    /// (`reasoning.exclude`, `include_reasoning: false`).
+    pub exclude_reasoning: bool,
     /// `created` for chunks the gateway writes itself.
     pub created: u64,
     /// When set, the usage gets its `cost` from these prices (see
@@ -110,6 +113,7 @@ impl StreamContext {
             model: model.into(),
             provider: provider.into(),
             include_usage: false,
+            exclude_reasoning: false,
             created: 0,
             pricing: None,
             secrets: Secrets::none(),
@@ -356,6 +360,7 @@ where
             provider: provider.name_arc().clone(),
             include_usage: self.config.usage == StreamUsage::Always
                 || req.body().wants_stream_usage(),
+            exclude_reasoning: req.body().reasoning_ask().exclude,
             created: 0,
             pricing: pricing.filter(|_| req.extensions().get::<PriceAnswers>().is_some()),
             secrets: provider.secrets().clone(),
@@ -470,6 +475,13 @@ where
                     let mut c = parse_completion(&bytes, &ctx, kind)?;
                     if let Some(p) = ctx.pricing {
                         c.usage = c.usage.take().map(|u| p.price(u));
+                    }
+                    if ctx.exclude_reasoning {
+                        for choice in &mut c.choices {
+                            let m = &mut choice.message;
+                            (m.reasoning_content, m.reasoning, m.reasoning_details) =
+                                (None, None, None);
+                        }
                     }
                     c.id = ctx.id.as_str().to_owned();
                     c.model = ctx.model.to_string();
@@ -865,6 +877,7 @@ mod tests {
             model: Arc::from("public/model"),
             provider: Arc::from("prov"),
             include_usage: false,
+            exclude_reasoning: false,
             created: 0,
             pricing: None,
             secrets: Secrets::none(),

@@ -307,6 +307,11 @@ impl OpenAiStream {
     }
 
     /// The provider's name, for error messages.
+    /// Whether reasoning goes to the client (it did not ask for it to be left out).
+    pub(crate) fn shows_reasoning(&self) -> bool {
+        !self.ctx.exclude_reasoning
+    }
+
     pub(crate) fn provider(&self) -> &std::sync::Arc<str> {
         &self.ctx.provider
     }
@@ -381,12 +386,70 @@ impl OpenAiStream {
         self.literal = literal;
     }
 
+    /// A translated reasoning fragment of choice 0, written directly as
+    /// `translate::reasoning` would have it written: `reasoning_content`, `reasoning` and one
+    /// `reasoning.text` detail of `format` at `index`.
+    pub(crate) fn emit_reasoning_str(
+        &mut self,
+        value: &str,
+        format: &str,
+        index: u32,
+        created: u64,
+        out: &mut BytesMut,
+    ) {
+        let mut literal = std::mem::take(&mut self.literal);
+        literal.clear();
+        write_str(&mut literal, value);
+        if let Ok(text) = std::str::from_utf8(&literal) {
+            self.emit_members(
+                |out| {
+                    for field in ["reasoning_content", "reasoning"] {
+                        out.put_u8(b'"');
+                        out.put_slice(field.as_bytes());
+                        out.put_slice(b"\":");
+                        out.put_slice(text.as_bytes());
+                        out.put_u8(b',');
+                    }
+                    out.put_slice(b"\"reasoning_details\":[{\"type\":\"reasoning.text\",\"text\":");
+                    out.put_slice(text.as_bytes());
+                    out.put_slice(b",\"format\":\"");
+                    out.put_slice(format.as_bytes());
+                    out.put_slice(b"\",\"index\":");
+                    out.put_slice(itoa::Buffer::new().format(index).as_bytes());
+                    out.put_slice(b"}]");
+                },
+                created,
+                out,
+            );
+        }
+        self.literal = literal;
+    }
+
     /// As [`emit_delta_str`](Self::emit_delta_str), with the value already a JSON string
     /// literal (quoted, escaped and validated by the caller).
     pub(crate) fn emit_delta_raw(
         &mut self,
         field: &'static str,
         literal: &str,
+        created: u64,
+        out: &mut BytesMut,
+    ) {
+        self.emit_members(
+            |out| {
+                out.put_u8(b'"');
+                out.put_slice(field.as_bytes());
+                out.put_slice(b"\":");
+                out.put_slice(literal.as_bytes());
+            },
+            created,
+            out,
+        );
+    }
+
+    /// A chunk of choice 0 whose delta's members (after `role`, once) `members` writes.
+    fn emit_members(
+        &mut self,
+        members: impl FnOnce(&mut BytesMut),
         created: u64,
         out: &mut BytesMut,
     ) {
@@ -428,17 +491,14 @@ impl OpenAiStream {
             t.extend_from_slice(b"}\n\n");
             self.delta_tail = t;
         }
-        out.reserve(self.delta_head.len() + literal.len() + self.delta_tail.len() + 48);
+        out.reserve(self.delta_head.len() + self.delta_tail.len() + 96);
         out.put_slice(&self.delta_head);
         let state = &mut self.choices[pos];
         if !state.role_sent {
             state.role_sent = true;
             out.put_slice(b"\"role\":\"assistant\",");
         }
-        out.put_u8(b'"');
-        out.put_slice(field.as_bytes());
-        out.put_slice(b"\":");
-        out.put_slice(literal.as_bytes());
+        members(out);
         out.put_slice(&self.delta_tail);
     }
 
@@ -797,6 +857,8 @@ impl OpenAiStream {
                     role: Some(msg.role),
                     content: msg.content,
                     reasoning_content: msg.reasoning_content,
+                    reasoning: msg.reasoning,
+                    reasoning_details: msg.reasoning_details,
                     tool_calls,
                     extra: msg.extra,
                 },
@@ -842,6 +904,7 @@ mod tests {
             model: Arc::from("public/model"),
             provider: Arc::from("prov"),
             include_usage,
+            exclude_reasoning: false,
             created: 0,
             pricing: None,
             secrets: crate::error::Secrets::none(),

@@ -7,7 +7,9 @@ use bytes::BytesMut;
 use serde_json::Value;
 
 use super::openai::OpenAiStream;
-use crate::chat::{ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta, UsageField};
+use crate::chat::{
+    ChatChunk, ChunkChoice, Delta, FunctionCallDelta, ReasoningDetail, ToolCallDelta, UsageField,
+};
 use crate::Error;
 
 /// Seconds since the Unix epoch (`created` of translated answers).
@@ -62,10 +64,26 @@ pub(crate) fn text(content: String) -> Delta {
     }
 }
 
-/// A reasoning delta.
-pub(crate) fn reasoning(content: String) -> Delta {
+/// A reasoning delta: the text as `reasoning_content` and `reasoning`, and as one
+/// `reasoning.text` detail of `format` at `index`.
+pub(crate) fn reasoning(content: String, format: &str, index: u32) -> Delta {
     Delta {
-        reasoning_content: Some(content),
+        reasoning_content: Some(content.clone()),
+        reasoning: Some(content.clone()),
+        reasoning_details: Some(vec![ReasoningDetail::text(
+            format,
+            index,
+            Some(content),
+            None,
+        )]),
+        ..Default::default()
+    }
+}
+
+/// A delta of reasoning details alone (a signature, encrypted reasoning).
+pub(crate) fn reasoning_detail(detail: ReasoningDetail) -> Delta {
+    Delta {
+        reasoning_details: Some(vec![detail]),
         ..Default::default()
     }
 }

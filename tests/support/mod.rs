@@ -151,6 +151,12 @@ impl FakeProvider {
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
     }
+
+    /// Every request received, in order.
+    #[allow(dead_code)] // not every test binary reads them all
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
 }
 
 async fn answer(

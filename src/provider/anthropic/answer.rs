@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::chat::{
     CacheCreationTokenDetails, ChatCompletion, Choice, FunctionCall, PromptTokensDetails,
-    ResponseMessage, ToolCall, Usage,
+    ReasoningDetail, ResponseMessage, ToolCall, Usage,
 };
 
 /// OpenAI finish reason for an Anthropic stop reason.
@@ -113,15 +113,31 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut thinking = Vec::new();
+    let mut details = Vec::new();
     let mut calls = Vec::new();
     for b in blocks {
+        let index = details.len() as u32;
         match b["type"].as_str().unwrap_or_default() {
             "text" => text.push_str(b["text"].as_str().unwrap_or_default()),
             "thinking" => {
-                reasoning.push_str(b["thinking"].as_str().unwrap_or_default());
+                let t = b["thinking"].as_str().unwrap_or_default();
+                reasoning.push_str(t);
+                details.push(ReasoningDetail::text(
+                    ReasoningDetail::ANTHROPIC,
+                    index,
+                    Some(t.to_owned()),
+                    b["signature"].as_str().map(str::to_owned),
+                ));
                 thinking.push(b.clone());
             }
-            "redacted_thinking" => thinking.push(b.clone()),
+            "redacted_thinking" => {
+                details.push(ReasoningDetail::encrypted(
+                    ReasoningDetail::ANTHROPIC,
+                    index,
+                    b["data"].as_str().unwrap_or_default().to_owned(),
+                ));
+                thinking.push(b.clone());
+            }
             "tool_use" => {
                 let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(ToolCall {
@@ -156,7 +172,9 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
             message: ResponseMessage {
                 role: "assistant".into(),
                 content: (!text.is_empty() || calls.is_empty()).then_some(text),
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                reasoning_content: (!reasoning.is_empty()).then(|| reasoning.clone()),
+                reasoning: (!reasoning.is_empty()).then_some(reasoning),
+                reasoning_details: (!details.is_empty()).then_some(details),
                 tool_calls: (!calls.is_empty()).then_some(calls),
                 extra: Default::default(),
             },

@@ -27,7 +27,9 @@ pub(crate) use self::answer::{completion, error_status, finish_reason, Counts};
 use serde_json::{json, Map, Value};
 
 use super::{invalid as bad, named_tool, stop_sequences, tool_arguments};
-use crate::chat::{ChatRequest, Content, ContentPart, Message, ResponseFormat, Role, ToolChoice};
+use crate::chat::{
+    ChatRequest, Content, ContentPart, Message, ReasoningDetail, ResponseFormat, Role, ToolChoice,
+};
 use crate::Error;
 
 /// `anthropic-version` sent with every request.
@@ -388,6 +390,22 @@ fn assistant_blocks(m: &Message, i: usize) -> Result<Vec<Value>, Error> {
         .and_then(Value::as_array);
     if let Some(blocks) = carried {
         out.extend(blocks.iter().cloned());
+    } else {
+        // OpenRouter's form of the same blocks: signed texts and redacted (encrypted) ones.
+        for d in super::reasoning_details(m, ReasoningDetail::ANTHROPIC) {
+            match (d.kind.as_str(), d.signature, d.data) {
+                ("reasoning.text", Some(signature), _) => out.push(json!({
+                    "type": "thinking",
+                    "thinking": d.text.unwrap_or_default(),
+                    "signature": signature,
+                })),
+                ("reasoning.encrypted", _, Some(data)) => {
+                    out.push(json!({"type": "redacted_thinking", "data": data}))
+                }
+                // Unsigned thinking cannot go back: Anthropic refuses it.
+                _ => {}
+            }
+        }
     }
     match &m.content {
         Some(Content::Text(t)) if !t.is_empty() => out.push(json!({"type": "text", "text": t})),
@@ -559,6 +577,36 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("JSON"));
+    }
+
+    #[test]
+    fn openrouter_reasoning_details_become_thinking_blocks_again() {
+        // As a streamed answer hands them out: text fragments, then the signature.
+        let r = req(r#"{"model":"m","messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","content":null,"reasoning":"hmm, ok",
+             "reasoning_details":[
+               {"type":"reasoning.text","text":"hmm,","format":"anthropic-claude-v1","index":0},
+               {"type":"reasoning.text","text":" ok","format":"anthropic-claude-v1","index":0},
+               {"type":"reasoning.text","signature":"sig==","format":"anthropic-claude-v1","index":0},
+               {"type":"reasoning.encrypted","data":"EmwK","format":"anthropic-claude-v1","index":1},
+               {"type":"reasoning.text","text":"unsigned","format":"anthropic-claude-v1","index":2}],
+             "tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"w","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"toolu_1","content":"sunny"}]}"#);
+        let body = request(&r, "claude", 1024).unwrap();
+        let blocks = &body["messages"][1]["content"];
+        assert_eq!(
+            blocks[0],
+            json!({"type": "thinking", "thinking": "hmm, ok", "signature": "sig=="})
+        );
+        assert_eq!(
+            blocks[1],
+            json!({"type": "redacted_thinking", "data": "EmwK"})
+        );
+        assert_eq!(
+            blocks[2]["type"], "tool_use",
+            "the unsigned text is not sent: {blocks}"
+        );
     }
 
     #[test]

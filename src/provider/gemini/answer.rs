@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::chat::{
     ChatCompletion, Choice, CompletionTokensDetails, FunctionCall, PromptTokensDetails,
-    ResponseMessage, ToolCall, Usage,
+    ReasoningDetail, ResponseMessage, ToolCall, Usage,
 };
 
 /// OpenAI finish reason for a Gemini one.
@@ -54,6 +54,29 @@ pub(crate) fn usage(meta: &Value) -> Option<Usage> {
     })
 }
 
+/// OpenRouter's `reasoning_details` of a Gemini answer: its thoughts as one text, then each
+/// thought signature (what a later turn must send back) as encrypted reasoning.
+fn details(reasoning: &str, signatures: Vec<String>) -> Option<Vec<ReasoningDetail>> {
+    let mut out = Vec::new();
+    if !reasoning.is_empty() {
+        out.push(ReasoningDetail::text(
+            ReasoningDetail::GEMINI,
+            0,
+            Some(reasoning.to_owned()),
+            None,
+        ));
+    }
+    for sig in signatures {
+        let index = out.len() as u32;
+        out.push(ReasoningDetail::encrypted(
+            ReasoningDetail::GEMINI,
+            index,
+            sig,
+        ));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// A non-streamed Gemini answer as an OpenAI completion (identity not yet stamped).
 pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
     let Some(candidates) = v.get("candidates").and_then(Value::as_array) else {
@@ -67,6 +90,8 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
                         role: "assistant".into(),
                         content: None,
                         reasoning_content: None,
+                        reasoning: None,
+                        reasoning_details: None,
                         tool_calls: None,
                         extra: Default::default(),
                     },
@@ -84,6 +109,7 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
     for (pos, c) in candidates.iter().enumerate() {
         let mut text = String::new();
         let mut reasoning = String::new();
+        let mut signatures = Vec::new();
         let mut calls = Vec::new();
         for part in c["content"]["parts"]
             .as_array()
@@ -94,6 +120,9 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
                 let args = call.get("args").cloned().unwrap_or_else(|| json!({}));
                 let mut extra = crate::chat::Extra::new();
                 if let Some(s) = part.get("thoughtSignature") {
+                    if let Some(sig) = s.as_str() {
+                        signatures.push(sig.to_owned());
+                    }
                     extra.insert(
                         "extra_content".into(),
                         json!({"google": {"thought_signature": s}}),
@@ -129,7 +158,9 @@ pub(crate) fn completion(v: &Value) -> Result<ChatCompletion, String> {
             message: ResponseMessage {
                 role: "assistant".into(),
                 content: (!text.is_empty() || calls.is_empty()).then_some(text),
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                reasoning_content: (!reasoning.is_empty()).then(|| reasoning.clone()),
+                reasoning_details: details(&reasoning, signatures),
+                reasoning: (!reasoning.is_empty()).then_some(reasoning),
                 tool_calls: (!calls.is_empty()).then_some(calls),
                 extra: Default::default(),
             },

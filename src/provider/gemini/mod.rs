@@ -25,7 +25,9 @@ use serde_json::{json, Map, Value};
 
 use super::anthropic::parse_data_uri;
 use super::{invalid as bad, named_tool, stop_sequences, tool_arguments};
-use crate::chat::{ChatRequest, Content, ContentPart, Message, ResponseFormat, Role, ToolChoice};
+use crate::chat::{
+    ChatRequest, Content, ContentPart, Message, ReasoningDetail, ResponseFormat, Role, ToolChoice,
+};
 use crate::Error;
 
 /// Builds the `generateContent` body.
@@ -291,6 +293,11 @@ fn parts(content: Option<&Content>, at: &str, text_only: bool) -> Result<Vec<Val
 
 fn model_parts(m: &Message, i: usize) -> Result<Vec<Value>, Error> {
     let mut out = parts(m.content.as_ref(), &format!("messages[{i}].content"), false)?;
+    // OpenRouter's form of the thought signatures: encrypted details, one per call in order.
+    let mut signatures = super::reasoning_details(m, ReasoningDetail::GEMINI)
+        .into_iter()
+        .filter(|d| d.kind == "reasoning.encrypted")
+        .filter_map(|d| d.data);
     for (j, call) in m
         .tool_calls
         .as_deref()
@@ -307,6 +314,8 @@ fn model_parts(m: &Message, i: usize) -> Result<Vec<Value>, Error> {
             .and_then(|g| g.get("thought_signature"))
         {
             part["thoughtSignature"] = sig.clone();
+        } else if let Some(sig) = signatures.next() {
+            part["thoughtSignature"] = Value::String(sig);
         }
         out.push(part);
     }
@@ -319,6 +328,26 @@ mod tests {
 
     fn req(json: &str) -> ChatRequest {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn openrouter_encrypted_details_become_thought_signatures() {
+        let r = req(r#"{"model":"m","messages":[
+            {"role":"user","content":"weather and time?"},
+            {"role":"assistant","content":null,
+             "reasoning_details":[
+               {"type":"reasoning.text","text":"two calls","format":"google-gemini-v1","index":0},
+               {"type":"reasoning.encrypted","data":"SIG1","format":"google-gemini-v1","index":1},
+               {"type":"reasoning.encrypted","data":"NOT-OURS","format":"anthropic-claude-v1","index":2}],
+             "tool_calls":[
+               {"id":"c1","type":"function","function":{"name":"w","arguments":"{}"}},
+               {"id":"c2","type":"function","function":{"name":"t","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"sunny"},
+            {"role":"tool","tool_call_id":"c2","content":"noon"}]}"#);
+        let body = request(&r, None).unwrap();
+        let parts = &body["contents"][1]["parts"];
+        assert_eq!(parts[0]["thoughtSignature"], "SIG1");
+        assert!(parts[1].get("thoughtSignature").is_none(), "{parts}");
     }
 
     #[test]
