@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test and doctest.
-#   - a virtualenv (.venv) with the official `openai` and `anthropic` Python SDKs, for
-#     tests/openai_sdk.rs and tests/anthropic_clients.rs;
+#   - a virtualenv (.venv) with the official `openai`, `anthropic` and `openrouter` Python
+#     SDKs, for tests/openai_sdk.rs, tests/anthropic_clients.rs and tests/openrouter_clients.rs;
+#   - OpenRouter's TypeScript SDK (`@openrouter/sdk`), from npm into .tools/, for
+#     tests/openrouter_clients.rs;
 #   - Claude Code (`@anthropic-ai/claude-code`), the Codex CLI (`@openai/codex`) and the Vercel
 #     AI SDK (`ai`, `@ai-sdk/openai`), from npm into .tools/, which tests/anthropic_clients.rs
 #     and tests/openai_clients.rs run against the proxy;
@@ -51,6 +53,16 @@ if ! node -e 'require.resolve("ai", {paths: [".tools/ai-sdk"]}); require.resolve
 fi
 if [ -d .tools/ai-sdk/node_modules/ai ]; then
   export MODELGATE_AI_SDK="$PWD/.tools/ai-sdk"
+fi
+
+OPENROUTER_TS_VERSION="1.3.19"
+if ! node -e 'const p = require(require.resolve("@openrouter/sdk/package.json", {paths: [".tools/openrouter-sdk"]})); process.exit(p.version === process.argv[1] ? 0 : 1)' "$OPENROUTER_TS_VERSION" >/dev/null 2>&1; then
+  echo "== installing OpenRouter's TypeScript SDK $OPENROUTER_TS_VERSION into .tools/openrouter-sdk"
+  npm install --silent --no-audit --no-fund --prefix .tools/openrouter-sdk "@openrouter/sdk@$OPENROUTER_TS_VERSION" >/dev/null \
+    || echo "warning: could not install @openrouter/sdk: tests/openrouter_clients.rs will skip it (and fail under CI)"
+fi
+if [ -d .tools/openrouter-sdk/node_modules/@openrouter/sdk ]; then
+  export MODELGATE_OPENROUTER_TS="$PWD/.tools/openrouter-sdk"
 fi
 
 if ! command -v redis-server >/dev/null 2>&1; then

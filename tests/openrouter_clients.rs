@@ -108,3 +108,31 @@ async fn openrouter_python_sdk() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openrouter_typescript_sdk() {
+    let Some(dir) = installed("MODELGATE_OPENROUTER_TS", "@openrouter/sdk") else {
+        return;
+    };
+    let oai = FakeProvider::start(standard).await;
+    let anth = FakeProvider::start(standard_anthropic).await;
+    let gem = FakeProvider::start(standard_gemini).await;
+    let gw = gateway(&oai, &anth, &gem).await;
+    let script = format!(
+        "{}/tests/sdk/openrouter_sdk.mjs",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([gw.url("/api/v1"), KEY.to_owned(), ADMIN_KEY.to_owned()])
+        .env("OPENROUTER_SDK_DIR", &dir)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "the OpenRouter TypeScript SDK checks failed:\n{stdout}\n{stderr}"
+    );
+}

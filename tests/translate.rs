@@ -105,6 +105,11 @@ fn normalise(data: &str, gen_id: Option<&str>) -> Value {
     for k in ["id", "model", "provider", "created"] {
         obj.remove(k);
     }
+    // OpenAI writes `usage: null` on every chunk of a stream with usage; the gateway, as
+    // OpenRouter, leaves it out of all but the last.
+    if obj.get("usage").is_some_and(Value::is_null) {
+        obj.remove("usage");
+    }
     for c in obj["choices"].as_array_mut().unwrap() {
         if c["finish_reason"].is_string() && gen_id.is_some() {
             assert!(c["native_finish_reason"].is_string(), "native reason kept");

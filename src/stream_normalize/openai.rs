@@ -45,7 +45,7 @@ const _: fn(ChatChunk, ChunkChoice) = |chunk, choice| {
         model: _,    // the public model
         provider: _, // the serving provider
         choices: _,  // one: the text's
-        usage: _,    // `null` when the client asked for usage, else absent
+        usage: _,    // absent: only the last chunk has it (OpenRouter's chunks)
         extra: _,    // none on a text chunk the gateway writes
     } = chunk;
     let ChunkChoice {
@@ -63,8 +63,8 @@ const _: fn(ChatChunk, ChunkChoice) = |chunk, choice| {
 /// - `id`, `model` and `provider` are the gateway's on every chunk;
 /// - `role` goes out once per choice; tool-call `id`, `type` and `name` once per call, and the
 ///   tool-call `index` is dense from 0;
-/// - the upstream usage is kept; with the client's `include_usage` it goes out as the last
-///   chunk (`choices: []`) before `[DONE]`, otherwise it is not sent;
+/// - the upstream usage is kept and goes out as the last chunk (`choices: []`) before `[DONE]`
+///   (when [`StreamContext::include_usage`]); no other chunk has a `usage` member;
 /// - `[DONE]` ends the stream; an upstream error event, a malformed event, a body failure or an
 ///   end without `[DONE]` becomes exactly one error event, and nothing follows it.
 ///
@@ -485,9 +485,6 @@ impl OpenAiStream {
             t.extend_from_slice(
                 b"},\"logprobs\":null,\"finish_reason\":null,\"native_finish_reason\":null}]",
             );
-            if self.ctx.include_usage {
-                t.extend_from_slice(b",\"usage\":null");
-            }
             t.extend_from_slice(b"}\n\n");
             self.delta_tail = t;
         }
@@ -604,9 +601,6 @@ impl OpenAiStream {
         if !wrote_model {
             w.raw_field(key!("model"), &self.json.model);
             w.raw_field(key!("provider"), &self.json.provider);
-        }
-        if self.ctx.include_usage {
-            w.raw_field(key!("usage"), "null");
         }
         w.end();
         // A pretty-printed event (a multi-line `data:`) has line breaks between its tokens,
