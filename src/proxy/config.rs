@@ -40,6 +40,11 @@ pub struct Config {
     /// providers (default 0; the gateway does not sell credit).
     #[serde(default)]
     pub credits: Option<f64>,
+    /// How long a sticky session (one key's requests with the same `session_id`, or the same
+    /// conversation start) stays on its endpoint without a request, in seconds (default 300;
+    /// 0 turns sticky sessions off).
+    #[serde(default)]
+    pub session_idle_secs: Option<u64>,
     /// Which streams end with the usage chunk: `"always"` (default, as OpenRouter) or
     /// `"requested"` (only with `stream_options.include_usage`, as OpenAI).
     #[serde(default)]
@@ -719,6 +724,7 @@ impl Config {
             max_body_bytes: None,
             keepalive_interval_ms: None,
             credits: None,
+            session_idle_secs: None,
             stream_usage: StreamUsage::default(),
             shutdown_grace_secs: None,
             max_connections: None,

@@ -285,7 +285,14 @@ impl Proxy {
             .max_body_bytes
             .unwrap_or(crate::decode::DEFAULT_MAX_BODY_BYTES);
         let core = ServiceBuilder::new()
-            .layer(ModelRewriteLayer::new(catalog.clone()))
+            .layer(
+                ModelRewriteLayer::new(catalog.clone()).sticky_sessions(
+                    config
+                        .session_idle_secs
+                        .map(Duration::from_secs)
+                        .or(Some(crate::model_rewrite::DEFAULT_SESSION_IDLE)),
+                ),
+            )
             .layer(
                 UsageLayer::new(recorder.clone())
                     .refuse_unaffordable(config.usage.refuse_unaffordable),
