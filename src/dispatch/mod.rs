@@ -42,6 +42,7 @@
 
 mod body;
 mod connect;
+mod middle_out;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -267,6 +268,17 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 .with_provider(provider.name_arc().clone())),
             _ => {
                 let mut body = body;
+                if let Some(context) = target.context_length.filter(|_| middle_out::asked(&body)) {
+                    let n = middle_out::fit(&mut body, context);
+                    if n > 0 {
+                        tracing::debug!(
+                            provider = provider.name(),
+                            dropped = n,
+                            context,
+                            "middle-out: messages dropped to fit the context"
+                        );
+                    }
+                }
                 let dropped = match &target.supported_parameters {
                     Some(list) => crate::provider::keep_supported(&mut body, list),
                     None => {

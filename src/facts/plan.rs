@@ -33,6 +33,9 @@ pub struct Target {
     /// The parameters the endpoint declares it supports; `None`: those of its provider's
     /// kind. [`Dispatch`](crate::dispatch::Dispatch) drops the others.
     pub supported_parameters: Option<Arc<[String]>>,
+    /// The endpoint's context length (the model's, unless the endpoint has its own): what
+    /// OpenRouter's `middle-out` transform fits a long conversation into.
+    pub context_length: Option<u64>,
 }
 
 /// When the fallback layer starts the next target alongside a slow one (a model's setting).
@@ -56,6 +59,7 @@ impl Target {
             && self.pricing == other.pricing
             && self.max_output_tokens == other.max_output_tokens
             && self.hedge == other.hedge
+            && self.context_length == other.context_length
             && match (&self.supported_parameters, &other.supported_parameters) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (a, b) => a.is_none() && b.is_none(),
@@ -77,6 +81,7 @@ impl Target {
             health: Arc::default(),
             hedge: None,
             supported_parameters: None,
+            context_length: None,
         }
     }
 

@@ -68,7 +68,7 @@ impl Endpoint {
         }
     }
 
-    fn target(&self, public_model: &Arc<str>, hedge: Option<Hedge>) -> Target {
+    fn target(&self, model: &Model, public_model: &Arc<str>) -> Target {
         Target {
             provider: self.provider.clone(),
             upstream_model: self.model.clone(),
@@ -78,8 +78,9 @@ impl Endpoint {
                 .max_output_tokens
                 .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             health: self.health.clone(),
-            hedge,
+            hedge: model.hedge,
             supported_parameters: self.supported_parameters.clone(),
+            context_length: self.context_length.or(model.context_length),
         }
     }
 }
@@ -300,14 +301,15 @@ impl Catalog {
         let mut plan: Option<RoutePlan> = None;
         let mut removed = String::new();
         for (n, id) in ids.enumerate() {
+            let param = if n == 0 { "model" } else { "models" };
+            // Before a `<provider>/<model>` pass-through would take `gpt-5:online` for a name.
+            if let Some(suffix) = Variant::refused(id).filter(|_| !self.by_model.contains_key(id)) {
+                return Err(Error::invalid_request(
+                    format!("the `:{suffix}` variant is not offered by this gateway (`{id}`)"),
+                    Some(param.into()),
+                ));
+            }
             let resolved = self.lookup(id).ok_or_else(|| {
-                let param = if n == 0 { "model" } else { "models" };
-                if let Some(suffix) = Variant::refused(id) {
-                    return Error::invalid_request(
-                        format!("the `:{suffix}` variant is not offered by this gateway (`{id}`)"),
-                        Some(param.into()),
-                    );
-                }
                 let e = Error::unknown_model(id);
                 if n == 0 {
                     e
@@ -592,7 +594,7 @@ fn order_endpoints(
     let mut targets: Vec<Target> = Vec::with_capacity(model.endpoints.len());
     let mut cooling: Vec<Target> = Vec::new();
     for e in &model.endpoints {
-        let t = e.target(public, model.hedge);
+        let t = e.target(model, public);
         if free_only && !e.pricing.is_free() {
             note_removed(removed, &t, "not free, `:free` variant");
             continue;

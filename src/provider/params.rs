@@ -130,8 +130,12 @@ impl ProviderKind {
     }
 }
 
-/// Drops from `req` every parameter not in `supported` (see the [module docs](self)): typed
+/// Drops from `req` every parameter not in `supported`, OpenRouter's parameter rule: typed
 /// fields are cleared, extra members removed. Returns the names dropped.
+///
+/// The parameters are OpenRouter's names ([`PARAMETERS`]); a field that is none of them keeps
+/// its pass-through. `tools` and `tool_choice` are never dropped: an endpoint without them
+/// refuses the request, which moves fallback on.
 pub fn keep_supported<S: AsRef<str>>(req: &mut ChatRequest, supported: &[S]) -> Vec<&'static str> {
     let has = |name: &str| supported.iter().any(|s| s.as_ref() == name);
     let mut dropped = Vec::new();

@@ -297,6 +297,66 @@ pub fn standard(received: &Received) -> Script {
     }
 }
 
+/// OpenAI's own Chat Completions parameters: what [`strict_openai`] accepts.
+pub const OPENAI_PARAMETERS: &[&str] = &[
+    "messages",
+    "model",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
+
+/// An OpenAI-kind fake as strict as OpenAI: an argument it does not know is a 400
+/// ("Unrecognized request argument supplied"), which ends a fallback walk; otherwise the
+/// standard fake's answers.
+#[allow(dead_code)] // not every test binary uses it
+pub fn strict_openai(received: &Received) -> Script {
+    if let Some(obj) = received.body.as_object() {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !OPENAI_PARAMETERS.contains(&k.as_str()))
+        {
+            return Script::json(
+                400,
+                format!(
+                    r#"{{"error":{{"message":"Unrecognized request argument supplied: {k}","type":"invalid_request_error","param":null,"code":null}}}}"#
+                ),
+            );
+        }
+    }
+    standard(received)
+}
+
 /// The behaviours the standard Anthropic-kind fake offers, chosen by the upstream model name
 /// (`count_tokens` always counts 1,234).
 pub fn standard_anthropic(received: &Received) -> Script {
