@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::chat::{ChatRequest, Message, Role};
 
 /// Whether the request asks for the transform.
-pub(crate) fn asked(req: &ChatRequest) -> bool {
+pub fn asked(req: &ChatRequest) -> bool {
     req.transforms.iter().flatten().any(|t| t == "middle-out")
         || req
             .plugins
@@ -31,7 +31,7 @@ fn tokens(m: &Message) -> u64 {
 
 /// Drops messages from the middle of `req` until its estimate fits `context` tokens; returns
 /// how many it dropped.
-pub(crate) fn fit(req: &mut ChatRequest, context: u64) -> usize {
+pub fn fit(req: &mut ChatRequest, context: u64) -> usize {
     let reserve = u64::from(req.max_completion_tokens.or(req.max_tokens).unwrap_or(0));
     let sizes: Vec<u64> = req.messages.iter().map(tokens).collect();
     let total: u64 = sizes.iter().sum::<u64>() + reserve;

@@ -42,7 +42,7 @@
 
 mod body;
 mod connect;
-mod middle_out;
+pub mod middle_out;
 
 use std::future::Future;
 use std::pin::Pin;

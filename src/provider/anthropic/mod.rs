@@ -16,8 +16,12 @@
 //! - structured output (`response_format` `json_schema`) and `strict` tools get a schema
 //!   Anthropic accepts (`schema.rs`: unsupported keywords such as zod's integer bounds are
 //!   described, not sent); `strict: true` is carried to the tool;
-//! - `n > 1`, `logprobs` and `top_logprobs` are refused with a 400; `seed`,
-//!   `presence_penalty` and `frequency_penalty` have no Anthropic equivalent and are dropped.
+//! - `n > 1`, `logprobs` and `top_logprobs` are refused with a 400 (through
+//!   [`Dispatch`](crate::dispatch::Dispatch) the parameter rule has dropped the last two
+//!   already); `seed`, `presence_penalty` and `frequency_penalty` have no Anthropic equivalent
+//!   and are dropped;
+//! - OpenRouter's `reasoning_details` on an assistant message become thinking blocks again
+//!   (signed texts, redacted data), when no `extra_content` carries them.
 
 mod answer;
 mod schema;

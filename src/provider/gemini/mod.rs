@@ -13,7 +13,8 @@
 //!   seed, penalties, `responseMimeType` + `responseJsonSchema`, `thinkingConfig` from
 //!   `reasoning_effort` / `reasoning` (thoughts included, so they stream as
 //!   `reasoning_content`); tool schemas go as `parametersJsonSchema` (full JSON Schema).
-//! - `logprobs` is refused with a 400 (the translated answer would not carry them).
+//! - `logprobs` is refused with a 400 (the translated answer would not carry them); through
+//!   [`Dispatch`](crate::dispatch::Dispatch) the parameter rule has dropped it already.
 
 mod answer;
 
