@@ -450,3 +450,191 @@ async fn app_attribution_and_the_session_are_on_the_generation() {
     assert_eq!(g["total_cost"], g["cost"]);
     assert!(g["created_at"].as_str().unwrap().ends_with('Z'));
 }
+
+/// The fragments of a stream's `reasoning_details`, as a client collects them.
+fn details_of(a: &Answer) -> Vec<Value> {
+    a.chunks()
+        .iter()
+        .flat_map(|c| {
+            c["choices"][0]["delta"]["reasoning_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reasoning_details_sent_back_are_the_providers_own_form_again() {
+    let anth = FakeProvider::start(standard_anthropic).await;
+    let gem = FakeProvider::start(|r: &Received| {
+        if r.path.contains("streamGenerateContent") {
+            Script::sse(events_of(&fixture("gemini/gemini_tool.sse")))
+        } else {
+            standard_gemini(r)
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[keys]]
+name = "app"
+key = "{KEY}"
+
+[[providers]]
+name = "anth"
+kind = "anthropic"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+
+[[models]]
+id = "anthropic/thinking"
+[[models.endpoints]]
+provider = "anth"
+model = "claude-thinking"
+
+[[models]]
+id = "google/gemini"
+[[models.endpoints]]
+provider = "gem"
+model = "gemini-2.5-flash"
+"#,
+        anth.base_url(),
+        gem.base_url()
+    ))
+    .await;
+
+    // Anthropic: the streamed fragments, sent back as they came, are one signed thinking block.
+    let a = ask(
+        &gw,
+        json!({"model": "anthropic/thinking", "messages": user("17*24?"), "stream": true}),
+    )
+    .await;
+    let details = details_of(&a);
+    assert!(details.len() >= 3, "{details:?}");
+    let a = ask(
+        &gw,
+        json!({"model": "anthropic/thinking", "messages": [
+            {"role": "user", "content": "17*24?"},
+            {"role": "assistant", "content": "17 × 24 = 408.", "reasoning_details": details},
+            {"role": "user", "content": "and 17*25?"}]}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let sent = &anth.last().body["messages"][1]["content"][0];
+    assert_eq!(sent["type"], "thinking");
+    assert_eq!(
+        sent["thinking"],
+        "The user wants 17 * 24. 17*24 = 17*20 + 17*4 = 340 + 68 = 408."
+    );
+    assert_eq!(
+        sent["signature"],
+        "EqQBCkYIBRgCKkCz0fakesignatureOnlyForFixtures0Qm9vYmF6cXV4cXV1eA=="
+    );
+
+    // Gemini: the thought signature comes as encrypted reasoning and goes back on its call.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+                       {"type": "function", "function": {"name": "get_local_time", "parameters": {"type": "object"}}}]);
+    let a = ask(&gw, json!({"model": "google/gemini", "messages": user("Lyon?"), "stream": true, "tools": tools})).await;
+    let details = details_of(&a);
+    assert!(
+        details
+            .iter()
+            .any(|d| d["type"] == "reasoning.encrypted" && d["format"] == "google-gemini-v1"),
+        "{details:?}"
+    );
+    let calls: Vec<Value> = a
+        .chunks()
+        .iter()
+        .flat_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c.get("id").is_some())
+        .map(|c| json!({"id": c["id"], "type": "function", "function": c["function"]}))
+        .collect();
+    assert_eq!(calls.len(), 2);
+    let a = ask(
+        &gw,
+        json!({"model": "google/gemini", "tools": tools, "messages": [
+            {"role": "user", "content": "Lyon?"},
+            {"role": "assistant", "content": null, "tool_calls": calls, "reasoning_details": details},
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": "12 C"},
+            {"role": "tool", "tool_call_id": calls[1]["id"], "content": "noon"}]}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let parts = &gem.last().body["contents"][1]["parts"];
+    assert_eq!(
+        parts[0]["thoughtSignature"],
+        "CiQBcsjafakeSignatureBytesForFixtureOnlyAAAAAAAAAAAAAA=="
+    );
+}
+
+#[tokio::test]
+async fn a_session_stays_on_one_endpoint_through_the_proxy() {
+    let (one, two) = (
+        FakeProvider::start(standard).await,
+        FakeProvider::start(standard).await,
+    );
+    let gw = Gateway::start(&format!(
+        r#"
+[[keys]]
+name = "app"
+key = "{KEY}"
+
+[[providers]]
+name = "one"
+kind = "openai"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+
+[[providers]]
+name = "two"
+kind = "openai"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+
+[[models]]
+id = "open/model"
+[[models.endpoints]]
+provider = "one"
+model = "text"
+prompt_price = 1.0
+[[models.endpoints]]
+provider = "two"
+model = "text"
+prompt_price = 1.0
+"#,
+        one.base_url(),
+        two.base_url()
+    ))
+    .await;
+    // Balanced across both (equal prices), yet every turn of a session lands on one.
+    for session in ["s-a", "s-b", "s-c", "s-d"] {
+        let before = (one.count(), two.count());
+        for turn in 0..8 {
+            let a = ask(&gw, json!({"model": "open/model", "messages": user(&format!("turn {turn}")), "session_id": session})).await;
+            assert_eq!(a.status, StatusCode::OK);
+        }
+        let after = (one.count() - before.0, two.count() - before.1);
+        assert!(after == (8, 0) || after == (0, 8), "{session}: {after:?}");
+    }
+    // Without a session id, conversations spread over both.
+    for i in 0..40 {
+        ask(
+            &gw,
+            json!({"model": "open/model", "messages": user(&format!("conversation {i}"))}),
+        )
+        .await;
+    }
+    assert!(one.count() > 0 && two.count() > 0);
+}
