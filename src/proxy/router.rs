@@ -23,6 +23,7 @@ use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
 use crate::dialect::Dialect;
 use crate::facts::GenerationId;
+use crate::model_rewrite::Catalog;
 use crate::Error;
 
 /// What a route of the proxy answers with when it answers itself.
@@ -90,28 +91,21 @@ impl Proxy {
             .fallback(wrong_method_in(Dialect::Messages, "POST"))
         };
         // Rendered per request: they show each endpoint's live health.
-        let catalog = self.catalog.clone();
-        let models = get(move |uri: Uri| {
-            let catalog = catalog.clone();
-            async move {
-                match models::ModelQuery::of(&uri) {
-                    Ok(q) => json(models::render(&catalog, &q)),
-                    Err(e) => e.into_response(),
+        let listing = |answer: fn(&Catalog, &models::ModelQuery) -> Bytes| {
+            let catalog = self.catalog.clone();
+            get(move |uri: Uri| {
+                let catalog = catalog.clone();
+                async move {
+                    match models::ModelQuery::of(&uri) {
+                        Ok(q) => json(answer(&catalog, &q)),
+                        Err(e) => e.into_response(),
+                    }
                 }
-            }
-        })
-        .fallback(wrong_method("GET"));
-        let catalog = self.catalog.clone();
-        let count = get(move |uri: Uri| {
-            let catalog = catalog.clone();
-            async move {
-                match models::ModelQuery::of(&uri) {
-                    Ok(q) => json(models::count(&catalog, &q)),
-                    Err(e) => e.into_response(),
-                }
-            }
-        })
-        .fallback(wrong_method("GET"));
+            })
+            .fallback(wrong_method("GET"))
+        };
+        let models = listing(models::render);
+        let count = listing(models::count);
         let catalog = self.catalog.clone();
         let endpoints = get(move |Path((author, slug)): Path<(String, String)>| {
             let catalog = catalog.clone();

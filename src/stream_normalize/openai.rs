@@ -377,11 +377,18 @@ impl OpenAiStream {
         created: u64,
         out: &mut BytesMut,
     ) {
+        self.with_literal(value, |this, text| {
+            this.emit_delta_raw(field, text, created, out)
+        });
+    }
+
+    /// Calls `f` with `value` as a JSON string literal, written in the stream's reused buffer.
+    fn with_literal(&mut self, value: &str, f: impl FnOnce(&mut Self, &str)) {
         let mut literal = std::mem::take(&mut self.literal);
         literal.clear();
         write_str(&mut literal, value);
         if let Ok(text) = std::str::from_utf8(&literal) {
-            self.emit_delta_raw(field, text, created, out);
+            f(self, text);
         }
         self.literal = literal;
     }
@@ -397,11 +404,8 @@ impl OpenAiStream {
         created: u64,
         out: &mut BytesMut,
     ) {
-        let mut literal = std::mem::take(&mut self.literal);
-        literal.clear();
-        write_str(&mut literal, value);
-        if let Ok(text) = std::str::from_utf8(&literal) {
-            self.emit_members(
+        self.with_literal(value, |this, text| {
+            this.emit_members(
                 |out| {
                     for field in ["reasoning_content", "reasoning"] {
                         out.put_u8(b'"');
@@ -421,8 +425,7 @@ impl OpenAiStream {
                 created,
                 out,
             );
-        }
-        self.literal = literal;
+        });
     }
 
     /// As [`emit_delta_str`](Self::emit_delta_str), with the value already a JSON string
