@@ -130,6 +130,7 @@ pub mod chat;
 pub mod decode;
 pub mod dialect;
 pub mod dispatch;
+pub mod embeddings;
 pub mod error;
 pub mod facts;
 pub mod fallback;

@@ -63,6 +63,7 @@ api_key = "{PROVIDER_KEY}"
         ("anthropic/claude", "anth", "claude-text", "tokenizer = \"Claude\"\n"),
         ("anthropic/thinking", "anth", "claude-thinking", ""),
         ("google/gemini-flash", "gem", "gemini-2.5-flash", ""),
+        ("openai/embed", "oai", "text-embedding-3-small", ""),
     ] {
         toml.push_str(&format!(
             "\n[[models]]\nid = \"{id}\"\ncontext_length = 128000\n{extra}[[models.endpoints]]\nprovider = \"{provider}\"\nmodel = \"{upstream}\"\nprompt_price = 3.0\ncompletion_price = 15.0\n"
@@ -71,12 +72,21 @@ api_key = "{PROVIDER_KEY}"
     Gateway::start_with_env(&toml, &[("TEST_ADMIN_KEY", ADMIN_KEY)]).await
 }
 
+/// The standard OpenAI-kind fake, which serves embeddings too.
+fn chat_and_embeddings(r: &Received) -> Script {
+    if r.path.ends_with("/embeddings") {
+        openai_embeddings(r)
+    } else {
+        standard(r)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openrouter_python_sdk() {
     let Some(python) = installed("MODELGATE_PYTHON", "the openrouter SDK") else {
         return;
     };
-    let oai = FakeProvider::start(standard).await;
+    let oai = FakeProvider::start(chat_and_embeddings).await;
     let anth = FakeProvider::start(standard_anthropic).await;
     let gem = FakeProvider::start(standard_gemini).await;
     let gw = gateway(&oai, &anth, &gem).await;
@@ -114,7 +124,7 @@ async fn openrouter_typescript_sdk() {
     let Some(dir) = installed("MODELGATE_OPENROUTER_TS", "@openrouter/sdk") else {
         return;
     };
-    let oai = FakeProvider::start(standard).await;
+    let oai = FakeProvider::start(chat_and_embeddings).await;
     let anth = FakeProvider::start(standard_anthropic).await;
     let gem = FakeProvider::start(standard_gemini).await;
     let gw = gateway(&oai, &anth, &gem).await;

@@ -21,6 +21,7 @@ use tower_service::Service;
 use super::Dialect;
 use crate::chat::{ChatChunk, ChatCompletion, ChatRequest, MAX_MODEL_ID_BYTES};
 use crate::decode::{check_declared_length, read_body, DEFAULT_MAX_BODY_BYTES, GENERATION_ID_NAME};
+use crate::embeddings::Embeddings;
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::facts::{GenerationId, NativeAnswer, NativeRequest};
 use crate::sse::{SseDecoder, SseEvent, KEEPALIVE};
@@ -34,6 +35,8 @@ pub struct Read<S> {
     pub chat: ChatRequest,
     /// The request kept as it came, for a provider of the dialect's own kind.
     pub native: Option<NativeRequest>,
+    /// The embeddings request, for the embeddings edge.
+    pub embeddings: Option<Embeddings>,
     /// What writing the answer needs of the request.
     pub shape: S,
 }
@@ -180,6 +183,9 @@ where
                 let read = W::read(bytes, &parts.headers)?;
                 if let Some(native) = read.native {
                     parts.extensions.insert(native);
+                }
+                if let Some(embeddings) = read.embeddings {
+                    parts.extensions.insert(embeddings);
                 }
                 let model = read.chat.model.clone();
                 std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;

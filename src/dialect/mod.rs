@@ -9,8 +9,10 @@
 //! - Anthropic Messages ([`messages`]): translated for any provider, passed through natively to
 //!   an `anthropic` one.
 //! - OpenAI Responses ([`responses`]): translated for any provider, stateless.
+//! - OpenAI embeddings ([`embeddings`]): passed on to `openai` and `azure` providers,
+//!   translated for `gemini` ones.
 //!
-//! The edges of the last two are one [`Edge`](edge::Edge), each with its dialect's
+//! The edges of the last three are one [`Edge`](edge::Edge), each with its dialect's
 //! [`Wire`](edge::Wire).
 //!
 //! The dialect a request came in is a request extension ([`Dialect`]): the layers in front of
@@ -20,6 +22,7 @@
 //! [`ChatRequest`]: crate::ChatRequest
 
 pub mod edge;
+pub mod embeddings;
 pub mod messages;
 pub mod responses;
 
@@ -42,6 +45,8 @@ pub enum Dialect {
     Messages,
     /// OpenAI Responses (`/v1/responses`).
     Responses,
+    /// OpenAI embeddings (`/v1/embeddings`).
+    Embeddings,
 }
 
 impl Dialect {
@@ -51,6 +56,7 @@ impl Dialect {
             Dialect::Chat => "chat",
             Dialect::Messages => "messages",
             Dialect::Responses => "responses",
+            Dialect::Embeddings => "embeddings",
         }
     }
 
@@ -63,7 +69,7 @@ impl Dialect {
     pub fn error_response(&self, err: &Error) -> Response<Full<Bytes>> {
         match self {
             // Responses errors are OpenAI's envelope, as on chat.
-            Dialect::Chat | Dialect::Responses => err.clone().into_response(),
+            Dialect::Chat | Dialect::Responses | Dialect::Embeddings => err.clone().into_response(),
             Dialect::Messages => messages::error_response(err),
         }
     }

@@ -61,6 +61,7 @@ use tower_service::Service;
 pub use self::body::ResponseBody;
 use self::connect::{classify, TimeoutConnector};
 use crate::chat::ChatRequest;
+use crate::embeddings::Embeddings;
 use crate::error::{ErrorSource, Retry};
 use crate::facts::{NativeRequest, Target};
 use crate::provider::Provider;
@@ -247,8 +248,14 @@ impl Service<Request<ChatRequest>> for Dispatch {
         };
         let provider = target.provider.clone();
         let native = parts.extensions.get::<NativeRequest>();
-        let built = match native.map(|n| (n, n.native_uri(&provider))) {
-            Some((native, Some(uri))) => provider.build_native_request(
+        let embeddings = parts.extensions.get::<Embeddings>();
+        let built = match (embeddings, native.map(|n| (n, n.native_uri(&provider)))) {
+            (Some(e), _) => provider.build_embeddings_request(
+                e,
+                &target.upstream_model,
+                target.supported_parameters.as_deref(),
+            ),
+            (None, Some((native, Some(uri)))) => provider.build_native_request(
                 uri,
                 &native.body,
                 &native.headers,
@@ -256,13 +263,16 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 body.is_stream(),
             ),
             // Said in an API this provider's cannot carry: refused here, tried elsewhere.
-            Some((
-                NativeRequest {
-                    untranslatable: Some(e),
-                    ..
-                },
+            (
                 None,
-            )) => Err(e
+                Some((
+                    NativeRequest {
+                        untranslatable: Some(e),
+                        ..
+                    },
+                    None,
+                )),
+            ) => Err(e
                 .clone()
                 .with_retry(Retry::Elsewhere)
                 .with_provider(provider.name_arc().clone())),

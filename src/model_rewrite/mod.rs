@@ -135,7 +135,10 @@ where
                     || Variant::split(&plan.model)
                         .is_some_and(|(_, v)| matches!(v, Variant::Floor | Variant::Nitro))
             };
-            if plan.targets.len() > 1 && !decided() {
+            // An embeddings request has no conversation: only its `x-session-id` could make one.
+            let conversation =
+                !req.body().messages.is_empty() || req.headers().contains_key("x-session-id");
+            if plan.targets.len() > 1 && conversation && !decided() {
                 let key = req.extensions().get::<Principal>().map(|p| p.id.as_str());
                 let header = req
                     .headers()

@@ -22,6 +22,7 @@ pub use self::error::{client_status, retry_after_from, upstream_error};
 pub use self::params::{keep_supported, PARAMETERS};
 
 use crate::chat::{ChatRequest, Content, ReasoningDetail};
+use crate::embeddings::Embeddings;
 use crate::error::Secrets;
 use crate::Error;
 use serde::Deserialize;
@@ -307,6 +308,57 @@ impl Provider {
                 .or_insert(HeaderValue::from_static(anthropic::VERSION));
         }
         Ok(req)
+    }
+
+    /// The upstream request for an embeddings request: OpenAI's `/embeddings` for `openai` and
+    /// `azure` (OpenAI's fields, and those of the endpoint's `supported` parameters),
+    /// `batchEmbedContents` for `gemini`. A kind with no embeddings API refuses the attempt (a
+    /// `400`, tried elsewhere).
+    pub fn build_embeddings_request(
+        &self,
+        e: &Embeddings,
+        upstream_model: &str,
+        supported: Option<&[String]>,
+    ) -> Result<Request<Full<Bytes>>, Error> {
+        self.check_model(upstream_model)
+            .map_err(|e| Error::invalid_request(e, Some("model".into())))?;
+        let (uri, bytes) = match self.kind {
+            ProviderKind::OpenAi | ProviderKind::Azure => {
+                let uri = match (&self.kind, &self.api_version) {
+                    (ProviderKind::Azure, Some(version)) => format!(
+                        "{}/openai/deployments/{}/embeddings?api-version={}",
+                        self.base,
+                        path_segment(upstream_model),
+                        path_segment(version)
+                    ),
+                    (ProviderKind::Azure, None) => format!("{}/openai/v1/embeddings", self.base),
+                    _ => format!("{}/embeddings", self.base),
+                };
+                (self.uri(&uri)?, e.openai_body(upstream_model, supported)?)
+            }
+            ProviderKind::Gemini => {
+                let json = gemini::embeddings::request(e, upstream_model)
+                    .map_err(|err| err.with_retry(crate::error::Retry::Elsewhere))?;
+                let uri = self.uri(&format!(
+                    "{}/models/{}:batchEmbedContents",
+                    self.base,
+                    path_segment(upstream_model)
+                ))?;
+                (uri, to_vec(&json)?)
+            }
+            ProviderKind::Anthropic => {
+                return Err(invalid(
+                    "model",
+                    format!(
+                        "{}: an {} provider serves no embeddings",
+                        self.name,
+                        self.kind.as_str()
+                    ),
+                )
+                .with_retry(crate::error::Retry::Elsewhere))
+            }
+        };
+        self.http_request(uri, bytes, false)
     }
 
     /// The upstream request, to `uri`, for a request kept in this provider's own dialect

@@ -4,7 +4,8 @@
 //! Routes ([`Proxy::routes`]): `POST /v1/chat/completions` (auth, rate limits, then the gateway
 //! stack), `POST /v1/messages` (the same, behind Anthropic's edge, [`MessagesLayer`]),
 //! `POST /v1/messages/count_tokens` (auth only), `POST /v1/responses` (behind the Responses
-//! edge, [`ResponsesLayer`]; stateless, so `GET /v1/responses/{id}` is a 404), `GET /v1/models` (the catalog,
+//! edge, [`ResponsesLayer`]; stateless, so `GET /v1/responses/{id}` is a 404), `POST /v1/embeddings`
+//! (behind the embeddings edge, [`EmbeddingsLayer`]), `GET /v1/models` (the catalog,
 //! OpenRouter-shaped), `GET /v1/key` (the calling key), `/v1/keys[/{id}]` (key management with
 //! the admin key), `GET /v1/generation?id=` (one of the calling key's records), `GET /metrics`
 //! (Prometheus text), `GET /health`. Everything else is a 404 (or 405) in the envelope. Every
@@ -47,6 +48,7 @@ pub use self::server::{default_max_connections, serve, ServeOptions, MAX_CONNECT
 use crate::auth::{Auth, AuthLayer, FailedAttempts, ManagedKeyStore};
 use crate::body::GatewayBody;
 use crate::decode::{Decode, DecodeLayer};
+use crate::dialect::embeddings::{EmbeddingsEdge, EmbeddingsLayer};
 use crate::dialect::messages::{Messages, MessagesBody, MessagesLayer};
 use crate::dialect::responses::{Responses, ResponsesLayer};
 use crate::dispatch::{self, Dispatch};
@@ -73,6 +75,9 @@ pub type MessagesStack = Auth<RateLimit<Messages<CoreStack>>>;
 
 /// What the proxy serves on `POST /v1/responses`.
 pub type ResponsesStack = Auth<RateLimit<Responses<CoreStack>>>;
+
+/// What the proxy serves on `POST /v1/embeddings`.
+pub type EmbeddingsStack = Auth<RateLimit<EmbeddingsEdge<CoreStack>>>;
 
 /// The body of a [`GatewayStack`] answer.
 pub type GatewayStackBody =
@@ -165,6 +170,7 @@ pub struct Proxy {
     chat: ChatStack,
     messages: MessagesStack,
     responses: ResponsesStack,
+    embeddings: EmbeddingsStack,
     /// Sends `count_tokens` to an `anthropic` endpoint.
     dispatch: Dispatch,
     max_body_bytes: usize,
@@ -317,13 +323,19 @@ impl Proxy {
             .service(core.clone());
         let responses = ServiceBuilder::new()
             .layer(key_auth.clone())
-            .layer(rate_limits)
+            .layer(rate_limits.clone())
             .layer(ResponsesLayer::new().max_body_bytes(max_body_bytes))
+            .service(core.clone());
+        let embeddings = ServiceBuilder::new()
+            .layer(key_auth.clone())
+            .layer(rate_limits)
+            .layer(EmbeddingsLayer::new().max_body_bytes(max_body_bytes))
             .service(core);
         Ok(Proxy {
             chat,
             messages,
             responses,
+            embeddings,
             dispatch,
             max_body_bytes,
             credits: config.credits.unwrap_or(0.0),

@@ -72,6 +72,15 @@ impl Proxy {
             })
             .service(self.responses.clone());
         let responses = post_service(responses).fallback(wrong_method("POST"));
+        let embeddings = ServiceBuilder::new()
+            .map_request(|mut req: Request| {
+                let ext = req.extensions_mut();
+                ext.insert(GenerationId::new());
+                ext.insert(Dialect::Embeddings);
+                req
+            })
+            .service(self.embeddings.clone());
+        let embeddings = post_service(embeddings).fallback(wrong_method("POST"));
         // Nothing is kept, so nothing can be fetched.
         let stored = get(|| async {
             Error::new(
@@ -169,6 +178,7 @@ impl Proxy {
             .route("/v1/messages/count_tokens", count_tokens.clone())
             .route("/v1/responses", responses.clone())
             .route("/v1/responses/{*id}", stored.clone())
+            .route("/v1/embeddings", embeddings.clone())
             .route("/v1/models", models.clone())
             .route("/v1/models/count", count)
             .route("/v1/models/{author}/{slug}/endpoints", endpoints)
@@ -202,6 +212,7 @@ impl Proxy {
             .route("/messages/count_tokens", count_tokens)
             .route("/responses", responses)
             .route("/responses/{*id}", stored)
+            .route("/embeddings", embeddings)
             .route("/models", models)
             .route("/metrics", scrape)
             .route("/health", health.clone())

@@ -35,6 +35,7 @@
 
 mod anthropic;
 mod body;
+mod embeddings;
 mod gemini;
 mod native;
 mod native_responses;
@@ -63,6 +64,7 @@ pub use self::native_responses::NativeResponsesStream;
 pub use self::openai::OpenAiStream;
 use crate::body::CollectError;
 use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
+use crate::embeddings::Embeddings;
 use crate::error::{BoxError, ErrorSource, Retry, Secrets};
 use crate::facts::{
     GenerationId, NativeAnswer, NativeApi, NativeRequest, PriceAnswers, Pricing, Target, UsageSlot,
@@ -347,6 +349,7 @@ where
             }
         };
         let slot = req.extensions().get::<UsageSlot>().cloned();
+        let embeddings = req.extensions().get::<Embeddings>().cloned();
         let streaming = req.body().is_stream();
         // A request kept in this provider's own dialect is answered in it, untranslated.
         let native = req
@@ -429,6 +432,19 @@ where
             .await?;
             let mut out = Response::new(ResponseBody::full(Bytes::new()));
             *out.extensions_mut() = extensions;
+            if let Some(e) = &embeddings {
+                // Answered in OpenAI's shape, which is the client's: passed on by its edge.
+                let (json, usage) = embeddings::render(&bytes, &ctx, kind, e)?;
+                if let Some(slot) = &slot {
+                    slot.record(usage.clone());
+                }
+                out.extensions_mut().insert(usage);
+                out.extensions_mut().insert(NativeAnswer);
+                out.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                *out.body_mut() = ResponseBody::full(json);
+                return Ok(out);
+            }
             if let Some(api) = native {
                 let (json, usage, finish_reason) = match api {
                     NativeApi::AnthropicMessages => native::render(&bytes, &ctx)?,

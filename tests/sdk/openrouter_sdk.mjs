@@ -74,14 +74,18 @@ await rejects(() => client.chat.send({ chatRequest: { model: "openai/gpt:online"
 
 // The catalog.
 const page = await client.models.list();
-check(page.result.totalCount === 6, `models: ${page.result.totalCount}`);
+check(page.result.totalCount === 7, `models: ${page.result.totalCount}`);
 const gpt = page.result.data.find((m) => m.id === "openai/gpt");
 check(gpt.canonicalSlug === "openai/gpt" && gpt.architecture.tokenizer === "GPT", `model ${JSON.stringify(gpt)}`);
-check((await client.models.count()).data.count === 6, "count");
+check((await client.models.count()).data.count === 7, "count");
 const eps = await client.endpoints.list({ author: "openai", slug: "gpt" });
 check(eps.data.endpoints[0].providerName === "oai" && eps.data.endpoints[0].uptimeLast30m === 100, `endpoints ${JSON.stringify(eps.data.endpoints[0])}`);
 const providers = await client.providers.list();
 check(providers.data.length === 3, `providers ${JSON.stringify(providers)}`);
+
+// Embeddings.
+const e = await client.embeddings.generate({ requestBody: { model: "openai/embed", input: "a" } });
+check(e.model === "openai/embed" && e.data[0].embedding.length === 3 && e.usage.cost > 0, `embeddings ${JSON.stringify(e)}`);
 
 // The generation and the key.
 const g = (await client.generations.getGeneration({ id: lastId })).data;

@@ -97,7 +97,7 @@ raises(errors.UnauthorizedResponseError, lambda: OpenRouter(api_key="sk-wrong", 
 
 # The catalog.
 models = client.models.list().result
-check(models.total_count == 6 and len(models.data) == 6, f"models: {models.total_count}")
+check(models.total_count == 7 and len(models.data) == 7, f"models: {models.total_count}")
 gpt = next(m for m in models.data if m.id == "openai/gpt")
 check(gpt.description == "A fake GPT." and gpt.architecture.tokenizer == "GPT", f"model fields {gpt}")
 check(gpt.architecture.input_modalities == ["text", "image"], f"modalities {gpt.architecture}")
@@ -105,7 +105,7 @@ check(gpt.pricing.prompt == "0.000003" and "tools" in gpt.supported_parameters, 
 check(gpt.created == 1767225600 and gpt.canonical_slug == "openai/gpt", f"created {gpt.created}")
 only = client.models.list(supported_parameters="top_k").result
 check({m.id for m in only.data} == {"anthropic/claude", "anthropic/thinking", "google/gemini-flash"}, f"filter {[m.id for m in only.data]}")
-check(client.models.count().data.count == 6, "count")
+check(client.models.count().data.count == 7, "count")
 check(client.models.count(output_modalities="image").data.count == 0, "count with a filter")
 eps = client.endpoints.list(author="openai", slug="gpt")
 check(eps.data.id == "openai/gpt" and eps.data.endpoints[0].provider_name == "oai", f"endpoints {eps}")
@@ -123,6 +123,12 @@ check(g.total_cost > 0 and g.tokens_prompt > 0 and g.native_tokens_completion > 
 check(g.http_referer == "https://app.example" and g.streamed is False, f"attribution {g}")
 check(g.provider_responses[0].status == 200, f"provider responses {g.provider_responses}")
 check(g.created_at.endswith("Z") or "+" in g.created_at, f"created_at {g.created_at}")
+
+# Embeddings.
+e = client.embeddings.generate(model="openai/embed", input=["a", "b"], encoding_format="float")
+check(e.model == "openai/embed" and len(e.data) == 2, f"embeddings {e}")
+check(e.data[1].embedding == [10.5, 11.5, 12.5] and e.usage.cost > 0, f"embeddings {e}")
+check(e.id.startswith("gen-"), f"embeddings id {e.id}")
 
 # The calling key.
 me = client.api_keys.get_current_key_metadata().data

@@ -833,3 +833,63 @@ pub async fn run_cli(
     );
     stdout
 }
+
+/// An OpenAI-kind embeddings fake: a 3-number vector per input (`dimensions` long when asked),
+/// base64 when asked, 4 prompt tokens an input; upstream model `emb-fail` answers 500.
+#[allow(dead_code)] // not every test binary serves embeddings
+pub fn openai_embeddings(received: &Received) -> Script {
+    assert!(received.path.ends_with("/embeddings"), "{}", received.path);
+    let b = &received.body;
+    if b["model"] == "emb-fail" {
+        return Script::json(
+            500,
+            r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#,
+        );
+    }
+    let n = match &b["input"] {
+        serde_json::Value::Array(v) if v.iter().all(|x| !x.is_number()) => v.len(),
+        _ => 1,
+    };
+    let dims = b["dimensions"].as_u64().unwrap_or(3) as usize;
+    let data: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let values: Vec<f32> = (0..dims).map(|d| (i * 10 + d) as f32 + 0.5).collect();
+            let embedding = if b["encoding_format"] == "base64" {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                serde_json::json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::json!(values)
+            };
+            serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Script::json(
+        200,
+        serde_json::json!({
+            "object": "list",
+            "data": data,
+            "model": b["model"],
+            "usage": {"prompt_tokens": 4 * n, "total_tokens": 4 * n},
+        })
+        .to_string(),
+    )
+}
+
+/// A Gemini-kind embeddings fake (`batchEmbedContents`): `[0.25, 0.5, -1]` for each request.
+#[allow(dead_code)] // not every test binary serves embeddings
+pub fn gemini_embeddings(received: &Received) -> Script {
+    assert!(
+        received.path.ends_with(":batchEmbedContents"),
+        "{}",
+        received.path
+    );
+    let n = received.body["requests"].as_array().map_or(0, Vec::len);
+    let embeddings: Vec<serde_json::Value> = (0..n)
+        .map(|_| serde_json::json!({"values": [0.25, 0.5, -1.0]}))
+        .collect();
+    Script::json(
+        200,
+        serde_json::json!({ "embeddings": embeddings }).to_string(),
+    )
+}

@@ -49,6 +49,7 @@ impl Wire for MessagesApi {
                 forwarded,
                 translated.untranslatable,
             )),
+            embeddings: None,
             shape: translated.input_tokens,
         })
     }

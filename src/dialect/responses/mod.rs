@@ -71,6 +71,7 @@ impl Wire for ResponsesApi {
                 Vec::new(),
                 None,
             )),
+            embeddings: None,
             shape: t.shape,
         })
     }

@@ -17,6 +17,7 @@
 //!   [`Dispatch`](crate::dispatch::Dispatch) the parameter rule has dropped it already.
 
 mod answer;
+pub(crate) mod embeddings;
 
 pub(crate) use self::answer::{call_id, completion, finish_reason, usage};
 
