@@ -3,7 +3,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -14,10 +14,12 @@ use http::{Method, Request, Uri};
 use http_body_util::Full;
 
 pub(crate) mod anthropic;
+pub(crate) mod bedrock;
 mod error;
 pub(crate) mod gemini;
 mod params;
 
+pub use self::bedrock::AwsCredentials;
 pub use self::error::{client_status, retry_after_from, upstream_error};
 pub use self::params::{keep_supported, PARAMETERS};
 
@@ -39,6 +41,9 @@ pub enum ProviderKind {
     Gemini,
     /// Azure OpenAI: deployment URLs with `api-version`, or the `/openai/v1` form.
     Azure,
+    /// Amazon Bedrock's Converse API, SigV4-signed or with a Bedrock API key, translated both
+    /// ways.
+    Bedrock,
 }
 
 impl ProviderKind {
@@ -49,8 +54,9 @@ impl ProviderKind {
             "anthropic" => Ok(ProviderKind::Anthropic),
             "gemini" => Ok(ProviderKind::Gemini),
             "azure" => Ok(ProviderKind::Azure),
+            "bedrock" => Ok(ProviderKind::Bedrock),
             other => Err(format!(
-                "unknown provider kind `{other}` (expected openai, anthropic, gemini or azure)"
+                "unknown provider kind `{other}` (expected openai, anthropic, gemini, azure or bedrock)"
             )),
         }
     }
@@ -62,6 +68,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Azure => "azure",
+            ProviderKind::Bedrock => "bedrock",
         }
     }
 }
@@ -108,6 +115,8 @@ pub struct Provider {
     /// `requests_per_minute`: an exhausted provider counts as unavailable.
     limiter: Option<governor::DefaultDirectRateLimiter>,
     requests_per_minute: Option<NonZeroU32>,
+    /// Bedrock with AWS credentials: signs every request.
+    signer: Option<bedrock::Signer>,
 }
 
 impl fmt::Debug for Provider {
@@ -136,6 +145,8 @@ impl Provider {
             base_url: base_url.into(),
             api_key: None,
             api_version: None,
+            region: None,
+            aws_credentials: None,
             responses: false,
             headers: Vec::new(),
             timeouts: Timeouts::default(),
@@ -202,6 +213,10 @@ impl Provider {
     pub fn check_model(&self, model: &str) -> Result<(), String> {
         match (self.kind, &self.api_version) {
             (ProviderKind::Gemini, _) | (ProviderKind::Azure, Some(_)) => check_segment(model),
+            // Every reserved character is encoded (ARNs hold `/`): only an empty name is wrong.
+            (ProviderKind::Bedrock, _) if model.is_empty() => {
+                Err("the model name must not be empty".into())
+            }
             _ => Ok(()),
         }
     }
@@ -285,6 +300,15 @@ impl Provider {
                 let json = anthropic::request(&body, upstream_model, max)?;
                 (self.chat_uri.clone(), to_vec(&json)?)
             }
+            ProviderKind::Bedrock => {
+                let json = bedrock::request(&body, max_output_tokens)?;
+                let uri = self.uri(&format!(
+                    "{}{}",
+                    self.base,
+                    bedrock::path(upstream_model, stream)
+                ))?;
+                (uri, to_vec(&json)?)
+            }
             ProviderKind::Gemini => {
                 let json = gemini::request(&body, max_output_tokens)?;
                 let method = if stream {
@@ -346,6 +370,16 @@ impl Provider {
                 ))?;
                 (uri, to_vec(&json)?)
             }
+            ProviderKind::Bedrock => {
+                let json = bedrock::embeddings::request(e, upstream_model)
+                    .map_err(|err| err.with_retry(crate::error::Retry::Elsewhere))?;
+                let uri = self.uri(&format!(
+                    "{}{}",
+                    self.base,
+                    bedrock::invoke_path(upstream_model)
+                ))?;
+                (uri, to_vec(&json)?)
+            }
             ProviderKind::Anthropic => {
                 return Err(invalid(
                     "model",
@@ -403,6 +437,11 @@ impl Provider {
         bytes: Vec<u8>,
         stream: bool,
     ) -> Result<Request<Full<Bytes>>, Error> {
+        // Signed before the body moves into the request (Bedrock with AWS credentials).
+        let signature = match &self.signer {
+            Some(signer) => signer.headers(&uri, "application/json", &bytes, SystemTime::now())?,
+            None => Vec::new(),
+        };
         // The length's digits go in the body's own allocation, after the body: both are
         // slices of one buffer. (Left to hyper, the header would take two allocations.)
         let mut bytes = bytes;
@@ -430,12 +469,16 @@ impl Provider {
             USER_AGENT,
             HeaderValue::from_static(concat!("modelgate/", env!("CARGO_PKG_VERSION"))),
         );
+        if stream && self.kind == ProviderKind::Bedrock {
+            h.insert(ACCEPT, HeaderValue::from_static(bedrock::EVENT_STREAM));
+        }
         if let Some((name, value)) = &self.auth {
             h.insert(name.clone(), value.clone());
         }
         for (k, v) in &self.headers {
             h.insert(k.clone(), v.clone());
         }
+        h.extend(signature);
         Ok(req)
     }
 
@@ -576,6 +619,8 @@ pub struct ProviderBuilder {
     base_url: String,
     api_key: Option<String>,
     api_version: Option<String>,
+    region: Option<String>,
+    aws_credentials: Option<AwsCredentials>,
     responses: bool,
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
@@ -591,6 +636,8 @@ impl fmt::Debug for ProviderBuilder {
             .field("base_url", &crate::error::redact_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_version", &self.api_version)
+            .field("region", &self.region)
+            .field("aws_credentials", &self.aws_credentials)
             .field("headers", &headers)
             .field("timeouts", &self.timeouts)
             .field("requests_per_minute", &self.requests_per_minute)
@@ -609,6 +656,20 @@ impl ProviderBuilder {
     /// Azure's `api-version` (absent: the `/openai/v1` form). Only for [`ProviderKind::Azure`].
     pub fn api_version(mut self, version: Option<String>) -> Self {
         self.api_version = version.filter(|v| !v.is_empty());
+        self
+    }
+
+    /// The AWS region (kind `bedrock`, required). The base URL may then be empty: it defaults
+    /// to `https://bedrock-runtime.{region}.amazonaws.com`.
+    pub fn region(mut self, region: Option<String>) -> Self {
+        self.region = region.filter(|r| !r.is_empty());
+        self
+    }
+
+    /// The AWS credentials Bedrock requests are signed with (SigV4). Without them a Bedrock
+    /// provider needs an API key ([`api_key`](Self::api_key)), sent as a bearer token.
+    pub fn aws_credentials(mut self, credentials: Option<AwsCredentials>) -> Self {
+        self.aws_credentials = credentials;
         self
     }
 
@@ -653,7 +714,27 @@ impl ProviderBuilder {
                 "provider `{name}`: `api_version` applies to kind = \"azure\" only"
             ));
         }
-        let trimmed = self.base_url.trim_end_matches('/');
+        if self.kind != ProviderKind::Bedrock
+            && (self.region.is_some() || self.aws_credentials.is_some())
+        {
+            return Err(format!(
+                "provider `{name}`: `region` and AWS credentials apply to kind = \"bedrock\" only"
+            ));
+        }
+        let bedrock_default;
+        let base_url = match (&self.kind, &self.region) {
+            (ProviderKind::Bedrock, None) => {
+                return Err(format!(
+                    "provider `{name}`: kind = \"bedrock\" needs a `region`"
+                ))
+            }
+            (ProviderKind::Bedrock, Some(region)) if self.base_url.is_empty() => {
+                bedrock_default = format!("https://bedrock-runtime.{region}.amazonaws.com");
+                &bedrock_default
+            }
+            _ => &self.base_url,
+        };
+        let trimmed = base_url.trim_end_matches('/');
         let (base, chat) = match self.kind {
             ProviderKind::OpenAi => (trimmed.to_owned(), format!("{trimmed}/chat/completions")),
             ProviderKind::Anthropic => {
@@ -682,6 +763,8 @@ impl ProviderBuilder {
                     format!("{root}/openai/v1/chat/completions"),
                 )
             }
+            // Each request names its model and method in the path.
+            ProviderKind::Bedrock => (trimmed.to_owned(), format!("{trimmed}/")),
         };
         if self.responses && !matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure) {
             return Err(format!(
@@ -732,6 +815,8 @@ impl ProviderBuilder {
                     ProviderKind::Gemini => {
                         (HeaderName::from_static("x-goog-api-key"), key.clone())
                     }
+                    // A Bedrock API key.
+                    ProviderKind::Bedrock => (AUTHORIZATION, format!("Bearer {key}")),
                 };
                 let mut v = HeaderValue::try_from(value).map_err(|_| {
                     format!(
@@ -765,7 +850,32 @@ impl ProviderBuilder {
                 "provider `{name}`: timeouts must be greater than zero"
             ));
         }
+        let signer = match (&self.kind, &self.region, &self.aws_credentials, &self.api_key) {
+            (ProviderKind::Bedrock, Some(region), Some(c), None) => {
+                if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
+                    return Err(format!(
+                        "provider `{name}`: the AWS access key id and secret access key must not be empty"
+                    ));
+                }
+                Some(bedrock::Signer::new(region, c))
+            }
+            (ProviderKind::Bedrock, _, Some(_), Some(_)) => {
+                return Err(format!(
+                    "provider `{name}`: give AWS credentials or a Bedrock API key, not both"
+                ))
+            }
+            (ProviderKind::Bedrock, _, None, None) => {
+                return Err(format!(
+                    "provider `{name}`: kind = \"bedrock\" needs AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or a Bedrock API key (`api_key_env`)"
+                ))
+            }
+            _ => None,
+        };
         let mut secrets: Vec<String> = self.api_key.iter().cloned().collect();
+        if let Some(c) = &self.aws_credentials {
+            secrets.push(c.secret_access_key.clone());
+            secrets.extend(c.session_token.iter().cloned());
+        }
         secrets.extend(
             self.headers
                 .iter()
@@ -786,7 +896,7 @@ impl ProviderBuilder {
             secrets: Secrets::new(secrets),
             name: Arc::from(name),
             kind: self.kind,
-            base_url: self.base_url,
+            base_url: base_url.clone(),
             base,
             chat_uri,
             responses_uri,
@@ -799,6 +909,7 @@ impl ProviderBuilder {
                 .requests_per_minute
                 .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n))),
             requests_per_minute: self.requests_per_minute,
+            signer,
         })
     }
 }

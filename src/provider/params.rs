@@ -124,7 +124,8 @@ impl ProviderKind {
     pub fn parameters(self) -> &'static [&'static str] {
         match self {
             ProviderKind::OpenAi | ProviderKind::Azure => OPENAI,
-            ProviderKind::Anthropic => ANTHROPIC,
+            // Converse words Anthropic's Messages: the same parameters.
+            ProviderKind::Anthropic | ProviderKind::Bedrock => ANTHROPIC,
             ProviderKind::Gemini => GEMINI,
         }
     }

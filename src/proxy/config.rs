@@ -13,7 +13,7 @@ use crate::facts::{Hedge, Pricing};
 use crate::fallback::{FallbackLayer, FallbackPolicy};
 use crate::health::HealthPolicy;
 use crate::model_rewrite::{Catalog, DataCollection, Endpoint, Model, ModelInfo};
-use crate::provider::{Provider, ProviderKind, Timeouts};
+use crate::provider::{AwsCredentials, Provider, ProviderKind, Timeouts};
 use crate::state::StateDb;
 use crate::stream_normalize::StreamUsage;
 
@@ -433,9 +433,11 @@ fn default_listen() -> SocketAddr {
 pub struct ProviderConfig {
     /// The name used in `<provider>/<model>`, endpoints and `provider.order`.
     pub name: String,
-    /// `openai` (any OpenAI-compatible host), `anthropic`, `gemini` or `azure`.
+    /// `openai` (any OpenAI-compatible host), `anthropic`, `gemini`, `azure` or `bedrock`.
     pub kind: String,
-    /// Base URL, as the provider's official SDK has it.
+    /// Base URL, as the provider's official SDK has it (required, but for `bedrock`, whose
+    /// default follows from `region`).
+    #[serde(default)]
     pub base_url: String,
     /// Environment variable holding the key.
     #[serde(default)]
@@ -466,6 +468,18 @@ pub struct ProviderConfig {
     /// `/v1/responses` are served natively there.
     #[serde(default)]
     pub responses: bool,
+    /// The AWS region (kind `bedrock`, required).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The variable holding the AWS access key id (default `AWS_ACCESS_KEY_ID`).
+    #[serde(default)]
+    pub aws_access_key_id_env: Option<String>,
+    /// The variable holding the AWS secret access key (default `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub aws_secret_access_key_env: Option<String>,
+    /// The variable holding the AWS session token (default `AWS_SESSION_TOKEN`).
+    #[serde(default)]
+    pub aws_session_token_env: Option<String>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -484,6 +498,10 @@ impl std::fmt::Debug for ProviderConfig {
             .field("requests_per_minute", &self.requests_per_minute)
             .field("api_version", &self.api_version)
             .field("responses", &self.responses)
+            .field("region", &self.region)
+            .field("aws_access_key_id_env", &self.aws_access_key_id_env)
+            .field("aws_secret_access_key_env", &self.aws_secret_access_key_env)
+            .field("aws_session_token_env", &self.aws_session_token_env)
             .finish()
     }
 }
@@ -1027,6 +1045,45 @@ impl ProviderConfig {
             requests_per_minute: None,
             api_version: None,
             responses: false,
+            region: None,
+            aws_access_key_id_env: None,
+            aws_secret_access_key_env: None,
+            aws_session_token_env: None,
+        }
+    }
+
+    /// A Bedrock provider's AWS credentials from the environment (`None` when it has an API
+    /// key instead).
+    fn aws_credentials(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        has_key: bool,
+    ) -> Result<Option<AwsCredentials>, ConfigError> {
+        let name = &self.name;
+        let var = |set: &Option<String>, default: &'static str| {
+            let var = set.as_deref().unwrap_or(default);
+            (var.to_owned(), env(var).filter(|v| !v.is_empty()))
+        };
+        let (id_var, id) = var(&self.aws_access_key_id_env, "AWS_ACCESS_KEY_ID");
+        let (secret_var, secret) = var(&self.aws_secret_access_key_env, "AWS_SECRET_ACCESS_KEY");
+        let (_, token) = var(&self.aws_session_token_env, "AWS_SESSION_TOKEN");
+        match (id, secret) {
+            // The API key wins when the environment holds both (as the AWS SDKs' bearer auth).
+            _ if has_key => Ok(None),
+            (Some(access_key_id), Some(secret_access_key)) => Ok(Some(AwsCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token: token,
+            })),
+            (None, None) => Err(ConfigError(format!(
+                "provider `{name}`: no AWS credentials: set `{id_var}` and `{secret_var}`, or a Bedrock API key with `api_key_env`"
+            ))),
+            (Some(_), None) => Err(ConfigError(format!(
+                "provider `{name}`: `{id_var}` is set but `{secret_var}` is not"
+            ))),
+            (None, Some(_)) => Err(ConfigError(format!(
+                "provider `{name}`: `{secret_var}` is set but `{id_var}` is not"
+            ))),
         }
     }
 
@@ -1061,9 +1118,29 @@ impl ProviderConfig {
             first_byte: ms(self.first_byte_timeout_ms, d.first_byte),
             idle: ms(self.idle_timeout_ms, d.idle),
         };
+        if self.base_url.is_empty() && kind != ProviderKind::Bedrock {
+            return Err(ConfigError(format!(
+                "provider `{name}`: `base_url` is required"
+            )));
+        }
+        let aws = if kind == ProviderKind::Bedrock {
+            self.aws_credentials(env, key.is_some())?
+        } else {
+            let set = self.aws_access_key_id_env.is_some()
+                || self.aws_secret_access_key_env.is_some()
+                || self.aws_session_token_env.is_some();
+            if set {
+                return Err(ConfigError(format!(
+                    "provider `{name}`: the `aws_*_env` keys apply to kind = \"bedrock\" only"
+                )));
+            }
+            None
+        };
         let mut b = Provider::builder(name.clone(), kind, self.base_url.clone())
             .api_key(key)
             .api_version(self.api_version.clone())
+            .region(self.region.clone())
+            .aws_credentials(aws)
             .responses(self.responses)
             .timeouts(timeouts);
         if let Some(rpm) = self.requests_per_minute {
@@ -1189,6 +1266,64 @@ key = "sk-mg-client-secret-4"
     }
 
     #[test]
+    fn bedrock_takes_its_region_and_credentials_from_the_environment() {
+        let build = |toml: &str, vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            Config::from_toml(&format!(
+                "[[providers]]\nname = \"b\"\nkind = \"bedrock\"\n{toml}"
+            ))
+            .and_then(|c| c.catalog(&env).map(|_| ()))
+            .map_err(|e| e.0)
+        };
+        let aws = [
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cret"),
+        ];
+        assert_eq!(build("region = \"us-east-1\"", &aws), Ok(()));
+        assert!(build("", &aws).unwrap_err().contains("needs a `region`"));
+        let err = build("region = \"us-east-1\"", &[]).unwrap_err();
+        assert!(
+            err.contains("AWS_ACCESS_KEY_ID") && err.contains("api_key_env"),
+            "{err}"
+        );
+        assert!(build("region = \"eu-west-1\"", &aws[..1])
+            .unwrap_err()
+            .contains("AWS_SECRET_ACCESS_KEY"));
+        // Names overridden; a session token; or a Bedrock API key alone.
+        assert_eq!(
+            build(
+                "region = \"eu-west-1\"\naws_access_key_id_env = \"K\"\naws_secret_access_key_env = \"S\"",
+                &[("K", "AKID"), ("S", "x"), ("AWS_SESSION_TOKEN", "tok")]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            build(
+                "region = \"eu-west-1\"\napi_key_env = \"AWS_BEARER_TOKEN_BEDROCK\"",
+                &[("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")]
+            ),
+            Ok(())
+        );
+        assert!(build("region = \"x\"", &aws).is_ok());
+        let err = Config::from_toml(
+            "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"https://x\"\nregion = \"us-east-1\"",
+        )
+        .and_then(|c| c.catalog(&no_env).map(|_| ()))
+        .unwrap_err()
+        .0;
+        assert!(err.contains("bedrock"), "{err}");
+        let err = Config::from_toml("[[providers]]\nname = \"o\"\nkind = \"openai\"")
+            .and_then(|c| c.catalog(&no_env).map(|_| ()))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("`base_url` is required"), "{err}");
+    }
+
+    #[test]
     fn later_sections_and_mistakes_are_refused_clearly() {
         let err = |toml: &str| {
             Config::from_toml(toml)
@@ -1198,7 +1333,7 @@ key = "sk-mg-client-secret-4"
         };
         assert!(err("lisen = \"127.0.0.1:1\"").contains("unknown field"));
         assert!(
-            err("[[providers]]\nname = \"a\"\nkind = \"bedrock\"\nbase_url = \"https://x\"")
+            err("[[providers]]\nname = \"a\"\nkind = \"vertexx\"\nbase_url = \"https://x\"")
                 .contains("unknown provider kind")
         );
         assert!(

@@ -26,6 +26,8 @@
 //! assert_eq!(events[1].data, "x\ny");
 //! ```
 
+pub mod event_stream;
+
 use std::collections::VecDeque;
 
 use bytes::{BufMut, BytesMut};

@@ -13,6 +13,7 @@ use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::facts::{StreamEnd, UsageSlot};
 use crate::future::later;
+use crate::sse::event_stream::EventStreamDecoder;
 use crate::sse::{self, SseDecoder};
 use crate::Error;
 
@@ -79,6 +80,62 @@ where
     }
 }
 
+/// How an upstream stream is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Server-sent events (every provider but Bedrock).
+    #[default]
+    Sse,
+    /// AWS event-stream frames (Bedrock's ConverseStream).
+    EventStream,
+}
+
+/// The decoder of one framing: both give [`SseEvent`](crate::sse::SseEvent)s.
+#[derive(Debug)]
+enum Decoder {
+    Sse(SseDecoder),
+    EventStream(EventStreamDecoder),
+}
+
+impl Decoder {
+    fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            Decoder::Sse(d) => d.feed(bytes),
+            Decoder::EventStream(d) => d.feed(bytes),
+        }
+    }
+
+    fn next_event(&mut self) -> Option<crate::sse::SseEvent> {
+        match self {
+            Decoder::Sse(d) => d.next_event(),
+            Decoder::EventStream(d) => d.next_event(),
+        }
+    }
+
+    fn recycle(&mut self, ev: crate::sse::SseEvent) {
+        if let Decoder::Sse(d) = self {
+            d.recycle(ev);
+        }
+    }
+
+    /// The stream's end: an SSE event without its blank line is dispatched.
+    fn finish(&mut self) {
+        if let Decoder::Sse(d) = self {
+            d.finish();
+        }
+    }
+
+    /// Why nothing more can be decoded: an event past the limit, a corrupt frame.
+    fn fault(&self) -> Option<String> {
+        match self {
+            Decoder::Sse(d) => d.too_large().map(|limit| {
+                format!("the provider sent a stream event larger than the limit of {limit} bytes")
+            }),
+            Decoder::EventStream(d) => d.fault().map(str::to_owned),
+        }
+    }
+}
+
 /// An upstream SSE body turned into the gateway's stream: decoded, normalised and re-encoded;
 /// events the upstream has ready together leave in one frame (nothing waits for more);
 /// `: keepalive` comments from the provider's `200` until its first event.
@@ -90,7 +147,7 @@ pub struct SseStream<B> {
     #[pin]
     keepalive: Option<Sleep>,
     keepalive_interval: Duration,
-    decoder: SseDecoder,
+    decoder: Decoder,
     state: Translator,
     out: BytesMut,
     done: bool,
@@ -140,7 +197,7 @@ impl<B> SseStream<B> {
             upstream,
             keepalive: keepalive_interval.map(tokio::time::sleep),
             keepalive_interval: keepalive_interval.unwrap_or_default(),
-            decoder: SseDecoder::new(),
+            decoder: Decoder::Sse(SseDecoder::new()),
             state,
             out: BytesMut::new(),
             done: false,
@@ -148,6 +205,15 @@ impl<B> SseStream<B> {
             events: 0,
             first_event_at: None,
         }
+    }
+
+    /// Reads the upstream in this framing (default: SSE).
+    pub(crate) fn framing(mut self, framing: Framing) -> Self {
+        self.decoder = match framing {
+            Framing::Sse => Decoder::Sse(SseDecoder::new()),
+            Framing::EventStream => Decoder::EventStream(EventStreamDecoder::new()),
+        };
+        self
     }
 
     /// Reports the stream's usage to `slot` when the stream ends or is dropped.
@@ -195,13 +261,10 @@ where
                         }
                         this.decoder.recycle(ev);
                     }
-                    if let Some(limit) = this.decoder.too_large() {
+                    if let Some(why) = this.decoder.fault() {
                         if !this.state.is_finished() {
-                            let err = Error::bad_gateway(
-                                format!("the provider sent a stream event larger than the limit of {limit} bytes"),
-                                ErrorSource::Upstream,
-                                Retry::Retryable,
-                            );
+                            let err =
+                                Error::bad_gateway(why, ErrorSource::Upstream, Retry::Retryable);
                             this.state.on_error(err, this.out);
                         }
                     }

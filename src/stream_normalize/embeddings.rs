@@ -24,11 +24,18 @@ pub(super) fn render(
         return Err(error_in_answer(ctx, bytes));
     }
     let mut answer = match kind {
-        ProviderKind::Gemini => {
-            let vectors = crate::provider::gemini::embeddings::vectors(bytes).map_err(garbage)?;
+        ProviderKind::Gemini | ProviderKind::Bedrock => {
+            let (vectors, tokens) = match kind {
+                ProviderKind::Gemini => (
+                    crate::provider::gemini::embeddings::vectors(bytes).map_err(garbage)?,
+                    None,
+                ),
+                _ => crate::provider::bedrock::embeddings::vectors(bytes).map_err(garbage)?,
+            };
             let format = e.format();
             let vectors = vectors.iter().map(|v| encode_vector(v, format)).collect();
-            EmbeddingsAnswer::new(vectors, "", usage(e.input().estimated_tokens()))?
+            let tokens = tokens.unwrap_or_else(|| e.input().estimated_tokens());
+            EmbeddingsAnswer::new(vectors, "", usage(tokens))?
         }
         _ => serde_json::from_slice::<EmbeddingsAnswer>(bytes).map_err(|err| {
             garbage(format!(

@@ -34,6 +34,7 @@
 //! ```
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod embeddings;
 mod gemini;
@@ -57,7 +58,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::anthropic::AnthropicStream;
-pub use self::body::{ResponseBody, SseStream};
+pub use self::bedrock::BedrockStream;
+pub use self::body::{Framing, ResponseBody, SseStream};
 pub use self::gemini::GeminiStream;
 pub use self::native::NativeStream;
 pub use self::native_responses::NativeResponsesStream;
@@ -132,6 +134,8 @@ pub enum Translator {
     Anthropic(AnthropicStream),
     /// Gemini `GenerateContentResponse` events.
     Gemini(GeminiStream),
+    /// Bedrock ConverseStream events.
+    Bedrock(BedrockStream),
     /// Anthropic's own events, passed on to a client of the Messages API.
     Native(NativeStream),
     /// OpenAI's own Responses events, passed on to a client of the Responses API.
@@ -144,6 +148,7 @@ impl Translator {
         match kind {
             ProviderKind::Anthropic => Translator::Anthropic(AnthropicStream::new(ctx)),
             ProviderKind::Gemini => Translator::Gemini(GeminiStream::new(ctx)),
+            ProviderKind::Bedrock => Translator::Bedrock(BedrockStream::new(ctx)),
             _ => Translator::OpenAi(OpenAiStream::new(ctx)),
         }
     }
@@ -154,6 +159,7 @@ impl Translator {
             Translator::OpenAi(s) => s.on_event(ev, out),
             Translator::Anthropic(s) => s.on_event(ev, out),
             Translator::Gemini(s) => s.on_event(ev, out),
+            Translator::Bedrock(s) => s.on_event(ev, out),
             Translator::Native(s) => s.on_event(ev, out),
             Translator::NativeResponses(s) => s.on_event(ev, out),
         }
@@ -167,6 +173,7 @@ impl Translator {
             Translator::OpenAi(s) => s.read_every_chunk_in_full(),
             Translator::Anthropic(s) => s.stage.read_every_chunk_in_full(),
             Translator::Gemini(s) => s.stage.read_every_chunk_in_full(),
+            Translator::Bedrock(s) => s.inner().stage.read_every_chunk_in_full(),
             Translator::Native(_) | Translator::NativeResponses(_) => {}
         }
     }
@@ -177,6 +184,7 @@ impl Translator {
             Translator::OpenAi(s) => s.on_end(out),
             Translator::Anthropic(s) => s.on_end(out),
             Translator::Gemini(s) => s.on_end(out),
+            Translator::Bedrock(s) => s.on_end(out),
             Translator::Native(s) => s.on_end(out),
             Translator::NativeResponses(s) => s.on_end(out),
         }
@@ -188,6 +196,7 @@ impl Translator {
             Translator::OpenAi(s) => s.on_error(err, out),
             Translator::Anthropic(s) => s.on_error(err, out),
             Translator::Gemini(s) => s.on_error(err, out),
+            Translator::Bedrock(s) => s.on_error(err, out),
             Translator::Native(s) => s.on_error(err, out),
             Translator::NativeResponses(s) => s.on_error(err, out),
         }
@@ -199,6 +208,7 @@ impl Translator {
             Translator::OpenAi(s) => s.is_finished(),
             Translator::Anthropic(s) => s.is_finished(),
             Translator::Gemini(s) => s.is_finished(),
+            Translator::Bedrock(s) => s.is_finished(),
             Translator::Native(s) => s.is_finished(),
             Translator::NativeResponses(s) => s.is_finished(),
         }
@@ -210,6 +220,7 @@ impl Translator {
             Translator::OpenAi(s) => s.usage(),
             Translator::Anthropic(s) => s.usage(),
             Translator::Gemini(s) => s.usage(),
+            Translator::Bedrock(s) => s.usage(),
             Translator::Native(s) => s.usage(),
             Translator::NativeResponses(s) => s.usage(),
         }
@@ -221,6 +232,7 @@ impl Translator {
             Translator::OpenAi(s) => s.error(),
             Translator::Anthropic(s) => s.error(),
             Translator::Gemini(s) => s.error(),
+            Translator::Bedrock(s) => s.error(),
             Translator::Native(s) => s.error(),
             Translator::NativeResponses(s) => s.error(),
         }
@@ -232,6 +244,7 @@ impl Translator {
             Translator::OpenAi(s) => s.finish_reason(),
             Translator::Anthropic(s) => s.finish_reason(),
             Translator::Gemini(s) => s.finish_reason(),
+            Translator::Bedrock(s) => s.finish_reason(),
             Translator::Native(s) => s.finish_reason(),
             Translator::NativeResponses(s) => s.finish_reason(),
         }
@@ -396,16 +409,23 @@ where
                     &ctx.secrets,
                 ));
             }
-            let is_sse = parts
+            let content_type = parts
                 .headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
+                .unwrap_or_default();
+            let framing = if content_type.starts_with("text/event-stream") {
+                Some(Framing::Sse)
+            } else if content_type.starts_with(crate::provider::bedrock::EVENT_STREAM) {
+                Some(Framing::EventStream)
+            } else {
+                None
+            };
             let kind = provider.kind();
             if native.is_some() {
                 parts.extensions.insert(NativeAnswer);
             }
-            if streaming && is_sse {
+            if let (true, Some(framing)) = (streaming, framing) {
                 let state = match native {
                     Some(NativeApi::AnthropicMessages) => {
                         Translator::Native(NativeStream::new(ctx))
@@ -415,7 +435,9 @@ where
                 };
                 let mut out = Response::new(ResponseBody::Stream {
                     stream: Box::pin(
-                        SseStream::new(body, state, config.keepalive).usage_slot(slot),
+                        SseStream::new(body, state, config.keepalive)
+                            .framing(framing)
+                            .usage_slot(slot),
                     ),
                 });
                 std::mem::swap(out.extensions_mut(), &mut parts.extensions);
@@ -487,7 +509,7 @@ where
                 return Ok(out);
             }
             let (json, usage, finish_reason) = match kind {
-                ProviderKind::Anthropic | ProviderKind::Gemini => {
+                ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock => {
                     let mut c = parse_completion(&bytes, &ctx, kind)?;
                     if let Some(p) = ctx.pricing {
                         c.usage = c.usage.take().map(|u| p.price(u));
@@ -615,7 +637,10 @@ fn parse_completion(
     kind: ProviderKind,
 ) -> Result<ChatCompletion, Error> {
     let garbage = |why: String| unusable_answer(ctx, bytes, why);
-    if matches!(kind, ProviderKind::Anthropic | ProviderKind::Gemini) {
+    if matches!(
+        kind,
+        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Bedrock
+    ) {
         let v: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| garbage(format!("the provider answered with malformed JSON ({e})")))?;
         if v.get("error").is_some_and(|e| e.is_object()) {
@@ -623,6 +648,7 @@ fn parse_completion(
         }
         let translated = match kind {
             ProviderKind::Anthropic => crate::provider::anthropic::completion(&v),
+            ProviderKind::Bedrock => crate::provider::bedrock::completion(&v),
             _ => crate::provider::gemini::completion(&v),
         };
         return translated.map_err(garbage);

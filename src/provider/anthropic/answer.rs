@@ -15,7 +15,8 @@ pub(crate) fn finish_reason(stop: &str) -> &'static str {
     match stop {
         "max_tokens" | "model_context_window_exceeded" => "length",
         "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
+        // Bedrock's Converse adds its guardrails' and filters' stops.
+        "refusal" | "guardrail_intervened" | "content_filtered" => "content_filter",
         _ => "stop",
     }
 }
