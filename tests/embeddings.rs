@@ -1,6 +1,6 @@
 //! `POST /v1/embeddings` through the whole proxy: passed on to an OpenAI-kind provider,
-//! translated for a Gemini-kind one, refused by an Anthropic-kind one (and served by the next
-//! endpoint), with fallback, records and cost as on chat.
+//! translated for Gemini- and Bedrock-kind ones, refused by an Anthropic-kind one (and served
+//! by the next endpoint), with fallback, records and cost as on chat.
 
 mod support;
 
@@ -13,7 +13,27 @@ use support::*;
 
 const KEY: &str = "sk-client-secret-do-not-forward";
 
-async fn gateway(oai: &FakeProvider, gem: &FakeProvider, anth: &FakeProvider) -> Gateway {
+/// An OpenAI-, a Gemini-, an Anthropic- and a Bedrock-kind fake.
+struct Fakes {
+    oai: FakeProvider,
+    gem: FakeProvider,
+    anth: FakeProvider,
+    bedrock: FakeProvider,
+}
+
+impl Fakes {
+    async fn start() -> Self {
+        Fakes {
+            oai: FakeProvider::start(openai_embeddings).await,
+            gem: FakeProvider::start(gemini_embeddings).await,
+            anth: FakeProvider::start(standard_anthropic).await,
+            bedrock: FakeProvider::start(fake_bedrock).await,
+        }
+    }
+}
+
+async fn gateway(f: &Fakes) -> Gateway {
+    let (oai, gem, anth, bedrock) = (&f.oai, &f.gem, &f.anth, &f.bedrock);
     let toml = format!(
         r#"
 [[keys]]
@@ -40,6 +60,19 @@ name = "anth"
 kind = "anthropic"
 base_url = "{}"
 api_key = "{PROVIDER_KEY}"
+
+[[providers]]
+name = "bedrock"
+kind = "bedrock"
+region = "{AWS_REGION}"
+base_url = "http://{}"
+
+[[models]]
+id = "cohere/embed-english"
+[[models.endpoints]]
+provider = "bedrock"
+model = "cohere.embed-english-v3"
+prompt_price = 0.1
 
 [[models]]
 id = "openai/text-embedding-3-small"
@@ -70,9 +103,17 @@ prompt_price = 0.15
 "#,
         oai.base_url(),
         gem.addr,
-        anth.base_url()
+        anth.base_url(),
+        bedrock.addr
     );
-    Gateway::start(&toml).await
+    Gateway::start_with_env(
+        &toml,
+        &[
+            ("AWS_ACCESS_KEY_ID", AWS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+        ],
+    )
+    .await
 }
 
 async fn embed(gw: &Gateway, path: &str, body: Value) -> Answer {
@@ -99,12 +140,8 @@ fn floats(b64: &str) -> Vec<f32> {
 
 #[tokio::test]
 async fn an_openai_kind_provider_gets_the_body_as_it_came_and_the_answer_is_priced() {
-    let (oai, gem, anth) = (
-        FakeProvider::start(openai_embeddings).await,
-        FakeProvider::start(gemini_embeddings).await,
-        FakeProvider::start(standard_anthropic).await,
-    );
-    let gw = gateway(&oai, &gem, &anth).await;
+    let f = Fakes::start().await;
+    let gw = gateway(&f).await;
     let a = embed(
         &gw,
         "/v1/embeddings",
@@ -126,7 +163,7 @@ async fn an_openai_kind_provider_gets_the_body_as_it_came_and_the_answer_is_pric
     assert!((cost - 8.0 * 0.02 / 1e6).abs() < 1e-15, "{cost}");
     // Upstream: OpenAI's fields with the upstream model; not the gateway's own, nor a field
     // the endpoint does not declare.
-    let sent = oai.last();
+    let sent = f.oai.last();
     assert_eq!(sent.path, "/v1/embeddings");
     assert_eq!(
         sent.body,
@@ -159,12 +196,8 @@ async fn an_openai_kind_provider_gets_the_body_as_it_came_and_the_answer_is_pric
 
 #[tokio::test]
 async fn a_gemini_kind_provider_is_asked_with_batch_embed_contents() {
-    let (oai, gem, anth) = (
-        FakeProvider::start(openai_embeddings).await,
-        FakeProvider::start(gemini_embeddings).await,
-        FakeProvider::start(standard_anthropic).await,
-    );
-    let gw = gateway(&oai, &gem, &anth).await;
+    let f = Fakes::start().await;
+    let gw = gateway(&f).await;
     let a = embed(
         &gw,
         "/embeddings",
@@ -172,7 +205,7 @@ async fn a_gemini_kind_provider_is_asked_with_batch_embed_contents() {
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let sent = gem.last();
+    let sent = f.gem.last();
     assert_eq!(
         sent.path,
         "/v1beta/models/gemini-embedding-001:batchEmbedContents"
@@ -212,12 +245,8 @@ async fn a_gemini_kind_provider_is_asked_with_batch_embed_contents() {
 
 #[tokio::test]
 async fn fallback_walks_past_a_kind_without_embeddings_and_a_failing_endpoint() {
-    let (oai, gem, anth) = (
-        FakeProvider::start(openai_embeddings).await,
-        FakeProvider::start(gemini_embeddings).await,
-        FakeProvider::start(standard_anthropic).await,
-    );
-    let gw = gateway(&oai, &gem, &anth).await;
+    let f = Fakes::start().await;
+    let gw = gateway(&f).await;
     let a = embed(
         &gw,
         "/v1/embeddings",
@@ -227,12 +256,12 @@ async fn fallback_walks_past_a_kind_without_embeddings_and_a_failing_endpoint() 
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["model"], "flaky/embed");
     assert_eq!(
-        anth.count(),
+        f.anth.count(),
         0,
         "nothing is sent to a kind without embeddings"
     );
-    assert_eq!(oai.count(), 1);
-    assert_eq!(gem.count(), 1);
+    assert_eq!(f.oai.count(), 1);
+    assert_eq!(f.gem.count(), 1);
     let g = generation(&gw, a.headers["x-generation-id"].to_str().unwrap()).await;
     assert_eq!(g["provider_name"], "google");
     assert_eq!(
@@ -244,12 +273,8 @@ async fn fallback_walks_past_a_kind_without_embeddings_and_a_failing_endpoint() 
 
 #[tokio::test]
 async fn bad_requests_name_the_field_in_openais_envelope() {
-    let (oai, gem, anth) = (
-        FakeProvider::start(openai_embeddings).await,
-        FakeProvider::start(gemini_embeddings).await,
-        FakeProvider::start(standard_anthropic).await,
-    );
-    let gw = gateway(&oai, &gem, &anth).await;
+    let f = Fakes::start().await;
+    let gw = gateway(&f).await;
     for (body, param) in [
         (
             json!({"model": "openai/text-embedding-3-small"}),
@@ -289,7 +314,7 @@ async fn bad_requests_name_the_field_in_openais_envelope() {
         )))
         .unwrap();
     assert_eq!(send(&client(), req).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(oai.count(), 0);
+    assert_eq!(f.oai.count(), 0);
 }
 
 /// The official `openai` Python SDK (`MODELGATE_PYTHON`, installed by `scripts/test.sh`):
@@ -299,12 +324,8 @@ async fn official_openai_python_sdk_embeddings() {
     let Some(python) = installed("MODELGATE_PYTHON", "the openai SDK") else {
         return;
     };
-    let (oai, gem, anth) = (
-        FakeProvider::start(openai_embeddings).await,
-        FakeProvider::start(gemini_embeddings).await,
-        FakeProvider::start(standard_anthropic).await,
-    );
-    let gw = gateway(&oai, &gem, &anth).await;
+    let f = Fakes::start().await;
+    let gw = gateway(&f).await;
     run_sdk_script(
         &python,
         "openai_embeddings.py",
@@ -312,7 +333,8 @@ async fn official_openai_python_sdk_embeddings() {
     )
     .await;
     // The SDK's default asked the provider for base64 too.
-    assert!(oai
+    assert!(f
+        .oai
         .received()
         .iter()
         .any(|r| r.body["encoding_format"] == "base64"));

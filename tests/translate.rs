@@ -1,6 +1,7 @@
 //! Golden tests of the Anthropic and Gemini stream translators against the wire fixtures: the
 //! upstream stream, fed whole and split at every byte boundary, must give the expected OpenAI
-//! stream event by event.
+//! stream event by event. Bedrock's ConverseStream fixtures, framed as event-stream frames,
+//! must give what the Anthropic fixtures they word give.
 //!
 //! The expected files use the upstream id and model, a fixed `created` and no
 //! `native_finish_reason`; the gateway writes its own `gen-…` id, the public model, the
@@ -11,6 +12,7 @@
 use bytes::BytesMut;
 use modelgate::facts::GenerationId;
 use modelgate::provider::ProviderKind;
+use modelgate::sse::event_stream::{event_frame, exception_frame, EventStreamDecoder};
 use modelgate::sse::SseDecoder;
 use modelgate::stream_normalize::{StreamContext, Translator};
 use serde_json::Value;
@@ -172,6 +174,137 @@ fn golden(kind: ProviderKind, stem: &str) {
             .collect(),
     );
     assert_eq!(again, got, "{stem}: byte by byte");
+}
+
+/// A Bedrock fixture (`{"event": …, "payload": …}` lines) as the event-stream bytes Bedrock
+/// sends.
+fn converse_stream(stem: &str) -> Vec<u8> {
+    fixture(&format!("bedrock/{stem}.jsonl"))
+        .lines()
+        .flat_map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            event_frame(
+                v["event"].as_str().unwrap(),
+                v["payload"].to_string().as_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Feeds event-stream `pieces` through a fresh Bedrock translator; returns the raw output.
+fn run_bedrock<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> (String, String) {
+    let ctx = ctx();
+    let id = ctx.id.as_str().to_owned();
+    let mut t = Translator::new(ProviderKind::Bedrock, ctx);
+    let mut dec = EventStreamDecoder::new();
+    let mut out = BytesMut::new();
+    for p in pieces {
+        dec.feed(p);
+        while let Some(ev) = dec.next_event() {
+            t.on_event(&ev, &mut out);
+        }
+    }
+    dec.finish();
+    assert_eq!(dec.fault(), None);
+    t.on_end(&mut out);
+    (String::from_utf8(out.to_vec()).unwrap(), id)
+}
+
+/// A Converse stream gives the client what the Anthropic stream it words gives, whole and split
+/// at every byte.
+fn bedrock_golden(stem: &str, anthropic_stem: &str) {
+    let shape = |(out, id): (String, String)| -> Vec<Value> {
+        events(&out)
+            .iter()
+            .map(|e| normalise(e, Some(&id)))
+            .collect()
+    };
+    let anthropic = fixture(&format!("anthropic/{anthropic_stem}.sse"));
+    let expected = shape(run(ProviderKind::Anthropic, [anthropic.as_bytes()]));
+    let bytes = converse_stream(stem);
+    let got = shape(run_bedrock([&bytes[..]]));
+    assert_eq!(got, expected, "{stem}");
+    for cut in 1..bytes.len() {
+        let again = shape(run_bedrock([&bytes[..cut], &bytes[cut..]]));
+        assert_eq!(again, got, "{stem}: split at byte {cut}");
+    }
+    assert_eq!(
+        shape(run_bedrock(bytes.chunks(1))),
+        got,
+        "{stem}: byte by byte"
+    );
+}
+
+#[test]
+fn bedrock_tool_calls_as_the_anthropic_stream_they_word() {
+    bedrock_golden("converse_tool", "anthropic_tool");
+}
+
+#[test]
+fn bedrock_reasoning_and_its_signature_as_the_anthropic_stream_they_word() {
+    bedrock_golden("converse_thinking", "anthropic_thinking");
+}
+
+#[test]
+fn bedrock_exception_frames_and_cuts_are_the_one_error_event() {
+    let mut bytes = converse_stream("converse_text");
+    // An exception in the middle: what came before, then the error.
+    let mut with_exception = bytes[..0].to_vec();
+    for line in fixture("bedrock/converse_text.jsonl").lines().take(2) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        with_exception.extend(event_frame(
+            v["event"].as_str().unwrap(),
+            v["payload"].to_string().as_bytes(),
+        ));
+    }
+    with_exception.extend(exception_frame(
+        "modelStreamErrorException",
+        "The model stopped",
+    ));
+    let (out, _) = run_bedrock([&with_exception[..]]);
+    let evs = events(&out);
+    let last: Value = serde_json::from_str(evs.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("The model stopped"),
+        "{out}"
+    );
+    assert!(out.contains("Tides come mostly"));
+    assert!(!out.contains("[DONE]"));
+    // Cut inside the last frame (after `messageStop`): the stream ends in an error, not a
+    // clean end.
+    bytes.truncate(bytes.len() - 10);
+    let (out, _) = run_bedrock_unchecked(&bytes);
+    assert!(out.contains("\"error\""), "{out}");
+    assert!(!out.contains("[DONE]"));
+}
+
+/// As [`run_bedrock`], whatever state the decoder ends in.
+fn run_bedrock_unchecked(bytes: &[u8]) -> (String, String) {
+    let ctx = ctx();
+    let id = ctx.id.as_str().to_owned();
+    let mut t = Translator::new(ProviderKind::Bedrock, ctx);
+    let mut dec = EventStreamDecoder::new();
+    let mut out = BytesMut::new();
+    dec.feed(bytes);
+    dec.finish();
+    while let Some(ev) = dec.next_event() {
+        t.on_event(&ev, &mut out);
+    }
+    match dec.fault() {
+        Some(why) => t.on_error(
+            modelgate::Error::bad_gateway(
+                why,
+                modelgate::error::ErrorSource::Transport,
+                modelgate::error::Retry::Retryable,
+            ),
+            &mut out,
+        ),
+        None => t.on_end(&mut out),
+    }
+    (String::from_utf8(out.to_vec()).unwrap(), id)
 }
 
 /// The chunks without OpenRouter's reasoning fields, which the expected streams (OpenAI's

@@ -23,10 +23,22 @@ pub fn upstream_error(
     secrets: &Secrets,
 ) -> Error {
     let parsed = parse_upstream_error(body);
+    // AWS names its error in a header (`ThrottlingException:http://…`); a model not ready
+    // comes as a 429 but is a service unavailable for now.
+    let aws = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split(':').next())
+        .filter(|t| !t.is_empty());
+    let upstream_status = match aws {
+        Some("ModelNotReadyException") => StatusCode::SERVICE_UNAVAILABLE,
+        _ => upstream_status,
+    };
     let status = client_status(upstream_status);
-    let kind: Cow<'static, str> = match &parsed.kind {
-        Some(k) => Cow::Owned(k.clone()),
-        None => Cow::Borrowed(default_kind(status)),
+    let kind: Cow<'static, str> = match (&parsed.kind, aws) {
+        (Some(k), _) => Cow::Owned(k.clone()),
+        (None, Some(t)) => Cow::Owned(snake_case(t)),
+        (None, None) => Cow::Borrowed(default_kind(status)),
     };
     let message = match parsed.message {
         Some(m) if !m.is_empty() => format!("{provider}: {}", scrub(&m, secrets)),
@@ -49,6 +61,22 @@ pub fn upstream_error(
         .with_param(parsed.param)
         .with_code(parsed.code)
         .with_retry_after(retry_after_from(headers).or(parsed.retry_delay))
+}
+
+/// `ThrottlingException` as `throttling_exception`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The status a client sees for a provider's error status.

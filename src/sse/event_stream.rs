@@ -11,8 +11,8 @@
 //!   (`{"message": …}`);
 //! - an `error` frame: `event` is its `:error-code`, `data` `{"message": <:error-message>}`.
 //!
-//! A corrupt frame (a CRC that does not match, a length out of bounds) or one larger than the
-//! limit stops the decoder: [`fault`](EventStreamDecoder::fault) says why, and the reader ends
+//! A corrupt frame (a CRC that does not match, a length out of bounds), one larger than the
+//! limit, or a stream that ends inside a frame stops the decoder: [`fault`](EventStreamDecoder::fault) says why, and the reader ends
 //! the stream with an error. The same events come out however the bytes are split.
 //!
 //! ```
@@ -118,6 +118,14 @@ impl EventStreamDecoder {
     /// The next complete event, if any.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         self.ready.pop_front()
+    }
+
+    /// Ends the stream: part of a frame left over means it was cut inside that frame, a
+    /// [`fault`](Self::fault).
+    pub fn finish(&mut self) {
+        if self.fault.is_none() && self.has_partial() {
+            self.stop("the provider's stream ended inside a frame".into());
+        }
     }
 
     /// True when part of a frame is buffered.

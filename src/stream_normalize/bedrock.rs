@@ -202,10 +202,7 @@ impl BedrockStream {
             }
             // A block is closed once, and only one that was started.
             "contentBlockStop" if self.open.remove(&index).is_some() => {
-                self.anthropic_value(
-                    json!({"type": "content_block_stop", "index": index}),
-                    out,
-                );
+                self.anthropic_value(json!({"type": "content_block_stop", "index": index}), out);
             }
             "messageStop" => {
                 self.stop_reason = Some(v["stopReason"].as_str().unwrap_or("end_turn").to_owned());

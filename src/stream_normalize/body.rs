@@ -118,10 +118,12 @@ impl Decoder {
         }
     }
 
-    /// The stream's end: an SSE event without its blank line is dispatched.
+    /// The stream's end: an SSE event without its blank line is dispatched; part of a frame
+    /// left over is a fault.
     fn finish(&mut self) {
-        if let Decoder::Sse(d) = self {
-            d.finish();
+        match self {
+            Decoder::Sse(d) => d.finish(),
+            Decoder::EventStream(d) => d.finish(),
         }
     }
 
@@ -302,7 +304,14 @@ where
                     while let Some(ev) = this.decoder.next_event() {
                         this.state.on_event(&ev, this.out);
                     }
-                    this.state.on_end(this.out);
+                    match this.decoder.fault() {
+                        Some(why) if !this.state.is_finished() => {
+                            let err =
+                                Error::bad_gateway(why, ErrorSource::Transport, Retry::Retryable);
+                            this.state.on_error(err, this.out);
+                        }
+                        _ => this.state.on_end(this.out),
+                    }
                     *this.done = true;
                 }
                 Poll::Pending => {

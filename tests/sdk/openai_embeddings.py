@@ -2,7 +2,7 @@
 
 Usage: python openai_embeddings.py BASE_URL KEY   (BASE_URL like http://127.0.0.1:PORT/v1)
 
-The gateway sits in front of the tests' OpenAI-kind and Gemini-kind embeddings fakes
+The gateway sits in front of the tests' OpenAI-, Gemini- and Bedrock-kind embeddings fakes
 (tests/support, tests/embeddings.rs). Exits non-zero with a message on the first failed check.
 """
 
@@ -25,6 +25,8 @@ EXPECTED = {
     "openai/text-embedding-3-small": [[0.5, 1.5, 2.5], [10.5, 11.5, 12.5]],
     # The Gemini-kind fake: the same vector for every input.
     "google/gemini-embedding": [[0.25, 0.5, -1.0], [0.25, 0.5, -1.0]],
+    # The Bedrock-kind fake's Cohere model: input i -> [i, 0.5].
+    "cohere/embed-english": [[0.0, 0.5], [1.0, 0.5]],
 }
 
 for model, vectors in EXPECTED.items():

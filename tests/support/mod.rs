@@ -87,6 +87,9 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: serde_json::Value,
+    /// The body's bytes, as they came.
+    #[allow(dead_code)] // not every test binary reads them
+    pub raw: Bytes,
 }
 
 type Handler = Arc<dyn Fn(&Received) -> Script + Send + Sync>;
@@ -179,6 +182,7 @@ async fn answer(
             .to_owned(),
         headers: parts.headers,
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        raw: bytes,
     };
     let script = handler(&received);
     rec.lock().unwrap().push(received);
@@ -891,5 +895,233 @@ pub fn gemini_embeddings(received: &Received) -> Script {
     Script::json(
         200,
         serde_json::json!({ "embeddings": embeddings }).to_string(),
+    )
+}
+
+/// The AWS credentials of the tests' Bedrock fake.
+#[allow(dead_code)]
+pub const AWS_KEY_ID: &str = "AKIDMODELGATETEST0001";
+#[allow(dead_code)]
+pub const AWS_SECRET: &str = "test/Secret+Access/Key0123456789abcdefgh";
+#[allow(dead_code)]
+pub const AWS_REGION: &str = "us-west-2";
+/// The Bedrock API key the fake takes as a bearer token.
+#[allow(dead_code)]
+pub const BEDROCK_API_KEY: &str = "bedrock-api-key-for-tests-0123456789";
+
+/// Whether a request carries a valid SigV4 signature by [`AWS_KEY_ID`] / [`AWS_SECRET`] for
+/// Bedrock in [`AWS_REGION`]: the signature is computed again, at the request's own
+/// `x-amz-date`, over the headers it says it signed, the path as sent and the body's bytes.
+#[allow(dead_code)]
+pub fn sigv4_ok(r: &Received) -> bool {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(auth), Some(date), Some(host)) = (
+        header("authorization"),
+        header("x-amz-date"),
+        header("host"),
+    ) else {
+        return false;
+    };
+    let Some((head, sent)) = auth.rsplit_once(", Signature=") else {
+        return false;
+    };
+    let scope = format!(
+        "Credential={AWS_KEY_ID}/{}/{AWS_REGION}/bedrock/aws4_request",
+        &date[..8]
+    );
+    if !head.starts_with("AWS4-HMAC-SHA256 ") || !head.contains(&scope) {
+        return false;
+    }
+    let Some(signed) = head.split("SignedHeaders=").nth(1) else {
+        return false;
+    };
+    // `20261207T111300Z`.
+    let num = |r: std::ops::Range<usize>| date.get(r).and_then(|s| s.parse::<u32>().ok());
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
+        num(0..4),
+        num(4..6),
+        num(6..8),
+        num(9..11),
+        num(11..13),
+        num(13..15),
+    ) else {
+        return false;
+    };
+    let Ok(day) = time::Month::try_from(mo as u8)
+        .and_then(|m| time::Date::from_calendar_date(y as i32, m, d as u8))
+    else {
+        return false;
+    };
+    let Ok(at) = day.with_hms(h as u8, mi as u8, s as u8) else {
+        return false;
+    };
+    let at: std::time::SystemTime = at.assume_utc().into();
+    let headers: Vec<(&str, &str)> = signed
+        .split(';')
+        .filter(|h| !matches!(*h, "host" | "x-amz-date"))
+        .filter_map(|h| Some((h, header(h)?)))
+        .collect();
+    let identity =
+        aws_credential_types::Credentials::new(AWS_KEY_ID, AWS_SECRET, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(AWS_REGION)
+        .name("bedrock")
+        .time(at)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let uri = format!("http://{host}{}", r.path);
+    let Ok(req) = SignableRequest::new(
+        "POST",
+        uri.as_str(),
+        headers.into_iter(),
+        SignableBody::Bytes(&r.raw),
+    ) else {
+        return false;
+    };
+    sign(req, &params).is_ok_and(|out| out.signature() == sent)
+}
+
+/// The model a Bedrock request names in its path (`/model/{id}/{method}`), decoded.
+#[allow(dead_code)]
+pub fn bedrock_model(r: &Received) -> String {
+    let id = r.path.trim_start_matches("/model/");
+    let id = id.split('/').next().unwrap_or_default();
+    percent_decode(id)
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A Bedrock stream fixture (`tests/fixtures/bedrock/{stem}.jsonl`) as event-stream frames.
+#[allow(dead_code)]
+pub fn converse_frames(stem: &str) -> Vec<Bytes> {
+    String::from_utf8(fixture(&format!("bedrock/{stem}.jsonl")).to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            Bytes::from(modelgate::sse::event_stream::event_frame(
+                v["event"].as_str().unwrap(),
+                v["payload"].to_string().as_bytes(),
+            ))
+        })
+        .collect()
+}
+
+/// A Bedrock fake. Every request must be signed with the test credentials (or carry
+/// [`BEDROCK_API_KEY`]): otherwise a 403, as AWS answers. By model:
+/// `…throttled` 429 `ThrottlingException`; `…not-ready` 429 `ModelNotReadyException`;
+/// `…bad` 400 `ValidationException`; `…mid-exception` streams a delta, then a
+/// `modelStreamErrorException`; `…bytewise` streams the text fixture a byte a frame;
+/// `…titan…` and `…cohere…` answer `InvokeModel` embeddings; any other answers the text
+/// fixture (Converse JSON, or ConverseStream frames).
+#[allow(dead_code)]
+pub fn fake_bedrock(r: &Received) -> Script {
+    let bearer = r.headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {BEDROCK_API_KEY}"));
+    if !bearer && !sigv4_ok(r) {
+        return Script::json(
+            403,
+            r#"{"message":"The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."}"#,
+        )
+        .header("x-amzn-errortype", "InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/");
+    }
+    let model = bedrock_model(r);
+    let aws_error = |status: u16, kind: &str, message: &str| {
+        Script::json(
+            status,
+            serde_json::json!({ "message": message }).to_string(),
+        )
+        .header(
+            "x-amzn-errortype",
+            format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+        )
+    };
+    if model.ends_with("throttled") {
+        return aws_error(
+            429,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        );
+    }
+    if model.ends_with("not-ready") {
+        return aws_error(
+            429,
+            "ModelNotReadyException",
+            "The model is not ready to serve inference requests.",
+        );
+    }
+    if model.ends_with("bad") {
+        return aws_error(
+            400,
+            "ValidationException",
+            "The provided model identifier is invalid.",
+        );
+    }
+    if r.path.ends_with("/invoke") {
+        if model.contains("titan") {
+            return Script::json(
+                200,
+                r#"{"embedding":[0.125,-0.5,2.0],"inputTextTokenCount":4}"#,
+            );
+        }
+        let n = r.body["texts"].as_array().map_or(0, Vec::len);
+        let vectors: Vec<serde_json::Value> =
+            (0..n).map(|i| serde_json::json!([i as f32, 0.5])).collect();
+        return Script::json(
+            200,
+            serde_json::json!({"id": "emb-1", "embeddings": {"float": vectors}, "response_type": "embeddings_by_type", "texts": r.body["texts"]}).to_string(),
+        );
+    }
+    if r.path.ends_with("/converse-stream") {
+        let frames = converse_frames("converse_text");
+        let pieces: Vec<Piece> = if model.ends_with("mid-exception") {
+            let mut p: Vec<Piece> = frames[..2].iter().cloned().map(Piece::Data).collect();
+            p.push(Piece::Data(Bytes::from(
+                modelgate::sse::event_stream::exception_frame(
+                    "modelStreamErrorException",
+                    "The model stopped answering.",
+                ),
+            )));
+            p
+        } else if model.ends_with("bytewise") {
+            frames
+                .concat()
+                .into_iter()
+                .map(|b| Piece::Data(Bytes::from(vec![b])))
+                .collect()
+        } else {
+            frames.into_iter().map(Piece::Data).collect()
+        };
+        return Script {
+            status: 200,
+            headers: vec![("content-type", "application/vnd.amazon.eventstream".into())],
+            hang_before_headers: false,
+            headers_after: None,
+            body: pieces,
+        };
+    }
+    Script::json(
+        200,
+        r#"{"output":{"message":{"role":"assistant","content":[{"text":"Tides come mostly from the Moon's pull on the oceans."}]}},"stopReason":"end_turn","usage":{"inputTokens":12,"outputTokens":18,"totalTokens":430,"cacheReadInputTokens":300,"cacheWriteInputTokens":100},"metrics":{"latencyMs":512}}"#,
     )
 }
