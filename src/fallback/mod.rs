@@ -685,7 +685,9 @@ where
         );
         let t = &self.targets[i];
         let retryable = e.is_retryable();
-        if retryable {
+        // A request the provider's API cannot carry goes elsewhere, but is the request's
+        // fault, not the endpoint's.
+        if retryable && e.source_kind() != ErrorSource::Client {
             // A provider saying when to come back (429, 503): cool for that long.
             let policy = &self.shared.policy.health;
             match (e.status(), e.retry_after()) {
@@ -695,12 +697,14 @@ where
                 (StatusCode::SERVICE_UNAVAILABLE, wait) => t.health.on_failure(now, wait, policy),
                 _ => t.health.on_failure(now, None, policy),
             }
+        } else if probe {
+            // Someone else may probe.
+            t.health.release_probe();
+        }
+        if retryable {
             // After a `200` (the provider answered, and may have billed), not this target again.
             self.state[i].retry = e.retry() != crate::error::Retry::Elsewhere;
             self.state[i].retry_after = e.retry_after();
-        } else if probe {
-            // The request's fault, not the endpoint's: someone else may probe.
-            t.health.release_probe();
         }
         let upstream = matches!(
             e.source_kind(),

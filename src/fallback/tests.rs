@@ -71,6 +71,9 @@ enum Act {
     SlowFirstEvent(u64),
     Status(u16, Option<u64>),
     Refused,
+    /// The attempt cannot be said in this provider's API: a 400 of the request's, tried
+    /// elsewhere.
+    Untranslatable,
     StreamError(u16),
     StreamThenCut,
     Hang,
@@ -136,6 +139,8 @@ fn scripted(
                 ]))),
                 Act::Ok => Ok(Response::new(frames(&["{\"served_by\":\"x\"}"]))),
                 Act::Status(s, ra) => Err(upstream_error(&name, s, ra)),
+                Act::Untranslatable => Err(Error::invalid_request("not here", None)
+                    .with_retry(Retry::Elsewhere)),
                 Act::Refused => Err(Error::bad_gateway(
                     "connection refused",
                     ErrorSource::Connect,
@@ -613,6 +618,28 @@ async fn a_failing_endpoint_cools_after_failures_in_a_row() {
         "cooling after 5 failures in a row: not called again"
     );
     assert!(a.health.snapshot(Instant::now()).cooling);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_one_provider_cannot_take_moves_on_without_cooling_it() {
+    let h = Harness::new(FallbackPolicy {
+        retries_per_target: 0,
+        ..fast_policy()
+    });
+    let a = target("a", "m");
+    let b = target("b", "m");
+    h.script("a", &[Act::Untranslatable; 7]);
+    for _ in 0..7 {
+        h.send(request(vec![a.clone(), b.clone()], false))
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.called().iter().filter(|c| *c == "b").count(), 7);
+    assert_eq!(h.called().iter().filter(|c| *c == "a").count(), 7);
+    assert!(
+        !a.health.snapshot(Instant::now()).cooling,
+        "the request's fault, not the endpoint's"
+    );
 }
 
 /// Hedging: an inner whose bodies may hold back their first event.
