@@ -43,6 +43,7 @@
 mod body;
 mod connect;
 pub mod middle_out;
+mod vertex;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -305,10 +306,21 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 provider.build_request(body, &target.upstream_model, target.max_output_tokens)
             }
         };
-        let upstream = match built {
+        let mut upstream = match built {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
+        if provider.vertex().is_some() {
+            // The request waits for the service account's access token.
+            let this = self.clone();
+            return Box::pin(async move {
+                let bearer = this.vertex_token(&provider).await?;
+                upstream
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, bearer);
+                this.send(upstream, provider).await
+            });
+        }
         Box::pin(self.send(upstream, provider))
     }
 }

@@ -18,10 +18,12 @@ pub(crate) mod bedrock;
 mod error;
 pub(crate) mod gemini;
 mod params;
+pub(crate) mod vertex;
 
 pub use self::bedrock::AwsCredentials;
 pub use self::error::{client_status, retry_after_from, upstream_error};
 pub use self::params::{keep_supported, PARAMETERS};
+pub use self::vertex::ServiceAccount;
 
 use crate::chat::{ChatRequest, Content, ReasoningDetail};
 use crate::embeddings::Embeddings;
@@ -44,6 +46,9 @@ pub enum ProviderKind {
     /// Amazon Bedrock's Converse API, SigV4-signed or with a Bedrock API key, translated both
     /// ways.
     Bedrock,
+    /// Google Vertex AI: Gemini models in Gemini's API, Claude models in Anthropic's, with
+    /// OAuth tokens minted from a service account.
+    Vertex,
 }
 
 impl ProviderKind {
@@ -55,8 +60,9 @@ impl ProviderKind {
             "gemini" => Ok(ProviderKind::Gemini),
             "azure" => Ok(ProviderKind::Azure),
             "bedrock" => Ok(ProviderKind::Bedrock),
+            "vertex" => Ok(ProviderKind::Vertex),
             other => Err(format!(
-                "unknown provider kind `{other}` (expected openai, anthropic, gemini, azure or bedrock)"
+                "unknown provider kind `{other}` (expected openai, anthropic, gemini, azure, bedrock or vertex)"
             )),
         }
     }
@@ -69,6 +75,7 @@ impl ProviderKind {
             ProviderKind::Gemini => "gemini",
             ProviderKind::Azure => "azure",
             ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Vertex => "vertex",
         }
     }
 }
@@ -117,6 +124,8 @@ pub struct Provider {
     requests_per_minute: Option<NonZeroU32>,
     /// Bedrock with AWS credentials: signs every request.
     signer: Option<bedrock::Signer>,
+    /// Vertex: the project, the region and the service account's tokens.
+    vertex: Option<vertex::Vertex>,
 }
 
 impl fmt::Debug for Provider {
@@ -147,6 +156,8 @@ impl Provider {
             api_version: None,
             region: None,
             aws_credentials: None,
+            project: None,
+            service_account: None,
             responses: false,
             headers: Vec::new(),
             timeouts: Timeouts::default(),
@@ -212,13 +223,30 @@ impl Provider {
     /// hold a separator. `Err` says why.
     pub fn check_model(&self, model: &str) -> Result<(), String> {
         match (self.kind, &self.api_version) {
-            (ProviderKind::Gemini, _) | (ProviderKind::Azure, Some(_)) => check_segment(model),
+            (ProviderKind::Gemini | ProviderKind::Vertex, _) | (ProviderKind::Azure, Some(_)) => {
+                check_segment(model)
+            }
             // Every reserved character is encoded (ARNs hold `/`): only an empty name is wrong.
             (ProviderKind::Bedrock, _) if model.is_empty() => {
                 Err("the model name must not be empty".into())
             }
             _ => Ok(()),
         }
+    }
+
+    /// The API this provider speaks for `model`: its own kind's, but for Vertex, which serves
+    /// Claude models in Anthropic's and the others in Gemini's.
+    pub fn speaks(&self, model: &str) -> ProviderKind {
+        match self.kind {
+            ProviderKind::Vertex if vertex::is_claude(model) => ProviderKind::Anthropic,
+            ProviderKind::Vertex => ProviderKind::Gemini,
+            kind => kind,
+        }
+    }
+
+    /// Vertex's service account and token cache, for [`Dispatch`](crate::dispatch::Dispatch).
+    pub(crate) fn vertex(&self) -> Option<&vertex::Vertex> {
+        self.vertex.as_ref()
     }
 
     /// What must never leave the gateway: the key, the values of the configured headers
@@ -309,6 +337,34 @@ impl Provider {
                 ))?;
                 (uri, to_vec(&json)?)
             }
+            ProviderKind::Vertex => {
+                let v = self
+                    .vertex
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("a Vertex provider without its settings"))?;
+                let (json, method) = if vertex::is_claude(upstream_model) {
+                    let max = max_output_tokens.unwrap_or(anthropic::DEFAULT_MAX_TOKENS);
+                    let json = vertex::claude_body(anthropic::request(&body, upstream_model, max)?);
+                    (
+                        json,
+                        if stream {
+                            "streamRawPredict"
+                        } else {
+                            "rawPredict"
+                        },
+                    )
+                } else {
+                    let json = gemini::request(&body, max_output_tokens)?;
+                    let method = if stream {
+                        "streamGenerateContent?alt=sse"
+                    } else {
+                        "generateContent"
+                    };
+                    (json, method)
+                };
+                let uri = self.uri(&format!("{}{}", self.base, v.path(upstream_model, method)))?;
+                (uri, to_vec(&json)?)
+            }
             ProviderKind::Gemini => {
                 let json = gemini::request(&body, max_output_tokens)?;
                 let method = if stream {
@@ -377,6 +433,20 @@ impl Provider {
                     "{}{}",
                     self.base,
                     bedrock::invoke_path(upstream_model)
+                ))?;
+                (uri, to_vec(&json)?)
+            }
+            ProviderKind::Vertex => {
+                let v = self
+                    .vertex
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("a Vertex provider without its settings"))?;
+                let json = vertex::embeddings_request(e)
+                    .map_err(|err| err.with_retry(crate::error::Retry::Elsewhere))?;
+                let uri = self.uri(&format!(
+                    "{}{}",
+                    self.base,
+                    v.path(upstream_model, "predict")
                 ))?;
                 (uri, to_vec(&json)?)
             }
@@ -621,6 +691,8 @@ pub struct ProviderBuilder {
     api_version: Option<String>,
     region: Option<String>,
     aws_credentials: Option<AwsCredentials>,
+    project: Option<String>,
+    service_account: Option<ServiceAccount>,
     responses: bool,
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
@@ -638,6 +710,8 @@ impl fmt::Debug for ProviderBuilder {
             .field("api_version", &self.api_version)
             .field("region", &self.region)
             .field("aws_credentials", &self.aws_credentials)
+            .field("project", &self.project)
+            .field("service_account", &self.service_account)
             .field("headers", &headers)
             .field("timeouts", &self.timeouts)
             .field("requests_per_minute", &self.requests_per_minute)
@@ -659,10 +733,24 @@ impl ProviderBuilder {
         self
     }
 
-    /// The AWS region (kind `bedrock`, required). The base URL may then be empty: it defaults
-    /// to `https://bedrock-runtime.{region}.amazonaws.com`.
+    /// The region (kinds `bedrock` and `vertex`, required). The base URL may then be empty: it
+    /// defaults to `https://bedrock-runtime.{region}.amazonaws.com` for Bedrock,
+    /// `https://{region}-aiplatform.googleapis.com` (or `https://aiplatform.googleapis.com`
+    /// for `global`) for Vertex.
     pub fn region(mut self, region: Option<String>) -> Self {
         self.region = region.filter(|r| !r.is_empty());
+        self
+    }
+
+    /// The Google Cloud project (kind `vertex`, required).
+    pub fn project(mut self, project: Option<String>) -> Self {
+        self.project = project.filter(|p| !p.is_empty());
+        self
+    }
+
+    /// The service account Vertex tokens are minted from (kind `vertex`, required).
+    pub fn service_account(mut self, account: Option<ServiceAccount>) -> Self {
+        self.service_account = account;
         self
     }
 
@@ -714,23 +802,39 @@ impl ProviderBuilder {
                 "provider `{name}`: `api_version` applies to kind = \"azure\" only"
             ));
         }
-        if self.kind != ProviderKind::Bedrock
-            && (self.region.is_some() || self.aws_credentials.is_some())
-        {
+        let regional = matches!(self.kind, ProviderKind::Bedrock | ProviderKind::Vertex);
+        if !regional && self.region.is_some() {
             return Err(format!(
-                "provider `{name}`: `region` and AWS credentials apply to kind = \"bedrock\" only"
+                "provider `{name}`: `region` applies to kinds \"bedrock\" and \"vertex\" only"
             ));
         }
-        let bedrock_default;
+        if self.kind != ProviderKind::Bedrock && self.aws_credentials.is_some() {
+            return Err(format!(
+                "provider `{name}`: AWS credentials apply to kind = \"bedrock\" only"
+            ));
+        }
+        if self.kind != ProviderKind::Vertex
+            && (self.project.is_some() || self.service_account.is_some())
+        {
+            return Err(format!(
+                "provider `{name}`: `project` and a service account apply to kind = \"vertex\" only"
+            ));
+        }
+        let default_base;
         let base_url = match (&self.kind, &self.region) {
-            (ProviderKind::Bedrock, None) => {
+            (ProviderKind::Bedrock | ProviderKind::Vertex, None) => {
                 return Err(format!(
-                    "provider `{name}`: kind = \"bedrock\" needs a `region`"
+                    "provider `{name}`: kind = \"{}\" needs a `region`",
+                    self.kind.as_str()
                 ))
             }
             (ProviderKind::Bedrock, Some(region)) if self.base_url.is_empty() => {
-                bedrock_default = format!("https://bedrock-runtime.{region}.amazonaws.com");
-                &bedrock_default
+                default_base = format!("https://bedrock-runtime.{region}.amazonaws.com");
+                &default_base
+            }
+            (ProviderKind::Vertex, Some(region)) if self.base_url.is_empty() => {
+                default_base = vertex::Vertex::default_base(region);
+                &default_base
             }
             _ => &self.base_url,
         };
@@ -764,7 +868,9 @@ impl ProviderBuilder {
                 )
             }
             // Each request names its model and method in the path.
-            ProviderKind::Bedrock => (trimmed.to_owned(), format!("{trimmed}/")),
+            ProviderKind::Bedrock | ProviderKind::Vertex => {
+                (trimmed.to_owned(), format!("{trimmed}/"))
+            }
         };
         if self.responses && !matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure) {
             return Err(format!(
@@ -817,6 +923,11 @@ impl ProviderBuilder {
                     }
                     // A Bedrock API key.
                     ProviderKind::Bedrock => (AUTHORIZATION, format!("Bearer {key}")),
+                    ProviderKind::Vertex => {
+                        return Err(format!(
+                            "provider `{name}`: kind = \"vertex\" takes no API key: its tokens come from the service account"
+                        ))
+                    }
                 };
                 let mut v = HeaderValue::try_from(value).map_err(|_| {
                     format!(
@@ -871,6 +982,22 @@ impl ProviderBuilder {
             }
             _ => None,
         };
+        let vertex = match (self.kind, self.project, self.service_account) {
+            (ProviderKind::Vertex, Some(project), Some(account)) => Some(vertex::Vertex::new(
+                project,
+                self.region.clone().unwrap_or_default(),
+                account,
+            )),
+            (ProviderKind::Vertex, None, _) => {
+                return Err(format!("provider `{name}`: kind = \"vertex\" needs a `project`"))
+            }
+            (ProviderKind::Vertex, _, None) => {
+                return Err(format!(
+                    "provider `{name}`: kind = \"vertex\" needs a service account (`credentials_file` or GOOGLE_APPLICATION_CREDENTIALS)"
+                ))
+            }
+            _ => None,
+        };
         let mut secrets: Vec<String> = self.api_key.iter().cloned().collect();
         if let Some(c) = &self.aws_credentials {
             secrets.push(c.secret_access_key.clone());
@@ -910,6 +1037,7 @@ impl ProviderBuilder {
                 .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n))),
             requests_per_minute: self.requests_per_minute,
             signer,
+            vertex,
         })
     }
 }

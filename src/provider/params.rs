@@ -118,6 +118,27 @@ const GEMINI: &[&str] = &[
     "reasoning_effort",
 ];
 
+/// What Vertex takes: Gemini's, and `parallel_tool_calls` for its Claude models.
+const VERTEX: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "frequency_penalty",
+    "presence_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+    "response_format",
+    "structured_outputs",
+    "stop",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "include_reasoning",
+    "reasoning",
+    "reasoning_effort",
+];
+
 impl ProviderKind {
     /// The parameters (OpenRouter's names) this kind's API takes: what an endpoint of this
     /// kind supports unless it declares its own `supported_parameters`.
@@ -127,6 +148,8 @@ impl ProviderKind {
             // Converse words Anthropic's Messages: the same parameters.
             ProviderKind::Anthropic | ProviderKind::Bedrock => ANTHROPIC,
             ProviderKind::Gemini => GEMINI,
+            // Vertex serves Gemini and Claude models: Gemini's parameters, and Claude's one more.
+            ProviderKind::Vertex => VERTEX,
         }
     }
 }

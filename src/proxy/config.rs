@@ -13,7 +13,7 @@ use crate::facts::{Hedge, Pricing};
 use crate::fallback::{FallbackLayer, FallbackPolicy};
 use crate::health::HealthPolicy;
 use crate::model_rewrite::{Catalog, DataCollection, Endpoint, Model, ModelInfo};
-use crate::provider::{AwsCredentials, Provider, ProviderKind, Timeouts};
+use crate::provider::{AwsCredentials, Provider, ProviderKind, ServiceAccount, Timeouts};
 use crate::state::StateDb;
 use crate::stream_normalize::StreamUsage;
 
@@ -468,9 +468,16 @@ pub struct ProviderConfig {
     /// `/v1/responses` are served natively there.
     #[serde(default)]
     pub responses: bool,
-    /// The AWS region (kind `bedrock`, required).
+    /// The region (kinds `bedrock` and `vertex`, required; Vertex also takes `global`).
     #[serde(default)]
     pub region: Option<String>,
+    /// The Google Cloud project (kind `vertex`, required).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// A service-account JSON file (kind `vertex`; default: the file
+    /// `GOOGLE_APPLICATION_CREDENTIALS` names).
+    #[serde(default)]
+    pub credentials_file: Option<String>,
     /// The variable holding the AWS access key id (default `AWS_ACCESS_KEY_ID`).
     #[serde(default)]
     pub aws_access_key_id_env: Option<String>,
@@ -499,6 +506,8 @@ impl std::fmt::Debug for ProviderConfig {
             .field("api_version", &self.api_version)
             .field("responses", &self.responses)
             .field("region", &self.region)
+            .field("project", &self.project)
+            .field("credentials_file", &self.credentials_file)
             .field("aws_access_key_id_env", &self.aws_access_key_id_env)
             .field("aws_secret_access_key_env", &self.aws_secret_access_key_env)
             .field("aws_session_token_env", &self.aws_session_token_env)
@@ -1046,10 +1055,31 @@ impl ProviderConfig {
             api_version: None,
             responses: false,
             region: None,
+            project: None,
+            credentials_file: None,
             aws_access_key_id_env: None,
             aws_secret_access_key_env: None,
             aws_session_token_env: None,
         }
+    }
+
+    /// A Vertex provider's service account: `credentials_file`, else the file
+    /// `GOOGLE_APPLICATION_CREDENTIALS` names; what is wrong with it is a start-up error.
+    fn service_account(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServiceAccount, ConfigError> {
+        let name = &self.name;
+        let path = match (&self.credentials_file, env("GOOGLE_APPLICATION_CREDENTIALS")) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) if !p.is_empty() => p,
+            _ => {
+                return Err(ConfigError(format!(
+                    "provider `{name}`: kind = \"vertex\" needs a service account: set `credentials_file` or GOOGLE_APPLICATION_CREDENTIALS"
+                )))
+            }
+        };
+        ServiceAccount::from_file(&path).map_err(|e| ConfigError(format!("provider `{name}`: {e}")))
     }
 
     /// A Bedrock provider's AWS credentials from the environment (`None` when it has an API
@@ -1118,7 +1148,8 @@ impl ProviderConfig {
             first_byte: ms(self.first_byte_timeout_ms, d.first_byte),
             idle: ms(self.idle_timeout_ms, d.idle),
         };
-        if self.base_url.is_empty() && kind != ProviderKind::Bedrock {
+        if self.base_url.is_empty() && !matches!(kind, ProviderKind::Bedrock | ProviderKind::Vertex)
+        {
             return Err(ConfigError(format!(
                 "provider `{name}`: `base_url` is required"
             )));
@@ -1136,7 +1167,18 @@ impl ProviderConfig {
             }
             None
         };
+        let account = match kind {
+            ProviderKind::Vertex => Some(self.service_account(env)?),
+            _ if self.credentials_file.is_some() => {
+                return Err(ConfigError(format!(
+                    "provider `{name}`: `credentials_file` applies to kind = \"vertex\" only"
+                )))
+            }
+            _ => None,
+        };
         let mut b = Provider::builder(name.clone(), kind, self.base_url.clone())
+            .project(self.project.clone())
+            .service_account(account)
             .api_key(key)
             .api_version(self.api_version.clone())
             .region(self.region.clone())
@@ -1321,6 +1363,44 @@ key = "sk-mg-client-secret-4"
             .unwrap_err()
             .0;
         assert!(err.contains("`base_url` is required"), "{err}");
+    }
+
+    #[test]
+    fn vertex_needs_a_project_a_region_and_a_good_service_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"type":"service_account","client_email":"a@b"}"#).unwrap();
+        let build = |toml: &str, env: &dyn Fn(&str) -> Option<String>| {
+            Config::from_toml(&format!(
+                "[[providers]]\nname = \"v\"\nkind = \"vertex\"\n{toml}"
+            ))
+            .and_then(|c| c.catalog(env).map(|_| ()))
+            .unwrap_err()
+            .0
+        };
+        let file = format!("credentials_file = {:?}\n", bad.to_str().unwrap());
+        let err = build(
+            &format!("project = \"p\"\nregion = \"global\"\n{file}"),
+            &no_env,
+        );
+        assert!(
+            err.contains("bad.json") && err.contains("`private_key`"),
+            "{err}"
+        );
+        let err = build("project = \"p\"\nregion = \"global\"", &no_env);
+        assert!(err.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{err}");
+        let path = bad.to_str().unwrap().to_owned();
+        let env = move |k: &str| (k == "GOOGLE_APPLICATION_CREDENTIALS").then(|| path.clone());
+        let err = build("project = \"p\"\nregion = \"global\"", &env);
+        assert!(err.contains("`private_key`"), "{err}");
+        let good = format!(
+            "credentials_file = \"{}/tests/fixtures/vertex/service_account.json\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        assert!(
+            build(&format!("region = \"global\"\n{good}"), &no_env).contains("needs a `project`")
+        );
+        assert!(build(&format!("project = \"p\"\n{good}"), &no_env).contains("needs a `region`"));
     }
 
     #[test]

@@ -24,12 +24,15 @@ pub(super) fn render(
         return Err(error_in_answer(ctx, bytes));
     }
     let mut answer = match kind {
-        ProviderKind::Gemini | ProviderKind::Bedrock => {
+        ProviderKind::Gemini | ProviderKind::Bedrock | ProviderKind::Vertex => {
             let (vectors, tokens) = match kind {
                 ProviderKind::Gemini => (
                     crate::provider::gemini::embeddings::vectors(bytes).map_err(garbage)?,
                     None,
                 ),
+                ProviderKind::Vertex => {
+                    crate::provider::vertex::embeddings_vectors(bytes).map_err(garbage)?
+                }
                 _ => crate::provider::bedrock::embeddings::vectors(bytes).map_err(garbage)?,
             };
             let format = e.format();

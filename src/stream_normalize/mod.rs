@@ -353,6 +353,7 @@ where
             target.public_model.clone(),
             target.pricing,
         );
+        let upstream_model = target.upstream_model.clone();
         let id = match req.extensions().get::<GenerationId>() {
             Some(id) => id.clone(),
             None => {
@@ -421,7 +422,8 @@ where
             } else {
                 None
             };
-            let kind = provider.kind();
+            // The API the answer is in (Vertex's depends on the model).
+            let kind = provider.speaks(&upstream_model);
             if native.is_some() {
                 parts.extensions.insert(NativeAnswer);
             }
@@ -456,7 +458,7 @@ where
             *out.extensions_mut() = extensions;
             if let Some(e) = &embeddings {
                 // Answered in OpenAI's shape, which is the client's: passed on by its edge.
-                let (json, usage) = embeddings::render(&bytes, &ctx, kind, e)?;
+                let (json, usage) = embeddings::render(&bytes, &ctx, provider.kind(), e)?;
                 if let Some(slot) = &slot {
                     slot.record(usage.clone());
                 }
