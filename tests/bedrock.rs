@@ -316,15 +316,49 @@ async fn an_exception_frame_mid_stream_is_the_one_error_event_and_is_recorded() 
 async fn the_messages_dialect_and_embeddings_reach_bedrock() {
     let fake = FakeProvider::start(fake_bedrock).await;
     let gw = gateway(&fake).await;
+    // Claude's own Messages, untranslated: InvokeModelWithResponseStream's `chunk` frames
+    // unwrapped into Anthropic's events, the model made public.
+    let req = http::Request::post(gw.url("/v1/messages"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14, context-1m-2025-08-07")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"model": "anthropic/claude", "max_tokens": 50, "messages": user("Why are there tides?"),
+                   "stream": true, "metadata": {"user_id": "u-1"}, "top_k": 3})
+            .to_string(),
+        )))
+        .unwrap();
+    let a = send(&client(), req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let text = a.text();
+    assert!(text.starts_with("event: message_start\n"), "{text}");
+    assert!(text.contains("\"model\":\"anthropic/claude\""), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    let sent = fake.last();
+    assert_eq!(
+        sent.path,
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream"
+    );
+    assert_eq!(
+        sent.body["anthropic_beta"],
+        json!(["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"])
+    );
+    assert_eq!(sent.body["top_k"], 3);
+    assert!(sent.body.get("metadata").is_none());
+    assert!(sent.headers.get("anthropic-beta").is_none());
+    assert!(sigv4_ok(&sent));
+    // Whole.
     let a = ask(
         &gw,
         "/v1/messages",
-        json!({"model": "anthropic/claude", "max_tokens": 50, "messages": user("Why are there tides?"), "stream": true}),
+        json!({"model": "anthropic/claude", "max_tokens": 50, "messages": user("2+2?")}),
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert!(a.text().contains("event: message_stop"), "{}", a.text());
-    assert!(a.text().contains("Moon's pull"));
+    assert_eq!(a.json()["model"], "anthropic/claude");
+    assert_eq!(a.json()["content"][2]["text"], "4");
+    assert!(fake.last().path.ends_with("/invoke"));
 
     let a = ask(
         &gw,

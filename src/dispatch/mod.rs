@@ -250,7 +250,9 @@ impl Service<Request<ChatRequest>> for Dispatch {
         let provider = target.provider.clone();
         let native = parts.extensions.get::<NativeRequest>();
         let embeddings = parts.extensions.get::<Embeddings>();
-        let built = match (embeddings, native.map(|n| (n, n.native_uri(&provider)))) {
+        let stream = body.is_stream();
+        let native = native.map(|n| (n, n.native_uri(&provider, &target.upstream_model, stream)));
+        let built = match (embeddings, native) {
             (Some(e), _) => provider.build_embeddings_request(
                 e,
                 &target.upstream_model,

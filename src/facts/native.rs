@@ -1,7 +1,7 @@
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::provider::{Provider, ProviderKind};
+use crate::provider::Provider;
 use crate::Error;
 
 /// A provider API a client may speak at the gateway's edge.
@@ -53,21 +53,21 @@ impl NativeRequest {
         }
     }
 
-    /// Whether `provider` speaks this request's API (and serves it untranslated).
-    pub fn served_by(&self, provider: &Provider) -> bool {
+    /// Whether `provider` speaks this request's API for `model` (and serves it
+    /// untranslated): Anthropic's Messages are spoken by `anthropic` providers and by Claude
+    /// models on Vertex and Bedrock.
+    pub fn served_by(&self, provider: &Provider, model: &str) -> bool {
         match self.api {
-            NativeApi::AnthropicMessages => provider.kind() == ProviderKind::Anthropic,
+            NativeApi::AnthropicMessages => provider.serves_messages(model),
             NativeApi::OpenAiResponses => provider.responses_uri().is_some(),
         }
     }
 
-    /// Where `provider` serves this request untranslated; `None` when it does not speak its
-    /// API.
-    pub fn native_uri(&self, provider: &Provider) -> Option<http::Uri> {
+    /// Where `provider` serves this request untranslated for `model`; `None` when it does not
+    /// speak its API.
+    pub fn native_uri(&self, provider: &Provider, model: &str, stream: bool) -> Option<http::Uri> {
         match self.api {
-            NativeApi::AnthropicMessages => {
-                (provider.kind() == ProviderKind::Anthropic).then(|| provider.chat_uri().clone())
-            }
+            NativeApi::AnthropicMessages => provider.messages_uri(model, stream),
             NativeApi::OpenAiResponses => provider.responses_uri().cloned(),
         }
     }

@@ -244,6 +244,38 @@ impl Provider {
         }
     }
 
+    /// Whether this provider serves Anthropic's Messages API itself for `model`: an
+    /// `anthropic` provider, and Claude models on Vertex and Bedrock.
+    pub fn serves_messages(&self, model: &str) -> bool {
+        match self.kind {
+            ProviderKind::Anthropic => true,
+            ProviderKind::Vertex => vertex::is_claude(model),
+            ProviderKind::Bedrock => bedrock::is_claude(model),
+            _ => false,
+        }
+    }
+
+    /// Where this provider serves Anthropic's Messages API for `model` (see
+    /// [`serves_messages`](Self::serves_messages)).
+    pub fn messages_uri(&self, model: &str, stream: bool) -> Option<Uri> {
+        if !self.serves_messages(model) || self.check_model(model).is_err() {
+            return None;
+        }
+        let path = match (&self.kind, &self.vertex) {
+            (ProviderKind::Anthropic, _) => return Some(self.chat_uri.clone()),
+            (ProviderKind::Vertex, Some(v)) => v.path(
+                model,
+                if stream {
+                    "streamRawPredict"
+                } else {
+                    "rawPredict"
+                },
+            ),
+            _ => bedrock::invoke_path(model, stream),
+        };
+        format!("{}{path}", self.base).parse().ok()
+    }
+
     /// Vertex's service account and token cache, for [`Dispatch`](crate::dispatch::Dispatch).
     pub(crate) fn vertex(&self) -> Option<&vertex::Vertex> {
         self.vertex.as_ref()
@@ -432,7 +464,7 @@ impl Provider {
                 let uri = self.uri(&format!(
                     "{}{}",
                     self.base,
-                    bedrock::invoke_path(upstream_model)
+                    bedrock::invoke_path(upstream_model, false)
                 ))?;
                 (uri, to_vec(&json)?)
             }
@@ -480,8 +512,46 @@ impl Provider {
     ) -> Result<Request<Full<Bytes>>, Error> {
         self.check_model(upstream_model)
             .map_err(|e| Error::invalid_request(e, Some("model".into())))?;
-        let bytes = crate::json::with_model(body, upstream_model, &["models", "provider"])
-            .map_err(|e| Error::invalid_request(format!("invalid request body: {e}"), None))?;
+        let invalid_body = |e: &dyn fmt::Display| {
+            Error::invalid_request(format!("invalid request body: {e}"), None)
+        };
+        let bytes = match self.kind {
+            // Vertex and Bedrock take the model in the path and their own `anthropic_version`
+            // in the body; Bedrock takes the betas in the body too, and the stream by its path.
+            ProviderKind::Vertex | ProviderKind::Bedrock => {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
+                let Some(obj) = v.as_object_mut() else {
+                    return Err(invalid_body(&"not a JSON object"));
+                };
+                // The gateway's fields, and the abuse-tracking ones these clouds do not take.
+                for field in ["model", "models", "provider", "metadata", "service_tier"] {
+                    obj.remove(field);
+                }
+                if self.kind == ProviderKind::Vertex {
+                    obj.insert("anthropic_version".into(), vertex::ANTHROPIC_VERSION.into());
+                } else {
+                    obj.remove("stream");
+                    obj.insert(
+                        "anthropic_version".into(),
+                        bedrock::ANTHROPIC_VERSION.into(),
+                    );
+                    let betas: Vec<&str> = headers
+                        .iter()
+                        .filter(|(name, _)| name == "anthropic-beta")
+                        .filter_map(|(_, v)| v.to_str().ok())
+                        .flat_map(|v| v.split(',').map(str::trim))
+                        .filter(|b| !b.is_empty())
+                        .collect();
+                    if !betas.is_empty() {
+                        obj.insert("anthropic_beta".into(), betas.into());
+                    }
+                }
+                serde_json::to_vec(&v).map_err(|e| invalid_body(&e))?
+            }
+            _ => crate::json::with_model(body, upstream_model, &["models", "provider"])
+                .map_err(|e| invalid_body(&e))?,
+        };
         let mut req = self.http_request(uri, bytes, stream)?;
         let h = req.headers_mut();
         if self.kind == ProviderKind::Anthropic {
@@ -491,6 +561,16 @@ impl Provider {
             );
         }
         for (name, value) in headers {
+            // Bedrock's betas went in the body; Vertex's version is in the body, its betas
+            // go as Anthropic's do.
+            let in_body = match self.kind {
+                ProviderKind::Bedrock => true,
+                ProviderKind::Vertex => name == "anthropic-version",
+                _ => false,
+            };
+            if in_body {
+                continue;
+            }
             h.insert(name.clone(), value.clone());
         }
         // The configuration's headers win over the client's.

@@ -369,7 +369,7 @@ where
         let native = req
             .extensions()
             .get::<NativeRequest>()
-            .filter(|n| n.served_by(&provider))
+            .filter(|n| n.served_by(&provider, &upstream_model))
             .map(|n| n.api);
         let ctx = StreamContext {
             id,
@@ -429,6 +429,9 @@ where
             }
             if let (true, Some(framing)) = (streaming, framing) {
                 let state = match native {
+                    Some(NativeApi::AnthropicMessages) if framing == Framing::EventStream => {
+                        Translator::Native(NativeStream::new(ctx).bedrock_chunks())
+                    }
                     Some(NativeApi::AnthropicMessages) => {
                         Translator::Native(NativeStream::new(ctx))
                     }

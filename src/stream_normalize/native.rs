@@ -9,7 +9,10 @@
 //!   fails right after it (an `overloaded_error`), nothing has reached the client, and the
 //!   failure goes out as the core's error event, which the fallback layer acts on;
 //! - `message_stop` ends the stream; an end without it, a cut, or the provider's own `error`
-//!   event after the first block is one `event: error`, and the record says why.
+//!   event after the first block is one `event: error`, and the record says why;
+//! - from Bedrock (`InvokeModelWithResponseStream`), each event comes base64-encoded in an
+//!   event-stream `chunk` frame (`{"bytes": …}`) and is unwrapped first; an exception frame
+//!   is the error.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
@@ -35,6 +38,8 @@ pub struct NativeStream {
     finish: Option<&'static str>,
     error: Option<Error>,
     finished: bool,
+    /// Events come in Bedrock's `chunk` frames.
+    bedrock: bool,
 }
 
 impl NativeStream {
@@ -49,6 +54,54 @@ impl NativeStream {
             finish: None,
             error: None,
             finished: false,
+            bedrock: false,
+        }
+    }
+
+    /// The events come wrapped in Bedrock's `chunk` frames.
+    pub fn bedrock_chunks(mut self) -> Self {
+        self.bedrock = true;
+        self
+    }
+
+    /// A Bedrock frame: its Anthropic event unwrapped and handled, or its exception.
+    fn on_bedrock_frame(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        use base64::Engine as _;
+        let name = ev.event.as_deref().unwrap_or_default();
+        if name.ends_with("Exception") {
+            let err = crate::provider::upstream_error(
+                crate::provider::bedrock::exception_status(name),
+                &http::HeaderMap::new(),
+                ev.data.as_bytes(),
+                &self.ctx.provider,
+                &self.ctx.secrets,
+            );
+            return self.fail(err, out);
+        }
+        if name != "chunk" {
+            return;
+        }
+        #[derive(serde::Deserialize)]
+        struct Chunk {
+            bytes: String,
+        }
+        let inner = serde_json::from_str::<Chunk>(&ev.data)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(c.bytes)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()));
+        match inner {
+            Ok(data) => self.on_anthropic_event(
+                &SseEvent {
+                    data,
+                    ..Default::default()
+                },
+                out,
+            ),
+            Err(why) => self.malformed(&why, out),
         }
     }
 
@@ -89,6 +142,14 @@ impl NativeStream {
 
     /// Handles one upstream event.
     pub fn on_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        if self.bedrock {
+            self.on_bedrock_frame(ev, out);
+        } else {
+            self.on_anthropic_event(ev, out);
+        }
+    }
+
+    fn on_anthropic_event(&mut self, ev: &SseEvent, out: &mut BytesMut) {
         if self.finished {
             return;
         }

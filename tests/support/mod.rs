@@ -1077,6 +1077,52 @@ pub fn fake_bedrock(r: &Received) -> Script {
             "The provided model identifier is invalid.",
         );
     }
+    if model.contains("anthropic.claude") && r.path.contains("/invoke") {
+        // Claude's own Messages body, as Bedrock takes it.
+        assert_eq!(
+            r.body["anthropic_version"], "bedrock-2023-05-31",
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body.get("model").is_none() && r.body.get("stream").is_none(),
+            "{}",
+            r.body
+        );
+        if r.path.ends_with("/invoke") {
+            return Script::json(200, ANTHROPIC_MESSAGE);
+        }
+        // Each Anthropic event base64-encoded in a `chunk` frame.
+        use base64::Engine as _;
+        let frames = events_of(&fixture("anthropic/anthropic_text.sse"))
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Data(b) => Some(b),
+                _ => None,
+            })
+            .filter_map(|event| {
+                let text = String::from_utf8(event.to_vec()).ok()?;
+                let data = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))?
+                    .to_owned();
+                let bytes = base64::engine::general_purpose::STANDARD.encode(data);
+                Some(Piece::Data(Bytes::from(
+                    modelgate::sse::event_stream::event_frame(
+                        "chunk",
+                        serde_json::json!({ "bytes": bytes }).to_string().as_bytes(),
+                    ),
+                )))
+            })
+            .collect();
+        return Script {
+            status: 200,
+            headers: vec![("content-type", "application/vnd.amazon.eventstream".into())],
+            hang_before_headers: false,
+            headers_after: None,
+            body: frames,
+        };
+    }
     if r.path.ends_with("/invoke") {
         if model.contains("titan") {
             return Script::json(

@@ -329,10 +329,25 @@ pub(crate) fn path(model: &str, stream: bool) -> String {
     format!("/model/{}/{method}", encode(model))
 }
 
-/// The `InvokeModel` path for `model` (embeddings).
-pub(crate) fn invoke_path(model: &str) -> String {
-    format!("/model/{}/invoke", encode(model))
+/// The `InvokeModel` path for `model` (embeddings, Claude's own Messages), or
+/// `InvokeModelWithResponseStream`'s.
+pub(crate) fn invoke_path(model: &str, stream: bool) -> String {
+    let method = if stream {
+        "invoke-with-response-stream"
+    } else {
+        "invoke"
+    };
+    format!("/model/{}/{method}", encode(model))
 }
+
+/// Whether `model` is one of Anthropic's Claude models on Bedrock (an id or an inference
+/// profile id), which take Anthropic's Messages body through `InvokeModel`.
+pub(crate) fn is_claude(model: &str) -> bool {
+    model.contains("anthropic.claude")
+}
+
+/// The `anthropic_version` Bedrock takes for Claude's own Messages body.
+pub(crate) const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
 fn encode(model: &str) -> String {
     let mut encoded = String::with_capacity(model.len() + 8);
