@@ -16,8 +16,10 @@
 //!   with only `model` and the usage's `cost` changed.
 //! - `gemini` providers get `batchEmbedContents`; Gemini reports no token counts, so the
 //!   usage is estimated (a token per 4 bytes of input).
-//! - Other kinds have no embeddings API: the attempt is refused with a 400 and fallback moves
-//!   on to the next endpoint.
+//! - `bedrock` providers get `InvokeModel` in the body of the model's family (Amazon Titan,
+//!   Cohere); `vertex` providers get `predict`.
+//! - `anthropic` providers have no embeddings API: the attempt is refused with a 400 and
+//!   fallback moves on to the next endpoint.
 //!
 //! Vectors a provider returns as numbers are written as numbers (`encoding_format: "float"`,
 //! the default) or as the base64 of their little-endian `f32`s (`"base64"`, what the official

@@ -10,7 +10,7 @@
 //!   an `anthropic` one.
 //! - OpenAI Responses ([`responses`]): translated for any provider, stateless.
 //! - OpenAI embeddings ([`embeddings`]): passed on to `openai` and `azure` providers,
-//!   translated for `gemini` ones.
+//!   translated for the others that have embeddings.
 //!
 //! The edges of the last three are one [`Edge`](edge::Edge), each with its dialect's
 //! [`Wire`](edge::Wire).
