@@ -129,10 +129,9 @@ fn account_file(dir: &tempfile::TempDir, file: &str, token_uri: &str) -> String 
     path.to_str().unwrap().to_owned()
 }
 
-async fn gateway(fake: &FakeProvider, credentials: &str, extra: &str) -> Gateway {
+async fn gateway(fake: &FakeProvider, credentials: &str) -> Gateway {
     let toml = format!(
         r#"
-{extra}
 [fallback]
 retries_per_target = 0
 
@@ -180,56 +179,51 @@ fn desk(lifetime: u64) -> Arc<TokenDesk> {
     })
 }
 
+/// A fake Vertex handing out tokens that live `lifetime` seconds, and the gateway in front of
+/// it with the service account of the fixture `file` (the temporary folder holds its copy).
+async fn start(
+    lifetime: u64,
+    file: &str,
+) -> (Arc<TokenDesk>, FakeProvider, Gateway, tempfile::TempDir) {
+    let desk = desk(lifetime);
+    let fake = fake_vertex(desk.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = account_file(&dir, file, &format!("http://{}/token", fake.addr));
+    let gw = gateway(&fake, &creds).await;
+    (desk, fake, gw, dir)
+}
+
+async fn ask(gw: &Gateway, model: &str, stream: bool) -> Answer {
+    post(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        chat(model, stream),
+    )
+    .await
+}
+
 fn chat(model: &str, stream: bool) -> String {
     json!({"model": model, "messages": [{"role": "user", "content": "Why are there tides?"}], "stream": stream}).to_string()
 }
 
 #[tokio::test]
 async fn gemini_and_claude_models_are_served_with_one_minted_token() {
-    let desk = desk(3600);
-    let fake = fake_vertex(desk.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let creds = account_file(
-        &dir,
-        "service_account.json",
-        &format!("http://{}/token", fake.addr),
-    );
-    let gw = gateway(&fake, &creds, "").await;
+    let (desk, fake, gw, _dir) = start(3600, "service_account.json").await;
     let c = client();
-    let a = post(
-        &c,
-        &gw.url("/v1/chat/completions"),
-        chat("google/gemini-flash", false),
-    )
-    .await;
+    let a = ask(&gw, "google/gemini-flash", false).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["choices"][0]["message"]["content"], TIDES);
-    let a = post(
-        &c,
-        &gw.url("/v1/chat/completions"),
-        chat("google/gemini-flash", true),
-    )
-    .await;
+    let a = ask(&gw, "google/gemini-flash", true).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(a.text().ends_with("data: [DONE]\n\n"));
-    let a = post(
-        &c,
-        &gw.url("/v1/chat/completions"),
-        chat("anthropic/claude", false),
-    )
-    .await;
+    let a = ask(&gw, "anthropic/claude", false).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["choices"][0]["message"]["content"], "4");
     assert_eq!(
         a.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
         300
     );
-    let a = post(
-        &c,
-        &gw.url("/v1/chat/completions"),
-        chat("anthropic/claude", true),
-    )
-    .await;
+    let a = ask(&gw, "anthropic/claude", true).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(a.text().ends_with("data: [DONE]\n\n"));
     // The Messages dialect, translated for Vertex's Claude.
@@ -273,22 +267,9 @@ async fn gemini_and_claude_models_are_served_with_one_minted_token() {
 async fn a_token_about_to_expire_is_refreshed_before_it_does() {
     // Tokens that live 4 minutes: less than the 5 the gateway keeps in hand, so each is used
     // once, and the next request gets a new one while the last is still valid.
-    let desk = desk(240);
-    let fake = fake_vertex(desk.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let creds = account_file(
-        &dir,
-        "service_account.json",
-        &format!("http://{}/token", fake.addr),
-    );
-    let gw = gateway(&fake, &creds, "").await;
+    let (desk, fake, gw, _dir) = start(240, "service_account.json").await;
     for _ in 0..2 {
-        let a = post(
-            &client(),
-            &gw.url("/v1/chat/completions"),
-            chat("google/gemini-flash", false),
-        )
-        .await;
+        let a = ask(&gw, "google/gemini-flash", false).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     }
     assert_eq!(desk.minted.load(Ordering::SeqCst), 2);
@@ -297,22 +278,9 @@ async fn a_token_about_to_expire_is_refreshed_before_it_does() {
 
 #[tokio::test]
 async fn a_refused_or_unreachable_token_endpoint_is_a_502_naming_the_provider() {
-    let desk = desk(3600);
-    let fake = fake_vertex(desk.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
     // Signed with another key: the token endpoint refuses the assertion.
-    let creds = account_file(
-        &dir,
-        "other_key.json",
-        &format!("http://{}/token", fake.addr),
-    );
-    let gw = gateway(&fake, &creds, "").await;
-    let a = post(
-        &client(),
-        &gw.url("/v1/chat/completions"),
-        chat("google/gemini-flash", false),
-    )
-    .await;
+    let (desk, fake, gw, dir) = start(3600, "other_key.json").await;
+    let a = ask(&gw, "google/gemini-flash", false).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());
     let e = &a.json()["error"];
     assert_eq!(e["metadata"]["provider_name"], "vertex");
@@ -336,13 +304,8 @@ async fn a_refused_or_unreachable_token_endpoint_is_a_502_naming_the_provider() 
         "service_account.json",
         &format!("http://{closed}/token"),
     );
-    let gw = gateway(&fake, &creds, "").await;
-    let a = post(
-        &client(),
-        &gw.url("/v1/chat/completions"),
-        chat("anthropic/claude", true),
-    )
-    .await;
+    let gw = gateway(&fake, &creds).await;
+    let a = ask(&gw, "anthropic/claude", true).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());
     assert!(a.json()["error"]["message"]
         .as_str()

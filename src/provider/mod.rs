@@ -362,18 +362,11 @@ impl Provider {
             }
             ProviderKind::Bedrock => {
                 let json = bedrock::request(&body, max_output_tokens)?;
-                let uri = self.uri(&format!(
-                    "{}{}",
-                    self.base,
-                    bedrock::path(upstream_model, stream)
-                ))?;
+                let uri = self.at(&bedrock::path(upstream_model, stream))?;
                 (uri, to_vec(&json)?)
             }
             ProviderKind::Vertex => {
-                let v = self
-                    .vertex
-                    .as_ref()
-                    .ok_or_else(|| Error::internal("a Vertex provider without its settings"))?;
+                let v = self.vertex_settings()?;
                 let (json, method) = if vertex::is_claude(upstream_model) {
                     let max = max_output_tokens.unwrap_or(anthropic::DEFAULT_MAX_TOKENS);
                     let json = vertex::claude_body(anthropic::request(&body, upstream_model, max)?);
@@ -394,7 +387,7 @@ impl Provider {
                     };
                     (json, method)
                 };
-                let uri = self.uri(&format!("{}{}", self.base, v.path(upstream_model, method)))?;
+                let uri = self.at(&v.path(upstream_model, method))?;
                 (uri, to_vec(&json)?)
             }
             ProviderKind::Gemini => {
@@ -461,25 +454,14 @@ impl Provider {
             ProviderKind::Bedrock => {
                 let json = bedrock::embeddings::request(e, upstream_model)
                     .map_err(|err| err.with_retry(crate::error::Retry::Elsewhere))?;
-                let uri = self.uri(&format!(
-                    "{}{}",
-                    self.base,
-                    bedrock::invoke_path(upstream_model, false)
-                ))?;
+                let uri = self.at(&bedrock::invoke_path(upstream_model, false))?;
                 (uri, to_vec(&json)?)
             }
             ProviderKind::Vertex => {
-                let v = self
-                    .vertex
-                    .as_ref()
-                    .ok_or_else(|| Error::internal("a Vertex provider without its settings"))?;
+                let v = self.vertex_settings()?;
                 let json = vertex::embeddings_request(e)
                     .map_err(|err| err.with_retry(crate::error::Retry::Elsewhere))?;
-                let uri = self.uri(&format!(
-                    "{}{}",
-                    self.base,
-                    v.path(upstream_model, "predict")
-                ))?;
+                let uri = self.at(&v.path(upstream_model, "predict"))?;
                 (uri, to_vec(&json)?)
             }
             ProviderKind::Anthropic => {
@@ -630,6 +612,17 @@ impl Provider {
         }
         h.extend(signature);
         Ok(req)
+    }
+
+    /// The URI of `path` under the base URL.
+    fn at(&self, path: &str) -> Result<Uri, Error> {
+        self.uri(&format!("{}{path}", self.base))
+    }
+
+    fn vertex_settings(&self) -> Result<&vertex::Vertex, Error> {
+        self.vertex
+            .as_ref()
+            .ok_or_else(|| Error::internal("a Vertex provider without its settings"))
     }
 
     fn uri(&self, s: &str) -> Result<Uri, Error> {
