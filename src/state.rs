@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::auth::KeyRecord;
 use crate::future::BoxFuture;
+use crate::usage::query::{page, GenerationPage, GenerationQuery};
 use crate::usage::{KeySpend, SinkError, UsageRecord, UsageSink};
 
 /// Runtime keys: id → the JSON of a [`KeyRecord`].
@@ -29,6 +30,15 @@ const GENERATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("gene
 
 /// Spend: key id → the JSON of a [`KeySpend`].
 const SPEND: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spend");
+
+/// Each record's key and id (`<key id>\0<generation id>` → nothing): a key's records in order
+/// of arrival, for listing one key's records without reading the others'.
+const BY_KEY: TableDefinition<'_, &str, ()> = TableDefinition::new("generations_by_key");
+
+/// The index entry of record `id` of `key`.
+fn by_key(key: &str, id: &str) -> String {
+    format!("{key}\0{id}")
+}
 
 /// The state database's page cache.
 const CACHE_BYTES: usize = 4 << 20;
@@ -159,8 +169,20 @@ impl StateDb {
         // Creates the tables and proves the file writable now, not at the first API call.
         this.write(|tx| {
             tx.open_table(KEYS)?;
-            tx.open_table(GENERATIONS)?;
+            let generations = tx.open_table(GENERATIONS)?;
             tx.open_table(SPEND)?;
+            let mut index = tx.open_table(BY_KEY)?;
+            // A store from before the index: every record indexed once.
+            if index.is_empty()? && !generations.is_empty()? {
+                for row in generations.iter()? {
+                    let (id, bytes) = row?;
+                    if let Ok(r) = decode_record(bytes.value()) {
+                        if let Some(key) = &r.key_id {
+                            index.insert(by_key(key, id.value()).as_str(), ())?;
+                        }
+                    }
+                }
+            }
             Ok(())
         })
         .map_err(|e| {
@@ -366,6 +388,7 @@ impl StateDb {
         self.write(|tx| {
             let mut generations = tx.open_table(GENERATIONS)?;
             let mut spend = tx.open_table(SPEND)?;
+            let mut index = tx.open_table(BY_KEY)?;
             let mut changed: std::collections::HashMap<&str, KeySpend> = Default::default();
             for (r, json) in batch.iter().zip(&encoded) {
                 // Already there (a batch offered again): the same record, not charged again.
@@ -374,6 +397,9 @@ impl StateDb {
                     .is_some()
                 {
                     continue;
+                }
+                if let Some(key) = &r.key_id {
+                    index.insert(by_key(key, &r.id).as_str(), ())?;
                 }
                 let (Some(key), Some(cost)) = (&r.key_id, r.cost) else {
                     continue;
@@ -418,6 +444,12 @@ impl StateDb {
                 removed += 1;
                 false
             })?;
+            let mut index = tx.open_table(BY_KEY)?;
+            index.retain(|entry, ()| {
+                entry
+                    .rsplit_once('\0')
+                    .is_none_or(|(_, id)| id >= cutoff.as_str())
+            })?;
             Ok(())
         })?;
         Ok(removed)
@@ -443,6 +475,43 @@ impl StateDb {
             Ok(n) => tracing::info!(records = n, "pruned usage records past their retention"),
             Err(e) => tracing::warn!(error = %e, "cannot prune usage records"),
         }
+    }
+
+    /// A page of records, newest first: read backwards through the ids (their order is their
+    /// age), through the key's index when the query names a key.
+    pub fn list_records(&self, q: &GenerationQuery) -> Result<GenerationPage, StateError> {
+        let (lower, upper) = q.id_range();
+        self.with_db("cannot read the state database", |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(GENERATIONS)?;
+            let load = |id: &str| -> Result<Option<UsageRecord>, redb::Error> {
+                let Some(row) = table.get(id)? else {
+                    return Ok(None);
+                };
+                decode_record(row.value()).map(Some).map_err(|e| {
+                    redb::Error::Corrupted(format!("the usage record `{id}` is unreadable: {e}"))
+                })
+            };
+            match &q.key {
+                Some(key) => {
+                    let index = tx.open_table(BY_KEY)?;
+                    let (from, to) = (by_key(key, &lower), by_key(key, &upper));
+                    let ids = index.range(from.as_str()..to.as_str())?.rev().map(|row| {
+                        let (entry, _) = row.map_err(redb::Error::from)?;
+                        let id = entry.value().rsplit_once('\0').map_or("", |(_, id)| id);
+                        Ok(id.to_owned())
+                    });
+                    page(q, ids, load)
+                }
+                None => {
+                    let ids = table
+                        .range(lower.as_str()..upper.as_str())?
+                        .rev()
+                        .map(|row| Ok(row.map_err(redb::Error::from)?.0.value().to_owned()));
+                    page(q, ids, load)
+                }
+            }
+        })
     }
 
     /// The record of generation `id`.
@@ -564,6 +633,20 @@ impl UsageSink for StateDb {
                 .map_err(|e| SinkError(e.0))
         })
     }
+
+    fn generations(
+        &self,
+        query: GenerationQuery,
+    ) -> BoxFuture<'_, Result<Option<GenerationPage>, SinkError>> {
+        let db = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db.list_records(&query))
+                .await
+                .map_err(|e| SinkError(e.to_string()))?
+                .map(Some)
+                .map_err(|e| SinkError(e.0))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -612,6 +695,75 @@ mod tests {
             1.75,
             "spend is never pruned"
         );
+    }
+
+    #[test]
+    fn records_are_listed_newest_first_by_key_and_filters_without_gaps_or_repeats() {
+        use crate::usage::query::{cursor_id, GenerationQuery, StatusFilter};
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut batch = Vec::new();
+        for i in 0..300i64 {
+            let key = if i % 3 == 0 { "a" } else { "b" };
+            let mut r = record(&format!("gen-{:010}-{i:04}", 1000 + i), key, 0.1, 1000 + i);
+            if i % 10 == 0 {
+                r.status = Some(500);
+                r.error = Some("boom".into());
+            }
+            r.model = if i % 2 == 0 {
+                "even".into()
+            } else {
+                "odd".into()
+            };
+            batch.push(r);
+        }
+        db.put_records(&batch).unwrap();
+        let all = |mut q: GenerationQuery| {
+            let mut seen = Vec::new();
+            loop {
+                let page = db.list_records(&q).unwrap();
+                seen.extend(page.records.iter().map(|r| r.id.clone()));
+                match page.next {
+                    Some(c) => q.before = cursor_id(&c),
+                    None => return seen,
+                }
+            }
+        };
+        let q = |key: Option<&str>| GenerationQuery {
+            key: key.map(str::to_owned),
+            limit: 7,
+            ..Default::default()
+        };
+        // Every record once, newest first, a page at a time.
+        let everything = all(q(None));
+        assert_eq!(everything.len(), 300);
+        assert!(everything.windows(2).all(|w| w[0] > w[1]));
+        // A key's, through its index.
+        let of_a = all(q(Some("a")));
+        assert_eq!(of_a.len(), 100);
+        assert!(all(q(Some("nobody"))).is_empty());
+        // Filters and a time range.
+        let errors = all(GenerationQuery {
+            status: Some(StatusFilter::Error),
+            model: Some("even".into()),
+            since: Some(1100),
+            until: Some(1200),
+            limit: 3,
+            ..Default::default()
+        });
+        assert_eq!(errors.len(), 10, "{errors:?}");
+        // Records written while paging: the pages already read are not repeated.
+        let mut first = db.list_records(&q(None)).unwrap();
+        db.put_records(&[record("gen-0000002000-new", "a", 0.1, 2000)])
+            .unwrap();
+        let rest = all(GenerationQuery {
+            before: cursor_id(&first.next.take().unwrap()),
+            ..q(None)
+        });
+        assert_eq!(rest.len(), 293);
+        // Pruning drops the index entries too.
+        db.prune_records(1150).unwrap();
+        assert_eq!(all(q(Some("a"))).len(), 51);
     }
 
     #[test]

@@ -19,7 +19,7 @@ struct Generation<'a> {
 
 /// OpenRouter's generation object, then the record's own fields under their names.
 #[derive(Serialize)]
-struct Data<'a> {
+pub(super) struct Data<'a> {
     id: &'a str,
     upstream_id: Option<()>,
     total_cost: f64,
@@ -97,7 +97,7 @@ struct ProviderResponse<'a> {
 }
 
 impl<'a> Data<'a> {
-    fn of(r: &'a UsageRecord) -> Self {
+    pub(super) fn of(r: &'a UsageRecord) -> Self {
         let cost = r.cost.unwrap_or(0.0);
         Data {
             id: &r.id,

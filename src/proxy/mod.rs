@@ -28,6 +28,7 @@
 mod config;
 mod count_tokens;
 mod generation;
+mod generations;
 mod keys;
 mod metrics;
 mod models;

@@ -18,7 +18,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use super::{generation, keys, metrics, models, Proxy};
+use super::{generation, generations, keys, metrics, models, Proxy};
 use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
 use crate::dialect::Dialect;
@@ -171,6 +171,14 @@ impl Proxy {
             }
         })
         .fallback(wrong_method("GET"));
+        let generations = {
+            let proxy = self.clone();
+            get(move |req: Request| {
+                let proxy = proxy.clone();
+                async move { proxy.generations(req).await }
+            })
+            .fallback(wrong_method("GET"))
+        };
         let manage = |rest: Option<String>| self.management(rest);
         let v1 = Router::new()
             .route("/v1/chat/completions", chat.clone())
@@ -186,6 +194,7 @@ impl Proxy {
             .route("/v1/key", key.clone())
             .route("/v1/auth/key", key)
             .route("/v1/generation", generation)
+            .route("/v1/generations", generations)
             .route("/v1/keys", manage(None))
             .route(
                 "/v1/credits",
@@ -260,6 +269,27 @@ impl Proxy {
             let id = id.clone();
             async move { proxy.manage(id, req).await }
         })
+    }
+
+    /// `GET /v1/generations`: a client key lists its own records, the admin key every key's.
+    async fn generations(&self, req: Request) -> Own {
+        let viewer = match self
+            .key_auth
+            .authenticate(req.headers(), req.extensions())
+            .await
+        {
+            Ok(p) => generations::Viewer::Key(p.id.clone()),
+            // A valid key of the other role: the admin key, when there is one.
+            Err(e) if e.status() == StatusCode::FORBIDDEN => match &self.admin_auth {
+                Some(admin) => match admin.authenticate(req.headers(), req.extensions()).await {
+                    Ok(_) => generations::Viewer::Admin,
+                    Err(e) => return refusal(&e),
+                },
+                None => return refusal(&e),
+            },
+            Err(e) => return refusal(&e),
+        };
+        generations::list(&self.recorder, viewer, req.uri().query()).await
     }
 
     /// `GET /v1/credits` (admin key): the configured credits and what every key spent.

@@ -41,6 +41,7 @@
 
 mod ledger;
 pub mod metrics;
+pub mod query;
 mod record;
 mod sink;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ledger::SpendStore;
+use super::query::{GenerationPage, GenerationQuery};
 use super::record::UsageRecord;
 use crate::future::BoxFuture;
 
@@ -40,6 +41,16 @@ pub trait UsageSink: Send + Sync + 'static {
     /// The record of generation `id`, for sinks that can look one up (default: none).
     fn generation(&self, id: String) -> BoxFuture<'_, Result<Option<UsageRecord>, SinkError>> {
         let _ = id;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// A page of records, newest first, for sinks that can list them (default: `None`, they
+    /// cannot).
+    fn generations(
+        &self,
+        query: GenerationQuery,
+    ) -> BoxFuture<'_, Result<Option<GenerationPage>, SinkError>> {
+        let _ = query;
         Box::pin(std::future::ready(Ok(None)))
     }
 }
@@ -272,6 +283,21 @@ impl Recorder {
             self.flushing.notify_one();
             let _ = wait.await;
         }
+    }
+
+    /// A page of records from the first sink that can list them (`None` when none can), after
+    /// a flush, as [`generation`](Self::generation).
+    pub async fn generations(
+        &self,
+        query: GenerationQuery,
+    ) -> Result<Option<GenerationPage>, SinkError> {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.flush()).await;
+        for sink in self.sinks.iter() {
+            if let Some(page) = sink.generations(query.clone()).await? {
+                return Ok(Some(page));
+            }
+        }
+        Ok(None)
     }
 
     /// The record of generation `id` from the first sink that has it, after a flush (so a
