@@ -888,3 +888,61 @@ async fn an_absurd_usage_settles_as_a_long_wait_and_redis_stays_healthy() {
     let d = limits.acquire("other", &tpm, 1).await.unwrap();
     assert!(d.allowed, "another key is untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generations_are_listed_from_redis_by_key_and_paged_while_records_are_written() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeProvider::start(standard).await;
+    let a = gateway(&fake, &redis, "").await;
+    let b = gateway(&fake, &redis, "").await;
+    let c = client();
+    let (_, one) = create_key(&c, &a, serde_json::json!({"name": "one"})).await;
+    let (two_id, two) = create_key(&c, &a, serde_json::json!({"name": "two"})).await;
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(chat_on(&c, gw, &one).await.status, StatusCode::OK);
+    }
+    for _ in 0..4 {
+        assert_eq!(chat_on(&c, &b, &two).await.status, StatusCode::OK);
+    }
+    a.flush().await;
+    b.flush().await;
+    let list = |gw: &Gateway, key: &str, query: String| {
+        let url = gw.url(&format!("/v1/generations?{query}"));
+        let key = key.to_owned();
+        let c = c.clone();
+        async move {
+            let a = call(&c, Method::GET, &url, &key, None).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+            a.json()
+        }
+    };
+    // Key one's six, in pages of 4, through either instance; records written between pages
+    // do not come back on later pages.
+    let first = list(&a, &one, "limit=4".into()).await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 4);
+    assert_eq!(chat_on(&c, &b, &one).await.status, StatusCode::OK);
+    b.flush().await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = list(&b, &one, format!("limit=4&cursor={cursor}")).await;
+    let ids: Vec<String> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["data"].as_array().unwrap())
+        .map(|g| g["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first, once each"
+    );
+    assert!(second["next_cursor"].is_null());
+    // The admin key: everyone's (ten, and the one written since), or key two's.
+    let all = list(&b, ADMIN, "limit=500".into()).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 11);
+    let twos = list(&a, ADMIN, format!("key={two_id}")).await;
+    assert_eq!(twos["data"].as_array().unwrap().len(), 4);
+}

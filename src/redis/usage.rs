@@ -11,11 +11,17 @@ use super::{Concern, RedisState};
 use crate::auth::{LimitReset, StoreError};
 use crate::future::BoxFuture;
 use crate::state::{decode_record, encode_record};
+use crate::usage::query::{cursor_after, GenerationPage, GenerationQuery, SCAN_BUDGET};
 use crate::usage::{window_start, KeySpend, SinkError, SpendStore, UsageRecord, UsageSink, Window};
 
 /// Stores a batch of records and adds their cost to their keys' spend, each record once.
 ///
-/// ARGV: prefix, retention in seconds (0: for ever), then per record: id, key id (or ``),
+/// Each new record's id also goes in two sorted sets of equal scores, read in the ids' order
+/// (their age) for listings: `gens` (every record) and `gens:{<key id>}` (the key's). With a
+/// retention, the ids older than it leave both as their records expire.
+///
+/// ARGV: prefix, retention in seconds (0: for ever), the oldest id kept (``: all), then per
+/// record: id, key id (or ``),
 /// cost in USD (or ``), the day, week and month window starts, the stored record (the state
 /// store's compact form: a format byte, then postcard). The cost
 /// of the records that were new is summed per key and window, then added (one set of
@@ -23,9 +29,18 @@ use crate::usage::{window_start, KeySpend, SinkError, SpendStore, UsageRecord, U
 const WRITE: &str = r"
 local p = ARGV[1]
 local ttl = tonumber(ARGV[2])
+local oldest = ARGV[3]
 local stored = 0
 local sums, order = {}, {}
-for i = 3, #ARGV, 7 do
+local trimmed = {}
+local function listed(set, id)
+  redis.call('ZADD', set, 0, id)
+  if oldest ~= '' and not trimmed[set] then
+    trimmed[set] = true
+    redis.call('ZREMRANGEBYLEX', set, '-', '(' .. oldest)
+  end
+end
+for i = 4, #ARGV, 7 do
   local ok
   if ttl > 0 then
     ok = redis.call('SET', p .. 'gen:' .. ARGV[i], ARGV[i + 6], 'NX', 'EX', ttl)
@@ -34,6 +49,10 @@ for i = 3, #ARGV, 7 do
   end
   if ok then
     stored = stored + 1
+    listed(p .. 'gens', ARGV[i])
+    if ARGV[i + 1] ~= '' then
+      listed(p .. 'gens:{' .. ARGV[i + 1] .. '}', ARGV[i])
+    end
     if ARGV[i + 1] ~= '' and ARGV[i + 2] ~= '' then
       local g = ARGV[i + 1] .. '|' .. ARGV[i + 3] .. '|' .. ARGV[i + 4] .. '|' .. ARGV[i + 5]
       local s = sums[g]
@@ -233,8 +252,13 @@ impl UsageSink for RedisUsage {
     fn write(&self, batch: Arc<[UsageRecord]>) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
             let mut inv = self.write.prepare_invoke();
+            let oldest = self.retention.map_or(String::new(), |d| {
+                let cutoff = crate::facts::unix_now().saturating_sub(d.as_secs());
+                format!("gen-{cutoff:010}")
+            });
             inv.arg(&self.state.options().prefix)
-                .arg(self.retention.map_or(0, |d| d.as_secs().max(1)));
+                .arg(self.retention.map_or(0, |d| d.as_secs().max(1)))
+                .arg(oldest);
             for r in batch.iter() {
                 let stored = encode_record(r).map_err(|e| SinkError(e.0))?;
                 let cost = r.cost.filter(|c| charged(*c));
@@ -267,6 +291,65 @@ impl UsageSink for RedisUsage {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn generations(
+        &self,
+        q: GenerationQuery,
+    ) -> BoxFuture<'_, Result<Option<GenerationPage>, SinkError>> {
+        Box::pin(async move {
+            let failed = |e: redis::RedisError| SinkError(format!("Redis did not answer: {e}"));
+            let set = match &q.key {
+                Some(key) => self.state.key(format_args!("gens:{{{key}}}")),
+                None => self.state.key(format_args!("gens")),
+            };
+            let (lower, mut upper) = q.id_range();
+            let mut page = GenerationPage::default();
+            let mut read = 0;
+            loop {
+                // The next ids below `upper`, newest first.
+                let batch = (q.limit - page.records.len()).clamp(16, 256);
+                let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                    .arg(&set)
+                    .arg(format!("({upper}"))
+                    .arg(format!("[{lower}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(batch)
+                    .query_async(&mut self.state.conn())
+                    .await
+                    .map_err(failed)?;
+                let Some(last) = ids.last().cloned() else {
+                    return Ok(Some(page));
+                };
+                let keys: Vec<String> = ids
+                    .iter()
+                    .map(|id| self.state.key(format_args!("gen:{id}")))
+                    .collect();
+                let stored: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut self.state.conn())
+                    .await
+                    .map_err(failed)?;
+                for (id, bytes) in ids.iter().zip(stored) {
+                    read += 1;
+                    // Expired since it was listed: not there any more.
+                    if let Some(bytes) = bytes {
+                        let r = decode_record(&bytes).map_err(|e| {
+                            SinkError(format!("stored record `{id}` is unreadable: {e}"))
+                        })?;
+                        if q.matches(&r) {
+                            page.records.push(r);
+                        }
+                    }
+                    if page.records.len() == q.limit || read == SCAN_BUDGET {
+                        page.next = Some(cursor_after(id));
+                        return Ok(Some(page));
+                    }
+                }
+                upper = last;
+            }
         })
     }
 
