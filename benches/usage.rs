@@ -116,5 +116,69 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(metering, benches);
+/// The activity APIs over a store of a million records: a day of one busy key (hours, by
+/// model), and a page of its records.
+fn activity(c: &mut Criterion) {
+    use modelgate::usage::activity::{summarize, ActivityQuery, Bucket, GroupBy};
+    use modelgate::usage::query::GenerationQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let day = 1_796_601_600i64;
+    let template: UsageRecord = serde_json::from_value(serde_json::json!({
+        "id": "", "created_at": 0, "key_id": "busy", "requested_model": "m", "model": "m",
+        "provider": "p", "upstream_model": "u", "prompt_tokens": 18, "completion_tokens": 11,
+        "cached_tokens": 0, "reasoning_tokens": 0, "cost": 0.0001, "estimated": false,
+        "streamed": true, "status": 200, "error": null, "finish_reason": "stop",
+        "cancelled": false, "latency_ms": 800, "time_to_first_token_ms": 200, "attempts": [],
+        "referer": null, "title": null, "user": null
+    }))
+    .unwrap();
+    const RECORDS: i64 = 1_000_000;
+    for chunk in 0..RECORDS / 10_000 {
+        let batch: Vec<UsageRecord> = (0..10_000)
+            .map(|i| {
+                let n = chunk * 10_000 + i;
+                let at = day + n * 86_400 / RECORDS;
+                let mut r = template.clone();
+                r.id = format!("gen-{at:010}-{n:020}");
+                r.created_at = at;
+                r.model = format!("model-{}", n % 5);
+                // One record in five is another key's.
+                if n % 5 == 0 {
+                    r.key_id = Some(format!("key-{}", n % 1000));
+                }
+                r
+            })
+            .collect();
+        db.put_records(&batch).unwrap();
+    }
+    let mut g = c.benchmark_group("activity");
+    g.sample_size(20);
+    g.bench_function("a_day_of_a_busy_key_by_model_in_a_million_records", |b| {
+        let q = ActivityQuery {
+            key: Some("busy".into()),
+            since: day,
+            until: day + 86_400,
+            bucket: Bucket::Hour,
+            group_by: Some(GroupBy::Model),
+        };
+        b.iter(|| {
+            let rows = summarize(&q, db.activity(q.since, q.until).unwrap());
+            // The busy key's four models (the fifth is the other keys'), each hour.
+            assert_eq!(rows.len(), 24 * 4);
+            black_box(rows)
+        })
+    });
+    g.bench_function("a_page_of_fifty_of_a_busy_key_in_a_million_records", |b| {
+        let q = GenerationQuery {
+            key: Some("busy".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        b.iter(|| black_box(db.list_records(&q).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(metering, benches, activity);
 criterion_main!(metering);

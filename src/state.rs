@@ -19,6 +19,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::auth::KeyRecord;
 use crate::future::BoxFuture;
+use crate::usage::activity::{rollups, Rollup, Slot};
 use crate::usage::query::{page, GenerationPage, GenerationQuery};
 use crate::usage::{KeySpend, SinkError, UsageRecord, UsageSink};
 
@@ -30,6 +31,9 @@ const GENERATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("gene
 
 /// Spend: key id → the JSON of a [`KeySpend`].
 const SPEND: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spend");
+
+/// Each hour's totals per key, model and provider (`Slot::encode` → the rollup, postcard).
+const ACTIVITY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("activity");
 
 /// Each record's key and id (`<key id>\0<generation id>` → nothing): a key's records in order
 /// of arrival, for listing one key's records without reading the others'.
@@ -172,15 +176,27 @@ impl StateDb {
             let generations = tx.open_table(GENERATIONS)?;
             tx.open_table(SPEND)?;
             let mut index = tx.open_table(BY_KEY)?;
-            // A store from before the index: every record indexed once.
-            if index.is_empty()? && !generations.is_empty()? {
+            let mut activity = tx.open_table(ACTIVITY)?;
+            // A store from before the index and the rollups: every record counted once.
+            let (index_it, roll_up) = (index.is_empty()?, activity.is_empty()?);
+            if (index_it || roll_up) && !generations.is_empty()? {
+                let mut sums = std::collections::BTreeMap::new();
                 for row in generations.iter()? {
                     let (id, bytes) = row?;
-                    if let Ok(r) = decode_record(bytes.value()) {
-                        if let Some(key) = &r.key_id {
-                            index.insert(by_key(key, id.value()).as_str(), ())?;
-                        }
+                    let Ok(r) = decode_record(bytes.value()) else {
+                        continue;
+                    };
+                    if let (true, Some(key)) = (index_it, &r.key_id) {
+                        index.insert(by_key(key, id.value()).as_str(), ())?;
                     }
+                    if roll_up {
+                        sums.entry(Slot::of(&r))
+                            .or_insert_with(Rollup::default)
+                            .add(&r);
+                    }
+                }
+                for (slot, rollup) in sums {
+                    activity.insert(slot.encode().as_str(), encode_rollup(&rollup)?.as_slice())?;
                 }
             }
             Ok(())
@@ -389,6 +405,8 @@ impl StateDb {
             let mut generations = tx.open_table(GENERATIONS)?;
             let mut spend = tx.open_table(SPEND)?;
             let mut index = tx.open_table(BY_KEY)?;
+            let mut activity = tx.open_table(ACTIVITY)?;
+            let mut new = Vec::with_capacity(batch.len());
             let mut changed: std::collections::HashMap<&str, KeySpend> = Default::default();
             for (r, json) in batch.iter().zip(&encoded) {
                 // Already there (a batch offered again): the same record, not charged again.
@@ -401,6 +419,7 @@ impl StateDb {
                 if let Some(key) = &r.key_id {
                     index.insert(by_key(key, &r.id).as_str(), ())?;
                 }
+                new.push(r);
                 let (Some(key), Some(cost)) = (&r.key_id, r.cost) else {
                     continue;
                 };
@@ -428,6 +447,13 @@ impl StateDb {
                     .map_err(|e| redb::Error::Corrupted(format!("cannot encode spend: {e}")))?;
                 spend.insert(key, json.as_slice())?;
             }
+            for (slot, mut rollup) in rollups(new) {
+                let at = slot.encode();
+                if let Some(old) = activity.get(at.as_str())? {
+                    rollup.merge(&decode_rollup(old.value())?);
+                }
+                activity.insert(at.as_str(), encode_rollup(&rollup)?.as_slice())?;
+            }
             Ok(())
         })
     }
@@ -444,6 +470,9 @@ impl StateDb {
                 removed += 1;
                 false
             })?;
+            let hour = Slot::hour_start(before.div_euclid(3600) * 3600);
+            tx.open_table(ACTIVITY)?
+                .retain_in("0000000000"..hour.as_str(), |_, _| false)?;
             let mut index = tx.open_table(BY_KEY)?;
             index.retain(|entry, ()| {
                 entry
@@ -475,6 +504,25 @@ impl StateDb {
             Ok(n) => tracing::info!(records = n, "pruned usage records past their retention"),
             Err(e) => tracing::warn!(error = %e, "cannot prune usage records"),
         }
+    }
+
+    /// The hourly rollups of the hours from `since` (rounded down to its hour) up to `until`.
+    pub fn activity(&self, since: i64, until: i64) -> Result<Vec<(Slot, Rollup)>, StateError> {
+        let from = Slot::hour_start(since.div_euclid(3600) * 3600);
+        let to = Slot::hour_start(until);
+        self.with_db("cannot read the state database", |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(ACTIVITY)?;
+            let mut out = Vec::new();
+            for row in table.range(from.as_str()..to.as_str())? {
+                let (at, bytes) = row?;
+                let Some(slot) = Slot::decode(at.value()) else {
+                    continue;
+                };
+                out.push((slot, decode_rollup(bytes.value())?));
+            }
+            Ok(out)
+        })
     }
 
     /// A page of records, newest first: read backwards through the ids (their order is their
@@ -529,6 +577,16 @@ impl StateDb {
             .map(Some)
             .map_err(|e| StateError(format!("the usage record `{id}` is unreadable: {e}")))
     }
+}
+
+fn encode_rollup(r: &Rollup) -> Result<Vec<u8>, redb::Error> {
+    postcard::to_allocvec(r)
+        .map_err(|e| redb::Error::Corrupted(format!("cannot encode a rollup: {e}")))
+}
+
+fn decode_rollup(bytes: &[u8]) -> Result<Rollup, redb::Error> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| redb::Error::Corrupted(format!("a rollup is unreadable: {e}")))
 }
 
 /// The stored form of a record: a format byte, then the record in postcard (compact and
@@ -630,6 +688,21 @@ impl UsageSink for StateDb {
             tokio::task::spawn_blocking(move || db.get_record(&id))
                 .await
                 .map_err(|e| SinkError(e.to_string()))?
+                .map_err(|e| SinkError(e.0))
+        })
+    }
+
+    fn activity(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<(Slot, Rollup)>>, SinkError>> {
+        let db = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db.activity(since, until))
+                .await
+                .map_err(|e| SinkError(e.to_string()))?
+                .map(Some)
                 .map_err(|e| SinkError(e.0))
         })
     }

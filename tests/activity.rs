@@ -145,3 +145,96 @@ async fn bad_parameters_are_400s_naming_them() {
         assert_eq!(a.json()["error"]["param"], json!(param), "{query}");
     }
 }
+
+#[tokio::test]
+async fn activity_adds_up_hours_by_model_provider_and_key() {
+    let fake = FakeProvider::start(standard).await;
+    let gw = gateway(&fake).await;
+    for i in 0..5 {
+        let model = if i == 0 {
+            "fake/fail-500"
+        } else {
+            "vendor/fake-model"
+        };
+        chat_as(&gw, APP, model).await;
+    }
+    for _ in 0..2 {
+        chat_as(&gw, OTHER, "vendor/fake-model").await;
+    }
+    // A client key: its own hour.
+    let a = get(&gw, "/v1/activity", APP).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let body = a.json();
+    assert_eq!(body["bucket"], "1h");
+    let rows = body["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{body}");
+    let hour = &rows[0];
+    assert!(hour["start"].as_str().unwrap().ends_with(":00:00Z"));
+    assert_eq!(hour["requests"], 5);
+    assert_eq!(hour["errors"], 1);
+    assert!(hour["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(hour["cost"].as_f64().unwrap() > 0.0);
+    assert!(hour["latency_ms"]["p95"].as_u64().is_some());
+    assert!(hour.get("group").is_none());
+    // By model: the failed request's model, and the catalog's.
+    let by_model = get(&gw, "/v1/activity?group_by=model&bucket=1d", APP)
+        .await
+        .json();
+    let groups: Vec<(&str, u64)> = by_model["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["group"].as_str().unwrap(),
+                r["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert!(groups.contains(&("vendor/fake-model", 4)), "{groups:?}");
+    // The admin key: everyone, split by key; or one key.
+    let by_key = get(&gw, "/v1/activity?group_by=key", ADMIN).await.json();
+    let counts: Vec<u64> = by_key["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 7);
+    assert_eq!(counts.len(), 2);
+    let by_provider = get(&gw, "/v1/activity?group_by=provider", ADMIN)
+        .await
+        .json();
+    assert!(by_provider["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["group"] == "fake" && r["requests"] == 6));
+    // Nothing before: empty.
+    let past = get(&gw, "/v1/activity?since=1000000000&until=1000003600", APP)
+        .await
+        .json();
+    assert_eq!(past["data"], json!([]));
+    // Refusals.
+    for (query, param, status) in [
+        ("bucket=1w", "bucket", StatusCode::BAD_REQUEST),
+        ("group_by=colour", "group_by", StatusCode::BAD_REQUEST),
+        (
+            "since=2000000000&until=1000000000",
+            "since",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "since=1000000000&until=1100000000",
+            "since",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("key=someone", "key", StatusCode::FORBIDDEN),
+        ("limit=5", "limit", StatusCode::BAD_REQUEST),
+    ] {
+        let a = get(&gw, &format!("/v1/activity?{query}"), APP).await;
+        assert_eq!(a.status, status, "{query}: {}", a.text());
+        assert_eq!(a.json()["error"]["param"], json!(param), "{query}");
+    }
+}

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod activity;
 mod config;
 mod count_tokens;
 mod generation;

@@ -18,7 +18,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use super::{generation, generations, keys, metrics, models, Proxy};
+use super::{activity, generation, generations, keys, metrics, models, Proxy};
 use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
 use crate::dialect::Dialect;
@@ -179,6 +179,14 @@ impl Proxy {
             })
             .fallback(wrong_method("GET"))
         };
+        let activity = {
+            let proxy = self.clone();
+            get(move |req: Request| {
+                let proxy = proxy.clone();
+                async move { proxy.activity(req).await }
+            })
+            .fallback(wrong_method("GET"))
+        };
         let manage = |rest: Option<String>| self.management(rest);
         let v1 = Router::new()
             .route("/v1/chat/completions", chat.clone())
@@ -195,6 +203,7 @@ impl Proxy {
             .route("/v1/auth/key", key)
             .route("/v1/generation", generation)
             .route("/v1/generations", generations)
+            .route("/v1/activity", activity)
             .route("/v1/keys", manage(None))
             .route(
                 "/v1/credits",
@@ -273,23 +282,40 @@ impl Proxy {
 
     /// `GET /v1/generations`: a client key lists its own records, the admin key every key's.
     async fn generations(&self, req: Request) -> Own {
-        let viewer = match self
-            .key_auth
-            .authenticate(req.headers(), req.extensions())
-            .await
-        {
-            Ok(p) => generations::Viewer::Key(p.id.clone()),
+        match self.viewer(req.headers(), req.extensions()).await {
+            Ok(viewer) => generations::list(&self.recorder, viewer, req.uri().query()).await,
+            Err(refused) => refused,
+        }
+    }
+
+    /// `GET /v1/activity`: a client key's own totals, or (admin key) everyone's.
+    async fn activity(&self, req: Request) -> Own {
+        match self.viewer(req.headers(), req.extensions()).await {
+            Ok(viewer) => activity::activity(&self.recorder, viewer, req.uri().query()).await,
+            Err(refused) => refused,
+        }
+    }
+
+    /// Who asks: a client key, or the admin key (a valid key of the other role); the refusal
+    /// otherwise.
+    async fn viewer(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<generations::Viewer, Own> {
+        let auth = self.key_auth.authenticate(headers, extensions).await;
+        match auth {
+            Ok(p) => Ok(generations::Viewer::Key(p.id.clone())),
             // A valid key of the other role: the admin key, when there is one.
             Err(e) if e.status() == StatusCode::FORBIDDEN => match &self.admin_auth {
-                Some(admin) => match admin.authenticate(req.headers(), req.extensions()).await {
-                    Ok(_) => generations::Viewer::Admin,
-                    Err(e) => return refusal(&e),
+                Some(admin) => match admin.authenticate(headers, extensions).await {
+                    Ok(_) => Ok(generations::Viewer::Admin),
+                    Err(e) => Err(refusal(&e)),
                 },
-                None => return refusal(&e),
+                None => Err(refusal(&e)),
             },
-            Err(e) => return refusal(&e),
-        };
-        generations::list(&self.recorder, viewer, req.uri().query()).await
+            Err(e) => Err(refusal(&e)),
+        }
     }
 
     /// `GET /v1/credits` (admin key): the configured credits and what every key spent.

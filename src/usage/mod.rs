@@ -39,6 +39,7 @@
 //! # });
 //! ```
 
+pub mod activity;
 mod ledger;
 pub mod metrics;
 pub mod query;

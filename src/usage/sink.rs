@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::activity::{Rollup, Slot};
 use super::ledger::SpendStore;
 use super::query::{GenerationPage, GenerationQuery};
 use super::record::UsageRecord;
@@ -41,6 +42,17 @@ pub trait UsageSink: Send + Sync + 'static {
     /// The record of generation `id`, for sinks that can look one up (default: none).
     fn generation(&self, id: String) -> BoxFuture<'_, Result<Option<UsageRecord>, SinkError>> {
         let _ = id;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// The hourly rollups of the hours from `since` (rounded down to its hour) to `until`,
+    /// for sinks that keep them (default: `None`, they do not).
+    fn activity(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<(Slot, Rollup)>>, SinkError>> {
+        let _ = (since, until);
         Box::pin(std::future::ready(Ok(None)))
     }
 
@@ -283,6 +295,22 @@ impl Recorder {
             self.flushing.notify_one();
             let _ = wait.await;
         }
+    }
+
+    /// The hourly rollups from `since` to `until` from the first sink that keeps them (`None`
+    /// when none does), after a flush, as [`generation`](Self::generation).
+    pub async fn activity(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Option<Vec<(Slot, Rollup)>>, SinkError> {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.flush()).await;
+        for sink in self.sinks.iter() {
+            if let Some(rows) = sink.activity(since, until).await? {
+                return Ok(Some(rows));
+            }
+        }
+        Ok(None)
     }
 
     /// A page of records from the first sink that can list them (`None` when none can), after
