@@ -19,7 +19,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::auth::KeyRecord;
 use crate::future::BoxFuture;
-use crate::usage::activity::{rollups, Rollup, Slot};
+use crate::usage::activity::{rollups, HourlyRollups, Rollup, Slot};
 use crate::usage::query::{page, GenerationPage, GenerationQuery};
 use crate::usage::{KeySpend, SinkError, UsageRecord, UsageSink};
 
@@ -507,7 +507,7 @@ impl StateDb {
     }
 
     /// The hourly rollups of the hours from `since` (rounded down to its hour) up to `until`.
-    pub fn activity(&self, since: i64, until: i64) -> Result<Vec<(Slot, Rollup)>, StateError> {
+    pub fn activity(&self, since: i64, until: i64) -> Result<HourlyRollups, StateError> {
         let from = Slot::hour_start(since.div_euclid(3600) * 3600);
         let to = Slot::hour_start(until);
         self.with_db("cannot read the state database", |db| {
@@ -696,7 +696,7 @@ impl UsageSink for StateDb {
         &self,
         since: i64,
         until: i64,
-    ) -> BoxFuture<'_, Result<Option<Vec<(Slot, Rollup)>>, SinkError>> {
+    ) -> BoxFuture<'_, Result<Option<HourlyRollups>, SinkError>> {
         let db = self.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || db.activity(since, until))

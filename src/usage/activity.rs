@@ -184,6 +184,9 @@ impl Slot {
     }
 }
 
+/// The hourly rollups a store reads: each slot's totals.
+pub type HourlyRollups = Vec<(Slot, Rollup)>;
+
 /// The rollups of every slot of `records`.
 pub fn rollups<'a>(records: impl IntoIterator<Item = &'a UsageRecord>) -> BTreeMap<Slot, Rollup> {
     let mut out: BTreeMap<Slot, Rollup> = BTreeMap::new();
@@ -322,7 +325,7 @@ mod tests {
         ];
         let slots = rollups(&records);
         assert_eq!(slots.len(), 3);
-        for (slot, _) in &slots {
+        for slot in slots.keys() {
             assert_eq!(Slot::decode(&slot.encode()).as_ref(), Some(slot));
         }
         let q = |bucket, group_by, key: Option<&str>| ActivityQuery {

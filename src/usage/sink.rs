@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::activity::{Rollup, Slot};
+use super::activity::HourlyRollups;
 use super::ledger::SpendStore;
 use super::query::{GenerationPage, GenerationQuery};
 use super::record::UsageRecord;
@@ -51,7 +51,7 @@ pub trait UsageSink: Send + Sync + 'static {
         &self,
         since: i64,
         until: i64,
-    ) -> BoxFuture<'_, Result<Option<Vec<(Slot, Rollup)>>, SinkError>> {
+    ) -> BoxFuture<'_, Result<Option<HourlyRollups>, SinkError>> {
         let _ = (since, until);
         Box::pin(std::future::ready(Ok(None)))
     }
@@ -303,7 +303,7 @@ impl Recorder {
         &self,
         since: i64,
         until: i64,
-    ) -> Result<Option<Vec<(Slot, Rollup)>>, SinkError> {
+    ) -> Result<Option<HourlyRollups>, SinkError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.flush()).await;
         for sink in self.sinks.iter() {
             if let Some(rows) = sink.activity(since, until).await? {
