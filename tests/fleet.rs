@@ -945,4 +945,31 @@ async fn generations_are_listed_from_redis_by_key_and_paged_while_records_are_wr
     assert_eq!(all["data"].as_array().unwrap().len(), 11);
     let twos = list(&a, ADMIN, format!("key={two_id}")).await;
     assert_eq!(twos["data"].as_array().unwrap().len(), 4);
+    // Activity from the hours' totals in Redis: a key's own, and everyone's by key.
+    let activity = |gw: &Gateway, key: &str, query: &str| {
+        let url = gw.url(&format!("/v1/activity?{query}"));
+        let key = key.to_owned();
+        let c = c.clone();
+        async move {
+            let a = call(&c, Method::GET, &url, &key, None).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+            a.json()
+        }
+    };
+    let mine = activity(&a, &one, "bucket=1d").await;
+    let rows = mine["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{mine}");
+    assert_eq!(rows[0]["requests"], 7);
+    assert_eq!(rows[0]["errors"], 0);
+    assert!(rows[0]["cost"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["latency_ms"]["p50"].as_u64().is_some());
+    let by_key = activity(&b, ADMIN, "group_by=key&bucket=1d").await;
+    let mut counts: Vec<u64> = by_key["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [4, 7]);
 }

@@ -1,6 +1,6 @@
 //! Spend and generation records on Redis.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,19 +11,25 @@ use super::{Concern, RedisState};
 use crate::auth::{LimitReset, StoreError};
 use crate::future::BoxFuture;
 use crate::state::{decode_record, encode_record};
-use crate::usage::query::{cursor_after, GenerationPage, GenerationQuery, SCAN_BUDGET};
+use crate::usage::activity::{Histogram, HourlyRollups, Rollup, Slot};
+use crate::usage::query::{
+    cursor_after, GenerationPage, GenerationQuery, StatusFilter, SCAN_BUDGET,
+};
 use crate::usage::{window_start, KeySpend, SinkError, SpendStore, UsageRecord, UsageSink, Window};
 
 /// Stores a batch of records and adds their cost to their keys' spend, each record once.
 ///
 /// Each new record's id also goes in two sorted sets of equal scores, read in the ids' order
 /// (their age) for listings: `gens` (every record) and `gens:{<key id>}` (the key's). With a
-/// retention, the ids older than it leave both as their records expire.
+/// retention, the ids older than it leave both as their records expire. Its hour's totals go
+/// in the hash `act:<hour>`, a field per key, model, provider and measure
+/// (`<key>\0<model>\0<provider>\0<measure>`; see [`rollup_fields`]).
 ///
 /// ARGV: prefix, retention in seconds (0: for ever), the oldest id kept (``: all), then per
 /// record: id, key id (or ``),
 /// cost in USD (or ``), the day, week and month window starts, the stored record (the state
-/// store's compact form: a format byte, then postcard). The cost
+/// store's compact form: a format byte, then postcard), its hour, its rollup's field prefix,
+/// and its integer increments (`<measure> <n>` pairs, space separated). The cost
 /// of the records that were new is summed per key and window, then added (one set of
 /// updates per key, not per record). Returns how many records were new.
 const WRITE: &str = r"
@@ -40,7 +46,7 @@ local function listed(set, id)
     redis.call('ZREMRANGEBYLEX', set, '-', '(' .. oldest)
   end
 end
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 10 do
   local ok
   if ttl > 0 then
     ok = redis.call('SET', p .. 'gen:' .. ARGV[i], ARGV[i + 6], 'NX', 'EX', ttl)
@@ -52,6 +58,17 @@ for i = 4, #ARGV, 7 do
     listed(p .. 'gens', ARGV[i])
     if ARGV[i + 1] ~= '' then
       listed(p .. 'gens:{' .. ARGV[i + 1] .. '}', ARGV[i])
+    end
+    local act = p .. 'act:' .. ARGV[i + 7]
+    local slot = ARGV[i + 8]
+    for measure, n in string.gmatch(ARGV[i + 9], '(%S+) (%S+)') do
+      redis.call('HINCRBY', act, slot .. measure, n)
+    end
+    if ARGV[i + 2] ~= '' then
+      redis.call('HINCRBYFLOAT', act, slot .. '$', ARGV[i + 2])
+    end
+    if ttl > 0 then
+      redis.call('EXPIRE', act, ttl + 3600)
     end
     if ARGV[i + 1] ~= '' and ARGV[i + 2] ~= '' then
       local g = ARGV[i + 1] .. '|' .. ARGV[i + 3] .. '|' .. ARGV[i + 4] .. '|' .. ARGV[i + 5]
@@ -244,6 +261,62 @@ impl SpendStore for RedisUsage {
     }
 }
 
+/// A record's part of its hour's totals: the hour, the field prefix of its slot
+/// (`<key>\0<model>\0<provider>\0`), and its increments: `n` (requests), `e` (errors), `p`,
+/// `c`, `k` (prompt, completion and cached tokens), `t<bucket>` and `l<bucket>` (the
+/// histogram buckets of its time to first token and latency); the cost goes in `$`.
+fn rollup_fields(r: &UsageRecord) -> (i64, String, String) {
+    let slot = Slot::of(r);
+    let prefix = format!("{}\0{}\0{}\0", slot.key, slot.model, slot.provider);
+    let error = u8::from(StatusFilter::of(r) == StatusFilter::Error);
+    let mut inc = format!(
+        "n 1 e {error} p {} c {} k {} l{} 1",
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        Histogram::bucket(r.latency_ms)
+    );
+    if let Some(t) = r.time_to_first_token_ms {
+        inc.push_str(&format!(" t{} 1", Histogram::bucket(t)));
+    }
+    (slot.hour, prefix, inc)
+}
+
+/// Reads the fields of hour `hour`'s hash back into its slots' rollups.
+fn rollups_of(hour: i64, fields: HashMap<String, String>, out: &mut BTreeMap<Slot, Rollup>) {
+    for (field, value) in fields {
+        let Some((slot, measure)) = field.rsplit_once('\0') else {
+            continue;
+        };
+        let Some(slot) = Slot::decode(&format!("{hour:010}\0{slot}")) else {
+            continue;
+        };
+        let r = out.entry(slot).or_default();
+        if measure == "$" {
+            r.cost += value.parse::<f64>().unwrap_or(0.0);
+            continue;
+        }
+        let n: u64 = value.parse().unwrap_or(0);
+        match measure {
+            "n" => r.requests += n,
+            "e" => r.errors += n,
+            "p" => r.prompt_tokens += n,
+            "c" => r.completion_tokens += n,
+            "k" => r.cached_tokens += n,
+            _ => {
+                let (hist, bucket) = match measure.split_at(1) {
+                    ("t", b) => (&mut r.ttft, b),
+                    ("l", b) => (&mut r.latency, b),
+                    _ => continue,
+                };
+                if let Ok(b) = bucket.parse() {
+                    hist.add_at(b, u32::try_from(n).unwrap_or(u32::MAX));
+                }
+            }
+        }
+    }
+}
+
 impl UsageSink for RedisUsage {
     fn name(&self) -> &str {
         "redis"
@@ -269,6 +342,8 @@ impl UsageSink for RedisUsage {
                     .arg(window_start(LimitReset::Weekly, r.created_at))
                     .arg(window_start(LimitReset::Monthly, r.created_at))
                     .arg(stored);
+                let (hour, slot, increments) = rollup_fields(r);
+                inv.arg(hour).arg(slot).arg(increments);
             }
             inv.invoke_async::<i64>(&mut self.state.conn())
                 .await
@@ -291,6 +366,34 @@ impl UsageSink for RedisUsage {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn activity(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<Option<HourlyRollups>, SinkError>> {
+        Box::pin(async move {
+            let hours: Vec<i64> = (since.div_euclid(3600) * 3600..until)
+                .step_by(3600)
+                .collect();
+            let mut out = BTreeMap::new();
+            for chunk in hours.chunks(256) {
+                let mut pipe = redis::pipe();
+                for hour in chunk {
+                    pipe.cmd("HGETALL")
+                        .arg(self.state.key(format_args!("act:{hour}")));
+                }
+                let hashes: Vec<HashMap<String, String>> = pipe
+                    .query_async(&mut self.state.conn())
+                    .await
+                    .map_err(|e| SinkError(format!("Redis did not answer: {e}")))?;
+                for (hour, fields) in chunk.iter().zip(hashes) {
+                    rollups_of(*hour, fields, &mut out);
+                }
+            }
+            Ok(Some(out.into_iter().collect()))
         })
     }
 

@@ -33,7 +33,8 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    fn bucket(ms: u64) -> usize {
+    /// The bucket of a latency.
+    pub fn bucket(ms: u64) -> usize {
         if ms == 0 {
             return 0;
         }
@@ -51,6 +52,14 @@ impl Histogram {
         self.0.resize(BUCKETS, 0);
         let b = Self::bucket(ms);
         self.0[b] = self.0[b].saturating_add(1);
+    }
+
+    /// Adds `n` to bucket `i` (a store's own form of the histogram); past the last bucket,
+    /// to the last.
+    pub fn add_at(&mut self, i: usize, n: u32) {
+        self.0.resize(BUCKETS, 0);
+        let i = i.min(BUCKETS - 1);
+        self.0[i] = self.0[i].saturating_add(n);
     }
 
     /// Adds another histogram's counts.
