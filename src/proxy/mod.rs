@@ -4,13 +4,15 @@
 //! Routes ([`Proxy::routes`]): `POST /v1/chat/completions` (auth, rate limits, then the gateway
 //! stack), `POST /v1/messages` (the same, behind Anthropic's edge, [`MessagesLayer`]),
 //! `POST /v1/messages/count_tokens` (auth only), `POST /v1/responses` (behind the Responses
-//! edge, [`ResponsesLayer`]; stateless, so `GET /v1/responses/{id}` is a 404), `POST /v1/embeddings`
-//! (behind the embeddings edge, [`EmbeddingsLayer`]), `GET /v1/models` (the catalog,
-//! OpenRouter-shaped), `GET /v1/key` (the calling key), `/v1/keys[/{id}]` (key management with
-//! the admin key), `GET /v1/generation?id=` (one of the calling key's records), `GET /metrics`
-//! (Prometheus text), `GET /health`. Everything else is a 404 (or 405) in the envelope. Every
-//! answer carries `X-Generation-Id`. Around them ([`Proxy::with_server_layers`]), tower-http's
-//! layers: the access log, sensitive headers,
+//! edge, [`ResponsesLayer`]; stateless, so `GET /v1/responses/{id}` is a 404),
+//! `POST /v1/embeddings` (behind the embeddings edge, [`EmbeddingsLayer`]), `GET /v1/models`
+//! (the catalog, OpenRouter-shaped), `GET /v1/key` (the calling key), `/v1/keys[/{id}]` (key
+//! management with the admin key), `GET /v1/generation?id=` (one of the calling key's
+//! records), `GET /v1/generations` and `GET /v1/activity` (records and hourly totals: a client
+//! key's own, everyone's for the admin key), `GET /metrics` (Prometheus text), `GET /health`.
+//! Everything else is a 404 (or 405) in the envelope. Every answer carries `X-Generation-Id`.
+//! Around them ([`Proxy::with_server_layers`]), tower-http's layers: the access log, sensitive
+//! headers,
 //! panics answered as `500`s, and CORS.
 //!
 //! ```no_run
