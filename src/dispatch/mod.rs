@@ -263,7 +263,7 @@ impl Service<Request<ChatRequest>> for Dispatch {
                 &native.body,
                 &native.headers,
                 &target.upstream_model,
-                body.is_stream(),
+                stream,
             ),
             // Said in an API this provider's cannot carry: refused here, tried elsewhere.
             (

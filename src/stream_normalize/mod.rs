@@ -353,7 +353,14 @@ where
             target.public_model.clone(),
             target.pricing,
         );
-        let upstream_model = target.upstream_model.clone();
+        // The API the answer is in (Vertex's depends on the model); a request kept in this
+        // provider's own dialect is answered in it, untranslated.
+        let kind = provider.speaks(&target.upstream_model);
+        let native = req
+            .extensions()
+            .get::<NativeRequest>()
+            .filter(|n| n.served_by(&provider, &target.upstream_model))
+            .map(|n| n.api);
         let id = match req.extensions().get::<GenerationId>() {
             Some(id) => id.clone(),
             None => {
@@ -365,12 +372,6 @@ where
         let slot = req.extensions().get::<UsageSlot>().cloned();
         let embeddings = req.extensions().get::<Embeddings>().cloned();
         let streaming = req.body().is_stream();
-        // A request kept in this provider's own dialect is answered in it, untranslated.
-        let native = req
-            .extensions()
-            .get::<NativeRequest>()
-            .filter(|n| n.served_by(&provider, &upstream_model))
-            .map(|n| n.api);
         let ctx = StreamContext {
             id,
             model: public_model,
@@ -422,8 +423,6 @@ where
             } else {
                 None
             };
-            // The API the answer is in (Vertex's depends on the model).
-            let kind = provider.speaks(&upstream_model);
             if native.is_some() {
                 parts.extensions.insert(NativeAnswer);
             }
