@@ -9,6 +9,9 @@
 #     and tests/openai_clients.rs run against the proxy;
 #   - redis-server (Debian's package), which tests/fleet.rs starts, one per test, on free
 #     loopback ports (those tests fail under CI without it, and skip elsewhere);
+#   - Chromium (Debian's package) and playwright-core (npm, into .tools/playwright), which
+#     tests/ui.rs drives through the page at /ui (Playwright's own browser download is not
+#     used);
 #   - cargo-nextest when present (it is on our machines), plain `cargo test` otherwise.
 # Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
@@ -74,6 +77,27 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 if command -v redis-server >/dev/null 2>&1; then
   export MODELGATE_REDIS_SERVER="$(command -v redis-server)"
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing Chromium (for tests/ui.rs)"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >/dev/null \
+    || echo "warning: could not install Chromium: tests/ui.rs will skip (and fail under CI)"
+fi
+if command -v chromium >/dev/null 2>&1; then
+  export MODELGATE_CHROMIUM="$(command -v chromium)"
+fi
+PLAYWRIGHT_VERSION="1.65.2"
+if ! grep -qs "\"version\": \"$PLAYWRIGHT_VERSION\"" .tools/playwright/node_modules/playwright-core/package.json; then
+  echo "== installing playwright-core $PLAYWRIGHT_VERSION into .tools/playwright"
+  npm install --silent --no-audit --no-fund --prefix .tools/playwright \
+    "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null \
+    || echo "warning: could not install playwright-core: tests/ui.rs will skip (and fail under CI)"
+fi
+if [ -d .tools/playwright/node_modules/playwright-core ]; then
+  export MODELGATE_PLAYWRIGHT="$PWD/.tools/playwright"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

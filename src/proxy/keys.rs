@@ -117,8 +117,9 @@ struct Data<T> {
 }
 
 /// `GET /v1/key`: the calling key in OpenRouter's shape, with its spend (USD) in all and in
-/// the current UTC day, week and month, and its rate limits.
-pub(crate) fn key_info(p: &Principal, spend: &KeySpend) -> Response<Full<Bytes>> {
+/// the current UTC day, week and month, and its rate limits. The admin key is shown too, as
+/// OpenRouter shows a provisioning key (`is_management_key`, `is_provisioning_key`).
+pub(crate) fn key_info(p: &Principal, spend: &KeySpend, admin: bool) -> Response<Full<Bytes>> {
     /// OpenRouter's older single rate limit: the tightest of the key's.
     #[derive(Serialize)]
     struct RateLimit {
@@ -162,8 +163,8 @@ pub(crate) fn key_info(p: &Principal, spend: &KeySpend) -> Response<Full<Bytes>>
             data: Current {
                 key: KeyObject::of(p.record(), spend),
                 is_free_tier: false,
-                is_management_key: false,
-                is_provisioning_key: false,
+                is_management_key: admin,
+                is_provisioning_key: admin,
                 allowed_data_regions: ["global"],
                 budgets: [],
                 effective_budget: None,

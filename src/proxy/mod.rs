@@ -37,6 +37,7 @@ mod metrics;
 mod models;
 mod router;
 mod server;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;

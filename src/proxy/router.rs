@@ -18,7 +18,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use super::{activity, generation, generations, keys, metrics, models, Proxy};
+use super::{activity, generation, generations, keys, metrics, models, ui, Proxy};
 use crate::auth::{refusal, Principal};
 use crate::decode::GENERATION_ID_NAME;
 use crate::dialect::Dialect;
@@ -152,16 +152,13 @@ impl Proxy {
         .fallback(wrong_method("GET"));
         let health = get(|| async { json(Bytes::from_static(b"{\"status\":\"ok\"}")) })
             .fallback(wrong_method("GET"));
-        let (auth, ledger) = (self.key_auth.clone(), self.recorder.ledger().clone());
-        let key = get(move |req: Request| async move {
-            match auth.authenticate(req.headers(), req.extensions()).await {
-                Ok(p) => match ledger.fetch(&p.id).await {
-                    Ok(spend) => keys::key_info(&p, &spend),
-                    Err(e) => e.to_error().into_response(),
-                },
-                Err(e) => refusal(&e),
-            }
-        })
+        let key = {
+            let proxy = self.clone();
+            get(move |req: Request| {
+                let proxy = proxy.clone();
+                async move { proxy.key_info(req).await }
+            })
+        }
         .fallback(wrong_method("GET"));
         let (auth, recorder) = (self.key_auth.clone(), self.recorder.clone());
         let generation = get(move |req: Request| async move {
@@ -222,7 +219,7 @@ impl Proxy {
                     }
                 }),
             );
-        Router::new()
+        let mut app = Router::new()
             .merge(v1.clone())
             .nest("/api", v1)
             .route("/chat/completions", chat)
@@ -234,15 +231,18 @@ impl Proxy {
             .route("/models", models)
             .route("/metrics", scrape)
             .route("/health", health.clone())
-            .route("/healthz", health)
-            .fallback(|req: Request| async move {
-                own(Error::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found_error",
-                    format!("no route for {} {}", req.method(), req.uri().path()),
-                )
-                .into_response())
-            })
+            .route("/healthz", health);
+        for (path, page) in ui::routes() {
+            app = app.route(path, page);
+        }
+        app.fallback(|req: Request| async move {
+            own(Error::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                format!("no route for {} {}", req.method(), req.uri().path()),
+            )
+            .into_response())
+        })
     }
 
     /// `POST /v1/messages/count_tokens`: authenticated, never rate limited or billed.
@@ -280,6 +280,38 @@ impl Proxy {
         })
     }
 
+    /// `GET /v1/key`: the calling key, a client key or the admin key.
+    async fn key_info(&self, req: Request) -> Own {
+        let (principal, admin) = match self.caller(req.headers(), req.extensions()).await {
+            Ok(found) => found,
+            Err(e) => return refusal(&e),
+        };
+        match self.recorder.ledger().fetch(&principal.id).await {
+            Ok(spend) => keys::key_info(&principal, &spend, admin),
+            Err(e) => e.to_error().into_response(),
+        }
+    }
+
+    /// Who calls: a client key, or the admin key (a valid key of the other role), with
+    /// whether it is the admin key.
+    async fn caller(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<(Principal, bool), Error> {
+        match self.key_auth.authenticate(headers, extensions).await {
+            Ok(p) => Ok((p, false)),
+            Err(e) if e.status() == StatusCode::FORBIDDEN => match &self.admin_auth {
+                Some(admin) => admin
+                    .authenticate(headers, extensions)
+                    .await
+                    .map(|p| (p, true)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /v1/generations`: a client key lists its own records, the admin key every key's.
     async fn generations(&self, req: Request) -> Own {
         match self.viewer(req.headers(), req.extensions()).await {
@@ -296,24 +328,15 @@ impl Proxy {
         }
     }
 
-    /// Who asks: a client key, or the admin key (a valid key of the other role); the refusal
-    /// otherwise.
+    /// Who asks, as the activity routes see it; the refusal otherwise.
     async fn viewer(
         &self,
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Result<generations::Viewer, Own> {
-        let auth = self.key_auth.authenticate(headers, extensions).await;
-        match auth {
-            Ok(p) => Ok(generations::Viewer::Key(p.id.clone())),
-            // A valid key of the other role: the admin key, when there is one.
-            Err(e) if e.status() == StatusCode::FORBIDDEN => match &self.admin_auth {
-                Some(admin) => match admin.authenticate(headers, extensions).await {
-                    Ok(_) => Ok(generations::Viewer::Admin),
-                    Err(e) => Err(refusal(&e)),
-                },
-                None => Err(refusal(&e)),
-            },
+        match self.caller(headers, extensions).await {
+            Ok((_, true)) => Ok(generations::Viewer::Admin),
+            Ok((p, false)) => Ok(generations::Viewer::Key(p.id.clone())),
             Err(e) => Err(refusal(&e)),
         }
     }
