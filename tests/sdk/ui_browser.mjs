@@ -102,6 +102,11 @@ try {
     });
   check((await chat(made)).status === 200, "the new key works");
   const row = page.locator("#key-table tbody tr", { hasText: "made-in-the-browser" });
+  page.once("dialog", (d) => d.accept("600, 10000, 50000"));
+  await row.locator("button", { hasText: "Change rate limits" }).click();
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("#key-table tbody tr")].some(
+      (r) => r.textContent.includes("600 requests a minute, 10000 a day, 50K tokens a minute")));
   await row.locator("button", { hasText: "Disable" }).click();
   await page.waitForFunction(() =>
     [...document.querySelectorAll("#key-table tbody tr")].some(

@@ -261,7 +261,11 @@ async function loadKeys() {
   tbody.textContent = "";
   for (const k of body.data) {
     const spend = k.limit === null ? `${usd(k.usage)} / no limit` : `${usd(k.usage)} / ${usd(k.limit)}`;
-    const rate = k.requests_per_minute ? `${k.requests_per_minute} a minute` : "none";
+    const rate = [
+      k.requests_per_minute && `${k.requests_per_minute} requests a minute`,
+      k.requests_per_day && `${k.requests_per_day} a day`,
+      k.tokens_per_minute && `${compact.format(k.tokens_per_minute)} tokens a minute`,
+    ].filter(Boolean).join(", ") || "none";
     const actions = el("td");
     if (k.source === "api") {
       actions.append(
@@ -271,10 +275,19 @@ async function loadKeys() {
           if (v === null) return;
           patchKey(k.hash, { limit: v.trim() === "" ? null : Number(v) });
         }),
-        button("Change rate limit", () => {
-          const v = prompt(`Requests a minute for ${k.name} (empty: none)`, k.requests_per_minute ?? "");
+        button("Change rate limits", () => {
+          const now = [k.requests_per_minute, k.requests_per_day, k.tokens_per_minute]
+            .map((n) => n ?? "").join(", ");
+          const v = prompt(
+            `Rate limits of ${k.name}: requests a minute, requests a day, tokens a minute ` +
+            "(an empty place: none)", now);
           if (v === null) return;
-          patchKey(k.hash, { requests_per_minute: v.trim() === "" ? null : Number(v) });
+          const [rpm, rpd, tpm] = v.split(",").map((x) => (x.trim() === "" ? null : Number(x)));
+          patchKey(k.hash, {
+            requests_per_minute: rpm ?? null,
+            requests_per_day: rpd ?? null,
+            tokens_per_minute: tpm ?? null,
+          });
         }),
         button("Delete", () => {
           if (confirm(`Delete the key ${k.name}? Requests with it will be refused.`)) {
