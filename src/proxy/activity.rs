@@ -8,12 +8,11 @@
 //! last 30 days for `1d`; at most 31 days of hours or 366 of days), `key` (admin only).
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::Full;
 use serde::Serialize;
 
-use super::generations::{time_param, Viewer};
+use super::generations::{bad, json, store_failure, time_param, Viewer};
 use super::keys::rfc3339;
 use crate::usage::activity::{summarize, ActivityQuery, ActivityRow, Bucket, GroupBy};
 use crate::usage::Recorder;
@@ -88,7 +87,7 @@ pub(crate) async fn activity(
     match recorder.activity(q.since, q.until).await {
         Ok(Some(slots)) => {
             let rows = summarize(&q, slots);
-            let answer = Answer {
+            json(&Answer {
                 bucket: match q.bucket {
                     Bucket::Hour => "1h",
                     Bucket::Day => "1d",
@@ -101,42 +100,15 @@ pub(crate) async fn activity(
                 since: rfc3339(q.since).unwrap_or_default(),
                 until: rfc3339(q.until).unwrap_or_default(),
                 data: rows.iter().map(Row::of).collect(),
-            };
-            let mut res = Response::new(Full::new(Bytes::from(
-                serde_json::to_vec(&answer).unwrap_or_default(),
-            )));
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            res
+            })
         }
-        Ok(None) => Error::new(
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            "no usage store here keeps activity",
-        )
-        .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "reading activity failed");
-            Error::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the usage store cannot be read right now",
-            )
-            .into_response()
-        }
+        other => store_failure(other.map(|_| ()), "no usage store here keeps activity"),
     }
-}
-
-fn bad(param: &str, message: String) -> Error {
-    Error::invalid_request(message, Some(param.to_owned()))
 }
 
 fn parse(query: &str, viewer: &Viewer, now: i64) -> Result<ActivityQuery, Error> {
     let (mut since, mut until, mut bucket, mut group_by) = (None, None, Bucket::Hour, None);
-    let mut key = match viewer {
-        Viewer::Admin => None,
-        Viewer::Key(id) => Some(id.clone()),
-    };
+    let mut key = viewer.scope();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         let value = value.into_owned();
         match name.as_ref() {
@@ -167,18 +139,7 @@ fn parse(query: &str, viewer: &Viewer, now: i64) -> Result<ActivityQuery, Error>
             }
             "since" => since = Some(time_param("since", &value)?),
             "until" => until = Some(time_param("until", &value)?),
-            "key" => match viewer {
-                Viewer::Admin => key = Some(value),
-                Viewer::Key(id) if *id == value => {}
-                Viewer::Key(_) => {
-                    return Err(Error::new(
-                        StatusCode::FORBIDDEN,
-                        "permission_error",
-                        "a client key sees its own activity only: `key` needs the admin key",
-                    )
-                    .with_param(Some("key".into())))
-                }
-            },
+            "key" => key = viewer.key_param(value)?,
             other => {
                 return Err(bad(
                     other,

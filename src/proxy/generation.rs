@@ -3,7 +3,6 @@
 //! RFC 3339, …) followed by the gateway's own fields (`cost`, `prompt_tokens`, `attempts`, …).
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
@@ -197,11 +196,7 @@ pub(crate) async fn generation(
     }
     match recorder.generation(id).await {
         Ok(Some(r)) if r.key_id.as_deref() == Some(principal.id.as_str()) => {
-            let body = serde_json::to_vec(&Generation { data: Data::of(&r) }).unwrap_or_default();
-            let mut res = Response::new(Full::new(Bytes::from(body)));
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            res
+            super::generations::json(&Generation { data: Data::of(&r) })
         }
         Ok(_) => Error::new(
             StatusCode::NOT_FOUND,

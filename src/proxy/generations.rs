@@ -43,26 +43,34 @@ pub(crate) async fn list(
         Err(e) => return e.into_response(),
     };
     match recorder.generations(q).await {
-        Ok(Some(page)) => {
-            let body = Page {
-                data: page.records.iter().map(Data::of).collect(),
-                next_cursor: page.next,
-            };
-            let mut res = Response::new(Full::new(Bytes::from(
-                serde_json::to_vec(&body).unwrap_or_default(),
-            )));
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            res
-        }
-        Ok(None) => Error::new(
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            "no usage store here can list records",
-        )
-        .into_response(),
+        Ok(Some(page)) => json(&Page {
+            data: page.records.iter().map(Data::of).collect(),
+            next_cursor: page.next,
+        }),
+        other => store_failure(other.map(|_| ()), "no usage store here can list records"),
+    }
+}
+
+/// The JSON answer of a listing.
+pub(super) fn json(body: &impl Serialize) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(body).unwrap_or_default(),
+    )));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// The answer when the stores did not give one: a 404 saying `unable` when none can, a 503
+/// when reading failed.
+pub(super) fn store_failure(
+    result: Result<(), crate::usage::SinkError>,
+    unable: &str,
+) -> Response<Full<Bytes>> {
+    match result {
+        Ok(()) => Error::new(StatusCode::NOT_FOUND, "not_found_error", unable).into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "listing generations failed");
+            tracing::error!(error = %e, "reading the usage store failed");
             Error::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
@@ -73,7 +81,32 @@ pub(crate) async fn list(
     }
 }
 
-fn bad(param: &str, message: String) -> Error {
+impl Viewer {
+    /// The `key` parameter as this viewer may give it: the admin key any key, a client key
+    /// its own (another is a 403 naming `key`).
+    pub(super) fn key_param(&self, value: String) -> Result<Option<String>, Error> {
+        match self {
+            Viewer::Admin => Ok(Some(value)),
+            Viewer::Key(id) if *id == value => Ok(Some(value)),
+            Viewer::Key(_) => Err(Error::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "a client key sees its own activity and records only: `key` needs the admin key",
+            )
+            .with_param(Some("key".into()))),
+        }
+    }
+
+    /// The key a query is scoped to before any `key` parameter: a client key's own.
+    pub(super) fn scope(&self) -> Option<String> {
+        match self {
+            Viewer::Admin => None,
+            Viewer::Key(id) => Some(id.clone()),
+        }
+    }
+}
+
+pub(super) fn bad(param: &str, message: String) -> Error {
     Error::invalid_request(message, Some(param.to_owned()))
 }
 
@@ -95,27 +128,13 @@ pub(crate) fn time_param(param: &str, value: &str) -> Result<i64, Error> {
 fn parse(query: &str, viewer: &Viewer) -> Result<GenerationQuery, Error> {
     let mut q = GenerationQuery {
         limit: 50,
-        key: match viewer {
-            Viewer::Admin => None,
-            Viewer::Key(id) => Some(id.clone()),
-        },
+        key: viewer.scope(),
         ..Default::default()
     };
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         let value = value.into_owned();
         match name.as_ref() {
-            "key" => match viewer {
-                Viewer::Admin => q.key = Some(value),
-                Viewer::Key(id) if *id == value => {}
-                Viewer::Key(_) => {
-                    return Err(Error::new(
-                        StatusCode::FORBIDDEN,
-                        "permission_error",
-                        "a client key sees its own records only: `key` needs the admin key",
-                    )
-                    .with_param(Some("key".into())))
-                }
-            },
+            "key" => q.key = viewer.key_param(value)?,
             "model" => q.model = Some(value),
             "provider" => q.provider = Some(value),
             "status" => {
