@@ -16,13 +16,17 @@ pub(super) fn render(
     kind: ProviderKind,
     e: &Embeddings,
 ) -> Result<(Bytes, Usage), Error> {
-    let garbage = |why: String| unusable_answer(ctx, bytes, why);
-    if serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()))
-    {
-        return Err(error_in_answer(ctx, bytes));
-    }
+    // Not an answer: the provider's error, if that is what it holds, else a 502 with the body.
+    let garbage = |why: String| {
+        let error = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()));
+        if error {
+            error_in_answer(ctx, bytes)
+        } else {
+            unusable_answer(ctx, bytes, why)
+        }
+    };
     let mut answer = match kind {
         ProviderKind::Gemini | ProviderKind::Bedrock | ProviderKind::Vertex => {
             let (vectors, tokens) = match kind {
