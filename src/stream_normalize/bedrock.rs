@@ -124,7 +124,7 @@ impl BedrockStream {
                 self.open_block(d.index, Block::Text, out);
                 let text = d.delta.text.get();
                 self.anthropic(
-                    &format!(
+                    format!(
                         r#"{{"type":"content_block_delta","index":{},"delta":{{"type":"text_delta","text":{text}}}}}"#,
                         d.index
                     ),
@@ -242,16 +242,17 @@ impl BedrockStream {
                    "usage": bedrock::usage(usage)}),
             out,
         );
-        self.anthropic(r#"{"type":"message_stop"}"#, out);
+        self.anthropic(r#"{"type":"message_stop"}"#.to_owned(), out);
     }
 
     fn anthropic_value(&mut self, v: Value, out: &mut BytesMut) {
-        self.anthropic(&v.to_string(), out);
+        self.anthropic(v.to_string(), out);
     }
 
-    fn anthropic(&mut self, data: &str, out: &mut BytesMut) {
+    /// Hands the Anthropic event `data` to the Anthropic translator.
+    fn anthropic(&mut self, data: String, out: &mut BytesMut) {
         let ev = SseEvent {
-            data: data.to_owned(),
+            data,
             ..Default::default()
         };
         self.inner.on_event(&ev, out);
