@@ -731,9 +731,15 @@ fn to_vec(v: &serde_json::Value) -> Result<Vec<u8>, Error> {
 
 /// Percent-encodes what cannot stand in one URL path segment or query value.
 fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    percent_encode(s, b"@:")
+}
+
+/// Percent-encodes every byte of `s` but the unreserved ones (RFC 3986) and those of `keep`.
+pub(crate) fn percent_encode(s: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@' | b':') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || keep.contains(&b)
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

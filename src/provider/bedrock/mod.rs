@@ -349,16 +349,9 @@ pub(crate) fn is_claude(model: &str) -> bool {
 /// The `anthropic_version` Bedrock takes for Claude's own Messages body.
 pub(crate) const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
+/// Every reserved character encoded, `:` and `/` included, as the AWS SDKs send model ids.
 fn encode(model: &str) -> String {
-    let mut encoded = String::with_capacity(model.len() + 8);
-    for b in model.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    encoded
+    super::percent_encode(model, b"")
 }
 
 #[cfg(test)]
