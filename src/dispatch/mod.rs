@@ -10,7 +10,9 @@
 //! Reads [`Target`] from the request extensions; without one it fails with a 500 that says the
 //! routing layer is missing. The client's own headers are never forwarded, except a dialect's
 //! own (`anthropic-version`, `anthropic-beta`) with a request kept in it ([`NativeRequest`]),
-//! sent as it came to a provider of that dialect.
+//! sent as it came to a provider of that dialect. A [`TraceContext`] in the extensions (the
+//! attempt's span, when the request is traced) goes to the provider as `traceparent` and
+//! `tracestate`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -64,7 +66,7 @@ use self::connect::{classify, TimeoutConnector};
 use crate::chat::ChatRequest;
 use crate::embeddings::Embeddings;
 use crate::error::{ErrorSource, Retry};
-use crate::facts::{NativeRequest, Target};
+use crate::facts::{NativeRequest, Target, TraceContext};
 use crate::provider::Provider;
 use crate::Error;
 
@@ -312,6 +314,10 @@ impl Service<Request<ChatRequest>> for Dispatch {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
+        if let Some(trace) = parts.extensions.get::<TraceContext>() {
+            // The provider continues the trace (unsigned by SigV4, which signs what it lists).
+            trace.inject(upstream.headers_mut());
+        }
         if provider.vertex().is_some() {
             // The request waits for the service account's access token.
             let this = self.clone();

@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{lock, Pricing};
+use super::{lock, Pricing, TraceContext};
+use crate::provider::ProviderKind;
 
 /// How one attempt of the fallback layer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +28,15 @@ pub struct Attempt {
     pub model: Arc<str>,
     /// The model name sent upstream.
     pub upstream_model: Arc<str>,
+    /// The provider's kind (the API it speaks).
+    pub kind: ProviderKind,
     /// How it ended.
     pub outcome: AttemptOutcome,
     /// The status the client would have seen for this attempt (200 when it served; none when
     /// skipped or cut before any status).
     pub status: Option<u16>,
+    /// When it started (or was skipped).
+    pub started: tokio::time::Instant,
     /// From the attempt's start to its answer (or failure).
     pub latency: std::time::Duration,
     /// What went wrong, when something did.
@@ -39,6 +44,9 @@ pub struct Attempt {
     /// The target's prices (`None`: a pass-through, cost unknown); metering prices the
     /// attempt that served with them.
     pub pricing: Option<Pricing>,
+    /// The attempt's own span, when the request is traced (a [`TraceContext`] was in its
+    /// extensions): what its provider was sent as `traceparent`.
+    pub span: Option<TraceContext>,
 }
 
 /// Every attempt of one client request, in order. Shared: the fallback layer appends, the

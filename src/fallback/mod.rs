@@ -73,7 +73,9 @@ pub use self::body::FallbackBody;
 use self::budget::RetryBudget;
 use crate::chat::{ChatRequest, Usage};
 use crate::error::{BoxError, ErrorSource};
-use crate::facts::{Attempt, AttemptOutcome, Attempts, Hedge, RoutePlan, Target, UsageSlot};
+use crate::facts::{
+    Attempt, AttemptOutcome, Attempts, Hedge, RoutePlan, Target, TraceContext, UsageSlot,
+};
 use crate::future::{later, BoxFuture};
 use crate::health::{Availability, HealthPolicy};
 use crate::Error;
@@ -338,6 +340,10 @@ pub(crate) struct Walk<S, B> {
     current: Option<(usize, bool, Instant)>,
     /// When the walk was made, until its first attempt starts: one clock read for both.
     made: Option<Instant>,
+    /// The request's trace context, when it is traced (boxed: most requests are not).
+    trace: Option<Box<TraceContext>>,
+    /// Each target's latest attempt span (empty when the request is not traced).
+    spans: Vec<Option<TraceContext>>,
     _body: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -366,6 +372,8 @@ where
         // A layer outside that wants the attempts put a record here; the inner ones do not
         // need it (nor a copy of it per attempt).
         let attempts = parts.extensions.remove::<Attempts>();
+        // Each attempt's request carries a span of its own under the request's.
+        let trace = parts.extensions.remove::<TraceContext>().map(Box::new);
         // The parts kept for the attempts hold no target: each attempt's copy gets its own.
         // The first attempt's is the one the routing layer put there, moved, not copied (a
         // target's copy touches four shared reference counts).
@@ -412,6 +420,8 @@ where
             out_of_time: false,
             slot,
             current: None,
+            trace,
+            spans: Vec::new(),
             _body: std::marker::PhantomData,
         })
     }
@@ -431,17 +441,9 @@ where
         let Some(attempts) = &self.attempts else {
             return;
         };
-        let t = &self.targets[i];
-        attempts.push(Attempt {
-            provider: t.provider.name_arc().clone(),
-            model: t.public_model.clone(),
-            upstream_model: t.upstream_model.clone(),
-            outcome,
-            status,
-            latency,
-            error,
-            pricing: t.pricing,
-        });
+        let now = Instant::now();
+        let started = now.checked_sub(latency).unwrap_or(now);
+        attempts.push(self.attempt_record(i, outcome, status, started, latency, error));
     }
 
     /// The next target to try and the wait before it; `None` when the walk is over. A retry
@@ -577,6 +579,15 @@ where
             }
         };
         parts.extensions.insert(target);
+        if let Some(server) = &self.trace {
+            // The attempt's own span, under the request's: what the provider is sent.
+            let span = server.child();
+            if self.spans.len() < self.targets.len() {
+                self.spans.resize(self.targets.len(), None);
+            }
+            self.spans[i] = Some(span.clone());
+            parts.extensions.insert(span);
+        }
         Request::from_parts(parts, self.body.clone())
     }
 
@@ -980,6 +991,38 @@ where
     }
 }
 
+impl<S, B> Walk<S, B> {
+    /// The record of an attempt at target `i`.
+    fn attempt_record(
+        &self,
+        i: usize,
+        outcome: AttemptOutcome,
+        status: Option<u16>,
+        started: Instant,
+        latency: Duration,
+        error: Option<String>,
+    ) -> Attempt {
+        let t = &self.targets[i];
+        Attempt {
+            provider: t.provider.name_arc().clone(),
+            model: t.public_model.clone(),
+            upstream_model: t.upstream_model.clone(),
+            kind: t.provider.kind(),
+            outcome,
+            status,
+            started,
+            latency,
+            error,
+            pricing: t.pricing,
+            // A skipped target was sent nothing: no span.
+            span: match outcome {
+                AttemptOutcome::Skipped => None,
+                _ => self.spans.get(i).cloned().flatten(),
+            },
+        }
+    }
+}
+
 impl<S, B> Drop for Walk<S, B> {
     fn drop(&mut self) {
         // The client went away with an attempt in flight: record it, free its probe.
@@ -991,16 +1034,14 @@ impl<S, B> Drop for Walk<S, B> {
             let Some(attempts) = &self.attempts else {
                 return;
             };
-            attempts.push(Attempt {
-                provider: t.provider.name_arc().clone(),
-                model: t.public_model.clone(),
-                upstream_model: t.upstream_model.clone(),
-                outcome: AttemptOutcome::Cancelled,
-                status: None,
-                latency: started.elapsed(),
-                error: Some("the client went away".into()),
-                pricing: t.pricing,
-            });
+            attempts.push(self.attempt_record(
+                i,
+                AttemptOutcome::Cancelled,
+                None,
+                started,
+                started.elapsed(),
+                Some("the client went away".into()),
+            ));
         }
     }
 }

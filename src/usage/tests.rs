@@ -73,11 +73,14 @@ fn served(req: &Request<ChatRequest>) {
         provider: t.provider.name_arc().clone(),
         model: t.public_model.clone(),
         upstream_model: t.upstream_model.clone(),
+        kind: t.provider.kind(),
         outcome: AttemptOutcome::Served,
         status: Some(200),
+        started: tokio::time::Instant::now(),
         latency: Duration::from_millis(5),
         error: None,
         pricing: t.pricing,
+        span: None,
     });
 }
 
@@ -247,11 +250,14 @@ async fn a_failed_answer_costs_nothing_and_is_recorded() {
             provider: t.provider.name_arc().clone(),
             model: t.public_model.clone(),
             upstream_model: t.upstream_model.clone(),
+            kind: t.provider.kind(),
             outcome: AttemptOutcome::Failed,
             status: Some(502),
+            started: tokio::time::Instant::now(),
             latency: Duration::from_millis(3),
             error: Some("boom".into()),
             pricing: t.pricing,
+            span: None,
         });
         req.extensions()
             .get::<UsageSlot>()
