@@ -23,6 +23,9 @@ pub struct SlotReport {
     /// For a stream: how it ended; `None` when it was dropped before its end (the client went
     /// away), and for an answer that was not streamed.
     pub stream_end: Option<StreamEnd>,
+    /// The answer's text, when the request asked for it to be captured
+    /// ([`CaptureContent`](super::CaptureContent)).
+    pub output: Option<String>,
 }
 
 /// How a stream ended.
@@ -87,6 +90,11 @@ impl UsageSlot {
         r.events = events;
         r.first_event_at = first_event_at;
         r.stream_end = end;
+    }
+
+    /// Records the answer's text (captured for telemetry); a later one replaces it.
+    pub fn record_output(&self, text: String) {
+        lock(&self.0.report).output = Some(text);
     }
 
     /// Records the finish reason of an answer that was not streamed.

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use pin_project::{pin_project, pinned_drop};
 use tokio::time::Sleep;
 
+use super::capture::Captured;
 use super::Translator;
 use crate::error::{BoxError, ErrorSource, Retry};
 use crate::facts::{StreamEnd, UsageSlot};
@@ -157,6 +158,17 @@ pub struct SseStream<B> {
     /// Upstream events that produced output (metering's estimate when no usage comes).
     events: u64,
     first_event_at: Option<tokio::time::Instant>,
+    /// The answer's text, when the request asked for it to be captured.
+    captured: Option<Box<Captured>>,
+}
+
+/// The events ready for the client, read for their text when it is captured.
+fn take_out(out: &mut BytesMut, captured: &mut Option<Box<Captured>>) -> Bytes {
+    let bytes = out.split().freeze();
+    if let Some(c) = captured {
+        c.feed_sse(&bytes);
+    }
+    bytes
 }
 
 #[pinned_drop]
@@ -176,6 +188,9 @@ impl<B> PinnedDrop for SseStream<B> {
                 *this.first_event_at,
                 end,
             );
+            if let Some(c) = this.captured.take() {
+                slot.record_output(c.text);
+            }
         }
     }
 }
@@ -206,6 +221,7 @@ impl<B> SseStream<B> {
             slot: None,
             events: 0,
             first_event_at: None,
+            captured: None,
         }
     }
 
@@ -221,6 +237,12 @@ impl<B> SseStream<B> {
     /// Reports the stream's usage to `slot` when the stream ends or is dropped.
     pub(crate) fn usage_slot(mut self, slot: Option<UsageSlot>) -> Self {
         self.slot = slot;
+        self
+    }
+
+    /// Keeps the answer's text for the usage slot's report.
+    pub(crate) fn capture(mut self, on: bool) -> Self {
+        self.captured = on.then(Box::default);
         self
     }
 }
@@ -243,7 +265,7 @@ where
                 if this.out.is_empty() {
                     return Poll::Ready(None);
                 }
-                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                return Poll::Ready(Some(Ok(Frame::data(take_out(this.out, this.captured)))));
             }
             match this.upstream.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -280,7 +302,10 @@ where
                         while let Poll::Ready(Some(Ok(_))) = this.upstream.as_mut().poll_frame(cx) {
                         }
                     } else if this.out.len() >= COALESCE_LIMIT {
-                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                        return Poll::Ready(Some(Ok(Frame::data(take_out(
+                            this.out,
+                            this.captured,
+                        )))));
                     }
                     // Otherwise take whatever else the upstream has ready, so events that
                     // arrived together leave together (one write, not one per event); nothing
@@ -316,7 +341,10 @@ where
                 }
                 Poll::Pending => {
                     if !this.out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+                        return Poll::Ready(Some(Ok(Frame::data(take_out(
+                            this.out,
+                            this.captured,
+                        )))));
                     }
                     if let Some(mut sleep) = this.keepalive.as_mut().as_pin_mut() {
                         if sleep.as_mut().poll(cx).is_ready() {

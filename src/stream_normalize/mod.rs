@@ -36,6 +36,7 @@
 mod anthropic;
 mod bedrock;
 mod body;
+mod capture;
 mod embeddings;
 mod gemini;
 mod native;
@@ -69,7 +70,8 @@ use crate::chat::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 use crate::embeddings::Embeddings;
 use crate::error::{BoxError, ErrorSource, Retry, Secrets};
 use crate::facts::{
-    GenerationId, NativeAnswer, NativeApi, NativeRequest, PriceAnswers, Pricing, Target, UsageSlot,
+    CaptureContent, GenerationId, NativeAnswer, NativeApi, NativeRequest, PriceAnswers, Pricing,
+    Target, UsageSlot,
 };
 use crate::json::{self as raw, key, ObjectWriter};
 use crate::provider::ProviderKind;
@@ -372,6 +374,8 @@ where
         let slot = req.extensions().get::<UsageSlot>().cloned();
         let embeddings = req.extensions().get::<Embeddings>().cloned();
         let streaming = req.body().is_stream();
+        // The answer's text kept for telemetry (a slot to keep it in is needed).
+        let capture = slot.is_some() && req.extensions().get::<CaptureContent>().is_some();
         let ctx = StreamContext {
             id,
             model: public_model,
@@ -441,7 +445,8 @@ where
                     stream: Box::pin(
                         SseStream::new(body, state, config.keepalive)
                             .framing(framing)
-                            .usage_slot(slot),
+                            .usage_slot(slot)
+                            .capture(capture),
                     ),
                 });
                 std::mem::swap(out.extensions_mut(), &mut parts.extensions);
@@ -479,6 +484,9 @@ where
                 if let Some(slot) = &slot {
                     slot.record_finish_reason(finish_reason);
                     slot.record(usage.clone().unwrap_or_default());
+                    if capture {
+                        slot.record_output(capture::whole(&json).unwrap_or_default());
+                    }
                 }
                 if let Some(usage) = usage {
                     out.extensions_mut().insert(usage);
@@ -508,6 +516,11 @@ where
                     slot.record(usage.clone());
                 }
                 state.replay_completion(completion, &mut buf);
+                if let (true, Some(slot)) = (capture, &slot) {
+                    let mut c = capture::Captured::default();
+                    c.feed_sse(&buf);
+                    slot.record_output(c.text);
+                }
                 *out.body_mut() = ResponseBody::full(buf.freeze());
                 set_sse_headers(out.headers_mut());
                 return Ok(out);
@@ -541,6 +554,9 @@ where
             };
             if let Some(slot) = &slot {
                 slot.record_finish_reason(finish_reason.as_deref());
+                if capture {
+                    slot.record_output(capture::whole(&json).unwrap_or_default());
+                }
             }
             if let Some(usage) = usage {
                 if let Some(slot) = &slot {

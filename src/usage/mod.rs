@@ -66,7 +66,7 @@ use crate::auth::{LimitReset, Principal};
 use crate::chat::{ChatRequest, Message};
 use crate::dialect::Dialect;
 use crate::facts::{
-    AttemptOutcome, Attempts, GenerationId, PriceAnswers, Pricing, RoutePlan, SlotReport,
+    Attempt, AttemptOutcome, Attempts, GenerationId, PriceAnswers, Pricing, RoutePlan, SlotReport,
     StreamEnd, Target, Tokens, UsageSlot,
 };
 use crate::future::BoxFuture;
@@ -74,6 +74,42 @@ use crate::Error;
 
 /// A wall clock in Unix seconds (replaceable in tests).
 pub type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Told of a request's record when it is made: the telemetry layer exports the request's
+/// spans from it. Put one in the request extensions as an [`ObserveRecord`].
+pub trait RecordObserver: Send + Sync {
+    /// The usage layer took the request: [`on_record`](Self::on_record) follows, once,
+    /// however the request ends (a stream's end, the client going away included).
+    fn claimed(&self);
+
+    /// The request's record, just made (before it goes to the queue), and what the record
+    /// does not keep.
+    fn on_record(&self, record: &UsageRecord, detail: &RecordDetail<'_>);
+}
+
+/// What a [`RecordObserver`] is told beside the record.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RecordDetail<'a> {
+    /// Every attempt, with its start and its span.
+    pub attempts: &'a [Attempt],
+    /// The calling key's name.
+    pub key_name: Option<&'a str>,
+    /// The prompt.
+    pub messages: &'a [Message],
+    /// The answer's text, when it was captured ([`CaptureContent`](crate::facts::CaptureContent)).
+    pub output: Option<&'a str>,
+}
+
+/// A request extension: the [`RecordObserver`] of the request's record.
+#[derive(Clone)]
+pub struct ObserveRecord(pub Arc<dyn RecordObserver>);
+
+impl std::fmt::Debug for ObserveRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObserveRecord")
+    }
+}
 
 fn system_clock() -> i64 {
     crate::facts::unix_now() as i64
@@ -235,6 +271,8 @@ struct Pending {
     /// pass-throughs share one label (their names are the client's, so unbounded).
     catalog_model: bool,
     record: UsageRecord,
+    /// Told of the record (and the key's name), when the request is observed.
+    observer: Option<(ObserveRecord, Option<String>)>,
 }
 
 /// An attribution header, as recorded (clipped).
@@ -260,6 +298,7 @@ impl Pending {
             messages,
             catalog_model,
             mut record,
+            observer,
         } = self;
         let answer = std::mem::take(&mut *answer.lock().unwrap_or_else(|e| e.into_inner()));
         let attempts = attempts.to_vec();
@@ -368,6 +407,17 @@ impl Pending {
             cost = record.cost.unwrap_or(0.0),
             "request metered"
         );
+        if let Some((observer, key_name)) = observer {
+            observer.0.on_record(
+                &record,
+                &RecordDetail {
+                    attempts: &attempts,
+                    key_name: key_name.as_deref(),
+                    messages: &messages,
+                    output: report.output.as_deref(),
+                },
+            );
+        }
         permit.send(Msg::Record(Box::new(record)));
     }
 }
@@ -525,6 +575,10 @@ where
             .map(clipped)
             .or_else(|| header(req.headers(), "x-session-id")),
     };
+    let observer = req.extensions().get::<ObserveRecord>().map(|o| {
+        o.0.claimed();
+        (o.clone(), principal.as_ref().map(|p| p.name.clone()))
+    });
     let answer = Arc::new(Mutex::new(Answer::default()));
     let pending = Pending {
         permit,
@@ -536,6 +590,7 @@ where
         messages: body.messages.clone(),
         catalog_model,
         record,
+        observer,
     };
     metrics::request_started();
     slot.on_report(move |report| pending.finish(report));
