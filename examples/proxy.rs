@@ -103,6 +103,8 @@ async fn main() -> ExitCode {
         );
     }
     let recorder = proxy.recorder().clone();
+    #[cfg(feature = "otel")]
+    let telemetry = proxy.telemetry().cloned();
     let served = serve(listener, proxy.router(), shutdown_signal(), options).await;
     // Every usage record of the requests that ran is written before the process exits.
     // A sink still failing after 30 s (the shared Redis down, say): what it has not taken
@@ -111,6 +113,17 @@ async fn main() -> ExitCode {
         tracing::info!(stats = ?recorder.stats(), "usage records written");
     } else {
         tracing::error!(stats = ?recorder.stats(), "usage records still queued: neither written nor spilled");
+    }
+    // The last spans go to the collector (bounded: a collector that is down does not hold
+    // the exit up).
+    #[cfg(feature = "otel")]
+    if let Some(t) = telemetry {
+        if tokio::time::timeout(std::time::Duration::from_secs(10), t.flush())
+            .await
+            .is_ok()
+        {
+            tracing::info!(stats = ?t.stats(), "trace spans exported");
+        }
     }
     match served {
         Ok(()) => ExitCode::SUCCESS,

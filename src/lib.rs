@@ -29,6 +29,8 @@
 //!   endpoints ([`health`]), a stream failing before its first event moved on unnoticed.
 //! - [`stream_normalize`]: the provider's answer → the OpenAI shape, streams included.
 //! - [`dispatch`]: the typed request → the provider's HTTP request, on one pooled client.
+//! - `telemetry` (feature `otel`): outermost, `TelemetryLayer` continues or starts the request's
+//!   trace and exports its spans (one per request, one per attempt) over OTLP.
 //!
 //! Data flows in two lanes: the payload as the typed body, facts (generation id, plan, target)
 //! as request extensions ([`facts`]).
@@ -57,6 +59,8 @@
 //!   axum router with tower-http's layers, the Prometheus exporter, the server loop. Without it
 //!   (`default-features = false`) the layers build on their core dependencies alone.
 //! - `redis`: the fleet store (`redis`), on top of `proxy`.
+//! - `otel` (default): OpenTelemetry traces over OTLP (the `telemetry` module; the proxy's
+//!   `[telemetry]` section).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -148,6 +152,8 @@ pub mod sse;
 #[cfg(feature = "proxy")]
 pub mod state;
 pub mod stream_normalize;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 pub mod usage;
 
 /// A `HashMap` with foldhash's fast hasher (seeded per process): the maps the request path

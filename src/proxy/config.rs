@@ -96,6 +96,53 @@ pub struct Config {
     /// `[usage]`: metering, the record queue and its sinks.
     #[serde(default)]
     pub usage: UsageConfig,
+    /// `[telemetry]`: traces over OTLP; absent, nothing is traced.
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces of every request, sent over OTLP/HTTP (protobuf) to a
+/// collector (the `otel` feature; see `docs/telemetry.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`; `/v1/traces` is added), or
+    /// the full URL of its traces path.
+    pub otlp_endpoint: String,
+    /// Headers sent with every export (a vendor's key); a value `env:NAME` is read from the
+    /// environment variable `NAME`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The `service.name` of the spans (default `modelgate`).
+    pub service_name: Option<String>,
+    /// The share of new traces sampled, 0 to 1 (default 1); a client's `traceparent` decides
+    /// for its own trace.
+    pub sample_ratio: Option<f64>,
+    /// Record the prompt and the answer's text on the spans (default false).
+    #[serde(default)]
+    pub capture_content: bool,
+    /// Spans waiting for export, at most; more are dropped and counted (default 8192).
+    pub queue_capacity: Option<usize>,
+}
+
+impl TelemetryConfig {
+    /// The export headers, `env:` values read.
+    pub fn headers(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        self.headers
+            .iter()
+            .map(|(name, value)| match value.strip_prefix("env:") {
+                Some(var) => env(var).map(|v| (name.clone(), v)).ok_or_else(|| {
+                    ConfigError(format!(
+                        "[telemetry] headers.{name}: the environment variable `{var}` is not set"
+                    ))
+                }),
+                None => Ok((name.clone(), value.clone())),
+            })
+            .collect()
+    }
 }
 
 /// `[usage]`: how the proxy meters. Records and spend always go to the state store; every key
@@ -767,6 +814,7 @@ impl Config {
             keys: Vec::new(),
             fallback: FallbackConfig::default(),
             usage: UsageConfig::default(),
+            telemetry: None,
         }
     }
 

@@ -104,6 +104,35 @@ pub const FAILED_ATTEMPTS_PER_MINUTE: u32 = 20;
 /// the proxy shut down; they are written at the next start.
 pub const SPILL_FILE: &str = "usage-spill.jsonl";
 
+/// The trace exporter of `[telemetry]`.
+#[cfg(feature = "otel")]
+fn telemetry(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::telemetry::Telemetry>, ConfigError> {
+    let Some(t) = &config.telemetry else {
+        return Ok(None);
+    };
+    let mut builder =
+        crate::telemetry::Telemetry::builder(&t.otlp_endpoint).capture_content(t.capture_content);
+    for (name, value) in t.headers(env)? {
+        builder = builder.header(name, value);
+    }
+    if let Some(name) = &t.service_name {
+        builder = builder.service_name(name);
+    }
+    if let Some(ratio) = t.sample_ratio {
+        builder = builder.sample_ratio(ratio);
+    }
+    if let Some(n) = t.queue_capacity {
+        builder = builder.queue_capacity(n);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| ConfigError(format!("[telemetry] {e}")))
+}
+
 /// Where keys, rate limits and spend live: this process, or a shared Redis.
 struct SharedState {
     keys: Arc<dyn ManagedKeyStore>,
@@ -193,6 +222,9 @@ pub struct Proxy {
     access_log: bool,
     /// CORS for browser apps, when origins are configured.
     cors: Option<tower_http::cors::CorsLayer>,
+    /// Traces requests, when `[telemetry]` is configured.
+    #[cfg(feature = "otel")]
+    telemetry: Option<crate::telemetry::Telemetry>,
     /// Ends the metrics upkeep task when the last clone goes.
     _alive: Arc<()>,
 }
@@ -215,6 +247,12 @@ impl Proxy {
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        #[cfg(not(feature = "otel"))]
+        if config.telemetry.is_some() {
+            return Err(ConfigError(
+                "[telemetry] needs the `otel` feature, which this build does not have".into(),
+            ));
+        }
         let catalog = Arc::new(config.catalog(env)?);
         let retention = match config.usage.retention_days {
             None => Some(30),
@@ -356,8 +394,19 @@ impl Proxy {
             anonymous: state.anonymous,
             access_log: config.access_log.unwrap_or(true),
             cors: router::cors(&config.cors_allow_origins).map_err(ConfigError)?,
+            #[cfg(feature = "otel")]
+            telemetry: telemetry(config, env)?,
             _alive: alive,
         })
+    }
+
+    /// The trace exporter, when `[telemetry]` is configured: [`flush`] it after [`serve`]
+    /// returns, so the last spans are sent.
+    ///
+    /// [`flush`]: crate::telemetry::Telemetry::flush
+    #[cfg(feature = "otel")]
+    pub fn telemetry(&self) -> Option<&crate::telemetry::Telemetry> {
+        self.telemetry.as_ref()
     }
 
     /// The catalog the proxy serves.

@@ -37,6 +37,19 @@ impl Proxy {
     }
 
     /// The routes alone, for an embedder to mount or to add its own to:
+    /// The telemetry layer of the inference routes, when traces are configured.
+    #[cfg(feature = "otel")]
+    fn traced(&self) -> Option<crate::telemetry::TelemetryLayer> {
+        self.telemetry
+            .clone()
+            .map(crate::telemetry::TelemetryLayer::new)
+    }
+
+    #[cfg(not(feature = "otel"))]
+    fn traced(&self) -> Option<tower::layer::util::Identity> {
+        None
+    }
+
     /// `POST /v1/chat/completions` (the gateway stack), `POST /v1/messages` and
     /// `/v1/messages/count_tokens` (Anthropic's API), `POST /v1/responses` (OpenAI's Responses
     /// API, stateless: `GET /v1/responses/{id}` is a 404), `GET /v1/models`, `GET /v1/key`,
@@ -52,6 +65,7 @@ impl Proxy {
                 req.extensions_mut().insert(GenerationId::new());
                 req
             })
+            .option_layer(self.traced())
             .service(self.chat.clone());
         let chat = post_service(chat).fallback(wrong_method("POST"));
         let messages = ServiceBuilder::new()
@@ -61,6 +75,7 @@ impl Proxy {
                 ext.insert(Dialect::Messages);
                 req
             })
+            .option_layer(self.traced())
             .service(self.messages.clone());
         let messages = post_service(messages).fallback(wrong_method_in(Dialect::Messages, "POST"));
         let responses = ServiceBuilder::new()
@@ -70,6 +85,7 @@ impl Proxy {
                 ext.insert(Dialect::Responses);
                 req
             })
+            .option_layer(self.traced())
             .service(self.responses.clone());
         let responses = post_service(responses).fallback(wrong_method("POST"));
         let embeddings = ServiceBuilder::new()
@@ -79,6 +95,7 @@ impl Proxy {
                 ext.insert(Dialect::Embeddings);
                 req
             })
+            .option_layer(self.traced())
             .service(self.embeddings.clone());
         let embeddings = post_service(embeddings).fallback(wrong_method("POST"));
         // Nothing is kept, so nothing can be fetched.

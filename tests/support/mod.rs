@@ -514,6 +514,10 @@ pub struct Gateway {
     recorder: Option<modelgate::usage::Recorder>,
     /// The state directory when the test gave none (removed when the gateway is dropped).
     pub state: Option<tempfile::TempDir>,
+    /// The trace exporter, when the config has `[telemetry]`.
+    #[cfg(feature = "otel")]
+    #[allow(dead_code)] // only the telemetry tests read it
+    pub telemetry: Option<modelgate::telemetry::Telemetry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -562,6 +566,8 @@ impl Gateway {
         }
         let proxy = proxy.expect("test config builds");
         let recorder = proxy.recorder().clone();
+        #[cfg(feature = "otel")]
+        let telemetry = proxy.telemetry().cloned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -581,6 +587,8 @@ impl Gateway {
             addr,
             recorder: Some(recorder),
             state,
+            #[cfg(feature = "otel")]
+            telemetry,
             stop: Some(stop),
             task: Some(task),
         }
