@@ -241,6 +241,16 @@ completion_price = 15.0
     Gateway::start_with_env(&toml, &[("COLLECTOR_KEY", "team-secret")]).await
 }
 
+/// A chat request for `model`, its cheapest endpoint tried first.
+async fn cheapest_first(gw: &Gateway, model: &str) -> Answer {
+    let body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "provider": {"sort": "price"},
+    });
+    post(&client(), &gw.url("/v1/chat/completions"), body.to_string()).await
+}
+
 fn config(collector: &Collector) -> String {
     format!(
         r#"otlp_endpoint = "{}"
@@ -423,12 +433,7 @@ async fn a_fallback_is_two_attempt_spans_under_one_server_span() {
     let collector = Collector::start().await;
     let gw = gateway(&fake, &config(&collector)).await;
     // The cheaper endpoint, the failing one, first.
-    let body = json!({
-        "model": "vendor/flaky",
-        "messages": [{"role": "user", "content": "hi"}],
-        "provider": {"sort": "price"},
-    });
-    let res = post(&client(), &gw.url("/v1/chat/completions"), body.to_string()).await;
+    let res = cheapest_first(&gw, "vendor/flaky").await;
     assert_eq!(res.status, StatusCode::OK);
     let spans = collector.wait_for(&gw, 3).await;
     assert_eq!(spans.len(), 3);
@@ -476,12 +481,7 @@ async fn a_hedge_is_an_attempt_span_and_so_is_the_one_it_beat() {
     let collector = Collector::start().await;
     let gw = gateway(&fake, &config(&collector)).await;
     // The cheaper endpoint first: the one that hangs.
-    let body = json!({
-        "model": "vendor/hedged",
-        "messages": [{"role": "user", "content": "hi"}],
-        "provider": {"sort": "price"},
-    });
-    let res = post(&client(), &gw.url("/v1/chat/completions"), body.to_string()).await;
+    let res = cheapest_first(&gw, "vendor/hedged").await;
     assert_eq!(res.status, StatusCode::OK);
     let spans = collector.wait_for(&gw, 3).await;
     let s = server(&spans);

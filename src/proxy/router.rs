@@ -36,7 +36,6 @@ impl Proxy {
         self.with_server_layers(self.routes())
     }
 
-    /// The routes alone, for an embedder to mount or to add its own to:
     /// The telemetry layer of the inference routes, when traces are configured.
     #[cfg(feature = "otel")]
     fn traced(&self) -> Option<crate::telemetry::TelemetryLayer> {
@@ -50,6 +49,7 @@ impl Proxy {
         None
     }
 
+    /// The routes alone, for an embedder to mount or to add its own to:
     /// `POST /v1/chat/completions` (the gateway stack), `POST /v1/messages` and
     /// `/v1/messages/count_tokens` (Anthropic's API), `POST /v1/responses` (OpenAI's Responses
     /// API, stateless: `GET /v1/responses/{id}` is a 404), `GET /v1/models`, `GET /v1/key`,

@@ -22,7 +22,8 @@
 //!   queue, and the key's spend grows by the cost. An answer that failed with no completion
 //!   tokens costs nothing. A stream the client left before the provider reported usage is
 //!   recorded `cancelled`, with the gateway's own count of what was streamed marked
-//!   `estimated`.
+//!   `estimated`. An [`ObserveRecord`] in the request extensions is told of the record as it is
+//!   made (the telemetry layer makes the request's spans from it).
 //!
 //! ```
 //! use std::sync::Arc;
