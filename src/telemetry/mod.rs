@@ -214,6 +214,15 @@ impl TelemetryBuilder {
                 "the queue capacity must be at least 1".into(),
             ));
         }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(TelemetryError(format!(
+                    "the export header `{name}` is not a valid HTTP header name and value"
+                )));
+            }
+        }
         let endpoint = traces_url(&self.endpoint)?;
         let exporter = export::exporter(
             &endpoint,
@@ -511,6 +520,16 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(e.0.contains("sample_ratio"), "{e}");
+        let e = Telemetry::builder("http://127.0.0.1:1")
+            .header("x key", "v")
+            .build()
+            .unwrap_err();
+        assert!(e.0.contains("`x key`"), "{e}");
+        let e = Telemetry::builder("http://127.0.0.1:1")
+            .header("x-key", "line\nbreak")
+            .build()
+            .unwrap_err();
+        assert!(e.0.contains("`x-key`"), "{e}");
     }
 
     #[tokio::test]
