@@ -430,20 +430,18 @@ where
         &self.shared.policy
     }
 
+    /// Records an attempt at target `i` that started at `started` and took `latency`.
     fn record(
         &self,
         i: usize,
         outcome: AttemptOutcome,
         status: Option<u16>,
-        latency: Duration,
+        (started, latency): (Instant, Duration),
         error: Option<String>,
     ) {
-        let Some(attempts) = &self.attempts else {
-            return;
-        };
-        let now = Instant::now();
-        let started = now.checked_sub(latency).unwrap_or(now);
-        attempts.push(self.attempt_record(i, outcome, status, started, latency, error));
+        if let Some(attempts) = &self.attempts {
+            attempts.push(self.attempt_record(i, outcome, status, started, latency, error));
+        }
     }
 
     /// The next target to try and the wait before it; `None` when the walk is over. A retry
@@ -522,7 +520,7 @@ where
                     i,
                     AttemptOutcome::Skipped,
                     None,
-                    Duration::ZERO,
+                    (now, Duration::ZERO),
                     Some("cooling down after failures".into()),
                 );
                 continue;
@@ -537,7 +535,13 @@ where
                     "provider `{}` has spent its requests_per_minute",
                     target.provider.name()
                 );
-                self.record(i, AttemptOutcome::Skipped, None, Duration::ZERO, Some(why));
+                self.record(
+                    i,
+                    AttemptOutcome::Skipped,
+                    None,
+                    (now, Duration::ZERO),
+                    Some(why),
+                );
                 continue;
             }
             self.sent += 1;
@@ -641,7 +645,13 @@ where
             .filter(|u| secs > 0.0 && u.completion_tokens > 0)
             .map(|u| u.completion_tokens as f64 / secs);
         t.health.on_success_with_throughput(latency, tps, policy);
-        self.record(i, AttemptOutcome::Served, Some(200), latency, None);
+        self.record(
+            i,
+            AttemptOutcome::Served,
+            Some(200),
+            (started, latency),
+            None,
+        );
     }
 
     /// The stream of the attempt in flight produced its first event: it serves. Throughput
@@ -691,7 +701,7 @@ where
             i,
             AttemptOutcome::Failed,
             Some(e.status().as_u16()),
-            latency,
+            (started, latency),
             Some(e.message().to_owned()),
         );
         let t = &self.targets[i];
@@ -861,7 +871,7 @@ where
                             o,
                             AttemptOutcome::Cancelled,
                             None,
-                            o_started.elapsed(),
+                            (o_started, o_started.elapsed()),
                             Some("lost the hedge race".into()),
                         );
                     }
@@ -927,7 +937,7 @@ where
                     j,
                     AttemptOutcome::Skipped,
                     None,
-                    Duration::ZERO,
+                    (now, Duration::ZERO),
                     Some("cooling down after failures".into()),
                 );
                 continue;

@@ -120,12 +120,8 @@ impl Queue {
     /// Queues a finished span; drops it (and counts it) when the queue is full.
     pub(super) fn push(&self, span: SpanData) {
         if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
-            self.dropped(1, "queue_full");
+            dropped(&self.counts, 1, "queue_full");
         }
-    }
-
-    fn dropped(&self, n: u64, reason: &'static str) {
-        dropped(&self.counts, n, reason);
     }
 
     /// Exports what is queued and waits for it.

@@ -53,7 +53,7 @@ mod export;
 mod spans;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -330,7 +330,7 @@ where
             method: req.method().clone(),
             path: req.uri().path().into(),
             claimed: AtomicBool::new(false),
-            ended: Mutex::new(false),
+            ended: AtomicBool::new(false),
         });
         req.extensions_mut()
             .insert(ObserveRecord(span.clone() as Arc<dyn RecordObserver>));
@@ -384,7 +384,7 @@ struct RequestSpan {
     /// The usage layer took the request: its record makes the spans.
     claimed: AtomicBool,
     /// The spans went to the queue.
-    ended: Mutex<bool>,
+    ended: AtomicBool,
 }
 
 impl RequestSpan {
@@ -399,9 +399,7 @@ impl RequestSpan {
 
     /// Runs `f` unless the spans were already exported (once per request).
     fn end_once(&self, f: impl FnOnce()) {
-        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
-        if !*ended {
-            *ended = true;
+        if !self.ended.swap(true, Ordering::AcqRel) {
             f();
         }
     }
@@ -452,6 +450,8 @@ impl Drop for Unmetered {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     #[test]
